@@ -1,0 +1,1 @@
+"""Simulated dusty videos with ground truth (physically based)."""

@@ -1,0 +1,1 @@
+"""Dust detectors: local (offline, default), gemini, consensus."""

@@ -1,0 +1,1 @@
+"""Readers and writers: SER videos, frame sources, aiflat FITS products."""

@@ -1,1 +1,7 @@
 """Readers and writers: SER videos, frame sources, aiflat FITS products."""
+
+from .ser import SERHeader, SERReader, SERWriter, read_ser, write_ser  # noqa: F401
+from .frames import FrameSource, open_frames  # noqa: F401
+
+__all__ = ["read_ser", "SERReader", "write_ser", "SERWriter", "SERHeader", "open_frames",
+           "FrameSource"]

@@ -439,7 +439,10 @@ def decide_byte_order(samples, little_endian_flag, *, byte_order="auto"):
     neighbour difference (``tv``) of the byte stored second is smaller for
     little-endian data.  If ``tv_first / tv_second > 2`` the data are
     little-endian, if it is below 1/2 big-endian, otherwise (or when the
-    frames are nearly constant) the prior stands.
+    frames are nearly constant) the prior stands.  A byte that never changes
+    is the high byte when it is non-zero; when it is always 0 the data are
+    undecidable (values below 256, or MSB-aligned data of at most 8 bits) and
+    the prior stands.
 
     Parameters
     ----------
@@ -490,15 +493,25 @@ def decide_byte_order(samples, little_endian_flag, *, byte_order="auto"):
     tv0, tv1 = float(tv[0]), float(tv[1])
     if max(tv0, tv1) < BYTE_ORDER_MIN_TV:
         return prior, f"{prior_text}; data inconclusive (nearly constant frames)", False
-    ratio = tv0 / tv1 if tv1 > 0 else float("inf")
-    ratio_text = f"byte smoothness ratio {ratio:.3g}" if np.isfinite(ratio) else \
-        "byte smoothness ratio inf"
-    if ratio > BYTE_ORDER_RATIO:
-        data = "<"
-    elif ratio < 1 / BYTE_ORDER_RATIO:
-        data = ">"
+    if min(tv0, tv1) == 0:
+        # One byte never changes.  A constant non-zero byte can only be the high
+        # byte; a byte that is always 0 is either the high byte of small values
+        # or the low byte of MSB-aligned data of 8 bits or less: undecidable.
+        k = 0 if tv0 == 0 else 1
+        values = {int(s[0, 0, k]) for s in samples}
+        if values == {0}:
+            return prior, (f"{prior_text}; data inconclusive (byte {k} of every sample is 0: "
+                           "values below 256 or MSB-aligned data of at most 8 bits)"), False
+        data, ratio_text = ("<" if k == 1 else ">"), f"byte {k} constant and non-zero"
     else:
-        return prior, f"{prior_text}; data inconclusive ({ratio_text})", False
+        ratio = tv0 / tv1
+        ratio_text = f"byte smoothness ratio {ratio:.3g}"
+        if ratio > BYTE_ORDER_RATIO:
+            data = "<"
+        elif ratio < 1 / BYTE_ORDER_RATIO:
+            data = ">"
+        else:
+            return prior, f"{prior_text}; data inconclusive ({ratio_text})", False
     data_name = "little" if data == "<" else "big"
     if data == prior:
         return prior, f"{prior_text}; data agree ({ratio_text})", False
@@ -750,6 +763,22 @@ class SERReader(FrameSource):
     def _check_open(self):
         if self._mm is None:
             raise ValueError(f"SER file {self.name!r} is closed")
+
+    def __getstate__(self):
+        # Pickle (e.g. for worker processes) without the memory map: a pickled
+        # np.memmap would carry a copy of the whole video.
+        state = self.__dict__.copy()
+        state["_mm"] = None
+        state["_was_open"] = self._mm is not None
+        return state
+
+    def __setstate__(self, state):
+        was_open = state.pop("_was_open", False)
+        self.__dict__.update(state)
+        if was_open:
+            mm_shape = (self.n_frames,) + tuple(self.frame_shape)
+            self._mm = np.memmap(self.path, dtype=self.file_dtype, mode="r", offset=HEADER_SIZE,
+                                 shape=mm_shape)
 
     # -- public API -----------------------------------------------------------
     @property
@@ -1108,6 +1137,8 @@ class SERWriter:
             return
         try:
             n = self.n_written
+            if n == 0:
+                raise InputError(f"no frames written to {str(self.path)!r}")
             header = dataclasses.replace(self.header)
             header.frame_count = n if self.frame_count is None else int(self.frame_count)
             if self._header_raw is not None:

@@ -1,0 +1,275 @@
+"""Static scenes for the simulator: solar disc with dust look-alikes, deep-sky field, vignetting.
+
+Scenes are float32 arrays in relative units (the photosphere at disc centre,
+or the deep-sky background, is 1.0).  They contain everything that is *not*
+dust but may look like it: pores, sunspots, filaments, the limb, star
+residuals, gradients and vignetting.
+"""
+
+import numpy as np
+from scipy import ndimage, special
+from scipy.spatial import cKDTree
+
+from .dust import _check_shape
+
+__all__ = ["make_solar_scene", "make_deepsky_scene", "make_vignetting", "LIMB_DARKENING"]
+
+#: Linear limb-darkening coefficient u in I(μ)/I(1) = 1 − u (1 − μ) (visible continuum).
+LIMB_DARKENING = 0.6
+
+_SKY_LEVEL = 0.02          # off-disk scattered light next to the limb (fraction of disc centre)
+_LIMB_SIGMA = 0.8          # limb softness (seeing), px
+
+
+def _smoothstep(x):
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def _bbox(shape, yc, xc, rad):
+    y0, y1 = max(0, int(yc - rad)), min(shape[0], int(yc + rad) + 2)
+    x0, x1 = max(0, int(xc - rad)), min(shape[1], int(xc + rad) + 2)
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    return (slice(y0, y1), slice(x0, x1)), yy.astype(np.float32), xx.astype(np.float32)
+
+
+def _granulation(shape, rng, granule_size, contrast):
+    """Cellular texture: bright granules, dark intergranular lanes (Worley noise), zero mean."""
+    h, w = shape
+    n_cells = max(4, int(h * w / granule_size**2))
+    pts = rng.uniform((0, 0), (h, w), size=(n_cells, 2))
+    tree = cKDTree(pts)
+    yy, xx = np.mgrid[0:h, 0:w]
+    dist, idx = tree.query(np.column_stack([yy.ravel(), xx.ravel()]).astype(np.float32), k=2, workers=-1)
+    lane = (dist[:, 1] - dist[:, 0]).reshape(shape)                 # 0 on cell borders
+    strength = rng.uniform(0.7, 1.0, n_cells)[idx[:, 0]].reshape(shape)
+    cell = strength * (1 - np.exp(-lane / (0.2 * granule_size)))  # bright centres, dark lanes
+    cell = ndimage.gaussian_filter(cell.astype(np.float32), 0.12 * granule_size)
+    cell -= cell.mean()
+    return (contrast / max(cell.std(), 1e-6)) * cell
+
+
+def _disc_geometry(shape, rng, limb):
+    h, w = shape
+    half_diag = 0.5 * np.hypot(h, w)
+    radius = 3.0 * half_diag
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    if not limb:
+        return cy, cx, 10.0 * radius       # the disc covers everything, no visible curvature
+    theta = rng.uniform(0, 2 * np.pi)
+    reach = half_diag * rng.uniform(0.55, 0.8)      # where the limb crosses the line to the corner
+    return cy - (radius - reach) * np.sin(theta), cx - (radius - reach) * np.cos(theta), radius
+
+
+def _on_disc_point(rng, shape, r_disc, inset):
+    h, w = shape
+    for _ in range(1000):
+        y, x = rng.uniform(inset, h - inset), rng.uniform(inset, w - inset)
+        if r_disc[min(int(y), h - 1), min(int(x), w - 1)] < -inset:
+            return y, x
+    return (h - 1) / 2, (w - 1) / 2
+
+
+def _add_sunspot(img, rng, yc, xc, r_umbra):
+    r_pen = r_umbra * rng.uniform(1.9, 2.6)
+    axis = rng.uniform(0.65, 1.0)                   # foreshortening
+    phi = rng.uniform(0, np.pi)
+    box, yy, xx = _bbox(img.shape, yc, xc, r_pen + 3)
+    dy, dx = yy - yc, xx - xc
+    u_ = dx * np.cos(phi) + dy * np.sin(phi)
+    v_ = (-dx * np.sin(phi) + dy * np.cos(phi)) / axis
+    r = np.hypot(u_, v_)
+    ang = np.arctan2(v_, u_)
+    fil = 1 + 0.08 * np.cos(rng.integers(25, 45) * ang + 2 * np.sin(3 * ang)) * np.cos(r / 1.3)
+    pen = rng.uniform(0.72, 0.85) * fil
+    umb = rng.uniform(0.18, 0.32)
+    in_pen = 1 - _smoothstep((r - r_pen + 1.5) / 3.0)
+    in_umb = 1 - _smoothstep((r - r_umbra + 1.0) / 2.0)
+    factor = 1 + in_pen * (pen - 1) + in_umb * (umb - pen)
+    img[box] *= factor.astype(np.float32)
+
+
+def _add_filament(img, rng, yc, xc, length, width, depth):
+    """A dark, curved, elongated feature (Hα-like filament)."""
+    t = np.linspace(-0.5, 0.5, 200)
+    phi = rng.uniform(0, np.pi)
+    bend = rng.uniform(-0.15, 0.15) * length * (1 - 4 * t**2)
+    bend += 0.03 * length * np.sin(2 * np.pi * (rng.uniform(1.5, 3) * t + rng.uniform()))   # wiggles
+    py = yc + t * length * np.sin(phi) + bend * np.cos(phi)
+    px = xc + t * length * np.cos(phi) - bend * np.sin(phi)
+    box, yy, xx = _bbox(img.shape, yc, xc, 0.75 * length + 4 * width)
+    tree = cKDTree(np.column_stack([py, px]))
+    d, nearest = tree.query(np.column_stack([yy.ravel(), xx.ravel()]))
+    taper = np.clip(1.3 - np.abs(2 * t[nearest]) ** 2, 0, 1).reshape(yy.shape)   # fading ends
+    prof = depth * taper * np.exp(-0.5 * (d.reshape(yy.shape) / width) ** 2)
+    img[box] *= (1 - prof).astype(np.float32)
+
+
+def _add_facula(img, rng, yc, xc, size, amplitude):
+    box, yy, xx = _bbox(img.shape, yc, xc, 2.5 * size)
+    field = ndimage.gaussian_filter(rng.standard_normal(yy.shape).astype(np.float32), 0.15 * size + 0.5)
+    field = np.clip(field / max(field.std(), 1e-6), 0, None)
+    env = np.exp(-0.5 * ((yy - yc) ** 2 + (xx - xc) ** 2) / size**2)
+    img[box] *= (1 + amplitude * env * field / 2).astype(np.float32)
+
+
+def _solar_scene(shape, rng, *, limb, features, granule_size, granulation):
+    """The solar scene and the geometry of its disc (cy, cx, radius)."""
+    h, w = shape
+    cy, cx, radius = _disc_geometry(shape, rng, limb)
+    yy, xx = np.ogrid[0:h, 0:w]
+    r = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2, dtype=np.float32)
+    mu = np.sqrt(np.clip(1 - (r / radius) ** 2, 0, 1))
+    disc = 1 - LIMB_DARKENING * (1 - mu)
+    img = (1 + _granulation(shape, rng, granule_size, granulation)).astype(np.float32) * disc
+    r_disc = r - radius                                 # < 0 on the disc
+    if features:
+        scale = min(shape)
+        for _ in range(max(1, round(h * w / 250_000))):                  # sunspots
+            r_umbra = scale * rng.uniform(0.012, 0.03) + 1.0
+            y, x = _on_disc_point(rng, shape, r_disc, 3 * r_umbra + 2)
+            _add_sunspot(img, rng, y, x, r_umbra)
+        for _ in range(max(3, round(h * w / 15_000))):                  # pores
+            sigma = rng.uniform(0.7, 2.0) * granule_size / 6
+            y, x = _on_disc_point(rng, shape, r_disc, 4 * sigma + 2)
+            box, by, bx = _bbox(shape, y, x, 4 * sigma)
+            g = rng.uniform(0.25, 0.6) * np.exp(-0.5 * ((by - y) ** 2 + (bx - x) ** 2) / sigma**2)
+            img[box] *= (1 - g).astype(np.float32)
+        for _ in range(max(1, round(h * w / 100_000))):                 # filaments
+            length = scale * rng.uniform(0.15, 0.35)
+            y, x = _on_disc_point(rng, shape, r_disc, 0.1 * length + 4)
+            _add_filament(img, rng, y, x, length, rng.uniform(1.5, 3.0), rng.uniform(0.1, 0.3))
+        for _ in range(max(2, round(h * w / 60_000))):                  # faculae
+            size = scale * rng.uniform(0.03, 0.07)
+            y, x = _on_disc_point(rng, shape, r_disc, 2)
+            _add_facula(img, rng, y, x, size, rng.uniform(0.06, 0.14))
+    # limb: a seeing-blurred edge onto faint scattered light
+    on_disc = 0.5 * (1 + special.erf(-r_disc / (np.sqrt(2) * _LIMB_SIGMA)))
+    sky = _SKY_LEVEL * np.exp(-np.clip(r_disc, 0, None) / (0.15 * np.hypot(h, w)))
+    img = img * on_disc + sky * (1 - on_disc)
+    return img.astype(np.float32), (float(cy), float(cx), float(radius))
+
+
+def make_solar_scene(shape, *, limb=True, features=True, granule_size=6.0, granulation=0.03, seed=None):
+    """A solar photosphere scene with features that look like dust.
+
+    The disc is limb-darkened (`LIMB_DARKENING`) and textured with
+    granulation.  Dust look-alikes are added at random on the disc: pores
+    (small, round, Gaussian profile, no plateau), sunspots (dark umbra inside
+    a filamentary penumbra), dark elongated filaments and bright faculae.
+    With ``limb=True`` the limb crosses a corner of the frame, with faint
+    scattered light on the sky beyond it.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width)``.
+    limb : bool, optional
+        Show the limb and the sky in part of the frame.
+    features : bool, optional
+        Add pores, sunspots, filaments and faculae.
+    granule_size : float, optional
+        Typical granule diameter in pixels.
+    granulation : float, optional
+        Relative rms contrast of the granulation.
+    seed : int or `numpy.random.Generator`, optional
+        Random seed or generator.
+
+    Returns
+    -------
+    `numpy.ndarray`
+        float32 ``shape``; 1.0 is the (granulation-averaged) disc centre.
+
+    Examples
+    --------
+    >>> scene = make_solar_scene((64, 96), seed=0)
+    >>> scene.shape, scene.dtype.name
+    ((64, 96), 'float32')
+    >>> bool(0.5 < np.median(scene) < 1.2)
+    True
+    """
+    shape = _check_shape(shape)
+    img, _ = _solar_scene(shape, np.random.default_rng(seed), limb=limb, features=features,
+                          granule_size=float(granule_size), granulation=float(granulation))
+    return img
+
+
+def make_deepsky_scene(shape, *, star_density=5e-4, gradient=0.05, seed=None):
+    """A deep-sky field: sky background with a faint gradient, plus stars.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width)``.
+    star_density : float, optional
+        Stars per pixel.
+    gradient : float, optional
+        Peak-to-peak amplitude of the linear sky gradient across the frame.
+    seed : int or `numpy.random.Generator`, optional
+        Random seed or generator.
+
+    Returns
+    -------
+    `numpy.ndarray`
+        float32 ``shape``; the sky background is ≈ 1.0.
+
+    Examples
+    --------
+    >>> sky = make_deepsky_scene((64, 64), seed=0)
+    >>> bool(abs(np.median(sky) - 1) < 0.05)
+    True
+    """
+    shape = _check_shape(shape)
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    theta = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    proj = ((yy - h / 2) * np.sin(theta) + (xx - w / 2) * np.cos(theta)) / (0.5 * np.hypot(h, w))
+    img = (1.0 + 0.5 * gradient * proj).astype(np.float32)
+    n_stars = rng.poisson(star_density * h * w)
+    # peak brightness over the sky: a power law, most stars faint, a few saturating
+    peaks = 0.03 * (1 - rng.uniform(0, 1, n_stars)) ** (-1 / 0.7)
+    peaks = np.minimum(peaks, 50.0)
+    sigmas = rng.uniform(0.9, 1.3, n_stars)
+    ys, xs = rng.uniform(0, h, n_stars), rng.uniform(0, w, n_stars)
+    for y, x, a, s in zip(ys, xs, peaks, sigmas):
+        box, by, bx = _bbox(shape, y, x, 5 * s)
+        img[box] += (a * np.exp(-0.5 * ((by - y) ** 2 + (bx - x) ** 2) / s**2)).astype(np.float32)
+    return img
+
+
+def make_vignetting(shape, *, amplitude=0.04, seed=None):
+    """Smooth radial vignetting: ``1 − amplitude · (r / r_corner)²``, maximum 1.
+
+    The optical centre is offset from the frame centre by up to 10 % of the
+    frame size.  Vignetting is not dust: it is kept apart from the
+    transmission map in the simulator's ground truth.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width)``.
+    amplitude : float, optional
+        Fractional light loss at the farthest corner.
+    seed : int or `numpy.random.Generator`, optional
+        Random seed or generator (for the centre offset).
+
+    Returns
+    -------
+    `numpy.ndarray`
+        float32 ``shape``, 1.0 at the optical centre.
+
+    Examples
+    --------
+    >>> v = make_vignetting((32, 48), amplitude=0.05, seed=0)
+    >>> round(float(v.max()), 3), round(float(v.min()), 2)
+    (1.0, 0.95)
+    """
+    shape = _check_shape(shape)
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    cy = (h - 1) / 2 + rng.uniform(-0.1, 0.1) * h
+    cx = (w - 1) / 2 + rng.uniform(-0.1, 0.1) * w
+    yy, xx = np.ogrid[0:h, 0:w]
+    r2 = (yy - cy) ** 2 + (xx - cx) ** 2
+    return (1 - amplitude * r2 / r2.max()).astype(np.float32)

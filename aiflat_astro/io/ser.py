@@ -159,6 +159,12 @@ def datetime_to_ticks(value):
     return us * 10 + TICKS_UNIX_EPOCH
 
 
+def _wrap_int64(t):
+    """Two's-complement view of a 64-bit pattern (ticks with the top bit set)."""
+    t = int(t) & 0xFFFF_FFFF_FFFF_FFFF
+    return t - (1 << 64) if t >= 1 << 63 else t
+
+
 def _valid_tick(t):
     t = int(t) & TICKS_MASK
     return TICKS_MIN <= t <= TICKS_MAX
@@ -269,7 +275,7 @@ class SERHeader:
                 _encode_string(self.observer, 40, "Observer"),
                 _encode_string(self.instrument, 40, "Instrument"),
                 _encode_string(self.telescope, 40, "Telescope"),
-                self.date_time, self.date_time_utc)
+                _wrap_int64(self.date_time), _wrap_int64(self.date_time_utc))
         except struct.error as exc:
             raise InputError(f"SER header value out of range: {exc}") from None
 
@@ -352,9 +358,10 @@ def ser_layout(file_size, frame_count, frame_bytes, *, trailer_ok=None):
         Bytes per frame.
     trailer_ok : callable, optional
         ``trailer_ok(offset, n)`` tells whether ``n`` int64 values at
-        ``offset`` look like timestamps.  Used only when FrameCount is 0, to
-        tell a trailer from frames on files whose frames are smaller than the
-        trailer.
+        ``offset`` look like timestamps.  Used only when FrameCount is 0 (an
+        interrupted capture): to tell a trailer from frames on files whose
+        frames are smaller than the trailer, and a trailer from the start of an
+        incomplete frame.
 
     Returns
     -------
@@ -396,7 +403,8 @@ def ser_layout(file_size, frame_count, frame_bytes, *, trailer_ok=None):
     if frame_count > avail:  # truncated while writing frames: no trailer was written
         if rest:
             notes.append(f"incomplete last frame ({rest} bytes) ignored")
-    elif n > 0 and rest >= 8 * n:
+    elif n > 0 and rest >= 8 * n and (frame_count > 0 or trailer_ok is None
+                                       or trailer_ok(data_end, n)):
         trailer_offset, trailer_count, extra = data_end, n, rest - 8 * n
         if extra:
             notes.append(f"{extra} unexpected bytes after the timestamp trailer ignored")

@@ -185,7 +185,7 @@ def _median_combine(src, *, max_frames, step, mem_bytes, progress_bar, bias, dar
         hash_future = hash_pool.submit(_hash_files, paths, stop) if paths else None
         try:
             data = _strip_median(src, indices, frame_shape, dtype, mem_bytes=mem_bytes,
-                                 offsets=[m[1] for m in masters], progress_bar=progress_bar,
+                                 offsets=[m[2] for m in masters], progress_bar=progress_bar,
                                  name=name)
         except BaseException:
             stop.set()  # do not keep hashing a large file after a failure

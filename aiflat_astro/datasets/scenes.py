@@ -57,7 +57,9 @@ def _disc_geometry(shape, rng, limb):
     if not limb:
         return cy, cx, 10.0 * radius       # the disc covers everything, no visible curvature
     theta = rng.uniform(0, 2 * np.pi)
-    reach = half_diag * rng.uniform(0.55, 0.8)      # where the limb crosses the line to the corner
+    # the limb crosses the ray from the frame centre towards theta at 60-85 % of the way to the edge
+    to_edge = min(h / 2 / max(abs(np.sin(theta)), 1e-9), w / 2 / max(abs(np.cos(theta)), 1e-9))
+    reach = to_edge * rng.uniform(0.6, 0.85)
     return cy - (radius - reach) * np.sin(theta), cx - (radius - reach) * np.cos(theta), radius
 
 

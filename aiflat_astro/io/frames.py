@@ -110,7 +110,7 @@ class FITSCubeSource(FrameSource):
         self.path = Path(path)
         self.paths = [self.path]
         self.name = self.path.name
-        self._hdul = fits.open(self.path, memmap=True, mode="readonly")
+        self._hdul = fits.open(self.path, mode="readonly")  # memory-mapped (astropy default)
         try:
             self.hdu_index, hdu = _image_hdu(self._hdul, 3, self.path)
             self.header = hdu.header
@@ -120,7 +120,8 @@ class FITSCubeSource(FrameSource):
                 raise InputError(f"{self.name!r}: the cube holds no frames")
             scaled = any(k in hdu.header and hdu.header[k] != d for k, d in
                          (("BZERO", 0), ("BSCALE", 1))) or "BLANK" in hdu.header
-            if isinstance(hdu, fits.CompImageHDU) or scaled:
+            self._scaled = isinstance(hdu, fits.CompImageHDU) or scaled
+            if self._scaled:
                 self._array = None
                 self._section = hdu.section
                 self.dtype = self._section[0:1, 0:1, 0:1].dtype.newbyteorder("=")
@@ -131,6 +132,24 @@ class FITSCubeSource(FrameSource):
         except BaseException:
             self._hdul.close()
             raise
+
+    def __getstate__(self):
+        # Reopen on unpickling rather than pickling the file handle or the data.
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_hdul", "_array", "_section")}
+        state["_was_open"] = self._hdul is not None
+        return state
+
+    def __setstate__(self, state):
+        was_open = state.pop("_was_open")
+        self.__dict__.update(state)
+        self._hdul = self._array = self._section = None
+        if was_open:
+            self._hdul = fits.open(self.path, mode="readonly")
+            hdu = self._hdul[self.hdu_index]
+            if self._scaled:
+                self._section = hdu.section
+            else:
+                self._array = hdu.data
 
     def _block(self, key):
         if self._hdul is None:
@@ -202,7 +221,7 @@ class FITSFilesSource(FrameSource):
             if not path.is_file():
                 raise InputError(f"no such file: {str(path)!r}")
             try:
-                with fits.open(path, memmap=True) as hdul:
+                with fits.open(path) as hdul:
                     k, hdu = _image_hdu(hdul, 2, path)
                     this = (int(hdu.header["NAXIS2"]), int(hdu.header["NAXIS1"]))
                     if shape is None:
@@ -219,7 +238,7 @@ class FITSFilesSource(FrameSource):
         self.dtype = np.result_type(*dtypes).newbyteorder("=")
 
     def _section(self, i, key):
-        with fits.open(self.paths[i], memmap=True) as hdul:
+        with fits.open(self.paths[i]) as hdul:
             return np.array(hdul[self._hdu_index[i]].section[key], dtype=self.dtype)
 
     def read(self, frame_index):
@@ -239,7 +258,7 @@ class FITSFilesSource(FrameSource):
     def frame_ccd(self, frame_index):
         """Frame ``frame_index`` as `~astropy.nddata.CCDData` with its file's header."""
         i = self._check_index(frame_index)
-        with fits.open(self.paths[i], memmap=True) as hdul:
+        with fits.open(self.paths[i]) as hdul:
             hdu = hdul[self._hdu_index[i]]
             data = np.array(hdu.section[:, :], dtype=self.dtype)
             header = hdu.header.copy()
@@ -403,7 +422,7 @@ def open_frames(inputs, *, byte_order="auto"):
         if kinds[0] == "ser":
             return SERReader(path, byte_order=byte_order)
         try:
-            with fits.open(path, memmap=True) as hdul:
+            with fits.open(path) as hdul:
                 naxis = [h.header.get("NAXIS", 0) for h in hdul if h.is_image]
         except OSError as exc:
             raise InputError(f"cannot read {str(path)!r} as FITS: {exc}") from None

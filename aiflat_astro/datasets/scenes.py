@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 
 from .dust import _check_shape
 
-__all__ = ["make_solar_scene", "make_deepsky_scene", "make_vignetting", "LIMB_DARKENING"]
+__all__ = ["make_solar_scene", "make_deepsky_scene", "make_vignetting"]
 
 #: Linear limb-darkening coefficient u in I(μ)/I(1) = 1 − u (1 − μ) (visible continuum).
 LIMB_DARKENING = 0.6

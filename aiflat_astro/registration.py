@@ -281,7 +281,7 @@ def measure_shift(reference, image, *, upsample_factor=20, lowpass=0.25, whiten=
     >>> from scipy import ndimage
     >>> rng = np.random.default_rng(1)
     >>> ref = ndimage.gaussian_filter(rng.normal(size=(64, 64)), 2)
-    >>> img = ndimage.shift(ref, (2.3, -1.6), mode="wrap")
+    >>> img = ndimage.shift(ref, (2.3, -1.6), mode="grid-wrap")
     >>> shift, peak = measure_shift(ref, img)
     >>> np.round(shift, 1)
     array([ 2.3, -1.6])
@@ -573,7 +573,7 @@ def register_frames(
     >>> rng = np.random.default_rng(2)
     >>> scene = ndimage.gaussian_filter(rng.normal(size=(96, 96)), 1.5) + 10
     >>> true = [(0.0, 0.0), (1.5, -2.25), (-3.0, 4.5), (2.0, 2.0)]
-    >>> video = np.array([ndimage.shift(scene, s, mode="wrap") for s in true])
+    >>> video = np.array([ndimage.shift(scene, s, mode="grid-wrap") for s in true])
     >>> drift = register_frames(video, n_reference=4, n_initial=1)
     >>> err = (drift.shifts - drift.shifts[0]) - (np.array(true) - true[0])
     >>> bool(np.abs(err).max() < 0.1)

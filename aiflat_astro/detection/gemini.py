@@ -48,8 +48,8 @@ from ..provenance import sha256_array, sha256_bytes
 from ..utils.exceptions import GeminiError, InputError
 from ._base import DustDetection, DustDetector, _catalog_from_rows
 from ._gemini_api import API_VERSION, Session, default_cache_dir
-from ._render import (IMAGE_SIZES, Stretch, decode_image, normalise, place, plan_requests,
-                      smooth_background, unplace)
+from ._render import (IMAGE_SIZES, Stretch, blend_weights, decode_image, normalise, place, plan_requests,
+                      resample, smooth_background, unplace)
 from .prompts import INPAINT_PROMPT, MASK_PROMPT, PROMPT_VERSION, prompt_sha256
 
 __all__ = ["GeminiDustDetector", "inpaint_gemini", "gemini_cache_dir", "DEFAULT_GEMINI_MODEL"]
@@ -264,7 +264,6 @@ class GeminiDustDetector(DustDetector):
         answers, records = [], []
         overlap = self.tile_overlap if self.tile_overlap is not None else max(
             16, int(self.tile_size or IMAGE_SIZES[self.image_size]) // 8)
-        from ._render import blend_weights
 
         with Session(client=self.client, cache=self.cache, cache_dir=self.cache_dir,
                      **self._client_options) as session:
@@ -332,3 +331,207 @@ class GeminiDustDetector(DustDetector):
             "history": [f"dust mask by {self.model} ({len(answers)} request(s), "
                         f"{len(answers) - n_calls} from the response cache)"],
         }
+
+
+def _inpaint_stretch(ratio, region, ring, *, min_half_width):
+    """Symmetric stretch around 1.0 wide enough for the clean texture next to the dust."""
+    values = ratio[ring]
+    values = values[np.isfinite(values)]
+    spread = float(np.percentile(np.abs(values - 1.0), 95)) if values.size else 0.0
+    return Stretch.around_one(float(np.clip(2.0 * spread, min_half_width, 1.0)))
+
+
+def _fit_blur(answer, bases, usable, *, sigmas=np.arange(0.0, 2.01, 0.25)):
+    """Blur model (base image, extra Gaussian sigma) that best maps the input onto the answer.
+
+    ``bases`` maps names to candidate images (the input, the input put through
+    the same resampling round trip as the answer); the fit minimises the
+    mean absolute difference on the ``usable`` ring pixels.
+    """
+    rows, cols = np.nonzero(usable)
+    pad = 12
+    win = (slice(max(0, rows.min() - pad), rows.max() + pad + 1),
+           slice(max(0, cols.min() - pad), cols.max() + pad + 1))
+    use = usable[win]
+    target = answer[win][use]
+    best = (np.inf, "none", 0.0)
+    for name, base in bases.items():
+        ref = np.where(np.isfinite(base[win]), base[win], 1.0)
+        for sigma in sigmas:
+            model = ndimage.gaussian_filter(ref, sigma, mode="nearest") if sigma else ref
+            cost = float(np.mean(np.abs(target - model[use])))
+            if cost < best[0]:
+                best = (cost, name, float(sigma))
+    return best[1], best[2]
+
+
+def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL, image_size="2K",
+                   client=None, api_key=None, env_file=None, base_url=None, timeout=300.0, retries=4,
+                   initial_delay=2.0, max_delay=30.0, cache=True, cache_dir=None, background_scale=None,
+                   ring_width=12, min_half_width=0.01, match="linear", tile_size=None, tile_overlap=None,
+                   max_tiles=16, max_mismatch=0.1, deblur=True, seed=0, temperature=None, prompt=None):
+    """Clean estimate inside the dust mask from a Gemini inpainting.
+
+    The round trip is designed so that the 8-bit encoding does not limit the
+    flat: the median is divided by a smooth background fitted *outside* the
+    mask, and the ratio ``r`` is mapped to 8 bits with a symmetric affine
+    stretch ``[1 - h, 1 + h]`` just wide enough for the clean texture around
+    the dust (``h`` from the 99.5th percentile of ``|r - 1|`` in a ring
+    around the mask, at least ``min_half_width``).  One grey level is then
+    ``2 h / 255`` in ``r`` (0.008 % for ``h = 0.01``) instead of 1/255 of the
+    full range.  The answer is resampled onto the sensor grid (area average,
+    which averages the quantisation further), the stretch undone exactly,
+    its photometry matched to the median in a ring around each shadow, and
+    it is multiplied back by the background.
+
+    Parameters
+    ----------
+    median : `numpy.ndarray`
+        2-D temporal median.
+    detection : `~aiflat_astro.detection.DustDetection`
+        Its ``weight > 0`` is the region to reconstruct (sent as the mask).
+    frames : ignored
+        Accepted for the inpainter protocol.
+    model, image_size, client, api_key, env_file, base_url, timeout, retries, initial_delay, max_delay, cache, cache_dir, background_scale, tile_size, tile_overlap, max_tiles, seed, temperature
+        As for `GeminiDustDetector`; only tiles that contain masked pixels are sent.
+    ring_width : int, optional
+        Width (pixels) of the ring around each shadow used for the stretch
+        and the photometric match (default 12).
+    min_half_width : float, optional
+        Smallest stretch half-width ``h`` (default 0.01).
+    match : {'linear', 'histogram', None}, optional
+        Photometric matching of the answer to the median in the ring
+        (`~aiflat_astro.inpaint.match_photometry`); None to skip.
+    max_mismatch : float, optional
+        Largest accepted median absolute difference, in ``r``, between the
+        answer and the median in the ring (default 0.1); beyond it the model
+        has changed or re-framed the image and `GeminiError` is raised.
+    prompt : str, optional
+        Replace `~aiflat_astro.detection.prompts.INPAINT_PROMPT`.
+
+    Returns
+    -------
+    clean : `numpy.ndarray`
+        float32 clean estimate, equal to ``median`` where the weight is 0.
+    info : dict
+        ``generated`` (bool array: the weight > 0 pixels), ``provenance``
+        (AI model, prompt, hashes), ``params`` and ``gemini`` (per-request
+        geometry, response ids, token usage, stretch).
+    """
+    from ..inpaint import inpaint_local, match_photometry
+
+    _check_common(model, image_size, max_tiles)
+    prompt = INPAINT_PROMPT if prompt is None else str(prompt)
+    data = np.array(getattr(median, "data", median), dtype=np.float64)
+    weight = np.asarray(getattr(detection, "weight", detection), dtype=np.float32)
+    if weight.shape != data.shape:
+        raise InputError(f"the mask shape {weight.shape} differs from the median's {data.shape}")
+    region = weight > 0
+    info = {"method": "gemini", "generated": region.copy(), "params": {}, "provenance": {}}
+    if not region.any():
+        log.info("empty dust mask: nothing to inpaint, no Gemini request made")
+        return data.astype(np.float32), info
+    distance = ndimage.distance_transform_edt(~region)
+    ring = (distance > 0) & (distance <= ring_width) & np.isfinite(data)
+    background = smooth_background(np.where(np.isfinite(data), data, np.nan),
+                                   mask=region | ~np.isfinite(data), scale=background_scale)
+    ratio = normalise(np.where(np.isfinite(data), data, background), background)
+    stretch = _inpaint_stretch(ratio, region, ring, min_half_width=min_half_width)
+    image = stretch.forward(ratio)
+    mask_image = np.where(region, 255, 0).astype(np.uint8)
+    requests = [r for r in _plan(data.shape, image_size, tile_size, tile_overlap, max_tiles)
+                if region[r.slices].any()]
+    overlap = tile_overlap if tile_overlap is not None else max(16, int(tile_size or IMAGE_SIZES[image_size]) // 8)
+
+    answer_sum = np.zeros(data.shape)
+    weight_sum = np.zeros(data.shape)
+    clipped_answer = np.zeros(data.shape, bool)
+    roundtrip_sum = np.zeros(data.shape)
+    answers, records = [], []
+    options = {"api_key": api_key, "env_file": env_file, "base_url": base_url, "timeout": timeout,
+               "retries": retries, "initial_delay": initial_delay, "max_delay": max_delay}
+    with Session(client=client, cache=cache, cache_dir=cache_dir, **options) as session:
+        for request in requests:
+            answer = session.generate(model=model, prompt=prompt,
+                                      images=[place(image, request, _NEUTRAL), place(mask_image, request, 0)],
+                                      aspect_ratio=request.aspect_ratio, image_size=image_size, seed=seed,
+                                      temperature=temperature)
+            raw = decode_image(answer.image)
+            tile = unplace(raw, request)
+            saturated = unplace(((raw <= 0.5 / 255) | (raw >= 254.5 / 255)).astype(float), request) > 0
+            w = blend_weights(request.tile, data.shape, overlap)
+            answer_sum[request.slices] += w * tile
+            weight_sum[request.slices] += w
+            clipped_answer[request.slices] |= saturated
+            if deblur:  # the input put through the same resampling round trip as the answer
+                roundtrip_sum[request.slices] += w * unplace(resample(place(ratio, request, 1.0), raw.shape), request)
+            answers.append(answer)
+            records.append({**request.as_dict(), **answer.record()})
+        n_calls = session.n_calls
+    covered = weight_sum > 0
+    answer_ratio = np.full(data.shape, np.nan)
+    answer_ratio[covered] = stretch.inverse(answer_sum[covered] / weight_sum[covered])
+    # Pixels of the ring that were clipped in the 8-bit image carry no photometric information.
+    usable = ring & covered & (image > 0) & (image < 255) & ~clipped_answer
+    if usable.sum() < 10:
+        raise GeminiError("too few usable pixels around the dust to check and match the model's answer")
+    mismatch = float(np.median(np.abs(answer_ratio[usable] - ratio[usable])))
+    if mismatch > max_mismatch:
+        raise GeminiError(f"the model's image differs from the input around the dust (median |difference| "
+                          f"{mismatch:.3f} of the background, limit {max_mismatch}): it was altered or "
+                          "re-framed; refusing to use it")
+    # The model (and the resampling) blurs a little: estimate that blur where the answer must equal
+    # the input (the ring around the dust), compare like with like, and put the median's own sharp
+    # texture back: flat = B(ratio) / answer, clean = median / flat.
+    if deblur:
+        roundtrip = np.where(covered, roundtrip_sum / np.maximum(weight_sum, 1e-12), ratio)
+        blur, sigma = _fit_blur(answer_ratio, {"none": ratio, "resample": roundtrip}, usable)
+        base = roundtrip if blur == "resample" else ratio
+        blurred = ndimage.gaussian_filter(base, sigma, mode="nearest") if sigma else base
+    else:
+        blur, sigma, blurred = "none", 0.0, ratio
+    clean_ratio = answer_ratio.copy()
+    comp, n = ndimage.label(region, structure=np.ones((3, 3), bool))
+    grow = ring_width + 1
+    for k, sl in enumerate(ndimage.find_objects(comp), start=1):
+        win = tuple(slice(max(0, s.start - grow), min(n_ax, s.stop + grow)) for s, n_ax in zip(sl, data.shape))
+        inside = comp[win] == k
+        if match:
+            exclude = region[win] | ~usable[win]
+            try:
+                matched = match_photometry(answer_ratio[win], blurred[win], exclude.astype(np.uint8), method=match)
+            except InputError as exc:
+                raise GeminiError(f"cannot match the model's answer around the shadow at x={sl[1].start}, "
+                                  f"y={sl[0].start}: {exc}") from None
+            clean_ratio[win][inside] = matched[inside]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        clean = np.where(region, clean_ratio * background * (ratio / blurred), data)
+    # Where the answer is clipped at black or white (a star, a spot, the sky beyond the limb) its
+    # value is unknown: there the transmission median/clean is interpolated from the good pixels
+    # around (the flat is smooth; the scene need not be) and the clean value follows from it.
+    clipped = region & (clipped_answer | ~np.isfinite(clean) | (clean <= 0))
+    n_clipped = int(clipped.sum())
+    if n_clipped:
+        if n_clipped == int(region.sum()):
+            raise GeminiError("the model's answer is black or white everywhere inside the dust mask")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            transmission = np.where(region & ~clipped, data / clean, 1.0)
+        transmission = inpaint_local(transmission, clipped, method="harmonic", normalize=False)
+        clean[clipped] = data[clipped] / np.clip(transmission[clipped], 1e-3, None)
+    clean = clean.astype(np.float32)
+    if not np.all(np.isfinite(clean[region])):
+        raise GeminiError("the model's answer does not cover the whole dust mask")
+    response_sha, params = _summarise(answers)
+    params.update({"PRMTVER": PROMPT_VERSION, "AISIZE": image_size, "AIHALFW": round(stretch.hi - 1.0, 6)})
+    info["params"] = params
+    info["provenance"] = {"ai_model": model, "ai_prompt": prompt, "prompt_sha256": prompt_sha256(prompt),
+                          "response_sha256": response_sha}
+    info["gemini"] = {"role": "inpaint", "model": model, "api_version": API_VERSION,
+                      "prompt_version": PROMPT_VERSION, "image_size": image_size, "stretch": stretch.as_dict(),
+                      "grey_level_step": stretch.step, "background_scale": background_scale,
+                      "ring_width": ring_width, "match": match, "mismatch": mismatch,
+                      "clipped_pixels": n_clipped, "blur": {"base": blur, "sigma": sigma}, "seed": seed,
+                      "temperature": temperature, "requests_made": n_calls, "requests": records}
+    log.info("Gemini inpainted %d px in %d request(s) (%d made); stretch half-width %.4f",
+             int(region.sum()), len(requests), n_calls, stretch.hi - 1.0)
+    return clean, info

@@ -51,6 +51,7 @@ __all__ = [
     "ser_layout",
     "ticks_to_datetime64",
     "datetime_to_ticks",
+    "parse_capture_metadata",
     "COLOR_IDS",
 ]
 

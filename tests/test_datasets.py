@@ -50,7 +50,8 @@ class TestPhysics:
 
     def test_depth_examples(self):
         assert shadow_depth(30, 3.0, f_ratio=10) == pytest.approx(0.01)
-        assert shadow_depth(30, 3.0, f_ratio=10, obstruction=0.35) == pytest.approx(0.0114, abs=2e-4)
+        with_obstruction = shadow_depth(30, 3.0, f_ratio=10, obstruction=0.35)
+        assert with_obstruction == pytest.approx(0.0114, abs=2e-4)
         assert shadow_depth(30, 3.0, f_ratio=40) == pytest.approx(0.16)
         assert shadow_depth(10, 3.0, f_ratio=40) == pytest.approx(0.0178, abs=2e-4)
         assert shadow_depth(500, 1.0, f_ratio=40) == 1.0   # saturates
@@ -114,7 +115,8 @@ class TestTransmission:
 
     @pytest.mark.parametrize("diffraction", [False, True])
     def test_exactly_one_outside_and_no_overlap(self, diffraction):
-        trans, labels, sh = make_dust_transmission((200, 240), n_dust=10, seed=4, diffraction=diffraction)
+        trans, labels, sh = make_dust_transmission((200, 240), n_dust=10, seed=4,
+                                                   diffraction=diffraction)
         assert trans.dtype == np.float32 and labels.dtype == np.int32
         yy, xx = np.mgrid[0:200, 0:240]
         near = np.zeros(trans.shape, bool)
@@ -144,9 +146,10 @@ class TestTransmission:
                 assert row["depth"] == pytest.approx(plateau, rel=0.05)
         # pixels darkened by > 2 % of their shadow's depth are labelled; the rest not
         depth_map = np.zeros(trans.shape)
+        yy, xx = np.mgrid[0:300, 0:300]
         for row in sh:
-            depth_map[np.hypot(*np.mgrid[0:300, 0:300] - np.array(
-                [row["y_centroid"], row["x_centroid"]])[:, None, None]) < row["diameter"]] = row["depth"]
+            near = np.hypot(yy - row["y_centroid"], xx - row["x_centroid"]) < row["diameter"]
+            depth_map[near] = row["depth"]
         strong = (1 - trans) > 1.01 * LABEL_FRACTION * depth_map
         assert np.all(labels[strong & (depth_map > 0)] > 0)
 
@@ -156,7 +159,8 @@ class TestTransmission:
             yy, xx = np.mgrid[0:400, 0:400]
             mine = np.hypot(yy - row["y_centroid"], xx - row["x_centroid"]) < row["diameter"]
             a_px = row["grain_size"] / 3.75
-            assert np.sum(1 - trans[mine], dtype=float) == pytest.approx(np.pi * a_px**2 / 4, rel=0.01)
+            blocked = np.sum(1 - trans[mine], dtype=float)
+            assert blocked == pytest.approx(np.pi * a_px**2 / 4, rel=0.01)
 
     def test_donut_has_a_clear_hole(self):
         trans, labels, sh = make_dust_transmission((400, 400), regime="deepsky", n_dust=4, seed=6)
@@ -190,7 +194,8 @@ class TestTransmission:
         assert 0 < len(sh) < 40
 
     @pytest.mark.parametrize("kwargs", [{"regime": "planet"}, {"f_ratio": 0}, {"obstruction": 1.0},
-                                        {"n_dust": -1}, {"pixel_size": -2}, {"allowed": np.ones((3, 3))}])
+                                        {"n_dust": -1}, {"pixel_size": -2},
+                                        {"allowed": np.ones((3, 3))}])
     def test_bad_options(self, kwargs):
         with pytest.raises(InputError):
             make_dust_transmission((64, 64), **kwargs)
@@ -237,8 +242,8 @@ class TestVideo:
         assert frames.max() <= 4095
 
     def test_noise_free_frames_equal_the_model(self, tmp_path):
-        truth = make_dusty_video(tmp_path / "n.ser", shape=(64, 80), n_frames=3, jitter=0, noise=False,
-                                 bit_depth=8, seed=2)
+        truth = make_dusty_video(tmp_path / "n.ser", shape=(64, 80), n_frames=3, jitter=0,
+                                 noise=False, bit_depth=8, seed=2)
         frames = read_all(tmp_path / "n.ser")
         assert frames.dtype == np.uint8
         expected = np.clip(np.rint(truth.model_image()), 0, 255)
@@ -246,8 +251,8 @@ class TestVideo:
         assert np.all(frames[0] == frames[2])
 
     def test_drift_covers_two_directions_and_moves_the_scene(self, tmp_path):
-        truth = make_dusty_video(tmp_path / "d.ser", shape=(96, 96), n_frames=24, drift=12.0, jitter=0.0,
-                                 noise=False, n_dust=0, seed=5, limb=False)
+        truth = make_dusty_video(tmp_path / "d.ser", shape=(96, 96), n_frames=24, drift=12.0,
+                                 jitter=0.0, noise=False, n_dust=0, seed=5, limb=False)
         dy, dx = truth.shifts.T
         assert np.ptp(dy) == pytest.approx(12, rel=0.1) and np.ptp(dx) == pytest.approx(12, rel=0.1)
         assert abs(np.corrcoef(dy, dx)[0, 1]) < 0.5
@@ -283,9 +288,11 @@ class TestVideo:
         clean = make_dusty_video(tmp_path / "clean.ser", dust_free=True, **kw)
         assert len(clean.shadows) == 0 and clean.params["n_shadows"] == 0
         assert np.all(clean.transmission == 1.0) and not clean.labels.any()
-        assert np.array_equal(clean.scene, dusty.scene) and np.array_equal(clean.shifts, dusty.shifts)
+        assert np.array_equal(clean.scene, dusty.scene)
+        assert np.array_equal(clean.shifts, dusty.shifts)
         assert np.array_equal(clean.vignetting, dusty.vignetting)
-        a, b = read_all(tmp_path / "dusty.ser").astype(float), read_all(tmp_path / "clean.ser").astype(float)
+        a = read_all(tmp_path / "dusty.ser").astype(float)
+        b = read_all(tmp_path / "clean.ser").astype(float)
         ratio = a[1] / np.maximum(b[1], 1)
         lit = b[1] > 500
         assert np.abs(ratio - dusty.transmission)[lit].max() < 0.01
@@ -317,7 +324,8 @@ class TestVideo:
 
     @pytest.mark.parametrize("kwargs", [{"regime": "moon"}, {"shape": (8, 8)}, {"shape": (10,)},
                                         {"n_frames": 0}, {"bit_depth": 17}, {"drift": -1},
-                                        {"jitter": float("nan")}, {"noise": "gauss"}, {"level": 1.5},
+                                        {"jitter": float("nan")}, {"noise": "gauss"},
+                                        {"level": 1.5},
                                         {"seed": -3}, {"seed": 1.5}])
     def test_bad_options(self, tmp_path, kwargs):
         with pytest.raises(InputError):
@@ -354,8 +362,8 @@ class TestTruthFile:
     def test_layout(self, solar):
         _, d = solar
         with fits.open(d / "s_truth.fits") as hdul:
-            assert [h.name for h in hdul] == ["PRIMARY", "LABELS", "VIGNET", "SCENE", "SHADOWS", "SHIFTS",
-                                             "PARAMS"]
+            names = ["PRIMARY", "LABELS", "VIGNET", "SCENE", "SHADOWS", "SHIFTS", "PARAMS"]
+            assert [h.name for h in hdul] == names
             assert all(h.header["ROWORDER"] == "TOP-DOWN" for h in hdul)
             assert all(h.verify_checksum() == 1 for h in hdul)
             assert hdul[0].header["REGIME"] == "solar" and hdul[0].header["VIDEO"] == "s.ser"

@@ -27,21 +27,27 @@ def add_parser(subparsers):
                     "(a/D)^2/(1-eps^2), discs or donuts.")
     p.add_argument("-o", "--output", required=True, metavar="VIDEO.ser", help="output SER video")
     p.add_argument("--truth", metavar="TRUTH.fits",
-                   help="ground-truth FITS file (default: <output stem>_truth.fits next to the video)")
+                   help="ground-truth FITS file (default: <output stem>_truth.fits next to the "
+                        "video)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--regime", choices=("solar", "deepsky"), default="solar",
                    help="solar: disc with pores, spots, filaments, small deep shadows (f/30); "
                         "deepsky: stars, large faint donuts (f/5). Default: solar")
-    p.add_argument("--frames", type=int, default=100, metavar="N", help="number of frames (default: 100)")
+    p.add_argument("--frames", type=int, default=100, metavar="N",
+                   help="number of frames (default: 100)")
     p.add_argument("--shape", type=_shape, default=(480, 640), metavar="HxW",
                    help="frame height x width in pixels (default: 480x640)")
     p.add_argument("--drift", type=float, default=0.0, metavar="PX",
-                   help="peak-to-peak 2-D drift of the scene over the video, in pixels (default: 0)")
+                   help="peak-to-peak 2-D drift of the scene over the video, in pixels "
+                        "(default: 0)")
     p.add_argument("--jitter", type=float, default=1.0, metavar="PX",
                    help="rms seeing jitter per frame and axis, in pixels (default: 1)")
-    p.add_argument("--dust", type=int, default=10, metavar="N", help="number of dust shadows (default: 10)")
-    p.add_argument("--no-dust", action="store_true", help="a dust-free control video (same scene and noise)")
-    p.add_argument("--f-ratio", type=float, metavar="N", help="focal ratio (default: 30 solar, 5 deep-sky)")
+    p.add_argument("--dust", type=int, default=10, metavar="N",
+                   help="number of dust shadows (default: 10)")
+    p.add_argument("--no-dust", action="store_true",
+                   help="a dust-free control video (same scene, motion and noise)")
+    p.add_argument("--f-ratio", type=float, metavar="N",
+                   help="focal ratio (default: 30 solar, 5 deep-sky)")
     p.add_argument("--pixel-size", type=float, default=3.75, metavar="UM",
                    help="pixel size in micrometres (default: 3.75)")
     p.add_argument("--bit-depth", type=int, default=12, metavar="BITS",

@@ -40,7 +40,8 @@ def _granulation(shape, rng, granule_size, contrast):
     pts = rng.uniform((0, 0), (h, w), size=(n_cells, 2))
     tree = cKDTree(pts)
     yy, xx = np.mgrid[0:h, 0:w]
-    dist, idx = tree.query(np.column_stack([yy.ravel(), xx.ravel()]).astype(np.float32), k=2, workers=-1)
+    pixels = np.column_stack([yy.ravel(), xx.ravel()]).astype(np.float32)
+    dist, idx = tree.query(pixels, k=2, workers=-1)
     lane = (dist[:, 1] - dist[:, 0]).reshape(shape)                 # 0 on cell borders
     strength = rng.uniform(0.7, 1.0, n_cells)[idx[:, 0]].reshape(shape)
     cell = strength * (1 - np.exp(-lane / (0.2 * granule_size)))  # bright centres, dark lanes
@@ -96,7 +97,7 @@ def _add_filament(img, rng, yc, xc, length, width, depth):
     t = np.linspace(-0.5, 0.5, 200)
     phi = rng.uniform(0, np.pi)
     bend = rng.uniform(-0.15, 0.15) * length * (1 - 4 * t**2)
-    bend += 0.03 * length * np.sin(2 * np.pi * (rng.uniform(1.5, 3) * t + rng.uniform()))   # wiggles
+    bend += 0.03 * length * np.sin(2 * np.pi * (rng.uniform(1.5, 3) * t + rng.uniform()))  # wiggle
     py = yc + t * length * np.sin(phi) + bend * np.cos(phi)
     px = xc + t * length * np.cos(phi) - bend * np.sin(phi)
     box, yy, xx = _bbox(img.shape, yc, xc, 0.75 * length + 4 * width)
@@ -109,7 +110,8 @@ def _add_filament(img, rng, yc, xc, length, width, depth):
 
 def _add_facula(img, rng, yc, xc, size, amplitude):
     box, yy, xx = _bbox(img.shape, yc, xc, 2.5 * size)
-    field = ndimage.gaussian_filter(rng.standard_normal(yy.shape).astype(np.float32), 0.15 * size + 0.5)
+    field = rng.standard_normal(yy.shape).astype(np.float32)
+    field = ndimage.gaussian_filter(field, 0.15 * size + 0.5)
     field = np.clip(field / max(field.std(), 1e-6), 0, None)
     env = np.exp(-0.5 * ((yy - yc) ** 2 + (xx - xc) ** 2) / size**2)
     img[box] *= (1 + amplitude * env * field / 2).astype(np.float32)
@@ -152,7 +154,8 @@ def _solar_scene(shape, rng, *, limb, features, granule_size, granulation):
     return img.astype(np.float32), (float(cy), float(cx), float(radius))
 
 
-def make_solar_scene(shape, *, limb=True, features=True, granule_size=6.0, granulation=0.03, seed=None):
+def make_solar_scene(shape, *, limb=True, features=True, granule_size=6.0, granulation=0.03,
+                     seed=None):
     """A solar photosphere scene with features that look like dust.
 
     The disc is limb-darkened (`LIMB_DARKENING`) and textured with

@@ -8,7 +8,8 @@ quantises, and streams the frames to a SER file one by one.  The ground truth
 
 Frame model, for frame k with scene shift (dy_k, dx_k)::
 
-    frame_k(y, x) = gain · scene(y − dy_k, x − dx_k) · vignetting(y, x) · transmission(y, x) + noise
+    frame_k(y, x) = gain · scene(y − dy_k, x − dx_k) · vignetting(y, x) · transmission(y, x)
+                    + noise
 """
 
 import dataclasses
@@ -22,7 +23,13 @@ from astropy.table import Table
 from ..provenance import provjson_hdu, read_provjson, software_id, utc_now
 from ..utils._atomic import atomic_output, check_output_path
 from ..utils.exceptions import InputError
-from .dust import DUST_REGIMES, NOMINAL_PIXEL_SIZE, _check_shape, _shadow_table, make_dust_transmission
+from .dust import (
+    DUST_REGIMES,
+    NOMINAL_PIXEL_SIZE,
+    _check_shape,
+    _shadow_table,
+    make_dust_transmission,
+)
 from .scenes import _solar_scene, make_deepsky_scene, make_vignetting
 
 __all__ = ["DustyVideoTruth", "make_dusty_video", "write_truth", "read_truth"]
@@ -38,7 +45,7 @@ START_TIME = "2024-06-21T09:00:00"
 _EXTENSIONS = ("LABELS", "VIGNET", "SCENE", "SHADOWS", "SHIFTS", "PARAMS")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class DustyVideoTruth:
     """Ground truth of a simulated dusty video.
 
@@ -81,7 +88,8 @@ class DustyVideoTruth:
 
     def model_image(self):
         """Noise-free frame at zero shift, in ADU: gain · scene · vignetting · transmission."""
-        return (self.params["gain"] * self.scene * self.vignetting * self.transmission).astype(np.float32)
+        model = self.params["gain"] * self.scene * self.vignetting * self.transmission
+        return model.astype(np.float32)
 
 
 def _shift_path(rng, n_frames, drift, jitter):
@@ -99,7 +107,8 @@ def _shift_path(rng, n_frames, drift, jitter):
 class _FrameSynth:
     """Renders noisy frames from a padded scene; frame by frame, buffers reused."""
 
-    def __init__(self, big, margin, gain_map, *, full_scale, dtype, noise, e_per_adu, read_noise_adu, rng):
+    def __init__(self, big, margin, gain_map, *, full_scale, dtype, noise, e_per_adu,
+                 read_noise_adu, rng):
         self.big, self.margin, self.gain_map = big, margin, gain_map
         self.shape = gain_map.shape
         self.full_scale, self.dtype, self.noise, self.rng = full_scale, dtype, noise, rng
@@ -119,7 +128,8 @@ class _FrameSynth:
         for ddy, wy in ((0, 1 - fy), (1, fy)):
             for ddx, wx in ((0, 1 - fx), (1, fx)):
                 if wy * wx > 1e-9:
-                    np.multiply(self.big[iy + ddy:iy + ddy + h, ix + ddx:ix + ddx + w], np.float32(wy * wx), out=tmp)
+                    window = self.big[iy + ddy:iy + ddy + h, ix + ddx:ix + ddx + w]
+                    np.multiply(window, np.float32(wy * wx), out=tmp)
                     out += tmp
         return out
 
@@ -172,7 +182,8 @@ def _check_seed(seed):
 
 
 def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_ratio=None,
-                     pixel_size=NOMINAL_PIXEL_SIZE, obstruction=None, n_dust=10, drift=0.0, jitter=1.0,
+                     pixel_size=NOMINAL_PIXEL_SIZE, obstruction=None, n_dust=10, drift=0.0,
+                     jitter=1.0,
                      bit_depth=12, noise=True, level=0.55, limb=True, dust_free=False, seed=0,
                      frame_rate=50.0, truth_path=None, overwrite=False, progress_bar=False):
     """Write a simulated dusty SER video and return its ground truth.
@@ -262,8 +273,8 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     ...     ser.n_frames, ser.dtype.name, ser.header.pixel_depth
     (5, 'uint16', 12)
     """
-    shape, noise_mode = _check_options(shape, n_frames, regime, bit_depth, drift, jitter, noise, level,
-                                       frame_rate)
+    shape, noise_mode = _check_options(shape, n_frames, regime, bit_depth, drift, jitter, noise,
+                                       level, frame_rate)
     n_frames, bit_depth, seed = int(n_frames), int(bit_depth), _check_seed(seed)
     if path is not None:
         path = check_output_path(path, overwrite=overwrite)
@@ -276,7 +287,8 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     obstruction = float(cfg["obstruction"] if obstruction is None else obstruction)
 
     seq = np.random.SeedSequence(seed)
-    rng_scene, rng_vign, rng_dust, rng_shift, rng_noise = (np.random.default_rng(s) for s in seq.spawn(5))
+    # independent streams: a dust-free control shares scene, vignetting, motion and noise
+    rng_scene, rng_vign, rng_dust, rng_shift, rng_noise = map(np.random.default_rng, seq.spawn(5))
     shifts = _shift_path(rng_shift, n_frames, float(drift), float(jitter))
     margin = int(np.ceil(np.abs(shifts).max(initial=0.0))) + 2
     h, w = shape
@@ -308,8 +320,9 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     params = {
         "regime": regime, "shape": list(shape), "n_frames": n_frames, "f_ratio": f_ratio,
         "pixel_size": float(pixel_size), "obstruction": obstruction, "n_dust": int(n_dust),
-        "n_shadows": len(shadows), "drift": float(drift), "jitter": float(jitter), "bit_depth": bit_depth,
-        "noise": noise_mode or "none", "level": float(level), "limb": bool(limb) and regime == "solar",
+        "n_shadows": len(shadows), "drift": float(drift), "jitter": float(jitter),
+        "bit_depth": bit_depth, "noise": noise_mode or "none", "level": float(level),
+        "limb": bool(limb) and regime == "solar",
         "dust_free": bool(dust_free), "seed": int(seq.entropy), "frame_rate": float(frame_rate),
         "start_time": START_TIME, "gain": gain, "full_scale": full_scale, "full_well": FULL_WELL,
         "e_per_adu": e_per_adu, "read_noise": READ_NOISE, "vignetting_amplitude": vign_amp,
@@ -322,11 +335,13 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
         gain_map = (gain * vignetting * transmission).astype(np.float32)
         synth = _FrameSynth(big, margin, gain_map, full_scale=full_scale,
                             dtype=np.uint8 if bit_depth <= 8 else np.uint16, noise=noise_mode,
-                            e_per_adu=e_per_adu, read_noise_adu=READ_NOISE / e_per_adu, rng=rng_noise)
+                            e_per_adu=e_per_adu, read_noise_adu=READ_NOISE / e_per_adu,
+                            rng=rng_noise)
         _write_video(path, synth, shifts, params, overwrite=overwrite, progress_bar=progress_bar)
     if truth_path is not None:
         write_truth(truth_path, truth, overwrite=overwrite)
-    log.info("simulated %d frames %dx%d (%s) with %d dust shadows", n_frames, h, w, regime, len(shadows))
+    log.info("simulated %d frames %dx%d (%s) with %d dust shadows", n_frames, h, w, regime,
+             len(shadows))
     return truth
 
 
@@ -389,7 +404,9 @@ def write_truth(path, truth, *, overwrite=False):
              ("SEED", p.get("seed"), "random seed")]
     for key, value, comment in cards:
         if value is not None:
-            hdr[key] = (str(value) if isinstance(value, int) and abs(value) >= 2**63 else value, comment)
+            if isinstance(value, int) and abs(value) >= 2**63:   # a 128-bit entropy seed
+                value = str(value)
+            hdr[key] = (value, comment)
     if p.get("video"):
         hdr["VIDEO"] = (Path(p["video"]).name, "simulated video")
     hdr["PROCSOFT"] = (software_id(), "software and version")
@@ -440,8 +457,10 @@ def read_truth(path):
             shadows = Table.read(hdul, hdu="SHADOWS")
             shifts_table = Table.read(hdul, hdu="SHIFTS")
             truth = DustyVideoTruth(
-                transmission=hdul[0].data.astype(np.float32), labels=hdul["LABELS"].data.astype(np.int32),
-                vignetting=hdul["VIGNET"].data.astype(np.float32), scene=hdul["SCENE"].data.astype(np.float32),
+                transmission=hdul[0].data.astype(np.float32),
+                labels=hdul["LABELS"].data.astype(np.int32),
+                vignetting=hdul["VIGNET"].data.astype(np.float32),
+                scene=hdul["SCENE"].data.astype(np.float32),
                 shadows=shadows, shifts=np.column_stack([np.asarray(shifts_table["dy"], float),
                                                          np.asarray(shifts_table["dx"], float)]),
                 params=params)

@@ -84,8 +84,9 @@ def test_other_file_id_warns_but_reads(tmp_path, file_id):
     path = tmp_path / "j.ser"
     write_ser(path, np.full((2, 3, 4), 9, np.uint8), file_id=file_id)
     assert path.read_bytes()[:14] == file_id.encode().ljust(14, b"\0")
-    with pytest.warns(SERFormatWarning, match=f"FileID is '{file_id}'"):
+    with pytest.warns(SERFormatWarning, match=f"FileID is '{file_id}'") as record:
         ser = SERReader(path)
+    assert record[0].filename == __file__  # attributed to the code that opened the file
     assert ser.n_frames == 2 and ser.read(1).max() == 9
 
 

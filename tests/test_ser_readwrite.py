@@ -158,6 +158,10 @@ def test_writer_streams_and_is_atomic(tmp_path):
         write_ser(path, np.zeros((1, 2, 3), np.uint8))
     write_ser(path, np.zeros((1, 2, 3), np.uint8), overwrite=True)
     assert SERReader(path).n_frames == 1
+    with pytest.raises(InputError, match=r"n_frames, height, width.*\(2, 3\)"):
+        write_ser(path, np.zeros((2, 3), np.uint8), overwrite=True)
+    with pytest.raises(InputError, match="no frames to write"):
+        write_ser(path, [], overwrite=True)
 
 
 def test_writer_value_handling(tmp_path):

@@ -658,7 +658,9 @@ class SERReader(FrameSource):
         else:
             raw_mm = np.memmap(self.path, dtype=np.uint8, mode="r", offset=HEADER_SIZE,
                                shape=(self.n_frames, self.height, self.width * self.planes, 2))
-            samples = [np.array(raw_mm[i]) for i in samples_idx]
+            # at most ~1000 central rows of each sample frame: plenty of evidence, bounded cost
+            r0 = max(0, self.height // 2 - 512)
+            samples = [np.array(raw_mm[i, r0:r0 + 1024]) for i in samples_idx]
             del raw_mm
             order, reason, disagree = decide_byte_order(samples, header.little_endian_flag,
                                                         byte_order=byte_order)
@@ -698,7 +700,7 @@ class SERReader(FrameSource):
             self._read_timestamps()
 
         for message in self.warnings_list:
-            warn_user(f"{self.name}: {message}", SERFormatWarning, stacklevel=2)
+            warn_user(f"{self.name}: {message}", SERFormatWarning)
         log.debug("opened %s: %d frames %s %s, byte order %s (%s)", self.name, self.n_frames,
                   self.frame_shape, self.file_dtype, self.byte_order, self.byte_order_reason)
 
@@ -1256,6 +1258,9 @@ def write_ser(path, frames, *, header=None, timestamps=None, overwrite=False, **
 
     if isinstance(frames, CCDData):
         frames = frames.data[np.newaxis]
+    if isinstance(frames, np.ndarray) and frames.ndim not in (3, 4):
+        raise InputError(f"frames must be an array (n_frames, height, width[, 3]), got shape "
+                         f"{frames.shape}")
     iterator = iter(frames)
     try:
         first = next(iterator)

@@ -67,7 +67,8 @@ def test_fits_cube(tmp_path, dtype):
 
 def test_fits_cube_in_extension_and_compressed(tmp_path):
     path = tmp_path / "ext.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(CUBE.astype(np.int16), name="SCI")]).writeto(path)
+    sci = fits.ImageHDU(CUBE.astype(np.int16), name="SCI")
+    fits.HDUList([fits.PrimaryHDU(), sci]).writeto(path)
     with open_frames(path) as src:
         assert src.hdu_index == 1
         check_source(src, CUBE.astype(np.int16))

@@ -130,6 +130,7 @@ def test_ticks_conversion():
     assert ticks_to_datetime64(t) == np.datetime64("2000-01-01T00:00:00")
     # top two bits are undefined in SER files and masked
     assert ticks_to_datetime64(t | (1 << 62)) == np.datetime64("2000-01-01")
-    assert ticks_to_datetime64(np.int64(t | (1 << 62) | (-(1 << 63)))) == np.datetime64("2000-01-01")
+    both = np.int64(t | (1 << 62) | (-(1 << 63)))  # both top bits: a negative int64
+    assert ticks_to_datetime64(both) == np.datetime64("2000-01-01")
     arr = ticks_to_datetime64([t, t + 15])  # 1.5 us
     assert arr.dtype == np.dtype("datetime64[us]") and (arr[1] - arr[0]) == np.timedelta64(1, "us")

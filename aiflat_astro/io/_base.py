@@ -151,4 +151,5 @@ class FrameSource:
 
     def __repr__(self):
         shape = "x".join(str(s) for s in self.frame_shape)
-        return f"<{type(self).__name__} {self.name!r}: {self.n_frames} frames of {shape} {self.dtype}>"
+        return (f"<{type(self).__name__} {self.name!r}: {self.n_frames} frames of {shape} "
+                f"{self.dtype}>")

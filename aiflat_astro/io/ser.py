@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import struct
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -259,7 +258,8 @@ class SERHeader:
         if len(raw) < HEADER_SIZE:
             raise SERFormatError(f"SER header needs {HEADER_SIZE} bytes, got {len(raw)}")
         (file_id, lu_id, color_id, flag, width, height, depth, count,
-         observer, instrument, telescope, dt, dt_utc) = HEADER_STRUCT.unpack(bytes(raw[:HEADER_SIZE]))
+         observer, instrument, telescope, dt, dt_utc) = HEADER_STRUCT.unpack(
+             bytes(raw[:HEADER_SIZE]))
         return cls(file_id=_decode_string(file_id), lu_id=lu_id, color_id=color_id,
                    little_endian_flag=flag, width=width, height=height, pixel_depth=depth,
                    frame_count=count, observer=_decode_string(observer),
@@ -304,7 +304,9 @@ class SERHeader:
     @property
     def bayer_pattern(self):
         """The CFA pattern (``'RGGB'``, ``'CYYM'`` ...) or `None`."""
-        return COLOR_IDS[self.color_id] if 8 <= self.color_id <= 19 and self.color_id in COLOR_IDS else None
+        if 8 <= self.color_id <= 19 and self.color_id in COLOR_IDS:
+            return COLOR_IDS[self.color_id]
+        return None
 
     @property
     def start_time(self):
@@ -1024,10 +1026,10 @@ class SERWriter:
     --------
     >>> import os, tempfile, numpy as np
     >>> path = os.path.join(tempfile.mkdtemp(), "out.ser")
+    >>> t0 = np.datetime64("2024-04-08T18:00:00")
     >>> with SERWriter(path, width=4, height=2, dtype="uint16", pixel_depth=12) as w:
     ...     for k in range(3):
-    ...         w.write(np.full((2, 4), k, np.uint16),
-    ...                 timestamp=np.datetime64("2024-04-08T18:00:00") + k * np.timedelta64(40, "ms"))
+    ...         w.write(np.full((2, 4), k, np.uint16), timestamp=t0 + k * np.timedelta64(40, "ms"))
     >>> ser = SERReader(path)
     >>> ser.n_frames, ser.fps, str(ser.timestamps[2])
     (3, 25.0, '2024-04-08T18:00:00.080000')
@@ -1327,7 +1329,5 @@ def _identify_ser(origin, filepath, fileobj, *args, **kwargs):
     return isinstance(filepath, (str, os.PathLike)) and str(filepath).lower().endswith(".ser")
 
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    registry.register_reader("ser", CCDData, _ccddata_ser_reader, force=True)
-    registry.register_identifier("ser", CCDData, _identify_ser, force=True)
+registry.register_reader("ser", CCDData, _ccddata_ser_reader, force=True)
+registry.register_identifier("ser", CCDData, _identify_ser, force=True)

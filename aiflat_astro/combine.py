@@ -451,16 +451,22 @@ def _lanes_median(block, target, offsets, a, b, work_dtype):
     lanes = max(1, _CHUNK_BYTES // (n * work_dtype.itemsize))
     buf = np.empty((min(lanes, b - a), n), dtype=work_dtype)
     is_float = work_dtype.kind == "f"
-    # Small integers convert to float32 exactly; anything else goes through float64 as np.median.
-    direct = not is_float and work_dtype.itemsize <= 2 and not offsets
+    # Integers of up to 16 bits, their sums and half-sums are exact in float32:
+    # the float64 arithmetic of np.median then gives the same float32 numbers.
+    exact32 = not is_float and work_dtype.itemsize <= 2 and not offsets
     for c0 in range(a, b, lanes):
         c1 = min(b, c0 + lanes)
         work = buf[:c1 - c0]
         work[...] = block[:, c0:c1].T
         work.partition(kth, axis=1)
         upper = work[:, kth]
-        if not even and direct:
-            target[c0:c1] = upper
+        if exact32:
+            if even:
+                value = np.add(work[:, :kth].max(axis=1), upper, dtype=np.float32)
+                value *= np.float32(0.5)
+                target[c0:c1] = value
+            else:
+                target[c0:c1] = upper
             continue
         upper = upper.astype(np.float64)
         for o in offsets:
@@ -483,11 +489,13 @@ def _lanes_median(block, target, offsets, a, b, work_dtype):
 def _hash_files(paths, stop):
     """SHA-256 of each file, read in 4 MiB chunks; gives up when ``stop`` is set."""
     digests = []
+    buffer = bytearray(_HASH_CHUNK)  # reused: no new allocation (and page faults) per chunk
+    view = memoryview(buffer)
     for path in paths:
         h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while not stop.is_set() and (chunk := f.read(_HASH_CHUNK)):
-                h.update(chunk)
+        with open(path, "rb", buffering=0) as f:
+            while not stop.is_set() and (got := f.readinto(buffer)):
+                h.update(view[:got])
         digests.append(h.hexdigest())
     return digests
 

@@ -14,4 +14,5 @@ except ImportError:  # pragma: no cover - only without setuptools_scm metadata
 from .utils.exceptions import *  # noqa: F401,F403
 from .dq import *  # noqa: F401,F403
 from .io import *  # noqa: F401,F403
+from .combine import *  # noqa: F401,F403
 from .datasets import *  # noqa: F401,F403

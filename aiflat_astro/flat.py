@@ -1,0 +1,621 @@
+"""Synthetic dust flats: exactly 1.0 outside the dust, ``median / clean`` inside.
+
+The flat is built from three ingredients: the temporal median, the dust mask
+(DQ bits and a soft weight ``w``, from a detector) and a clean estimate of
+the median without dust (`aiflat_astro.inpaint`)::
+
+    flat = 1 - w + w * T,        T = transmission estimated from median / clean
+
+* ``flat`` is exactly 1.0 (bit-exact float32) wherever ``w == 0``, so that
+  ``ccdproc.flat_correct(frame, flat, norm_value=1)`` leaves those pixels
+  bit-identical.
+* ``T`` is not clipped at 1.0: bright Fresnel rims around a shadow are real.
+* Where ``T`` falls below ``floor`` the pixel cannot be corrected reliably:
+  the flat is set to ``floor`` (as ``ccdproc.flat_correct(min_value=floor)``
+  would do) and the ``LOW_TRANS`` DQ bit is set.
+
+Transmission model (``profile``)
+--------------------------------
+The ratio ``median / clean`` also contains the part of the scene's texture
+(granulation, stars, noise) that no interpolation can predict.  With
+``profile='radial'`` (the default for local and generative estimates) the
+transmission of each shadow is the robust *radial profile* of the ratio
+about the shadow's centre: dust shadows are pupil footprints (discs, or
+annuli behind a central obstruction) convolved with the grain, hence round,
+and the azimuthal median removes the texture while keeping the shape,
+including the donut hole and bright rims.  A shadow whose ratio does not
+follow its radial profile (an elongated fibre, a vignetted footprint) keeps
+the plain ratio and is flagged ``REVIEW``.  ``profile='none'`` uses the plain
+ratio everywhere (right for measured estimates, which carry the true
+texture).
+"""
+
+import json
+import logging
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.nddata import CCDData, StdDevUncertainty
+from scipy import ndimage, optimize
+
+from .dq import DustDQ, expand_mask
+from .provenance import add_provenance_cards, params_hash, sha256_array
+from .utils._atomic import parse_size
+from .utils.exceptions import InputError, warn_user
+
+__all__ = ["make_flat", "multiply_master_flat", "FLAT_PROFILES"]
+
+log = logging.getLogger(__name__)
+
+#: Transmission models understood by `make_flat` (``'auto'`` lets the inpainter choose).
+FLAT_PROFILES = ("auto", "radial", "none")
+
+#: Header keyword under which the full provenance record (JSON, ASCII-escaped)
+#: travels with an in-memory flat; `~aiflat_astro.io.fits.write_flat` moves it
+#: into the ``PROVJSON`` extension.
+PROV_KEY = "PROVJSON"
+
+_RADIAL_STEP = 0.5        # radial bin width, px
+_RADIAL_MIN_COUNT = 8     # pixels per radial sample (bins are widened near the centre)
+_CENTRE_SAMPLE = 20000    # pixels used for the centre refinement of big shadows
+_OUTLIER_SIGMA = 3.0      # a pixel is an outlier of the radial model beyond this many texture sigmas
+_MAX_OUTLIERS = 0.10      # more outliers than this fraction: the shadow is not round
+
+
+# --------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------
+def _as_median(median):
+    if isinstance(median, CCDData):
+        data, header = median.data, fits.Header(median.meta) if median.meta else fits.Header()
+    else:
+        data, header = median, fits.Header()
+    data = np.asarray(data)
+    if data.ndim != 2:
+        raise InputError(f"make_flat needs a 2-D median, got shape {data.shape} "
+                         "(for colour data make one flat per channel or use the CFA mosaic)")
+    if not np.isfinite(data).any():
+        raise InputError("the median has no finite pixel")
+    return np.array(data, dtype=np.float32), header
+
+
+def _as_detection(dust_mask, weight, shape):
+    from .detection._base import DustDetection, empty_catalog
+
+    if isinstance(dust_mask, DustDetection):
+        det = dust_mask
+        if det.shape != shape:
+            raise InputError(f"dust mask shape {det.shape} does not match the median shape {shape}")
+        if weight is not None:
+            weight = np.asarray(weight, dtype=np.float32)
+            if weight.shape != shape:
+                raise InputError(f"weight shape {weight.shape} does not match the median shape {shape}")
+            det = DustDetection(dq=det.dq, weight=weight, catalog=det.catalog, detector=det.detector,
+                                provenance=det.provenance, labels=det.labels)
+        return det
+    arr = np.asarray(dust_mask)
+    if arr.shape != shape:
+        raise InputError(f"dust mask shape {arr.shape} does not match the median shape {shape}")
+    if arr.dtype == bool:
+        dq = np.where(arr, np.uint8(DustDQ.DUST), np.uint8(0)).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.integer):
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise InputError("a DQ dust mask must hold uint8 DustDQ bits (0..255)")
+        dq = arr.astype(np.uint8)
+    else:
+        raise InputError(f"dust_mask must be a DustDetection, a boolean mask or a uint8 DQ array, got {arr.dtype}")
+    dust = (dq & DustDQ.DUST) > 0
+    if weight is None:
+        weight, halo = expand_mask(dust)
+        dq = dq | np.where(halo, np.uint8(DustDQ.DUST_HALO), np.uint8(0))
+    return DustDetection(dq=dq, weight=weight, catalog=empty_catalog(), detector="user",
+                         provenance={"detector": "user"})
+
+
+# --------------------------------------------------------------------------------------
+# radial transmission model
+# --------------------------------------------------------------------------------------
+def _partition(weight, labels):
+    """Give every pixel with weight > 0 the id of the nearest shadow core in its region.
+
+    Regions with no DUST core become shadows of their own (ids above the
+    largest label).  Returns the int32 map and the list of ids.
+    """
+    region = weight > 0
+    comp, n = ndimage.label(region, structure=np.ones((3, 3), bool))
+    assign = np.zeros(weight.shape, np.int32)
+    next_id = int(labels.max(initial=0)) + 1
+    for k, sl in enumerate(ndimage.find_objects(comp), start=1):
+        inside = comp[sl] == k
+        lab = np.where(inside, labels[sl], 0)
+        if lab.any():
+            _, (iy, ix) = ndimage.distance_transform_edt(lab == 0, return_indices=True)
+            assign[sl][inside] = lab[iy, ix][inside]
+        else:
+            assign[sl][inside] = next_id
+            next_id += 1
+    return assign
+
+
+def _binned_median(r, v, edges_step, n_min):
+    """Median of ``v`` around radii ``(i + 0.5) * step``; bins widened to hold ``n_min`` values.
+
+    Returns bin centres, medians and the standard error of each median.
+    """
+    order = np.argsort(r, kind="stable")
+    rs, vs = r[order], v[order]
+    step = edges_step
+    centres = (np.arange(int(rs[-1] / step) + 1) + 0.5) * step
+    lo = np.searchsorted(rs, centres - step / 2)
+    hi = np.searchsorted(rs, centres + step / 2)
+    med = np.empty(centres.size)
+    err = np.empty(centres.size)
+    n_min = min(n_min, rs.size)
+    for i in range(centres.size):
+        a, b = lo[i], hi[i]
+        while b - a < n_min:  # widen symmetrically in sample count
+            a, b = max(a - 1, 0), min(b + 1, rs.size)
+        seg = vs[a:b]
+        m = np.median(seg)
+        med[i] = m
+        mad = np.median(np.abs(seg - m))
+        err[i] = 1.2533 * 1.4826 * mad / np.sqrt(seg.size)
+    return centres, med, err
+
+
+def _asymmetry(centre, ys, xs, vals):
+    r = np.hypot(ys - centre[0], xs - centre[1])
+    idx = (r / 1.0).astype(np.int64)
+    order = np.lexsort((vals, idx))
+    si, sv = idx[order], vals[order]
+    starts = np.searchsorted(si, np.arange(si[-1] + 2))
+    counts = np.diff(starts)
+    mids = starts[:-1] + counts // 2
+    has = counts > 0
+    med = np.zeros(counts.size)
+    med[has] = sv[mids[has]]
+    return float(np.mean(np.abs(vals - med[idx])))
+
+
+def _refine_centre(ys, xs, vals, c0, max_shift):
+    if ys.size > _CENTRE_SAMPLE:
+        pick = np.random.default_rng(0).choice(ys.size, _CENTRE_SAMPLE, replace=False)
+        ys, xs, vals = ys[pick], xs[pick], vals[pick]
+    c0 = np.asarray(c0, float)
+    simplex = np.array([c0, c0 + (1.0, 0.0), c0 + (0.0, 1.0)])
+    res = optimize.minimize(_asymmetry, c0, args=(ys, xs, vals), method="Nelder-Mead",
+                            options={"xatol": 0.02, "fatol": 1e-9, "initial_simplex": simplex, "maxiter": 200})
+    c = res.x
+    if not np.all(np.isfinite(c)) or np.hypot(*(c - c0)) > max_shift:
+        return c0
+    return c
+
+
+def _texture_sigma(median, clean_bg, ring):
+    rel = median[ring] / clean_bg[ring] - 1.0
+    rel = rel[np.isfinite(rel)]
+    if rel.size < 10:
+        return np.nan
+    return 1.4826 * float(np.median(np.abs(rel - np.median(rel))))
+
+
+def _ring_background(median, region, usable, width):
+    """Robust plane-plus-quadratic fitted to a ring around ``region`` (for the texture level)."""
+    from .inpaint import _ring_poly
+
+    bg = _ring_poly(np.where(usable, median, 0.0).astype(np.float64), region, usable, 2, width)
+    return bg
+
+
+def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_hint):
+    """Radial-profile transmission per shadow.
+
+    Returns the transmission map (NaN where no model was made), the
+    uncertainty of the model (standard error of the radial medians) and a
+    list of per-shadow records.
+    """
+    shape = ratio.shape
+    trans = np.full(shape, np.nan)
+    model_err = np.zeros(shape)
+    records = []
+    region_all = weight > 0
+    for sid, sl in enumerate(ndimage.find_objects(assign), start=1):
+        if sl is None:
+            continue
+        pad = 8
+        y0, y1 = max(sl[0].start - pad, 0), min(sl[0].stop + pad, shape[0])
+        x0, x1 = max(sl[1].start - pad, 0), min(sl[1].stop + pad, shape[1])
+        win = (slice(y0, y1), slice(x0, x1))
+        mine = assign[win] == sid
+        ys, xs = np.nonzero(mine)
+        good = valid[win][mine]
+        vals = ratio[win][mine]
+        rec = {"id": int(sid), "n_pixels": int(ys.size), "profile": "radial"}
+        if good.sum() < max(_RADIAL_MIN_COUNT, 12):
+            rec.update(profile="none", reason="too few valid pixels for a radial profile")
+            records.append(rec)
+            continue
+        gy, gx, gv = ys[good].astype(float), xs[good].astype(float), vals[good]
+        core_y, core_x = np.nonzero(labels[win] == sid)
+        if sid in centres_hint:
+            c0 = np.array(centres_hint[sid]) - (y0, x0)
+        elif core_y.size:
+            # geometric centre of the dust mask: robust against dark scene features inside it
+            c0 = np.array([core_y.mean(), core_x.mean()])
+        else:
+            c0 = np.array([ys.mean(), xs.mean()])
+        r_eq = np.sqrt(max(core_y.size, 1) / np.pi)
+        centre = _refine_centre(gy, gx, gv, c0, max_shift=max(1.0, 0.1 * r_eq))
+        r_good = np.hypot(gy - centre[0], gx - centre[1])
+        rc, prof, perr = _binned_median(r_good, gv, _RADIAL_STEP, _RADIAL_MIN_COUNT)
+        r_all = np.hypot(ys - centre[0], xs - centre[1])
+        model = np.interp(r_all, rc, prof)
+        merr = np.interp(r_all, rc, perr)
+        # is the shadow round?  compare the misfit with the texture level around it
+        region = region_all[win]
+        usable = ~region & np.isfinite(median[win])
+        bg = _ring_background(median[win], mine, usable, 6.0)
+        ring = usable & (ndimage.distance_transform_edt(~region) <= 6.0)
+        sigma = _texture_sigma(median[win], bg, ring) if bg is not None else np.nan
+        core = good & (weight[win][mine] >= 1.0)
+        resid = gv[core[good]] / model[good][core[good]] - 1.0 if core.any() else np.array([])
+        if not np.isfinite(sigma) or sigma <= 0:
+            sigma = 1.4826 * float(np.median(np.abs(resid))) if resid.size else 0.0
+        frac = float(np.mean(np.abs(resid) > _OUTLIER_SIGMA * max(sigma, 1e-4))) if resid.size else 0.0
+        rec.update(y_centroid=float(centre[0] + y0), x_centroid=float(centre[1] + x0),
+                   texture_sigma=float(sigma), outlier_fraction=frac,
+                   min_transmission=float(prof.min()), max_transmission=float(prof.max()))
+        if frac > _MAX_OUTLIERS:
+            rec.update(review=True, reason=f"not round: {frac:.0%} of the pixels deviate from the radial "
+                                           f"profile by > {_OUTLIER_SIGMA:g} texture sigma (non-round "
+                                           "dust or a scene feature inside the mask)")
+        trans[win][mine] = model
+        model_err[win][mine] = merr
+        records.append(rec)
+    return trans, model_err, records
+
+
+# --------------------------------------------------------------------------------------
+# uncertainty from the temporal scatter of the frames
+# --------------------------------------------------------------------------------------
+def _temporal_sigma(frames, region, *, mem_limit="256MB", progress_bar=False):
+    """Standard error of the median at the ``region`` pixels from the frames' temporal scatter.
+
+    ``sigma_median = 1.2533 * std_t / sqrt(N)`` (normal approximation),
+    computed in one streaming pass over row bands holding masked pixels, in
+    bounded memory.  Returns a float64 map (0 outside ``region``).
+    """
+    from .io.frames import open_frames
+
+    source = open_frames(frames)
+    try:
+        if tuple(source.frame_shape[:2]) != region.shape or len(source.frame_shape) != 2:
+            raise InputError(f"frames of shape {source.frame_shape} do not match the median shape {region.shape}")
+        n = source.n_frames
+        rows = np.flatnonzero(region.any(axis=1))
+        sigma = np.zeros(region.shape)
+        if rows.size == 0 or n < 2:
+            return sigma
+        cols = np.flatnonzero(region.any(axis=0))
+        c0, c1 = int(cols[0]), int(cols[-1]) + 1
+        width = source.frame_shape[1]
+        budget = parse_size(mem_limit)
+        # bands of consecutive masked rows; each band read frame-block by frame-block
+        breaks = np.flatnonzero(np.diff(rows) > 1)
+        bands = np.split(rows, breaks + 1)
+        bar = None
+        if progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n * len(bands), desc="flat uncertainty", unit="frame")
+        for band in bands:
+            r0, r1 = int(band[0]), int(band[-1]) + 1
+            per_frame = (r1 - r0) * width * max(source.dtype.itemsize, 1)
+            block = int(max(1, min(n, budget // max(4 * per_frame, 1))))
+            s1 = np.zeros((r1 - r0, c1 - c0))
+            s2 = np.zeros((r1 - r0, c1 - c0))
+            shift = None
+            for i in range(0, n, block):
+                chunk = source.read_rows(range(i, min(i + block, n)), r0, r1)[:, :, c0:c1].astype(np.float64)
+                if shift is None:
+                    shift = chunk[0].copy()  # shifted sums: numerically stable variance
+                chunk -= shift
+                s1 += chunk.sum(axis=0)
+                s2 += np.square(chunk).sum(axis=0)
+                if bar is not None:
+                    bar.update(chunk.shape[0])
+            var = np.clip((s2 - s1 * s1 / n) / (n - 1), 0, None)
+            sigma[r0:r1, c0:c1] = 1.2533 * np.sqrt(var / n)
+        if bar is not None:
+            bar.close()
+        sigma[~region] = 0.0
+        return sigma
+    finally:
+        if source is not frames:
+            source.close()
+
+
+# --------------------------------------------------------------------------------------
+# provenance
+# --------------------------------------------------------------------------------------
+_MEDIAN_CARDS = ("OBSERVER", "INSTRUME", "TELESCOP", "DATE-OBS", "NCOMBINE", "FRAME0", "FRAME1", "FRAMESTP",
+                 "BAYERPAT")
+
+
+def _flat_header(median_header, prov):
+    header = fits.Header()
+    for key in _MEDIAN_CARDS:
+        if key in median_header:
+            header[key] = median_header[key]
+    for key in median_header:
+        if key.startswith("PROV") and key[4:].replace("SHA", "").isdigit():
+            header[key] = median_header[key]
+    header["BUNIT"] = ("", "dimensionless: divide science frames by the flat")
+    header["ROWORDER"] = ("TOP-DOWN", "row 0 = top row of the sensor (SER order)")
+    add_provenance_cards(header, prov)
+    header[PROV_KEY] = json.dumps(prov, sort_keys=True, default=str, ensure_ascii=True,
+                                  separators=(",", ":"))
+    return header
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return f"<array {value.shape} {value.dtype}>"
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------------------
+# public
+# --------------------------------------------------------------------------------------
+def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, floor=0.05, profile="auto",
+              min_signal=None, inpaint_options=None, mem_limit="256MB", progress_bar=False):
+    """Make a synthetic dust flat from a temporal median and a dust mask.
+
+    Parameters
+    ----------
+    median : `~astropy.nddata.CCDData` or `~numpy.ndarray`
+        2-D temporal median (``median_combine``), bias/dark subtracted if the
+        frames carry a pedestal (a pedestal makes the shadows look shallower).
+    dust_mask : `~aiflat_astro.detection.DustDetection`, or array
+        The dust: a detection (DQ, weight, catalog), a uint8 DQ array with
+        `~aiflat_astro.dq.DustDQ` bits, or a boolean mask (True = dust).
+    weight : `~numpy.ndarray`, optional
+        Soft weight 0..1 replacing the detection's; for a plain mask the
+        default is `~aiflat_astro.dq.expand_mask` (dilate 2 px, soft edge 1.5 px).
+    inpaint : str, optional
+        Clean-estimate method registered in `aiflat_astro.inpaint`:
+        ``'local'`` (default, offline, deterministic), ``'measured'`` (from
+        the drift of the scene; needs ``frames``), ``'gemini'`` (generative).
+    frames : optional
+        The frames the median was made from (anything
+        `~aiflat_astro.io.frames.open_frames` accepts).  Used by
+        ``inpaint='measured'`` and for the ``UNCERT`` uncertainty (temporal
+        scatter of the masked pixels, one streaming pass).
+    floor : float, optional
+        Lowest transmission that is corrected (default 0.05).  Below it the
+        flat is set to ``floor`` and the pixel flagged ``LOW_TRANS``:
+        dividing by a smaller number would amplify noise 20-fold or more.
+    profile : {'auto', 'radial', 'none'}, optional
+        Transmission model (see the module docstring); ``'auto'`` uses the
+        inpainter's recommendation, else ``'radial'``.
+    min_signal : float, optional
+        Pixels whose clean estimate is below this level carry no usable
+        transmission (dark sky next to the solar limb); default 1 % of the
+        99.5th percentile of the median.  With ``profile='radial'`` they get
+        the shadow's radial model, otherwise the flat stays 1.0 there and
+        they are flagged ``REVIEW``.
+    inpaint_options : dict, optional
+        Keyword options for the inpainter.
+    mem_limit : str or int, optional
+        Memory bound for reading ``frames`` (default ``'256MB'``).
+    progress_bar : bool, optional
+        Show a progress bar while reading ``frames``.
+
+    Returns
+    -------
+    flat : `~astropy.nddata.CCDData`
+        float32, unit dimensionless, exactly 1.0 where the weight is 0;
+        ``flags`` = uint8 DQ (the mask's bits plus ``LOW_TRANS``, ``REVIEW``,
+        ``GENERATED``); ``uncertainty`` = `~astropy.nddata.StdDevUncertainty`
+        when ``frames`` are given; ``meta`` = provenance keywords (``INPAINT``,
+        ``INPSHA``, ``MASKSHA``, ``PARAMSHA``, ...) and the full record as
+        JSON under ``PROVJSON`` (moved to its own extension by
+        `~aiflat_astro.io.fits.write_flat`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y, x = np.mgrid[0:64, 0:64]
+    >>> shadow = np.hypot(y - 32, x - 30) < 8
+    >>> median = np.where(shadow, 0.8, 1.0).astype(np.float32) * 1000
+    >>> flat = make_flat(median, shadow)
+    >>> round(float(flat.data[32, 30]), 3), float(flat.data[0, 0]), flat.unit
+    (0.8, 1.0, Unit(dimensionless))
+    >>> bool(np.all(flat.data[flat.flags == 0] == 1.0))
+    True
+    """
+    from .inpaint import run_inpainter
+
+    med, median_header = _as_median(median)
+    det = _as_detection(dust_mask, weight, med.shape)
+    if profile not in FLAT_PROFILES:
+        raise InputError(f"unknown flat profile {profile!r}; choose one of {', '.join(FLAT_PROFILES)}")
+    if not 0 < float(floor) < 1:
+        raise InputError(f"floor must be between 0 and 1, got {floor}")
+    floor = float(floor)
+    w = np.asarray(det.weight, dtype=np.float32)
+    region = w > 0
+    dq = det.dq.copy()
+    if min_signal is None:
+        finite = med[np.isfinite(med)]
+        min_signal = 0.01 * float(np.percentile(finite, 99.5)) if finite.size else 0.0
+    min_signal = float(min_signal)
+
+    records = []
+    info = {"method": inpaint}
+    flat = np.ones(med.shape, np.float32)
+    uncertainty = None
+    if region.any():
+        clean, info = run_inpainter(inpaint, med, det, frames=frames, **(inpaint_options or {}))
+        chosen = info.get("profile", "radial") if profile == "auto" else profile
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = med.astype(np.float64) / clean.astype(np.float64)
+        defects = (dq & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
+        valid = region & np.isfinite(ratio) & (clean > min_signal) & np.isfinite(med) & ~defects
+        trans = np.where(valid, ratio, np.nan)
+        model_err = np.zeros(med.shape)
+        if chosen == "radial":
+            centres = {}
+            cat = det.catalog
+            if cat is not None and len(cat) and {"id", "x_centroid", "y_centroid"} <= set(cat.colnames):
+                centres = {int(i): (float(yc), float(xc)) for i, yc, xc in
+                           zip(cat["id"], cat["y_centroid"], cat["x_centroid"]) if np.isfinite(yc) and np.isfinite(xc)}
+            assign = _partition(w, det.labels)
+            radial, model_err, records = _radial_transmission(med, ratio, valid, w, assign, det.labels, centres)
+            modelled = np.isfinite(radial)
+            trans = np.where(modelled, radial, trans)
+            fallback = region & ~modelled
+            for rec in records:
+                if rec.get("review") or rec["profile"] == "none":
+                    dq[(assign == rec["id"]) & region] |= np.uint8(DustDQ.REVIEW)
+        else:
+            fallback = region
+        unusable = region & ~np.isfinite(trans)
+        if unusable.any():
+            dq[unusable] |= np.uint8(DustDQ.REVIEW)
+            log.info("%d masked pixel(s) have no usable signal; the flat stays 1.0 there", int(unusable.sum()))
+        trans = np.where(np.isfinite(trans), trans, 1.0)
+        value = 1.0 - w.astype(np.float64) + w * trans
+        low = region & (value < floor)
+        value[low] = floor
+        dq[low] |= np.uint8(DustDQ.LOW_TRANS)
+        flat[region] = value[region].astype(np.float32)
+        flat[~region] = 1.0
+        generated = info.get("generated", False)
+        if np.any(generated):
+            gen = np.broadcast_to(np.asarray(generated, dtype=bool), med.shape) & region
+            dq[gen] |= np.uint8(DustDQ.GENERATED)
+        if frames is not None:
+            sig_med = _temporal_sigma(frames, region, mem_limit=mem_limit, progress_bar=progress_bar)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel = np.where(valid, sig_med / np.abs(med.astype(np.float64)), 0.0)
+            # the plain ratio carries the median's noise; a radial model averages it over its bin
+            noise = np.where(fallback, trans * rel, 0.0)
+            sigma = w * np.sqrt(noise**2 + model_err**2)
+            sigma[low] = 0.0
+            uncertainty = StdDevUncertainty(np.where(region, sigma, 0.0).astype(np.float32))
+        chosen_profile = chosen
+        n_low = int(low.sum())
+        if n_low:
+            warn_user(f"{n_low} pixel(s) have a transmission below the floor {floor:g}: flat set to the "
+                      "floor there and flagged LOW_TRANS (exclude them from science)")
+    else:
+        chosen_profile = "none"
+        n_low = 0
+        log.info("empty dust mask: the flat is 1.0 everywhere")
+
+    params = {"FLOOR": floor, "PROFILE": chosen_profile, "MINSIG": round(min_signal, 6)}
+    params.update({k: v for k, v in (info.get("params") or {}).items() if len(k) <= 8})
+    prov = dict(det.provenance or {})
+    prov.pop("params", None)
+    prov.pop("history", None)
+    prov.update(_json_safe(info.get("provenance") or {}))
+    prov["detector"] = det.detector
+    prov["inpaint"] = str(inpaint)
+    prov["input_sha256"] = sha256_array(med)
+    prov["mask_sha256"] = sha256_array(det.dq)
+    prov["weight_sha256"] = sha256_array(w)
+    prov["params"] = params
+    hashed = {"input": prov["input_sha256"], "mask": prov["mask_sha256"], "weight": prov["weight_sha256"],
+              "inpaint": str(inpaint), "inpaint_options": _json_safe(inpaint_options or {}),
+              "floor": floor, "profile": profile, "min_signal": min_signal}
+    params["PARAMSHA"] = params_hash(hashed)
+    prov["shadows"] = _json_safe(records)
+    prov["inpaint_info"] = _json_safe({k: v for k, v in info.items() if k not in ("provenance", "params")})
+    prov["n_low_transmission"] = n_low
+    prov["history"] = [f"synthetic dust flat: inpaint={inpaint}, profile={chosen_profile}, floor={floor:g}",
+                       f"{int(region.sum())} px inside the dust weight; flat = 1.0 elsewhere"]
+    header = _flat_header(median_header, prov)
+    return CCDData(flat, unit=u.dimensionless_unscaled, flags=dq, uncertainty=uncertainty, meta=header)
+
+
+def multiply_master_flat(dust_flat, master_flat):
+    """Multiply a dust flat into an existing master flat.
+
+    For deep-sky users whose master flat is old or whose dust has moved:
+    calibrate the lights with the master flat, take their median, make the
+    dust flat from that median (it then holds only the *residual* dust), and
+    multiply it into the master flat.  Making the dust flat from uncorrected
+    frames would correct dust that the master flat already corrects twice.
+
+    Parameters
+    ----------
+    dust_flat : `~astropy.nddata.CCDData`
+        The aiflat flat (dimensionless, 1.0 outside the dust).
+    master_flat : `~astropy.nddata.CCDData`
+        The existing master flat, any normalisation and unit.
+
+    Returns
+    -------
+    `~astropy.nddata.CCDData`
+        float32 ``master * dust``, the master's unit and header, the dust
+        flat's DQ as ``flags``, uncertainties combined, provenance cards of
+        the dust flat added.  Outside the dust the master flat's values are
+        unchanged, bit for bit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astropy.nddata import CCDData
+    >>> master = CCDData(np.full((4, 4), 2.0, np.float32), unit="adu")
+    >>> dust = CCDData(np.ones((4, 4), np.float32), unit="")
+    >>> dust.data[1, 1] = 0.5
+    >>> out = multiply_master_flat(dust, master)
+    >>> float(out.data[1, 1]), float(out.data[0, 0]), out.unit
+    (1.0, 2.0, Unit("adu"))
+    """
+    for name, obj in (("dust_flat", dust_flat), ("master_flat", master_flat)):
+        if not isinstance(obj, CCDData):
+            raise InputError(f"{name} must be a CCDData")
+    if dust_flat.shape != master_flat.shape:
+        raise InputError(f"dust flat shape {dust_flat.shape} does not match the master flat shape {master_flat.shape}")
+    if dust_flat.unit is not None and dust_flat.unit != u.dimensionless_unscaled:
+        raise InputError(f"the dust flat must be dimensionless, got unit {dust_flat.unit}")
+    master = np.asarray(master_flat.data, dtype=np.float32)
+    dust = np.asarray(dust_flat.data, dtype=np.float32)
+    touched = dust != 1.0
+    data = master.copy()
+    data[touched] = (master[touched].astype(np.float64) * dust[touched]).astype(np.float32)
+    uncertainty = None
+    m_unc = master_flat.uncertainty.array if master_flat.uncertainty is not None else None
+    d_unc = dust_flat.uncertainty.array if dust_flat.uncertainty is not None else None
+    if m_unc is not None or d_unc is not None:
+        m_rel = (m_unc / np.abs(master)) if m_unc is not None else 0.0
+        d_rel = (d_unc / np.abs(dust)) if d_unc is not None else 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sig = np.abs(data) * np.sqrt(np.square(m_rel) + np.square(d_rel))
+        uncertainty = StdDevUncertainty(sig.astype(np.float32))
+    header = fits.Header(master_flat.meta) if master_flat.meta else fits.Header()
+    dust_header = fits.Header(dust_flat.meta) if dust_flat.meta else fits.Header()
+    for card in dust_header.cards:
+        if card.keyword in ("", "COMMENT", "HISTORY", "BUNIT") or card.keyword in header:
+            continue
+        header[card.keyword] = (card.value, card.comment)
+    for line in dust_header.get("HISTORY", []):
+        header.add_history(line)
+    header.add_history("aiflat: dust flat multiplied into this master flat")
+    flags = None
+    if dust_flat.flags is not None:
+        flags = np.asarray(dust_flat.flags, dtype=np.uint8)
+        if master_flat.flags is not None:
+            flags = flags | np.asarray(master_flat.flags, dtype=np.uint8)
+    return CCDData(data, unit=master_flat.unit, flags=flags, uncertainty=uncertainty, meta=header)

@@ -1,0 +1,583 @@
+"""Clean (dust-free) estimates of the sensor response inside dust shadows.
+
+The *hand* of aiflat_astro: given the temporal median and a dust weight map,
+estimate what the median would have been without the dust.  The synthetic
+flat is then ``1 - w + w * median / clean`` (see `aiflat_astro.flat`).
+
+Three families of estimates exist:
+
+``local`` (default, this module)
+    Deterministic interpolation from the surroundings of each shadow: a
+    sparse harmonic (Laplace) or biharmonic solve per connected region on a
+    cropped window, optionally on the image divided by a smooth local
+    background (a robust polynomial fitted to a ring around the shadow).
+``measured``
+    Measured from the drift of the scene across the sensor (added by the
+    measured-flat module through `register_inpainter`).
+``gemini``
+    A generative model's inpainting (added by the Gemini module through
+    `register_inpainter`); such estimates are brought onto the photometric
+    scale of the median with `match_photometry`.
+
+Methods are looked up by name in a small registry so that other modules add
+theirs without editing this one::
+
+    register_inpainter("measured", inpaint_measured_adapter)
+    clean, info = run_inpainter("measured", median, detection, frames=frames)
+
+Pixels with weight 0 are never changed by any method (the returned clean
+estimate equals the input there, bit for bit).
+"""
+
+import importlib
+import logging
+
+import numpy as np
+from scipy import ndimage
+from scipy import sparse
+from scipy.sparse import linalg as splinalg
+
+from .utils.exceptions import InputError
+
+__all__ = [
+    "inpaint_local",
+    "match_photometry",
+    "register_inpainter",
+    "get_inpainter",
+    "available_inpainters",
+    "run_inpainter",
+    "LOCAL_METHODS",
+    "MATCH_METHODS",
+]
+
+log = logging.getLogger(__name__)
+
+#: Interpolation schemes understood by `inpaint_local`.
+LOCAL_METHODS = ("harmonic", "biharmonic", "poly")
+
+#: Photometric matching schemes understood by `match_photometry`.
+MATCH_METHODS = ("linear", "histogram")
+
+# Regions with more unknowns than this are solved coarse-to-fine (see _solve_large).
+_DIRECT_LIMIT = 120_000
+# Biharmonic normal equations are denser; beyond this size the harmonic solver is used.
+_BIHARMONIC_LIMIT = 60_000
+
+
+# --------------------------------------------------------------------------------------
+# input handling
+# --------------------------------------------------------------------------------------
+def _as_image(image):
+    data = getattr(image, "data", image)
+    data = np.asarray(data)
+    if data.ndim != 2:
+        raise InputError(f"inpainting needs a 2-D image, got an array of shape {data.shape}")
+    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
+        raise InputError(f"inpainting needs a real-valued image, got dtype {data.dtype}")
+    return data
+
+
+def _as_weight(weight, shape):
+    w = np.asarray(getattr(weight, "weight", weight))
+    if w.shape != shape:
+        raise InputError(f"weight/mask shape {w.shape} does not match the image shape {shape}")
+    if w.dtype == bool:
+        return w.astype(np.float32)
+    w = w.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(w)) or w.min(initial=0) < 0 or w.max(initial=0) > 1:
+        raise InputError("weight must be finite and within 0..1 (0 = untouched, 1 = fully corrected)")
+    return w
+
+
+# --------------------------------------------------------------------------------------
+# sparse solvers on one cropped window
+# --------------------------------------------------------------------------------------
+_NEIGHBOURS = ((0, 1), (0, -1), (1, 0), (-1, 0))
+
+
+def _index_map(unknown):
+    idx = np.full(unknown.shape, -1, dtype=np.int64)
+    ys, xs = np.nonzero(unknown)
+    idx[ys, xs] = np.arange(ys.size)
+    return idx, ys, xs
+
+
+def _harmonic_system(win, unknown):
+    """Graph-Laplacian normal equations of the Dirichlet energy (Neumann at window edges)."""
+    h, w = unknown.shape
+    idx, ys, xs = _index_map(unknown)
+    n = ys.size
+    diag = np.zeros(n)
+    rhs = np.zeros(n)
+    rows, cols = [], []
+    for dy, dx in _NEIGHBOURS:
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        diag += inside
+        nyc, nxc = ny[inside], nx[inside]
+        nb = idx[nyc, nxc]
+        src = np.nonzero(inside)[0]
+        unk = nb >= 0
+        rows.append(src[unk])
+        cols.append(nb[unk])
+        np.add.at(rhs, src[~unk], win[nyc[~unk], nxc[~unk]])
+    rows = np.concatenate(rows)
+    cols = np.concatenate(cols)
+    a = sparse.csr_matrix((-np.ones(rows.size), (rows, cols)), shape=(n, n))
+    a = (a + sparse.diags(diag)).tocsc()
+    return a, rhs, ys, xs
+
+
+def _biharmonic_system(win, unknown):
+    """Least-squares normal equations of ||L u||^2 (L the 5-point Laplacian).
+
+    The Laplacian is evaluated at every pixel whose full stencil lies inside
+    the window and that touches an unknown; minimising its squared norm with
+    the known pixels fixed gives the discrete biharmonic interpolant.
+    """
+    h, w = unknown.shape
+    idx, ys, xs = _index_map(unknown)
+    n = ys.size
+    touch = ndimage.binary_dilation(unknown, structure=ndimage.generate_binary_structure(2, 1))
+    touch[0, :] = touch[-1, :] = touch[:, 0] = touch[:, -1] = False
+    py, px = np.nonzero(touch)
+    m = py.size
+    eq = np.arange(m)
+    rows, cols, vals = [], [], []
+    known_part = np.zeros(m)
+    for (dy, dx), c in (((0, 0), -4.0), ((0, 1), 1.0), ((0, -1), 1.0), ((1, 0), 1.0), ((-1, 0), 1.0)):
+        qy, qx = py + dy, px + dx
+        nb = idx[qy, qx]
+        unk = nb >= 0
+        rows.append(eq[unk])
+        cols.append(nb[unk])
+        vals.append(np.full(unk.sum(), c))
+        known_part[~unk] += c * win[qy[~unk], qx[~unk]]
+    lu = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, n))
+    # A vanishing multiple of the harmonic system makes the normal equations definite for
+    # unknowns that no complete stencil reaches (at the image border) without biasing the rest.
+    ah, bh, _, _ = _harmonic_system(win, unknown)
+    a = (lu.T @ lu + 1e-6 * ah).tocsc()
+    rhs = -(lu.T @ known_part) + 1e-6 * bh
+    return a, rhs, ys, xs
+
+
+def _solve(a, rhs):
+    return splinalg.spsolve(a, rhs)
+
+
+def _solve_region(win, unknown, method):
+    n = int(unknown.sum())
+    if method == "biharmonic" and n > _BIHARMONIC_LIMIT:
+        log.debug("region of %d px exceeds the biharmonic limit; using the harmonic solver", n)
+        method = "harmonic"
+    if method == "harmonic" and n > _DIRECT_LIMIT:
+        return _solve_large(win, unknown)
+    system = _harmonic_system if method == "harmonic" else _biharmonic_system
+    a, rhs, ys, xs = system(win, unknown)
+    out = win.copy()
+    out[ys, xs] = _solve(a, rhs)
+    return out
+
+
+def _solve_large(win, unknown):
+    """Harmonic solve of a very large region: coarse direct solve, then CG at full resolution."""
+    n = int(unknown.sum())
+    f = int(np.ceil(np.sqrt(n / (_DIRECT_LIMIT / 2))))
+    h, w = win.shape
+    hc, wc = -(-h // f), -(-w // f)
+    pad = ((0, hc * f - h), (0, wc * f - w))
+    known = ~unknown
+    kw = np.pad(known, pad).astype(float)
+    vw = np.pad(np.where(known, win, 0.0), pad)
+    ksum = kw.reshape(hc, f, wc, f).sum(axis=(1, 3))
+    vsum = vw.reshape(hc, f, wc, f).sum(axis=(1, 3))
+    # A coarse cell is known only if all its fine pixels inside the window are known.
+    full = np.pad(np.ones_like(known, dtype=float), pad).reshape(hc, f, wc, f).sum(axis=(1, 3))
+    cunk = ksum < full
+    cwin = np.where(cunk, 0.0, vsum / np.maximum(ksum, 1))
+    coarse = _solve_region(cwin, cunk, "harmonic") if cunk.any() else cwin
+    yy = (np.arange(h) + 0.5) / f - 0.5
+    xx = (np.arange(w) + 0.5) / f - 0.5
+    guess = ndimage.map_coordinates(coarse, np.meshgrid(yy, xx, indexing="ij"), order=1, mode="nearest")
+    a, rhs, ys, xs = _harmonic_system(win, unknown)
+    x, info = splinalg.cg(a, rhs, x0=guess[ys, xs], rtol=1e-7, maxiter=2000)
+    if info != 0:  # pragma: no cover - CG on an SPD Laplacian converges
+        log.warning("harmonic CG did not converge (info=%d); using the result anyway", info)
+    out = win.copy()
+    out[ys, xs] = x
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# local background: robust polynomial on a ring
+# --------------------------------------------------------------------------------------
+def _poly_terms(y, x, degree):
+    return np.stack([y**i * x**j for i in range(degree + 1) for j in range(degree + 1 - i)], axis=-1)
+
+
+def _ring_poly(win, region, usable, degree, ring_width):
+    """Fit a polynomial robustly to ``usable`` pixels within ``ring_width`` of ``region``.
+
+    Returns the polynomial evaluated on the whole window, or None when the
+    ring has too few pixels for the fit.
+    """
+    dist = ndimage.distance_transform_edt(~region)
+    ring = usable & (dist > 0) & (dist <= ring_width)
+    ys, xs = np.nonzero(ring)
+    nterm = (degree + 1) * (degree + 2) // 2
+    if ys.size < 3 * nterm:
+        return None
+    cy, cx = np.nonzero(region)
+    y0, x0 = cy.mean(), cx.mean()
+    scale = max(np.ptp(ys), np.ptp(xs), 1.0) / 2
+    terms = _poly_terms((ys - y0) / scale, (xs - x0) / scale, degree)
+    values = win[ys, xs]
+    good = np.ones(values.size, dtype=bool)
+    for _ in range(5):
+        coef, *_ = np.linalg.lstsq(terms[good], values[good], rcond=None)
+        resid = values - terms @ coef
+        sigma = 1.4826 * np.median(np.abs(resid[good] - np.median(resid[good])))
+        new = np.abs(resid) <= 3 * max(sigma, np.finfo(float).tiny)
+        if new.sum() < 3 * nterm or np.array_equal(new, good):
+            break
+        good = new
+    gy, gx = np.mgrid[0:win.shape[0], 0:win.shape[1]]
+    return _poly_terms((gy - y0) / scale, (gx - x0) / scale, degree) @ coef
+
+
+# --------------------------------------------------------------------------------------
+# public: local inpainting
+# --------------------------------------------------------------------------------------
+def inpaint_local(image, weight, *, method="harmonic", normalize=True, invalid=None,
+                  poly_degree=2, ring_width=None):
+    """Reconstruct the dust-free image inside the mask from its surroundings.
+
+    Every connected region of ``weight > 0`` is processed on its own cropped
+    window, so the cost grows with the masked area, not with the image.
+    Pixels with weight 0 are returned unchanged.
+
+    Parameters
+    ----------
+    image : `~numpy.ndarray` or `~astropy.nddata.CCDData`
+        2-D image (the temporal median), background-subtracted if it has a
+        pedestal.
+    weight : `~numpy.ndarray`
+        Soft weight 0..1 (or a boolean dust mask) of the same shape; every
+        pixel with weight > 0 is reconstructed.
+    method : {'harmonic', 'biharmonic', 'poly'}, optional
+        ``'harmonic'`` (default) solves Laplace's equation with the values
+        around the region as boundary condition (sparse direct solve, Neumann
+        conditions at the image border); ``'biharmonic'`` minimises the
+        squared Laplacian (smoother, continues gradients; regions above
+        60 000 px fall back to harmonic); ``'poly'`` evaluates the robust
+        ring polynomial only.
+    normalize : bool, optional
+        If true (default), interpolate the image divided by a robust
+        polynomial of degree ``poly_degree`` fitted to a ring around each
+        region, then multiply back: the interpolation then only carries the
+        small-scale texture while the polynomial carries the curvature of the
+        background (limb darkening, vignetting) that a harmonic function
+        cannot follow.  Ignored for ``method='poly'``.
+    invalid : `~numpy.ndarray` of bool, optional
+        Pixels not to be used as boundary values (hot, cold, saturated,
+        non-finite).  They are interpolated as auxiliary unknowns but are
+        only returned changed where ``weight > 0``.  Non-finite pixels are
+        always treated as invalid.
+    poly_degree : int, optional
+        Degree of the ring polynomial (default 2).
+    ring_width : float, optional
+        Width in pixels of the ring used for the polynomial; default
+        ``max(6, equivalent radius)`` per region.
+
+    Returns
+    -------
+    clean : `~numpy.ndarray`
+        float32 copy of ``image`` with the masked pixels reconstructed.
+
+    Raises
+    ------
+    InputError
+        Wrong shapes or weights, a method name that does not exist, or a
+        region without any valid pixel around it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y, x = np.mgrid[0:64, 0:64]
+    >>> image = (1000 + 2 * x + y).astype(np.float32)
+    >>> mask = (x - 32) ** 2 + (y - 32) ** 2 < 36
+    >>> dusty = np.where(mask, 0.8 * image, image)
+    >>> clean = inpaint_local(dusty, mask)
+    >>> bool(np.abs(clean - image).max() < 0.01)
+    True
+    >>> bool(np.all(clean[~mask] == dusty[~mask]))
+    True
+    """
+    if method not in LOCAL_METHODS:
+        raise InputError(f"unknown local inpainting method {method!r}; choose one of {', '.join(LOCAL_METHODS)}")
+    data = _as_image(image)
+    w = _as_weight(weight, data.shape)
+    region_mask = w > 0
+    bad = ~np.isfinite(data)
+    if invalid is not None:
+        invalid = np.asarray(invalid, dtype=bool)
+        if invalid.shape != data.shape:
+            raise InputError(f"invalid-pixel mask shape {invalid.shape} does not match the image shape {data.shape}")
+        bad = bad | invalid
+    clean = data.astype(np.float32, copy=True)
+    if not region_mask.any():
+        return clean
+    labels, n_regions = ndimage.label(region_mask, structure=np.ones((3, 3), dtype=bool))
+    slices = ndimage.find_objects(labels)
+    unknown_all = region_mask | bad
+    for k, sl in enumerate(slices, start=1):
+        region_px = int(np.count_nonzero(labels[sl] == k))
+        r_eq = np.sqrt(region_px / np.pi)
+        ring = float(ring_width) if ring_width is not None else max(6.0, r_eq)
+        pad = int(np.ceil(ring)) + 2
+        y0, y1 = max(sl[0].start - pad, 0), min(sl[0].stop + pad, data.shape[0])
+        x0, x1 = max(sl[1].start - pad, 0), min(sl[1].stop + pad, data.shape[1])
+        win = data[y0:y1, x0:x1].astype(np.float64)
+        region = labels[y0:y1, x0:x1] == k
+        unknown = unknown_all[y0:y1, x0:x1]
+        usable = ~unknown
+        if not usable.any():
+            raise InputError(f"dust region {k} has no valid pixel around it; cannot interpolate")
+        win = np.where(unknown, 0.0, win)
+        background = None
+        if method == "poly" or normalize:
+            background = _ring_poly(win, region, usable, poly_degree, ring)
+            if background is not None and np.any(background[region | usable] <= 0) and method != "poly":
+                background = None  # a ratio needs a positive background (e.g. near a limb over dark sky)
+        if method == "poly":
+            if background is None:
+                filled = _solve_region(win, unknown, "harmonic")
+            else:
+                filled = background
+        elif background is not None:
+            filled = background * _solve_region(np.where(unknown, 1.0, win / background), unknown, method)
+        else:
+            filled = _solve_region(win, unknown, method)
+        target = region
+        clean[y0:y1, x0:x1][target] = filled[target].astype(np.float32)
+    log.debug("inpainted %d region(s), %d px, method=%s normalize=%s",
+              n_regions, int(region_mask.sum()), method, normalize)
+    return clean
+
+
+# --------------------------------------------------------------------------------------
+# public: photometric matching of external estimates
+# --------------------------------------------------------------------------------------
+def match_photometry(estimate, reference, mask, *, method="linear", nsigma=3.0, max_iter=10):
+    """Bring an externally produced clean estimate onto the reference's photometric scale.
+
+    A generative model returns an image with an arbitrary stretch (often
+    8-bit, rescaled).  The mapping from its values to the median's is learned
+    on the pixels where ``mask == 0`` (no dust, so the estimate and the
+    reference should agree there) and applied to the whole estimate.
+
+    Parameters
+    ----------
+    estimate : `~numpy.ndarray`
+        The external clean estimate, resampled onto the reference grid.
+    reference : `~numpy.ndarray`
+        The temporal median.
+    mask : `~numpy.ndarray`
+        Dust mask or weight; pixels where it is non-zero are excluded from the fit.
+    method : {'linear', 'histogram'}, optional
+        ``'linear'`` (default): robust straight-line fit
+        ``reference = a * estimate + b`` with iterative ``nsigma`` clipping
+        of the residuals.  ``'histogram'``: the seed's quantile (histogram)
+        matching of the two unmasked distributions, a monotone non-parametric
+        mapping.
+    nsigma : float, optional
+        Clipping threshold of the linear fit, in robust standard deviations.
+    max_iter : int, optional
+        Maximum clipping iterations of the linear fit.
+
+    Returns
+    -------
+    matched : `~numpy.ndarray`
+        float32 estimate on the reference's scale.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> reference = rng.uniform(500, 3000, (32, 32))
+    >>> estimate = 0.05 * reference + 7.0
+    >>> mask = np.zeros((32, 32), bool); mask[10:14, 10:14] = True
+    >>> matched = match_photometry(estimate, reference, mask)
+    >>> bool(np.allclose(matched, reference, rtol=1e-4))
+    True
+    """
+    if method not in MATCH_METHODS:
+        raise InputError(f"unknown photometric matching method {method!r}; choose one of {', '.join(MATCH_METHODS)}")
+    est = _as_image(estimate).astype(np.float64)
+    ref = _as_image(reference).astype(np.float64)
+    if est.shape != ref.shape:
+        raise InputError(f"estimate shape {est.shape} does not match the reference shape {ref.shape}")
+    m = np.asarray(getattr(mask, "weight", mask))
+    if m.shape != ref.shape:
+        raise InputError(f"mask shape {m.shape} does not match the reference shape {ref.shape}")
+    use = (m == 0) & np.isfinite(est) & np.isfinite(ref)
+    if use.sum() < 10:
+        raise InputError("too few unmasked pixels to match the photometry of the estimate")
+    e, r = est[use], ref[use]
+    if method == "histogram":
+        return _histogram_map(e, r, est).astype(np.float32)
+    a, b = _robust_line(e, r, nsigma=nsigma, max_iter=max_iter)
+    log.debug("photometric match: reference = %.6g * estimate + %.6g", a, b)
+    return (a * est + b).astype(np.float32)
+
+
+def _robust_line(x, y, *, nsigma, max_iter):
+    good = np.ones(x.size, dtype=bool)
+    a, b = 1.0, 0.0
+    for _ in range(max_iter):
+        if np.ptp(x[good]) == 0:
+            raise InputError("the estimate is constant outside the mask; cannot match its photometry")
+        a, b = np.polyfit(x[good], y[good], 1)
+        resid = y - (a * x + b)
+        sigma = 1.4826 * np.median(np.abs(resid[good] - np.median(resid[good])))
+        new = np.abs(resid) <= nsigma * max(sigma, np.finfo(float).tiny)
+        if new.sum() < 10 or np.array_equal(new, good):
+            break
+        good = new
+    return a, b
+
+
+def _histogram_map(e, r, full):
+    """Quantile mapping: estimate value at quantile q -> reference value at quantile q."""
+    q = np.linspace(0, 1, min(e.size, 4096))
+    eq = np.quantile(e, q)
+    rq = np.quantile(r, q)
+    eq, first = np.unique(eq, return_index=True)  # np.interp needs increasing x
+    rq = rq[first]
+    if eq.size < 2:
+        raise InputError("the estimate is constant outside the mask; cannot match its photometry")
+    out = np.interp(full, eq, rq)
+    # Extrapolate linearly beyond the fitted range instead of clamping.
+    lo, hi = full < eq[0], full > eq[-1]
+    slope_lo = (rq[1] - rq[0]) / (eq[1] - eq[0])
+    slope_hi = (rq[-1] - rq[-2]) / (eq[-1] - eq[-2])
+    out[lo] = rq[0] + slope_lo * (full[lo] - eq[0])
+    out[hi] = rq[-1] + slope_hi * (full[hi] - eq[-1])
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# registry of clean-estimate methods (used by make_flat)
+# --------------------------------------------------------------------------------------
+_INPAINTERS = {}
+
+
+def register_inpainter(name, func, *, overwrite=False):
+    """Register a clean-estimate method under ``name`` for `~aiflat_astro.flat.make_flat`.
+
+    Parameters
+    ----------
+    name : str
+        Method name used by ``make_flat(..., inpaint=name)`` and ``--inpaint``.
+    func : callable or str
+        ``func(median, detection, *, frames=None, **options)`` where
+        ``median`` is a 2-D float32 array, ``detection`` a
+        `~aiflat_astro.detection.DustDetection` (its ``weight``, ``dq`` and
+        ``catalog``), ``frames`` an open frame source or None.  It returns the
+        clean estimate (2-D array, same shape), or a tuple ``(clean, info)``
+        with ``info`` a dict that may hold ``'generated'`` (bool or boolean
+        array: values from a generative model, sets the ``GENERATED`` DQ bit),
+        ``'provenance'`` (dict merged into the product's provenance, e.g.
+        ``ai_model``, ``ai_prompt``, ``prompt_sha256``, ``response_sha256``),
+        ``'params'`` (dict of parameters to record) and any other
+        JSON-serialisable entries (kept in ``PROVJSON``).  A string
+        ``'package.module:function'`` is imported on first use, so heavy
+        dependencies stay lazy.
+    overwrite : bool, optional
+        Replace an existing registration of ``name``.
+
+    Examples
+    --------
+    >>> def flat_estimate(median, detection, *, frames=None):
+    ...     return median
+    >>> register_inpainter("doc-identity", flat_estimate)
+    >>> "doc-identity" in available_inpainters()
+    True
+    """
+    if not isinstance(name, str) or not name:
+        raise InputError("an inpainter name must be a non-empty string")
+    if name in _INPAINTERS and not overwrite:
+        raise InputError(f"an inpainter named {name!r} is already registered")
+    if not (callable(func) or (isinstance(func, str) and ":" in func)):
+        raise InputError("an inpainter must be a callable or a 'module:function' string")
+    _INPAINTERS[name] = func
+
+
+def available_inpainters():
+    """Return the sorted names of the registered clean-estimate methods."""
+    return sorted(_INPAINTERS)
+
+
+def get_inpainter(name):
+    """Return the callable registered under ``name`` (importing it if registered lazily)."""
+    try:
+        func = _INPAINTERS[name]
+    except KeyError:
+        raise InputError(f"unknown inpainting method {name!r}; available: "
+                         f"{', '.join(available_inpainters())}") from None
+    if isinstance(func, str):
+        module, _, attr = func.partition(":")
+        func = getattr(importlib.import_module(module), attr)
+        _INPAINTERS[name] = func
+    return func
+
+
+def run_inpainter(name, median, detection, *, frames=None, **options):
+    """Run the method ``name`` and normalise its answer to ``(clean, info)``.
+
+    The clean estimate is checked (shape, finiteness inside the weight) and
+    pixels with weight 0 are reset to the median, so that no method can
+    change them.
+
+    Returns
+    -------
+    clean : `~numpy.ndarray`
+        float32 clean estimate.
+    info : dict
+        Method information (see `register_inpainter`), with ``'method'`` set.
+    """
+    func = get_inpainter(name)
+    median = np.asarray(median, dtype=np.float32)
+    result = func(median, detection, frames=frames, **options)
+    clean, info = result if isinstance(result, tuple) else (result, {})
+    clean = np.asarray(getattr(clean, "data", clean), dtype=np.float32)
+    if clean.shape != median.shape:
+        raise InputError(f"inpainter {name!r} returned shape {clean.shape}, expected {median.shape}")
+    weight = np.asarray(detection.weight)
+    inside = weight > 0
+    if not np.all(np.isfinite(clean[inside])):
+        raise InputError(f"inpainter {name!r} returned non-finite values inside the dust mask")
+    clean = np.where(inside, clean, median).astype(np.float32)
+    info = dict(info or {})
+    info.setdefault("method", name)
+    return clean, info
+
+
+def _local_inpainter(median, detection, *, frames=None, method="poly", normalize=True,
+                     poly_degree=2, ring_width=None):
+    from .dq import DustDQ
+
+    dq = np.asarray(detection.dq)
+    invalid = (dq & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
+    clean = inpaint_local(median, detection.weight, method=method, normalize=normalize, invalid=invalid,
+                          poly_degree=poly_degree, ring_width=ring_width)
+    params = {"LOCMETH": method, "POLYDEG": int(poly_degree)}
+    if method != "poly":
+        params["LOCNORM"] = bool(normalize)
+    if ring_width is not None:
+        params["RINGW"] = float(ring_width)
+    return clean, {"method": "local", "params": params, "generated": False, "profile": "radial"}
+
+
+register_inpainter("local", _local_inpainter)

@@ -1,0 +1,1093 @@
+"""The local dust detector: offline, deterministic, fast.
+
+Model: the median is ``scene × transmission``.  Dust shadows are compact dark
+dips of the transmission that stay fixed on the sensor; everything else (solar
+pores, sunspots, filaments, granulation, the limb, stars, nebulae) belongs to
+the scene.  The detector
+
+1. builds a valid-disc mask (off-disc sky and a margin at the limb are not
+   searched) and flags static defects;
+2. divides by a robust large-scale background (`photutils.background.Background2D`)
+   and searches the darkness ``1 − median/background`` for compact dark blobs
+   in a scale space of centre-minus-surround filters, from the smallest solar
+   motes (3 px) to large deep-sky donuts (hundreds of px, binned for speed);
+   the significance at each scale is relative to the robust scatter of that
+   scale (granulation is texture: it sets the floor, not the signal);
+3. segments the significance map (`photutils.segmentation.detect_sources`),
+   measures each candidate against its own local surroundings (plateau depth,
+   outline, roundness, radial profile, disc or annulus, bright diffraction
+   rim, whether the texture of the scene continues through it, its place on
+   the disc), and scores it with the physics of dust shadows (round discs or
+   annuli with a plateau, a soft edge and a size set by the f-ratio);
+4. when the frames are given, applies the strongest test there is: dust is
+   fixed on the sensor while the scene moves.  The frames are registered
+   (`aiflat_astro.registration.register_frames`), and for each candidate the
+   frame-to-frame changes around it are regressed on how its own outline
+   would change if it moved with the scene (``β ≈ 1``: a solar feature) or
+   stayed on the sensor (``β ≈ 0``: dust), separately from the surrounding
+   texture.
+
+The confidence of each shadow combines these clues; low-confidence shadows get
+the REVIEW bit.
+"""
+
+import logging
+import warnings
+
+import numpy as np
+from astropy.table import Table
+from scipy import ndimage
+
+from ..dq import DustDQ
+from ..utils.exceptions import InputError
+from ._base import DustDetection, DustDetector, empty_catalog
+
+__all__ = ["LocalDustDetector", "expected_diameters", "darkness_map"]
+
+log = logging.getLogger(__name__)
+
+#: Distances (mm) of dust in front of the focal plane that the size prior allows:
+#: sensor cover glass and windows (0.5–7 mm) to filters (10–30 mm).
+DUST_DISTANCE_MM = (0.5, 30.0)
+
+# A pixel is "sky" when the smoothed image is below this fraction of the disc level
+_SKY_FRACTION = 0.12
+
+
+def expected_diameters(f_ratio, pixel_size, *, distance_mm=DUST_DISTANCE_MM):
+    """Range of dust-shadow diameters (pixels) for the given optics.
+
+    ``D = Δz / (N p)`` for dust at the distances ``distance_mm`` (Δz) from the
+    focal plane.
+
+    Parameters
+    ----------
+    f_ratio : float
+        Focal ratio N.
+    pixel_size : float
+        Pixel size in µm.
+    distance_mm : tuple of float, optional
+        Nearest and farthest dust distance in mm; default (0.5, 30).
+
+    Returns
+    -------
+    tuple of float
+        ``(d_min, d_max)`` in pixels.
+
+    Examples
+    --------
+    >>> [round(d, 1) for d in expected_diameters(30, 3.75)]
+    [4.4, 266.7]
+    """
+    lo, hi = distance_mm
+    return lo * 1e3 / (f_ratio * pixel_size), hi * 1e3 / (f_ratio * pixel_size)
+
+
+# ---------------------------------------------------------------------------
+# Image helpers
+# ---------------------------------------------------------------------------
+def _block(a, b, w=None):
+    """Block means of ``a`` (weighted by ``w``) over b×b blocks; returns (mean, weight fraction)."""
+    if b == 1:
+        if w is None:
+            return a.astype(np.float32), np.ones(a.shape, np.float32)
+        return np.where(w > 0, a, 0).astype(np.float32), w.astype(np.float32)
+    h, wd = a.shape
+    ph, pw = (-h) % b, (-wd) % b
+    ww = np.ones(a.shape, np.float32) if w is None else w.astype(np.float32)
+    aw = np.where(ww > 0, a, 0).astype(np.float32) * ww
+    if ph or pw:
+        aw = np.pad(aw, ((0, ph), (0, pw)))
+        ww = np.pad(ww, ((0, ph), (0, pw)))
+    hb, wb = aw.shape[0] // b, aw.shape[1] // b
+    s = aw.reshape(hb, b, wb, b).sum(axis=(1, 3))
+    n = ww.reshape(hb, b, wb, b).sum(axis=(1, 3))
+    mean = np.where(n > 0, s / np.maximum(n, 1e-12), 0).astype(np.float32)
+    return mean, (n / (b * b)).astype(np.float32)
+
+
+def _unblock(a, b, shape):
+    """Nearest-neighbour expansion of a block image back to ``shape``."""
+    if b == 1:
+        return a
+    return np.repeat(np.repeat(a, b, axis=0), b, axis=1)[: shape[0], : shape[1]]
+
+
+def _normconv(a, w, sigma):
+    """Normalised convolution: Gaussian mean of ``a`` over the weight ``w``."""
+    num = ndimage.gaussian_filter(a * w, sigma, mode="nearest", truncate=3.0)
+    den = ndimage.gaussian_filter(w, sigma, mode="nearest", truncate=3.0)
+    out = np.zeros_like(num)
+    ok = den > 0.05
+    out[ok] = num[ok] / den[ok]
+    return out
+
+
+def _robust_sigma(values):
+    values = values[np.isfinite(values)]
+    if values.size < 10:
+        return np.nan
+    if values.size > 400_000:
+        values = values[:: values.size // 200_000]
+    med = np.median(values)
+    return 1.4826 * float(np.median(np.abs(values - med)))
+
+
+def _valid_region(data, bad):
+    """Pixels on the solar/planetary disc (or everywhere for a sky field).
+
+    Returns ``valid`` (bool), ``edge_distance`` (float: distance in pixels to the
+    nearest invalid pixel or frame edge) and the disc level.
+    """
+    h, w = data.shape
+    b = max(1, min(h, w) // 128)
+    fill = np.where(bad, np.nan, data)
+    coarse, frac = _block(np.nan_to_num(fill), b, np.isfinite(fill))
+    good = frac > 0.5
+    if not good.any():
+        raise InputError("the median has no usable pixel")
+    level = float(np.percentile(coarse[good], 90))
+    if not level > 0:
+        level = float(np.max(coarse[good])) if np.max(coarse[good]) > 0 else 1.0
+    smooth = _normconv(np.nan_to_num(fill).astype(np.float32), np.isfinite(fill).astype(np.float32), 2.0)
+    valid = smooth > _SKY_FRACTION * level
+    if valid.mean() < 0.999:
+        # keep the disc: fill enclosed dark holes (umbrae, deep dust) and drop small islands
+        valid = ndimage.binary_fill_holes(valid)
+        lab, n = ndimage.label(valid)
+        if n > 1:
+            sizes = ndimage.sum_labels(valid, lab, np.arange(1, n + 1))
+            valid = np.isin(lab, 1 + np.flatnonzero(sizes >= 0.01 * valid.size))
+    if valid.mean() < 0.02:
+        raise InputError("the median is almost entirely dark: no disc or sky background to search for dust")
+    padded = np.pad(valid, 1, constant_values=False)
+    edge_distance = ndimage.distance_transform_edt(padded)[1:-1, 1:-1].astype(np.float32)
+    return valid, edge_distance, level
+
+
+def darkness_map(median, *, valid=None, exclude=None, box_size=None):
+    """Darkness ``1 − median / background`` with a robust large-scale background.
+
+    The background is a sigma-clipped `photutils.background.Background2D` of
+    the valid pixels (excluded pixels, stars and defects do not enter it); the
+    darkness is 0 outside ``valid``.
+
+    Parameters
+    ----------
+    median : `numpy.ndarray`
+        2-D image.
+    valid : `numpy.ndarray`, optional
+        Boolean, True where the scene is usable (the disc); everywhere by default.
+    exclude : `numpy.ndarray`, optional
+        Boolean, pixels kept out of the background estimate (known dust).
+    box_size : int, optional
+        Background mesh size in pixels; by default about 1/8 of the smaller
+        side (at least 32).
+
+    Returns
+    -------
+    darkness : `numpy.ndarray`
+        float32, positive where the image is darker than its background.
+    background : `numpy.ndarray`
+        float32 background.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.full((64, 64), 100.0); img[30:34, 30:34] = 90
+    >>> d, bkg = darkness_map(img)
+    >>> round(float(d[31, 31]), 2), round(float(d[5, 5]), 2)
+    (0.1, 0.0)
+    """
+    from astropy.stats import SigmaClip
+    from photutils.background import Background2D, MedianBackground
+
+    data = np.asarray(median, dtype=np.float32)
+    finite = np.isfinite(data)
+    valid = finite if valid is None else (np.asarray(valid, bool) & finite)
+    ignore = ~valid if exclude is None else (~valid | np.asarray(exclude, bool))
+    h, w = data.shape
+    if box_size is None:
+        box_size = max(32, min(h, w) // 8)
+    box_size = int(min(box_size, h, w))
+    fill = np.where(finite, data, np.nanmedian(data[valid]) if valid.any() else 0).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # photutils warns on fully masked meshes (sky): expected
+        bkg = Background2D(fill, box_size, mask=ignore, filter_size=(3, 3), exclude_percentile=60.0,
+                           sigma_clip=SigmaClip(sigma=3.0, maxiters=5), bkg_estimator=MedianBackground())
+    background = np.asarray(bkg.background, dtype=np.float32)
+    safe = np.where(background > 0, background, np.nan)
+    darkness = np.where(valid, 1.0 - fill / safe, 0.0)
+    darkness = np.nan_to_num(darkness, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    return darkness, background
+
+
+# ---------------------------------------------------------------------------
+# Candidate analysis
+# ---------------------------------------------------------------------------
+class _Context:
+    """Everything the per-candidate analysis needs, computed once per image."""
+
+    def __init__(self, data, darkness, weight, valid, edge_distance, noise_pix, d_lo, d_hi):
+        self.data = data
+        self.darkness = darkness
+        self.weight = weight
+        self.valid = valid
+        self.edge_distance = edge_distance
+        self.noise_pix = noise_pix
+        self.d_lo, self.d_hi = d_lo, d_hi
+        self.shape = data.shape
+
+
+def _box(center, radius, shape):
+    y, x = center
+    r = int(np.ceil(radius))
+    y0, y1 = max(0, int(y) - r), min(shape[0], int(y) + r + 1)
+    x0, x1 = max(0, int(x) - r), min(shape[1], int(x) + r + 1)
+    return slice(y0, y1), slice(x0, x1)
+
+
+def _radial_mean(values, rho, edges, weight):
+    idx = np.digitize(rho.ravel(), edges) - 1
+    ok = (idx >= 0) & (idx < len(edges) - 1) & (weight.ravel() > 0)
+    s = np.bincount(idx[ok], values.ravel()[ok], minlength=len(edges) - 1)
+    n = np.bincount(idx[ok], minlength=len(edges) - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan), n
+
+
+def _crossing(profile, radii, level):
+    """Outermost radius where a radial profile falls below ``level`` (linear interpolation)."""
+    above = np.flatnonzero(np.nan_to_num(profile, nan=-np.inf) >= level)
+    if above.size == 0:
+        return np.nan
+    i = above[-1]
+    if i + 1 >= len(profile) or not np.isfinite(profile[i + 1]):
+        return radii[i]
+    p0, p1 = profile[i], profile[i + 1]
+    if p0 == p1:
+        return radii[i]
+    return radii[i] + (p0 - level) / (p0 - p1) * (radii[i + 1] - radii[i])
+
+
+def _analyse(ctx, peak, diameter0):
+    """Measure one candidate around ``peak`` (y, x) of approximate diameter ``diameter0``.
+
+    Returns a dict of features and the candidate's DUST pixels (slices + bool), or
+    None when nothing significant is there.
+    """
+    d0 = max(float(diameter0), 3.0)
+    radius = 1.5 * d0 + 6
+    bin_ = max(1, int(radius // 80))   # keep large (deep-sky) cutouts ≤ ~160 px
+    sl = _box(peak, radius, ctx.shape)
+    dk = ctx.darkness[sl]
+    wt = ctx.weight[sl]
+    if bin_ > 1:
+        dk, wt = _block(dk, bin_, wt)
+    scale = float(bin_)
+    ny, nx = dk.shape
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32)
+    py, px = (peak[0] - sl[0].start - (bin_ - 1) / 2) / scale, (peak[1] - sl[1].start - (bin_ - 1) / 2) / scale
+    rho = np.hypot(yy - py, xx - px) * scale         # full-resolution pixels
+    # local baseline from an annulus well outside the candidate
+    ann = (rho > 0.8 * d0 + 3) & (rho < 1.4 * d0 + 6) & (wt > 0.5)
+    if ann.sum() < 8:
+        ann = (rho > 0.6 * d0 + 2) & (wt > 0.5)
+    if ann.sum() < 8:
+        return None
+    base = float(np.median(dk[ann]))
+    base_scatter = _robust_sigma(dk[ann])
+    dc = dk - base
+    # smoothing for the outline: enough to reach S/N ~ 8 per pixel, at most d0/8
+    noise_bin = ctx.noise_pix / scale
+    core = (rho < max(0.3 * d0, 1.5)) & (wt > 0.5)
+    if not core.any():
+        return None
+    depth0 = max(float(np.percentile(dc[core], 75)), 1e-6)
+    sigma = float(np.clip(8 * noise_bin / (2 * np.sqrt(np.pi) * depth0), 0.6, max(0.6, d0 / (8 * scale))))
+    ds = _normconv(dc.astype(np.float32), wt, sigma)
+    noise_s = noise_bin / (2 * np.sqrt(np.pi) * sigma) if sigma > 0.5 else noise_bin
+    inner = (rho < max(0.55 * d0, 2.0)) & (wt > 0.5)
+    depth = float(np.percentile(ds[inner], 95)) if inner.any() else 0.0
+    if not depth > 3 * noise_s:
+        return None
+    # outline: the connected region above a fraction of the depth that touches the centre
+    lab, _ = ndimage.label(ds > max(0.25 * depth, 3 * noise_s))
+    touching = np.unique(lab[(rho < max(0.45 * d0, 2.0)) & (lab > 0)])
+    if touching.size == 0:
+        return None
+    shape_mask = np.isin(lab, touching)
+    filled = ndimage.binary_fill_holes(shape_mask)
+    area_f = float(filled.sum()) * scale**2
+    if area_f < 3:
+        return None
+    # DUST pixels: a lower threshold for the full extent of the soft edge
+    lab2, _ = ndimage.label(ds > max(0.12 * depth, 2.5 * noise_s))
+    keep = np.unique(lab2[shape_mask & (lab2 > 0)])
+    pix_mask = np.isin(lab2, keep) & (wt > 0)
+    # geometry from the darkness-weighted filled outline
+    wts = np.clip(ds, 0, None) * filled
+    tot = float(wts.sum())
+    if tot <= 0:
+        return None
+    cy = float((wts * yy).sum() / tot)
+    cx = float((wts * xx).sum() / tot)
+    m = filled.astype(np.float64)
+    mm = m.sum()
+    my, mx = (m * yy).sum() / mm, (m * xx).sum() / mm
+    cyy = (m * (yy - my) ** 2).sum() / mm
+    cxx = (m * (xx - mx) ** 2).sum() / mm
+    cxy = (m * (yy - my) * (xx - mx)).sum() / mm
+    tr, det = cyy + cxx, cyy * cxx - cxy**2
+    disc = np.sqrt(max(tr**2 / 4 - det, 0))
+    l1, l2 = tr / 2 + disc, max(tr / 2 - disc, 1e-9)
+    elong = 1 - np.sqrt(l2 / l1) if l1 > 0 else 0.0
+    r_eq = np.sqrt(area_f / np.pi)
+    # radial profile about the centroid, in units of the equivalent radius
+    rho_c = np.hypot(yy - cy, xx - cx) * scale
+    edges = np.linspace(0, 2.4, 25) * r_eq
+    prof, counts = _radial_mean(ds, rho_c, edges, wt)
+    mids = 0.5 * (edges[1:] + edges[:-1])
+    pmax = np.nanmax(prof[:12]) if np.isfinite(prof[:12]).any() else depth
+    pmax = max(pmax, 1e-9)
+    center_ratio = float(np.nanmean(prof[:3]) / pmax) if np.isfinite(prof[:3]).any() else 1.0
+    r50 = _crossing(prof, mids, 0.5 * pmax)
+    r10 = _crossing(prof, mids, 0.1 * pmax)
+    tail = float(r10 / r50) if np.isfinite(r10) and np.isfinite(r50) and r50 > 0 else np.nan
+    # plateau: share of the outline within 75 % of the depth
+    plateau = float((ds[shape_mask] > 0.75 * depth).sum() / max(shape_mask.sum(), 1))
+    # bright rim just outside (Fresnel diffraction of the grain edge) in noise units
+    rim_zone = (rho_c > 1.05 * r_eq) & (rho_c < 1.6 * r_eq + 2) & (wt > 0.5) & ~pix_mask
+    rim = float(-np.mean(ds[rim_zone]) / max(noise_s / np.sqrt(max(rim_zone.sum(), 1)), 1e-9)) \
+        if rim_zone.sum() > 4 else 0.0
+    rim_frac = float(-np.mean(ds[rim_zone]) / depth) if rim_zone.sum() > 4 else 0.0
+    # texture continuity (full resolution): rms of the fine structure inside vs outside
+    texture = _texture_ratio(ctx, sl, bin_, cy, cx, r_eq, depth)
+    # place on the disc
+    gy = sl[0].start + (cy + 0.5) * scale - 0.5
+    gx = sl[1].start + (cx + 0.5) * scale - 0.5
+    iy, ix = int(np.clip(round(gy), 0, ctx.shape[0] - 1)), int(np.clip(round(gx), 0, ctx.shape[1] - 1))
+    edge_dist = float(ctx.edge_distance[iy, ix])
+    feat = {
+        "y": gy, "x": gx, "depth": depth, "area": float(pix_mask.sum()) * scale**2,
+        "diameter": 2 * r_eq, "elongation": float(elong),
+        "solidity": float(filled.sum() / max(_convex_area(filled), 1)),
+        "center_ratio": center_ratio, "tail": tail, "plateau": plateau,
+        "rim": rim, "rim_frac": rim_frac, "texture": texture,
+        "surround": base, "surround_scatter": base_scatter, "snr": depth / max(noise_s, 1e-12),
+        "edge_distance": edge_dist, "noise": noise_s, "sigma": sigma * scale,
+    }
+    if bin_ > 1:
+        full = _unblock(pix_mask, bin_, (sl[0].stop - sl[0].start, sl[1].stop - sl[1].start))
+        tmpl = _unblock(np.clip(ds, 0, None), bin_, full.shape)
+    else:
+        full, tmpl = pix_mask, np.clip(ds, 0, None)
+    return feat, sl, full & (ctx.weight[sl] > 0), tmpl
+
+
+def _convex_area(mask):
+    from skimage.morphology import convex_hull_image
+
+    if mask.sum() < 3:
+        return mask.sum()
+    return float(convex_hull_image(mask).sum())
+
+
+def _texture_ratio(ctx, sl, bin_, cy, cx, r_eq, depth):
+    """Relative rms of the fine texture inside the core over that in a ring outside.
+
+    Dust multiplies the scene, so its texture continues through the shadow
+    (ratio ≈ 1); pores and umbrae replace it with a smooth dark patch (ratio
+    ≪ 1).  The noise is subtracted in quadrature on both sides.  NaN when the
+    candidate is too small or the texture is not above the noise.
+    """
+    if r_eq < 4:
+        return np.nan
+    img = ctx.data[sl].astype(np.float32)
+    wt = ctx.weight[sl]
+    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+    cyf, cxf = (cy + 0.5) * bin_ - 0.5, (cx + 0.5) * bin_ - 0.5
+    rho = np.hypot(yy - cyf, xx - cxf)
+    logi = np.log(np.clip(img, 1e-6, None))
+    hp = logi - _normconv(logi, wt, 2.0)
+    inside = (rho < 0.5 * r_eq) & (wt > 0)
+    outside = (rho > 1.4 * r_eq + 2) & (rho < 2.2 * r_eq + 4) & (wt > 0)
+    if inside.sum() < 12 or outside.sum() < 24:
+        return np.nan
+    noise = ctx.noise_pix * 0.8     # rms of the high-pass of white noise ≈ 0.8 σ (in log units ~ darkness units)
+    t_out = float(np.mean(hp[outside] ** 2) - noise**2)
+    t_in = float(np.mean(hp[inside] ** 2) - (noise / max(1 - depth, 0.05)) ** 2)
+    if t_out < (1.0 * noise) ** 2:
+        return np.nan          # no texture to compare with
+    return float(np.sqrt(max(t_in, 0) / t_out))
+
+
+def _pixel_noise(darkness, valid):
+    """White-noise sigma per pixel, insensitive to texture (Immerkær 1996 Laplacian estimator)."""
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    resp = ndimage.convolve(darkness, kernel, mode="nearest")
+    inner = ndimage.binary_erosion(valid, iterations=2)
+    sigma = _robust_sigma(resp[inner]) / 6.0
+    if not np.isfinite(sigma) or sigma <= 0:
+        sigma = 1e-4
+    return float(sigma)
+
+
+# ---------------------------------------------------------------------------
+# Scale space
+# ---------------------------------------------------------------------------
+def _scales(d_lo, d_hi, shape):
+    """Diameters (px) to search: a geometric ladder from d_lo to d_hi, ratio 1.5."""
+    d_hi = min(d_hi, 0.6 * min(shape))
+    n = max(1, int(np.ceil(np.log(max(d_hi, d_lo) / d_lo) / np.log(1.5))) + 1)
+    return d_lo * 1.5 ** np.arange(n)
+
+
+def _significance(darkness, weight, diameters, shape):
+    """Max over scales of the centre-minus-surround significance, and the best diameter.
+
+    At diameter D the centre is a Gaussian of sigma D/4 and the surround one
+    of 3 D/4; the response is divided by its robust scatter over the valid
+    pixels at that scale.  Large scales run on binned images.
+    """
+    h, w = shape
+    smax = np.zeros(shape, np.float32)
+    dbest = np.zeros(shape, np.float32)
+    noise = []
+    cache = {}
+    for diameter in diameters:
+        sigma = diameter / 4.0
+        b = int(2 ** max(0, np.floor(np.log2(max(sigma / 1.5, 1)))))
+        while b > 1 and min(h, w) // b < 24:
+            b //= 2
+        if b not in cache:
+            cache[b] = _block(darkness, b, weight)
+        db, wb = cache[b]
+        resp = _normconv(db, wb, sigma / b) - _normconv(db, wb, 3 * sigma / b)
+        ok = wb > 0.5
+        n = _robust_sigma(resp[ok])
+        noise.append(n)
+        if not (np.isfinite(n) and n > 0):
+            continue
+        sig = np.where(ok, resp / n, 0).astype(np.float32)
+        if b > 1:
+            sig = _unblock(sig, b, shape)
+        better = sig > smax
+        smax[better] = sig[better]
+        dbest[better] = diameter
+    return smax, dbest, noise
+
+
+# ---------------------------------------------------------------------------
+# Motion: fixed on the sensor or moving with the scene?
+# ---------------------------------------------------------------------------
+def _mono(frame):
+    frame = np.asarray(frame, dtype=np.float32)
+    return frame.mean(axis=-1) if frame.ndim == 3 else frame
+
+
+class _MotionAccumulator:
+    """Least-squares split of one candidate's frame-to-frame changes.
+
+    For frame k with scene shift s_k, the log-frame minus the log-median,
+    ``δ_k``, is fitted as ``β_f · m_k^feat + β_t · m_k^tex`` (per-pixel and
+    per-frame constants removed), where ``m_k^feat`` is how the candidate's
+    own darkness template would change if it moved with the scene, and
+    ``m_k^tex`` the same for the rest of the median (the texture).  Dust gives
+    ``β_f ≈ 0``, scene features ``β_f ≈ 1``; ``β_t ≈ 1`` checks the shifts.
+    """
+
+    def __init__(self, median, sl, template, pix_mask, weight, radius):
+        bin_ = max(1, int(max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) // 160))
+        self.sl, self.bin = sl, bin_
+        med = np.clip(median[sl], 1e-6, None).astype(np.float32)
+        grow = max(2, int(round(0.15 * radius)))
+        support = ndimage.binary_dilation(pix_mask, iterations=grow)
+        taper = ndimage.gaussian_filter(support.astype(np.float32), 1.0)
+        tmpl = np.clip(template * taper, 0, 0.95)
+        zone = ndimage.binary_dilation(pix_mask, iterations=grow + 3) & (weight[sl] > 0)
+        if bin_ > 1:
+            med, _ = _block(med, bin_)
+            tmpl, _ = _block(tmpl, bin_)
+            zone = _block(zone.astype(np.float32), bin_)[0] > 0.5
+        self.L = np.log(med)
+        self.lnT = np.log1p(-tmpl)
+        self.Ltex = self.L - self.lnT
+        self.zone = zone
+        self.nz = int(zone.sum())
+        shape = self.L.shape
+        self.Sd = np.zeros(shape)
+        self.Sf = np.zeros(shape)
+        self.St = np.zeros(shape)
+        self.scal = np.zeros(6)   # Σdf, Σdt, Σff, Σtt, Σft, Σdd
+        self.k = 0
+
+    def add(self, frame, level, shift):
+        sub = np.clip(frame[self.sl] / level, 1e-6, None)
+        if self.bin > 1:
+            sub, _ = _block(sub, self.bin)
+        s = np.asarray(shift, float) / self.bin
+        z = self.zone
+        d = (np.log(sub) - self.L)[z]
+        mf = (ndimage.shift(self.lnT, s, order=3, mode="nearest") - self.lnT)[z]
+        mt = (ndimage.shift(self.Ltex, s, order=3, mode="nearest") - self.Ltex)[z]
+        d -= d.mean()
+        mf -= mf.mean()
+        mt -= mt.mean()
+        self.Sd[z] += d
+        self.Sf[z] += mf
+        self.St[z] += mt
+        self.scal += [d @ mf, d @ mt, mf @ mf, mt @ mt, mf @ mt, d @ d]
+        self.k += 1
+
+    def result(self):
+        """(β_f, σ(β_f), β_t) or NaNs when the frames do not constrain the candidate."""
+        k, z = self.k, self.zone
+        if k < 5 or self.nz < 4:
+            return np.nan, np.nan, np.nan
+        sd, sf, st = self.Sd[z], self.Sf[z], self.St[z]
+        df, dt, ff, tt, ft, dd = self.scal
+        cdf, cdt = df - sd @ sf / k, dt - sd @ st / k
+        cff, ctt, cft = ff - sf @ sf / k, tt - st @ st / k, ft - sf @ st / k
+        cdd = dd - sd @ sd / k
+        a = np.array([[cff, cft], [cft, ctt]])
+        if not np.all(np.isfinite(a)) or np.linalg.det(a) <= 1e-12 * max(cff * ctt, 1e-300):
+            return np.nan, np.nan, np.nan
+        beta = np.linalg.solve(a, [cdf, cdt])
+        rss = max(cdd - beta @ [cdf, cdt], 0.0)
+        dof = max(k * self.nz - self.nz - k - 2, 1)
+        cov = rss / dof * np.linalg.inv(a)
+        return float(beta[0]), float(np.sqrt(max(cov[0, 0], 0))), float(beta[1])
+
+
+def _motion_test(source, median, cands, weight, drift, *, max_frames):
+    """Run `_MotionAccumulator` for every candidate over a subsample of the registered frames."""
+    idx = np.asarray(drift.frame_index)
+    shifts = np.asarray(drift.shifts, dtype=np.float64)
+    if idx.size > max_frames:
+        pick = np.unique(np.round(np.linspace(0, idx.size - 1, max_frames)).astype(int))
+        idx, shifts = idx[pick], shifts[pick]
+    accs = [_MotionAccumulator(median, c["sl"], c["template"], c["pix"], weight,
+                               0.5 * c["feat"]["diameter"]) for c in cands]
+    dust = np.zeros(median.shape, bool)
+    for c in cands:
+        dust[c["sl"]] |= c["pix"]
+    sample = np.flatnonzero(((weight > 0) & ~dust).ravel())
+    sample = sample[:: max(1, sample.size // 50_000)]
+    ref_level = float(np.median(median.ravel()[sample]))
+    for i, shift in zip(idx, shifts):
+        frame = _mono(source.read(int(i)))
+        level = float(np.median(frame.ravel()[sample])) / ref_level if ref_level > 0 else 1.0
+        if not level > 0:
+            continue
+        for acc in accs:
+            acc.add(frame, level, shift)
+    return [acc.result() for acc in accs]
+
+
+def _open_source(frames, shape):
+    """An open frame source for ``frames`` (and whether we opened it), checked against ``shape``."""
+    from ..io.frames import open_frames
+
+    own = not (hasattr(frames, "read") and hasattr(frames, "n_frames"))
+    source = open_frames(frames) if own else frames
+    if tuple(source.frame_shape[:2]) != tuple(shape):
+        if own:
+            source.close()
+        raise InputError(f"the frames ({source.frame_shape[0]}x{source.frame_shape[1]}) do not match "
+                         f"the median ({shape[0]}x{shape[1]})")
+    return source, own
+
+
+def _poisson_integrate(gy, gx, weight):
+    """Least-squares potential φ with ∇φ ≈ (gy, gx) (Neumann boundaries, DCT solver)."""
+    from scipy import fft
+
+    gy = np.where(weight > 0, gy, 0).astype(np.float64)
+    gx = np.where(weight > 0, gx, 0).astype(np.float64)
+    # divergence with backward differences (the adjoint of the forward gradient)
+    div = np.zeros_like(gy)
+    div[0, :] += gy[0, :]
+    div[1:-1, :] += gy[1:-1, :] - gy[:-2, :]
+    div[-1, :] -= gy[-2, :]
+    div[:, 0] += gx[:, 0]
+    div[:, 1:-1] += gx[:, 1:-1] - gx[:, :-2]
+    div[:, -1] -= gx[:, -2]
+    h, w = div.shape
+    d = fft.dctn(div, type=2, norm="ortho", workers=2)
+    ky = 2 * np.cos(np.pi * np.arange(h) / h) - 2
+    kx = 2 * np.cos(np.pi * np.arange(w) / w) - 2
+    denom = ky[:, None] + kx[None, :]
+    denom[0, 0] = 1.0
+    d /= denom
+    d[0, 0] = 0.0
+    return fft.idctn(d, type=2, norm="ortho", workers=2).astype(np.float32)
+
+
+def _static_map(source, median, valid, drift, *, max_frames, highpass):
+    """Log-transmission of what stays fixed on the sensor while the scene moves.
+
+    The scene is estimated as the mean of the frames registered onto it
+    (``scene``).  For frame k, ``r_k = ln F_k − ln scene(x − s_k)`` cancels the
+    scene (granulation, pores, spots, stars) and leaves
+    ``ln T(x) − ln T_s(x − s_k)``, where ``T_s`` is the dust as smeared in
+    the registered mean.  Per pixel, the intercept of ``r_k`` against ``s_k``
+    is ``ln T − ln T_s`` (all of ``ln T`` when the drift is large) and the
+    slope is ``∇ ln T_s`` (informative when the motion is small), whose
+    least-squares integral restores ``ln T_s``.  Their sum estimates ``ln T``
+    in both regimes, free of the scene's texture.  Returns the map (0 where
+    unknown), its weight, or None when the motion is too small to tell.
+    """
+    idx = np.asarray(drift.frame_index)
+    shifts = np.asarray(drift.shifts, dtype=np.float64)
+    if idx.size > max_frames:
+        pick = np.unique(np.round(np.linspace(0, idx.size - 1, max_frames)).astype(int))
+        idx, shifts = idx[pick], shifts[pick]
+    cen = shifts - shifts.mean(axis=0)
+    cov = cen.T @ cen
+    if idx.size < 5 or np.linalg.eigvalsh(cov / idx.size)[0] < 0.3**2:
+        return None       # too little motion in some direction: the slope is undetermined
+    shape = median.shape
+    def load(i):
+        return _mono(source.read(int(i)))
+
+    # 1. the scene: registered mean (pixels that leave the frame are not counted)
+    acc = np.zeros(shape, np.float64)
+    cnt = np.zeros(shape, np.float32)
+    ones = np.ones(shape, np.float32)
+    for i, s in zip(idx, shifts):
+        acc += ndimage.shift(load(i), -s, order=3, mode="nearest")
+        cnt += ndimage.shift(ones, -s, order=1, mode="constant", cval=0.0) > 0.999
+    scene_valid = cnt >= idx.size - 0.5          # seen in every frame
+    scene = np.where(scene_valid, acc / idx.size, np.nan)
+    level_sky = _SKY_FRACTION * float(np.nanpercentile(scene[scene_valid], 90)) if scene_valid.any() else 0
+    scene_valid &= scene > level_sky
+    fill_idx = ndimage.distance_transform_edt(~scene_valid, return_distances=False, return_indices=True)
+    scene_f = np.log(np.clip(scene[tuple(fill_idx)], 1e-6, None)).astype(np.float32)
+    # 2. per-pixel regression of r_k on the shift
+    s_r = np.zeros(shape, np.float64)
+    s_ry = np.zeros(shape, np.float64)
+    s_rx = np.zeros(shape, np.float64)
+    n_ok = np.zeros(shape, np.float32)
+    sv = scene_valid.astype(np.float32)
+    for (i, s), c in zip(zip(idx, shifts), cen):
+        frame = load(i)
+        ok = (ndimage.shift(sv, s, order=1, mode="constant", cval=0.0) > 0.999) & valid
+        r = np.log(np.clip(frame, 1e-6, None)) - ndimage.shift(scene_f, s, order=3, mode="nearest")
+        # the frame's own level (transparency, exposure), measured against the shifted scene
+        sub = r[ok][:: max(1, int(ok.sum()) // 50_000)]
+        r = np.where(ok, r - (np.median(sub) if sub.size else 0.0), 0.0)
+        s_r += r
+        s_ry += r * c[0]
+        s_rx += r * c[1]
+        n_ok += ok
+    # pixels seen in every frame (the regression is balanced), away from the limb and the
+    # frame edges, where interpolation residuals of steep moving edges would leak in
+    full = ndimage.binary_erosion(n_ok >= idx.size, iterations=4)
+    inv = np.linalg.inv(cov)
+    gy = inv[0, 0] * s_ry + inv[0, 1] * s_rx
+    gx = inv[1, 0] * s_ry + inv[1, 1] * s_rx
+    intercept = s_r / idx.size
+    wt = full.astype(np.float32)
+    phi = _poisson_integrate(gy, gx, wt)
+    lnt = np.where(full, intercept + phi, 0.0).astype(np.float32)
+    # the largest scales of the integral are ill-determined (and vignetting is not dust)
+    lnt -= _normconv(lnt, wt, highpass) * wt
+    return lnt, wt
+
+
+# ---------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _morphology_evidence(f, *, d_lo, d_hi, has_limb, optics):
+    """Log-odds that a candidate is dust from its shape alone, and the main reason against."""
+    terms = {"prior": 0.5}
+    e = f["elongation"]
+    terms["elongated"] = -10.0 * max(e - 0.25, 0.0)
+    terms["irregular"] = -8.0 * max(0.8 - f["solidity"], 0.0)
+    annulus = f["center_ratio"] < 0.6 and f["diameter"] >= 8
+    terms["annulus"] = 2.5 if annulus else 0.0
+    if np.isfinite(f["tail"]) and not annulus:
+        reliability = min(1.0, f["snr"] / 30.0)
+        terms["profile"] = reliability * float(np.clip(-5.0 * (f["tail"] - 1.6), -3.0, 1.5))
+    terms["plateau"] = float(np.clip(3.0 * (f["plateau"] - 0.3), -1.0, 1.5))
+    t = f["texture"]
+    if np.isfinite(t):
+        terms["texture"] = 1.0 if t >= 0.6 else (-2.5 if t < 0.3 else 0.0)
+    if f["rim"] > 4 and f["rim_frac"] > 0.03:
+        terms["rim"] = 1.0
+    if f["surround"] > max(0.04, 5 * f["surround_scatter"]):
+        terms["in_dark_structure"] = -2.5
+    if has_limb and f["edge_distance"] < max(8.0, 0.6 * f["diameter"]):
+        terms["at_limb"] = -2.0
+    if optics and not (0.7 * d_lo <= f["diameter"] <= 1.3 * d_hi):
+        terms["size"] = -2.0
+    total = float(sum(terms.values()))
+    worst = min(terms, key=terms.get)
+    return total, terms, worst
+
+
+def _footprint_depth(ctx, c):
+    """Darkness of a candidate's core over its surroundings in one map, and that statistic's scatter.
+
+    The scatter is measured by moving the same core/ring footprint to eight
+    nearby places: it includes the scene's texture and the map's correlated
+    noise, not only white noise.
+    """
+    pix, tmpl = c["pix"], c["template"]
+    if not pix.any():
+        return np.nan, np.nan
+    core = pix & (tmpl >= 0.5 * tmpl[pix].max())
+    d = c["feat"]["diameter"]
+    r0 = max(2, int(round(0.15 * d)))
+    r1 = r0 + max(3, int(round(0.3 * d)))
+    grown = ndimage.binary_dilation(pix, iterations=r1, border_value=0)
+    ring = grown & ~ndimage.binary_dilation(pix, iterations=r0)
+    # pad the footprint box so the ring fits
+    cy, cx = np.nonzero(core)
+    ry, rx = np.nonzero(ring)
+    if cy.size < 2 or ry.size < 8:
+        return np.nan, np.nan
+    oy, ox = c["sl"][0].start, c["sl"][1].start
+    h, w = ctx.shape
+
+    def stat(dy, dx):
+        yc, xc, yr, xr = cy + oy + dy, cx + ox + dx, ry + oy + dy, rx + ox + dx
+        if min(yc.min(), yr.min()) < 0 or min(xc.min(), xr.min()) < 0 or \
+                max(yc.max(), yr.max()) >= h or max(xc.max(), xr.max()) >= w:
+            return np.nan
+        wc, wr = ctx.weight[yc, xc] > 0, ctx.weight[yr, xr] > 0
+        if wc.mean() < 0.7 or wr.mean() < 0.5:
+            return np.nan
+        return float(ctx.darkness[yc, xc][wc].mean() - np.median(ctx.darkness[yr, xr][wr]))
+
+    value = stat(0, 0)
+    step = int(round(1.2 * d + 2 * r1 + 2))
+    others = [stat(int(round(step * np.sin(a))), int(round(step * np.cos(a))))
+              for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
+    others = np.array([o for o in others if np.isfinite(o)])
+    floor = ctx.noise_pix * np.sqrt(1.0 / cy.size + 1.0 / ry.size)
+    if others.size >= 4:
+        spread = 1.4826 * float(np.median(np.abs(others - np.median(others))))
+        return value, max(spread, floor)
+    return value, floor
+
+
+def _consistency(c, ctx):
+    """Depth (and its scatter) of the candidate in the median and in the static map."""
+    out = {}
+    for name, cx in ctx.items():
+        out[name] = _footprint_depth(cx, c)
+    return out
+
+
+def _motion_evidence(c):
+    """Log-odds from the frames (static map and motion test) and the terms; empty without frames."""
+    terms = {}
+    dm, sm = c["consistency"].get("median", (np.nan, np.nan))
+    zm = dm / sm if np.isfinite(dm) and sm > 0 else np.nan
+    if "static" in c["consistency"]:
+        ds, ss = c["consistency"]["static"]
+        if np.isfinite(ds) and np.isfinite(dm) and ss > 0:
+            zs = ds / ss
+            moved = (dm - ds) / np.hypot(sm, ss)
+            if zm < 2:
+                terms["not_in_median"] = -3.0
+            elif zs >= 3 and ds > 0.5 * dm:
+                terms["static"] = float(np.clip(zs / 2, 1.0, 4.0))
+            elif moved >= 3 and ds < 0.5 * dm:
+                terms["moves"] = -float(np.clip(moved / 1.5, 2.0, 6.0))
+    beta, sigma = c["beta"], c["beta_sigma"]
+    if np.isfinite(beta) and np.isfinite(sigma) and sigma <= 0.35 and not (zm < 2):
+        terms["motion"] = float(np.clip((0.5 - beta) / max(sigma, 0.06), -8.0, 8.0))
+    return float(np.clip(sum(terms.values()), -10, 10)), terms
+
+
+# ---------------------------------------------------------------------------
+# The detector
+# ---------------------------------------------------------------------------
+class LocalDustDetector(DustDetector):
+    """Offline dust detector: physics-based shape analysis plus the motion test.
+
+    Parameters
+    ----------
+    threshold : float, optional
+        Detection threshold of the scale-space significance, in robust sigmas
+        of each scale; default 5.
+    accept : float, optional
+        Candidates with a confidence at or above this are dust; default 0.5.
+    review_below : float, optional
+        Accepted shadows with a confidence below this get the REVIEW bit;
+        default 0.8.
+    min_diameter, max_diameter : float, optional
+        Range of shadow diameters (pixels) to search.  Defaults: 3 px and 60 %
+        of the smaller side, or the range implied by ``f_ratio`` and
+        ``pixel_size`` (dust 0.5–30 mm from the focal plane) when both are given.
+    max_frames : int, optional
+        At most this many frames, spread over the video, are read for the
+        motion test (bounded memory and time); default 48.
+    progress_bar : bool, optional
+        Show a progress bar while reading frames.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y, x = np.mgrid[:96, :96]
+    >>> img = 500 * (1 - 0.1 * (np.hypot(y - 48, x - 48) < 9)) + rng.normal(0, 2, (96, 96))
+    >>> det = LocalDustDetector()(img)
+    >>> len(det.catalog), int(det.catalog["equivalent_diameter"][0].round())
+    (1, 18)
+    """
+
+    name = "local"
+
+    def __init__(self, *, threshold=5.0, accept=0.5, review_below=0.8, min_diameter=None,
+                 max_diameter=None, max_frames=48, progress_bar=False):
+        if not threshold > 0:
+            raise InputError(f"threshold must be positive, got {threshold!r}")
+        if not 0 <= accept <= review_below <= 1:
+            raise InputError("need 0 <= accept <= review_below <= 1")
+        self.threshold = float(threshold)
+        self.accept = float(accept)
+        self.review_below = float(review_below)
+        self.min_diameter = min_diameter
+        self.max_diameter = max_diameter
+        self.max_frames = int(max_frames)
+        self.progress_bar = bool(progress_bar)
+
+    def _size_range(self, shape, f_ratio, pixel_size):
+        lo, hi = 3.0, 0.6 * min(shape)
+        optics = f_ratio is not None and pixel_size is not None
+        if optics:
+            elo, ehi = expected_diameters(f_ratio, pixel_size)
+            lo, hi = max(lo, 0.7 * elo), min(hi, 1.3 * ehi)
+        if self.min_diameter is not None:
+            lo = max(3.0, float(self.min_diameter))
+        if self.max_diameter is not None:
+            hi = float(self.max_diameter)
+        if hi < lo:
+            raise InputError(f"no shadow size to search: diameters {lo:.1f}-{hi:.1f} px "
+                             f"(check f_ratio, pixel_size and the image size)")
+        return lo, hi, optics
+
+    def __call__(self, median, *, frames=None, mask=None, f_ratio=None, pixel_size=None):
+        from ..dq import static_defects
+
+        data = np.array(getattr(median, "data", median), dtype=np.float32)
+        if data.ndim != 2:
+            raise InputError(f"the median must be a 2-D image, got shape {data.shape}")
+        shape = data.shape
+        defects = static_defects(data)
+        bad = ~np.isfinite(data) | ndimage.binary_dilation(defects > 0)
+        if mask is not None:
+            bad |= np.asarray(mask, bool)
+        d_lo, d_hi, optics = self._size_range(shape, f_ratio, pixel_size)
+        self._dhi = d_hi
+        valid, _, _ = _valid_region(data, bad)
+        has_limb = not valid.all()
+        limb_distance = (ndimage.distance_transform_edt(valid).astype(np.float32) if has_limb
+                         else np.full(shape, np.inf, np.float32))
+        box = int(np.clip(0.8 * d_hi, 32, max(32, min(shape) // 3)))
+        darkness, _ = darkness_map(data, valid=valid & ~bad, box_size=box)
+        scatter = _robust_sigma(darkness[valid & ~bad])
+        bright = darkness < -5 * scatter
+        usable = valid & ~bad & ~ndimage.binary_dilation(bright, iterations=1)
+        weight = usable.astype(np.float32)
+        diameters = _scales(d_lo, d_hi, shape)
+        ctx = {"median": _Context(data, darkness, weight, valid, limb_distance,
+                                  _pixel_noise(darkness, usable), d_lo, d_hi)}
+        cands = self._candidates(ctx["median"], diameters, "median")
+        params = {"THRESH": self.threshold, "NSCALES": len(diameters), "DMIN": round(float(d_lo), 2),
+                  "DMAX": round(float(d_hi), 2), "NOISEPIX": float(f"{ctx['median'].noise_pix:.4g}")}
+        drift = None
+        if frames is not None:
+            drift, static = self._use_frames(frames, data, usable, weight, cands)
+            if static is not None:
+                sdark, sweight = static
+                ctx["static"] = _Context(data, sdark, sweight, valid, limb_distance,
+                                         _pixel_noise(sdark, sweight > 0), d_lo, d_hi)
+                cands += self._candidates(ctx["static"], diameters, "static")
+            params["NFRMOT"] = int(min(drift.frame_index.size, self.max_frames))
+            params["STATMAP"] = static is not None
+        cands = _merge_duplicates(cands)
+        for c in cands:
+            c["consistency"] = _consistency(c, ctx)
+        if drift is not None and cands:
+            source, own = _open_source(frames, shape)
+            try:
+                results = _motion_test(source, data, cands, weight, drift, max_frames=self.max_frames)
+            finally:
+                if own:
+                    source.close()
+        else:
+            results = [(np.nan, np.nan, np.nan)] * len(cands)
+        for c, (beta, sig, beta_t) in zip(cands, results):
+            c["beta"], c["beta_sigma"], c["beta_tex"] = beta, sig, beta_t
+            c["morph"], c["terms"], c["worst"] = _morphology_evidence(
+                c["feat"], d_lo=d_lo, d_hi=d_hi, has_limb=has_limb, optics=optics)
+            motion, mterms = _motion_evidence(c)
+            c["terms"].update(mterms)
+            c["motion"] = motion
+            logit = c["morph"] + motion
+            if not mterms:
+                logit = min(logit, 2.2)   # shape alone never gives more than ~0.9
+            c["confidence"] = float(_sigmoid(logit))
+        return self._build(data, cands, f_ratio=f_ratio, pixel_size=pixel_size, drift=drift,
+                           params=params, used_frames=frames is not None)
+
+    def _use_frames(self, frames, data, usable, weight, cands):
+        """Register the frames and build the static (sensor-fixed) darkness map."""
+        from ..registration import register_frames
+
+        source, own = _open_source(frames, data.shape)
+        try:
+            dust = np.zeros(data.shape, bool)
+            for c in cands:
+                dust[c["sl"]] |= c["pix"]
+            dust = ndimage.binary_dilation(dust, iterations=3)
+            drift = register_frames(source, dust_mask=dust, max_frames=self.max_frames,
+                                    progress_bar=self.progress_bar)
+            static = _static_map(source, data, usable, drift, max_frames=self.max_frames,
+                                  highpass=max(20.0, self._dhi))
+        finally:
+            if own:
+                source.close()
+        if static is None:
+            log.info("the scene hardly moves (rms %.2f px): no static map", drift.rms)
+            return drift, None
+        lnt, wst = static
+        return drift, ((-np.expm1(lnt)).astype(np.float32), (weight * wst).astype(np.float32))
+
+    def _candidates(self, ctx, diameters, name):
+        """Analyse the local maxima of one map's scale-space significance."""
+        from photutils.segmentation import detect_sources
+        from skimage.feature import peak_local_max
+
+        smax, dbest, _ = _significance(ctx.darkness, ctx.weight, diameters, ctx.shape)
+        segm = detect_sources(smax, self.threshold, 5, mask=ctx.weight <= 0)
+        if segm is None:
+            return []
+        peaks = peak_local_max(smax, min_distance=2, threshold_abs=self.threshold, labels=segm.data,
+                               exclude_border=False)
+        order = np.argsort(-smax[peaks[:, 0], peaks[:, 1]]) if len(peaks) else []
+        chosen = []
+        for k in order:
+            y, x = peaks[k]
+            d = dbest[y, x]
+            if all(np.hypot(y - cy, x - cx) > 0.5 * max(d, cd) for cy, cx, cd in chosen):
+                chosen.append((y, x, d))
+        cands = []
+        for y, x, d in chosen:
+            cand = self._measure(ctx, (int(y), int(x)), float(d))
+            if cand is not None:
+                cand["map"], cand["sig"] = name, float(smax[y, x])
+                cands.append(cand)
+        return cands
+
+    @staticmethod
+    def _measure(ctx, peak, diameter0):
+        res = _analyse(ctx, peak, diameter0)
+        if res is None:
+            return None
+        feat = res[0]
+        # re-centre and re-size once when the first guess was far off
+        if not 0.7 <= feat["diameter"] / max(diameter0, 1) <= 1.4 or \
+                np.hypot(feat["y"] - peak[0], feat["x"] - peak[1]) > 0.25 * feat["diameter"] + 1:
+            again = _analyse(ctx, (feat["y"], feat["x"]), feat["diameter"])
+            if again is not None:
+                res = again
+        feat, sl, pix, tmpl = res
+        if not pix.any():
+            return None
+        return {"feat": feat, "sl": sl, "pix": pix, "template": tmpl}
+
+    def _build(self, data, cands, *, f_ratio, pixel_size, drift, params, used_frames):
+        shape = data.shape
+        dq = np.zeros(shape, np.uint8)
+        labels = np.zeros(shape, np.int32)
+        with_distance = f_ratio is not None and pixel_size is not None
+        catalog = empty_catalog(with_distance=with_distance)
+        rejected = []
+        accepted = []
+        # most confident first; a candidate mostly covered by a more confident one is a duplicate
+        for c in sorted(cands, key=lambda c: -c["confidence"]):
+            f = c["feat"]
+            reason = None
+            if c["confidence"] < self.accept:
+                reason = min(c["terms"], key=c["terms"].get)
+            else:
+                npix = int(c["pix"].sum())
+                for a in accepted:
+                    if _overlap(c, a) > 0.3 * min(npix, int(a["pix"].sum())):
+                        reason = "overlaps a better shadow"
+                        break
+            if reason:
+                rejected.append((f["x"], f["y"], f["diameter"], f["depth"], c["confidence"], reason,
+                                 c["beta"], c["map"]))
+            else:
+                accepted.append(c)
+        n = 0
+        for c in sorted(accepted, key=lambda c: (c["feat"]["y"], c["feat"]["x"])):
+            f = c["feat"]
+            pix = c["pix"] & (labels[c["sl"]] == 0)
+            if not pix.any():
+                continue
+            n += 1
+            labels[c["sl"]][pix] = n
+            review = c["confidence"] < self.review_below
+            bits = np.uint8(DustDQ.DUST | (DustDQ.REVIEW if review else 0))
+            dq[c["sl"]][pix] |= bits
+            row = {"id": n, "x_centroid": f["x"], "y_centroid": f["y"], "area": float(pix.sum()),
+                   "equivalent_diameter": f["diameter"], "depth": f["depth"],
+                   "confidence": c["confidence"], "review": review, "method": self.name}
+            if with_distance:
+                row["distance_mm"] = f["diameter"] * pixel_size * f_ratio * 1e-3
+            catalog.add_row([row[k] for k in catalog.colnames])
+        rej = Table(rows=rejected or None,
+                    names=("x_centroid", "y_centroid", "equivalent_diameter", "depth", "confidence",
+                           "reason", "beta", "map"),
+                    dtype=("f8", "f8", "f8", "f8", "f8", "U32", "f8", "U8"))
+        prov = {"detector": self.name, "params": dict(params),
+                "history": [f"local dust detector: {n} shadows from {len(cands)} candidates"
+                            + (" (motion test on the frames)" if used_frames else " (median only)")]}
+        if drift is not None:
+            prov["drift"] = drift.summary()
+        log.info("local detector: %d candidates, %d accepted", len(cands), n)
+        return DustDetection(dq=dq, weight=(dq > 0).astype(np.float32), catalog=catalog,
+                             detector=self.name, provenance=prov, labels=labels, rejected=rej)
+
+
+def _overlap(a, b):
+    """Pixels shared by two candidates' DUST masks."""
+    ys = slice(max(a["sl"][0].start, b["sl"][0].start), min(a["sl"][0].stop, b["sl"][0].stop))
+    xs = slice(max(a["sl"][1].start, b["sl"][1].start), min(a["sl"][1].stop, b["sl"][1].stop))
+    if ys.start >= ys.stop or xs.start >= xs.stop:
+        return 0
+    pa = a["pix"][ys.start - a["sl"][0].start:ys.stop - a["sl"][0].start,
+                  xs.start - a["sl"][1].start:xs.stop - a["sl"][1].start]
+    pb = b["pix"][ys.start - b["sl"][0].start:ys.stop - b["sl"][0].start,
+                  xs.start - b["sl"][1].start:xs.stop - b["sl"][1].start]
+    return int(np.count_nonzero(pa & pb))
+
+
+def _merge_duplicates(cands):
+    """Keep one of several candidates describing the same dark feature (same place, similar size)."""
+    cands = sorted(cands, key=lambda c: -c["sig"])
+    kept = []
+    for c in cands:
+        f = c["feat"]
+        same = False
+        for k in kept:
+            g = k["feat"]
+            ratio = f["diameter"] / max(g["diameter"], 1e-6)
+            if 0.6 < ratio < 1.67 and np.hypot(f["y"] - g["y"], f["x"] - g["x"]) < 0.3 * g["diameter"] + 1:
+                same = True
+                break
+        if not same:
+            kept.append(c)
+    return kept

@@ -275,3 +275,19 @@ class FakeGeminiServer:
                            images=images, image_bytes=image_bytes, text="\n".join(texts),
                            aspect_ratio=image_config.get("aspectRatio"),
                            image_size=image_config.get("imageSize"))
+
+
+def lookup_responder(answers, *, text="Here it is."):
+    """Responder answering a known first image with a prepared answer.
+
+    ``answers`` maps the bytes of a sent uint8 image (``array.tobytes()``,
+    the exact pixels aiflat sends) to the answer in the sent geometry (float
+    0..1), which is resampled to the model's output size and 8-bit encoded.
+    An unknown image gets an HTTP 400.
+    """
+    def responder(request):
+        key = request.images_u8[0].tobytes()
+        if key not in answers:
+            return error_reply(400, "unexpected image")
+        return image_reply(_to_output(np.asarray(answers[key], dtype=float), request), text=text)
+    return responder

@@ -317,7 +317,10 @@ def generate_image(session, *, model, prompt, images, aspect_ratio, image_size, 
                     "WriteError", "NetworkError", "ProxyError", "UnsupportedProtocol"):
             raise GeminiError(f"cannot reach the Gemini API ({kind}: {scrub(exc, secret)})") from None
         raise
-    answer = parse_response(response)
+    try:
+        answer = parse_response(response)
+    except GeminiError as exc:
+        raise GeminiError(scrub(exc, secret)) from None
     answer.cache_key = key
     if cache is not None:
         cache.put(key, answer)

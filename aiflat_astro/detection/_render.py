@@ -106,12 +106,38 @@ def smooth_background(image, *, mask=None, scale=None):
         idx = ndimage.distance_transform_edt(~finite, return_distances=False, return_indices=True)
         small = small[tuple(idx)]
     size = max(3, int(round(scale / block)) | 1)
-    small = ndimage.median_filter(small, size=size, mode="nearest")
-    small = ndimage.gaussian_filter(small, sigma=size / 4.0, mode="nearest")
+    # A median filter is biased at the frame edges wherever the background is sloped or curved
+    # (vignetting): filter the residual from a robust low-order surface instead, then add it back.
+    surface = _robust_surface(small)
+    residual = ndimage.median_filter(small - surface, size=size, mode="nearest")
+    small = surface + ndimage.gaussian_filter(residual, sigma=size / 4.0, mode="nearest")
     yy = (np.arange(ny) + 0.5) / block - 0.5
     xx = (np.arange(nx) + 0.5) / block - 0.5
     coords = np.meshgrid(yy, xx, indexing="ij")
     return ndimage.map_coordinates(small, coords, order=1, mode="nearest").astype(np.float32)
+
+
+def _robust_surface(small, *, degree=3, n_iter=4, nsigma=3.0):
+    """Robust least-squares 2-D polynomial of ``degree`` fitted to a small grid."""
+    ny, nx = small.shape
+    if ny < degree + 2 or nx < degree + 2:
+        return np.full(small.shape, float(np.median(small)))
+    yy, xx = np.meshgrid(np.linspace(-1, 1, ny), np.linspace(-1, 1, nx), indexing="ij")
+    terms = np.stack([yy ** i * xx ** j for i in range(degree + 1) for j in range(degree + 1 - i)], axis=-1)
+    a = terms.reshape(-1, terms.shape[-1])
+    b = small.ravel()
+    good = np.ones(b.size, bool)
+    coef = np.zeros(a.shape[1])
+    for _ in range(n_iter):
+        ag = a[good]
+        coef = np.linalg.solve(ag.T @ ag + 1e-12 * np.eye(a.shape[1]), ag.T @ b[good])
+        resid = b - a @ coef
+        sigma = 1.4826 * np.median(np.abs(resid[good] - np.median(resid[good])))
+        new = np.abs(resid) <= nsigma * max(sigma, 1e-12 * max(1.0, np.abs(b).max()))
+        if new.sum() < a.shape[1] * 2 or np.array_equal(new, good):
+            break
+        good = new
+    return (a @ coef).reshape(small.shape)
 
 
 def normalise(image, background):

@@ -41,12 +41,13 @@ that marks dark pixels as dust:
 import logging
 
 import numpy as np
+from astropy.table import Table
 from scipy import ndimage
 
 from ..dq import DustDQ
 from ..provenance import sha256_array, sha256_bytes
 from ..utils.exceptions import GeminiError, InputError
-from ._base import DustDetection, DustDetector, _catalog_from_rows
+from ._base import DustDetection, DustDetector, empty_catalog
 from ._gemini_api import API_VERSION, Session, default_cache_dir
 from ._render import (IMAGE_SIZES, Stretch, blend_weights, decode_image, normalise, place, plan_requests,
                       resample, smooth_background, unplace)
@@ -62,8 +63,8 @@ DEFAULT_GEMINI_MODEL = "gemini-3-pro-image-preview"
 #: Grey level of a pixel at exactly the background (ratio 1.0) in a symmetric stretch.
 _NEUTRAL = 128
 
-#: Options shared by the detector and `inpaint_gemini` that configure the client.
-_CLIENT_OPTIONS = ("api_key", "env_file", "base_url", "timeout", "retries", "initial_delay", "max_delay")
+#: More separate marks than this in one mask is noise, not dust.
+_MAX_COMPONENTS = 2000
 
 
 def gemini_cache_dir():
@@ -115,6 +116,8 @@ def _component_catalog(dust, ratio, prob, *, f_ratio, pixel_size, method):
     """Catalog rows (standard columns) of the connected DUST components."""
     comp, n = ndimage.label(dust, structure=np.ones((3, 3), bool))
     rows = []
+    if n > _MAX_COMPONENTS:
+        raise GeminiError(f"the mask has {n} separate marks, more than {_MAX_COMPONENTS}: it is noise, not dust")
     for k, sl in enumerate(ndimage.find_objects(comp), start=1):
         region = comp[sl] == k
         filled = ndimage.binary_fill_holes(region)
@@ -130,7 +133,20 @@ def _component_catalog(dust, ratio, prob, *, f_ratio, pixel_size, method):
         if f_ratio and pixel_size:
             row["distance_mm"] = diameter * pixel_size * 1e-3 * f_ratio
         rows.append(row)
-    return comp.astype(np.int32), _catalog_from_rows(rows, with_distance=bool(f_ratio and pixel_size))
+    return comp.astype(np.int32), _rows_to_catalog(rows, with_distance=bool(f_ratio and pixel_size))
+
+
+def _rows_to_catalog(rows, *, with_distance):
+    """Standard catalog (columns, units, descriptions of `empty_catalog`) built column-wise."""
+    template = empty_catalog(with_distance=with_distance)
+    if not rows:
+        return template
+    columns = []
+    for name in template.colnames:
+        col = template[name]
+        values = np.array([row.get(name) for row in rows], dtype=col.dtype)
+        columns.append(col.__class__(values, name=name, unit=col.unit, description=col.description))
+    return Table(columns)
 
 
 def _check_mask_answer(raw, tile_prob, request, index):

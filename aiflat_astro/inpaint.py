@@ -581,3 +581,4 @@ def _local_inpainter(median, detection, *, frames=None, method="poly", normalize
 
 
 register_inpainter("local", _local_inpainter)
+register_inpainter("gemini", "aiflat_astro.detection.gemini:inpaint_gemini")

@@ -237,6 +237,8 @@ class DustDetector:
 # name -> class, factory callable or "module:attribute" string (imported lazily)
 _DETECTORS = {
     "local": "aiflat_astro.detection.local:LocalDustDetector",
+    "gemini": "aiflat_astro.detection.gemini:GeminiDustDetector",
+    "consensus": "aiflat_astro.detection.consensus:ConsensusDetector",
 }
 
 

@@ -108,23 +108,38 @@ def smooth_background(image, *, mask=None, scale=None):
     size = max(3, int(round(scale / block)) | 1)
     # A median filter is biased at the frame edges wherever the background is sloped or curved
     # (vignetting): filter the residual from a robust low-order surface instead, then add it back.
-    surface = _robust_surface(small)
-    residual = ndimage.median_filter(small - surface, size=size, mode="nearest")
-    small = surface + ndimage.gaussian_filter(residual, sigma=size / 4.0, mode="nearest")
+    # The surface is evaluated at every pixel; only the residual is interpolated from the blocks.
+    centres_y = (np.arange(by) + 0.5) * block - 0.5
+    centres_x = (np.arange(bx) + 0.5) * block - 0.5
+    surface = _robust_surface(small, centres_y, centres_x)
+    residual = ndimage.median_filter(small - surface(centres_y, centres_x), size=size, mode="nearest")
+    residual = ndimage.gaussian_filter(residual, sigma=size / 4.0, mode="nearest")
     yy = (np.arange(ny) + 0.5) / block - 0.5
     xx = (np.arange(nx) + 0.5) / block - 0.5
     coords = np.meshgrid(yy, xx, indexing="ij")
-    return ndimage.map_coordinates(small, coords, order=1, mode="nearest").astype(np.float32)
+    full = ndimage.map_coordinates(residual, coords, order=1, mode="nearest")
+    return (full + surface(np.arange(ny, dtype=float), np.arange(nx, dtype=float))).astype(np.float32)
 
 
-def _robust_surface(small, *, degree=3, n_iter=4, nsigma=3.0):
-    """Robust least-squares 2-D polynomial of ``degree`` fitted to a small grid."""
+def _robust_surface(small, centres_y, centres_x, *, degree=3, n_iter=4, nsigma=3.0):
+    """Robust 2-D polynomial of ``degree`` fitted to block values at the given centres.
+
+    Returns a function ``f(y, x)`` evaluating it on the grid of the 1-D pixel
+    coordinates ``y`` and ``x``.
+    """
     ny, nx = small.shape
     if ny < degree + 2 or nx < degree + 2:
-        return np.full(small.shape, float(np.median(small)))
-    yy, xx = np.meshgrid(np.linspace(-1, 1, ny), np.linspace(-1, 1, nx), indexing="ij")
-    terms = np.stack([yy ** i * xx ** j for i in range(degree + 1) for j in range(degree + 1 - i)], axis=-1)
-    a = terms.reshape(-1, terms.shape[-1])
+        level = float(np.median(small))
+        return lambda y, x: np.full((len(y), len(x)), level)
+    y0, y1 = centres_y[0], centres_y[-1]
+    x0, x1 = centres_x[0], centres_x[-1]
+
+    def terms(y, x):
+        u = (2 * (np.asarray(y) - y0) / (y1 - y0) - 1)[:, None]
+        v = (2 * (np.asarray(x) - x0) / (x1 - x0) - 1)[None, :]
+        return [u ** i * v ** j for i in range(degree + 1) for j in range(degree + 1 - i)]
+
+    a = np.stack([np.broadcast_to(t, small.shape).ravel() for t in terms(centres_y, centres_x)], axis=1)
     b = small.ravel()
     good = np.ones(b.size, bool)
     coef = np.zeros(a.shape[1])
@@ -137,7 +152,11 @@ def _robust_surface(small, *, degree=3, n_iter=4, nsigma=3.0):
         if new.sum() < a.shape[1] * 2 or np.array_equal(new, good):
             break
         good = new
-    return (a @ coef).reshape(small.shape)
+
+    def evaluate(y, x):
+        return sum(c * t for c, t in zip(coef, terms(y, x))) + np.zeros((len(y), len(x)))
+
+    return evaluate
 
 
 def normalise(image, background):

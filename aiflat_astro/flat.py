@@ -443,8 +443,9 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, f
     >>> bool(np.all(flat.data[flat.flags == 0] == 1.0))
     True
     """
-    from .inpaint import run_inpainter
+    from .inpaint import get_inpainter, run_inpainter
 
+    get_inpainter(inpaint)  # an unknown method is an error even when the mask is empty
     med, median_header = _as_median(median)
     det = _as_detection(dust_mask, weight, med.shape)
     if profile not in FLAT_PROFILES:

@@ -433,18 +433,26 @@ def match_photometry(estimate, reference, mask, *, method="linear", nsigma=3.0, 
 
 
 def _robust_line(x, y, *, nsigma, max_iter):
-    good = np.ones(x.size, dtype=bool)
-    a, b = 1.0, 0.0
+    """Straight line: Theil-Sen start (median of random pairwise slopes), then clipped least squares."""
+    if np.ptp(x) == 0:
+        raise InputError("the estimate is constant outside the mask; cannot match its photometry")
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, x.size, (2, min(20000, 10 * x.size)))
+    dx = x[i] - x[j]
+    use = dx != 0
+    a = float(np.median((y[i] - y[j])[use] / dx[use]))
+    b = float(np.median(y - a * x))
     for _ in range(max_iter):
-        if np.ptp(x[good]) == 0:
-            raise InputError("the estimate is constant outside the mask; cannot match its photometry")
-        a, b = np.polyfit(x[good], y[good], 1)
         resid = y - (a * x + b)
-        sigma = 1.4826 * np.median(np.abs(resid[good] - np.median(resid[good])))
-        new = np.abs(resid) <= nsigma * max(sigma, np.finfo(float).tiny)
-        if new.sum() < 10 or np.array_equal(new, good):
+        sigma = 1.4826 * np.median(np.abs(resid - np.median(resid)))
+        good = np.abs(resid) <= nsigma * max(sigma, np.finfo(float).tiny)
+        if good.sum() < 10 or np.ptp(x[good]) == 0:
             break
-        good = new
+        a_new, b_new = np.polyfit(x[good], y[good], 1)
+        if np.isclose(a_new, a, rtol=1e-12, atol=0) and np.isclose(b_new, b, rtol=1e-12, atol=1e-12):
+            a, b = a_new, b_new
+            break
+        a, b = a_new, b_new
     return a, b
 
 

@@ -4,8 +4,6 @@
 selected frames: exactly what ``np.median(stack, axis=0)`` returns, cast to
 float32, without ever holding the stack in memory.
 
-Algorithm
----------
 The frames are processed in *strips* of rows: a strip holds rows ``r0:r1`` of
 every selected frame, read with one block per frame (the source's
 ``read_rows``).  The strip is cut into chunks of pixels, each chunk is
@@ -19,7 +17,7 @@ is several times faster than the two-``kth`` introselect that ``np.median``
 uses for an even number of frames; 8-bit data are widened to 16 bits for that
 reason.
 
-Exactness: for an odd number of frames ``n`` the median is the order
+For an odd number of frames ``n`` the median is the order
 statistic ``k = (n - 1) // 2``; for an even number ``np.median`` averages the
 order statistics ``k`` and ``k + 1`` in float64.  We partition around
 ``k + 1``; order statistic ``k`` is then the maximum of the elements before
@@ -284,7 +282,9 @@ def _plan_rows(n, height, row_elems, itemsize, work_itemsize, *, mem_bytes, fixe
     row_bytes = n * row_elems * itemsize          # one row of every selected frame
     # two strip buffers (combined / read ahead), a transient copy some sources make, float64 temps
     per_row = 3 * row_bytes + 8 * row_elems * 3
-    chunk = n_workers * max(_CHUNK_BYTES, n * work_itemsize)
+    # per-thread transposed buffers: about _CHUNK_BYTES each, never more than the whole stack
+    chunk = min(n_workers * max(_CHUNK_BYTES, n * work_itemsize),
+                n * height * row_elems * work_itemsize)
     budget = mem_bytes - fixed_bytes - chunk
     if budget < per_row:
         need = fixed_bytes + chunk + per_row

@@ -124,7 +124,7 @@ class TestExactness:
 
     def test_mem_limit_too_small(self):
         with pytest.raises(InputError, match="mem_limit .* too small"):
-            median_combine(_stack(5), mem_limit="100KB")
+            median_combine(np.zeros((50, 4, 2000), np.uint16), mem_limit="100KB")
 
     def test_progress_bar(self, capsys):
         stack = _stack(5)

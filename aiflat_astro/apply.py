@@ -269,20 +269,21 @@ def _apply_ser(flat, input_path, output_path, *, overwrite, progress_bar, mem_li
                 with _progress(os.path.getsize(input_path), f"copy {reader.name}", "B", progress_bar) as bar:
                     _copy_file(input_path, tmp, bar)
                 if boxes:
-                    out = np.memmap(tmp, dtype=reader.file_dtype, mode="r+", offset=HEADER_SIZE,
-                                    shape=(n,) + tuple(reader.frame_shape))
+                    # raw samples in file order (byte order and BGR channel order as stored)
+                    mm_shape = (n,) + tuple(reader.frame_shape)
+                    src = np.memmap(input_path, dtype=reader.file_dtype, mode="r", offset=HEADER_SIZE,
+                                    shape=mm_shape)
+                    out = np.memmap(tmp, dtype=reader.file_dtype, mode="r+", offset=HEADER_SIZE, shape=mm_shape)
                     rows = max(b[0].stop - b[0].start for b in boxes)
                     blocks = _frame_blocks(n, rows * width_bytes, mem_limit)
                     with _progress(n, f"correct {reader.name}", "frame", progress_bar) as bar:
                         for i0, i1 in blocks:
                             for ys, xs in boxes:
-                                vals = reader.read_rows(range(i0, i1), ys.start, ys.stop)[:, :, xs]
-                                out[i0:i1, ys, xs] = _correct_block(vals, flat[ys, xs], quantise).astype(
-                                    reader.file_dtype, copy=False)
+                                out[i0:i1, ys, xs] = _correct_block(src[i0:i1, ys, xs], flat[ys, xs], quantise)
                             if bar is not None:
                                 bar.update(i1 - i0)
                     out.flush()
-                    del out
+                    del out, src
                 stats["method"] = "copy+patch"
             else:
                 with SERWriter.like(reader, tmp, overwrite=True) as writer, \

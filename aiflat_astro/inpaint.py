@@ -536,7 +536,10 @@ def get_inpainter(name):
                          f"{', '.join(available_inpainters())}") from None
     if isinstance(func, str):
         module, _, attr = func.partition(":")
-        func = getattr(importlib.import_module(module), attr)
+        try:
+            func = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise InputError(f"inpainting method {name!r} is not available in this installation ({exc})") from None
         _INPAINTERS[name] = func
     return func
 
@@ -589,4 +592,5 @@ def _local_inpainter(median, detection, *, frames=None, method="poly", normalize
 
 
 register_inpainter("local", _local_inpainter)
+register_inpainter("measured", "aiflat_astro.measured:inpaint_measured")
 register_inpainter("gemini", "aiflat_astro.detection.gemini:inpaint_gemini")

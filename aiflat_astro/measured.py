@@ -1,0 +1,918 @@
+"""Dust transmission measured from the drift of the scene across the sensor.
+
+Dust on the sensor window stays fixed to the pixels while the scene drifts
+(mount tracking, dither, seeing).  Every part of the scene that passes under
+a shadow was also recorded, clean, by pixels outside it: the transmission of
+the shadow can therefore be *measured* instead of interpolated.
+
+The method is the "two-median" form of the Kuhn, Lin & Loranz (1991) self
+flat, restricted to boxes around the shadows so that it is cheap and runs in
+bounded memory:
+
+1. register the frames (`aiflat_astro.registration.register_frames`, with the
+   dust masked) to get the shift ``s_k`` of the scene in frame ``k``;
+2. stream the frames once, in order, keeping for each shadow only a box
+   ``B`` around it (sensor coordinates) and the matching scene box (the
+   frame resampled at ``u + s_k``), for a bounded number of frames spread
+   over the video;
+3. scene ``O(u)`` = median over the frames in which the scene point ``u``
+   fell *outside* the (dilated) dust mask;
+4. per frame and box, a level ``c_k`` = median of ``frame_k / O(x - s_k)``
+   over the clean pixels of the box (transparency, exposure, vignetting);
+5. transmission ``T(x)`` = median over frames of
+   ``frame_k(x) / (c_k O(x - s_k))``, with a robust plane fitted to the clean
+   pixels of the box divided out (the vignetting gradient across the box);
+6. a scene point is usable only if at least ``n_min`` frames saw it clean
+   and a shadow pixel only if at least ``n_min`` frames see a usable scene
+   point: this *coverage test* decides per shadow whether the drift
+   constrains it.  Shadows that fail it are filled by local interpolation
+   (`aiflat_astro.inpaint.inpaint_local`), and the catalog says so.
+
+The transmission is exactly what the flat needs inside the shadow, and 1.0
+outside, so nothing outside the dust mask is touched.
+"""
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.table import Table
+from scipy import ndimage as ndi
+
+from .registration import DriftPath, _as_mono, _open_source, register_frames
+from .utils._atomic import parse_size
+from .utils.exceptions import DetectorFallbackWarning, InputError, warn_user
+
+__all__ = ["MeasuredTransmission", "measure_transmission", "inpaint_measured", "add_flat_method"]
+
+log = logging.getLogger(__name__)
+
+_MAD_TO_SIGMA = 1.4826
+_MEDIAN_EFFICIENCY = 1.2533  # std of the median / std of the mean, Gaussian noise
+
+
+@dataclass
+class MeasuredTransmission:
+    """Dust transmission measured from the drift, with its diagnostics.
+
+    Attributes
+    ----------
+    transmission : `~numpy.ndarray`
+        float32 (H, W); measured inside the shadows whose ``method`` is
+        ``'measured'``, 1.0 everywhere else.
+    uncertainty : `~numpy.ndarray`
+        float32 (H, W) standard error of ``transmission`` (0 where not measured).
+    measured : `~numpy.ndarray`
+        bool (H, W): pixels whose value was measured.
+    shadows : `~astropy.table.Table`
+        One row per shadow region: ``id`` (catalog id, or negative for a
+        region without catalog row), ``x_centroid``, ``y_centroid``,
+        ``diameter`` (px, bounding size of the dust mask), ``drift_ok``
+        (drift extent ≥ diameter along both principal axes), ``coverage``
+        (fraction of the region's pixels with enough usable frames),
+        ``n_frames_used``, ``trans_err`` (median standard error inside),
+        ``profile`` (``'radial'`` when the radial profile replaced the
+        measured values, ``'plain'`` otherwise), ``chi2`` (reduced chi^2 of
+        the measured values about the radial profile), ``method``
+        (``'measured'`` or ``'local'``) and ``reason``.
+    drift : `~aiflat_astro.registration.DriftPath`
+        The registration result.
+    params : dict
+        Parameters of the measurement.
+    """
+
+    transmission: np.ndarray
+    uncertainty: np.ndarray
+    measured: np.ndarray
+    shadows: Table
+    drift: DriftPath
+    params: dict = field(default_factory=dict)
+
+    @property
+    def n_measured(self):
+        """Number of shadows whose transmission was measured."""
+        return int(np.sum(self.shadows["method"] == "measured")) if len(self.shadows) else 0
+
+    def provenance(self):
+        """JSON-serialisable record: drift path, per-shadow decision, parameters."""
+        rows = []
+        for row in self.shadows:
+            rec = {}
+            for name in self.shadows.colnames:
+                value = row[name]
+                if isinstance(value, (np.floating, float)):
+                    value = None if not np.isfinite(value) else round(float(value), 5)
+                elif isinstance(value, (np.integer, int)):
+                    value = int(value)
+                elif isinstance(value, (np.bool_, bool)):
+                    value = bool(value)
+                else:
+                    value = str(value)
+                rec[name] = value
+            rows.append(rec)
+        return {"drift": self.drift.provenance(), "shadows": rows, "params": dict(self.params)}
+
+
+# ---------------------------------------------------------------------------
+# regions
+# ---------------------------------------------------------------------------
+@dataclass
+class _Region:
+    id: int
+    pixels: np.ndarray        # bool, box-shaped: pixels of this region whose value we set
+    box: tuple                # (y0, y1, x0, x1) sensor box
+    diameter: float
+    centroid: tuple           # (y, x)
+    sbox: tuple = None        # (v0, v1, u0, u1) scene box
+    clean: np.ndarray = None  # bool, box-shaped: outside the exclusion (clean samples)
+    ring: np.ndarray = None   # bool, box-shaped: far enough from any dust to set the level
+    raw: np.ndarray = None    # (n, bh, bw) float32 frames on the sensor box
+    reg: np.ndarray = None    # (n, sh, sw) float32 frames resampled on the scene box
+    reg_ok: np.ndarray = None  # (n, sh, sw) bool: scene sample clean and inside the frame
+    reg_inframe: np.ndarray = None  # (n, sh, sw) bool: scene sample inside the frame
+
+
+def _regions(shape, dust_mask, weight, labels, exclude_extra, margin_frac):
+    """Split the area to correct into regions, one per shadow, with boxes."""
+    target = dust_mask | (weight > 0)
+    if labels is None:
+        labels = np.zeros(shape, np.int64)
+    labels = np.where(dust_mask, np.asarray(labels, dtype=np.int64), 0)
+    # dust pixels without a catalog id become their own regions, with negative ids
+    orphan, n_orphan = ndi.label(dust_mask & (labels <= 0), structure=np.ones((3, 3), bool))
+    if n_orphan:
+        labels = np.where(orphan > 0, -orphan, labels)
+    # every pixel to correct belongs to the region of the nearest dust pixel
+    if np.any(labels != 0):
+        _, (iy, ix) = ndi.distance_transform_edt(labels == 0, return_indices=True)
+        owner = labels[iy, ix]
+    else:
+        owner = np.zeros(shape, np.int64)
+    owner = np.where(target, owner, 0)
+    # an isolated weight area without any dust pixel: its own region
+    stray, n_stray = ndi.label(target & (owner == 0), structure=np.ones((3, 3), bool))
+    if n_stray:
+        base = int(np.abs(owner).max()) + 1000
+        owner = np.where(stray > 0, -(stray + base), owner)
+
+    ids = [int(v) for v in np.unique(owner) if v != 0]
+    regions = []
+    for rid in ids:
+        sel = owner == rid
+        core = sel & dust_mask if np.any(sel & dust_mask) else sel
+        ys, xs = np.nonzero(core)
+        diameter = float(max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1))
+        ys_all, xs_all = np.nonzero(sel)
+        pad = int(np.ceil(exclude_extra(diameter) + max(4.0, margin_frac * diameter)))
+
+        y0 = max(0, ys_all.min() - pad)
+        y1 = min(shape[0], ys_all.max() + 1 + pad)
+        x0 = max(0, xs_all.min() - pad)
+        x1 = min(shape[1], xs_all.max() + 1 + pad)
+        regions.append(_Region(id=rid, pixels=sel[y0:y1, x0:x1], box=(y0, y1, x0, x1),
+                               diameter=diameter,
+                               centroid=(float(ys.mean()), float(xs.mean()))))
+    return regions, owner
+
+
+def _exclusion(shape, target, regions, reach_of, owner):
+    """Pixels within ``reach_of(diameter)`` of the area to correct (per nearest region)."""
+    if not target.any():
+        return np.zeros(shape, bool)
+    dist, (iy, ix) = ndi.distance_transform_edt(~target, return_indices=True)
+    nearest = owner[iy, ix]
+    reach = np.zeros(shape, np.float64)
+    for region in regions:
+        reach[nearest == region.id] = reach_of(region.diameter)
+    return dist <= reach
+
+
+# ---------------------------------------------------------------------------
+# resampling helpers
+# ---------------------------------------------------------------------------
+_PAD = 3
+
+
+def _sample_box(image, v0, v1, u0, u1, dy, dx, *, order, prefiltered=False):
+    """``image(v + dy, u + dx)`` on the grid v in [v0, v1), u in [u0, u1).
+
+    Returns (values float64, inside bool).  Samples outside the image are
+    taken from the nearest edge and flagged ``inside = False``.  With
+    ``prefiltered``, ``image`` holds spline coefficients
+    (`scipy.ndimage.spline_filter` of the same ``order``, mode ``'nearest'``).
+    """
+    iy, ix = int(np.floor(dy)), int(np.floor(dx))
+    fy, fx = dy - iy, dx - ix
+    r0, r1 = v0 + iy - _PAD, v1 + iy + _PAD + 1
+    c0, c1 = u0 + ix - _PAD, u1 + ix + _PAD + 1
+    h, w = image.shape
+    crop = image[max(r0, 0):min(r1, h), max(c0, 0):min(c1, w)]
+    if crop.size == 0:
+        return np.zeros((v1 - v0, u1 - u0)), np.zeros((v1 - v0, u1 - u0), bool)
+    before = (max(0, -r0), max(0, -c0))
+    after = (max(0, r1 - h), max(0, c1 - w))
+    if any(before) or any(after):
+        crop = np.pad(crop, ((before[0], after[0]), (before[1], after[1])), mode="edge")
+    crop = crop.astype(np.float64, copy=False)
+    if fy or fx:
+        crop = ndi.shift(crop, (-fy, -fx), order=order, mode="nearest",
+                         prefilter=not prefiltered)
+    values = crop[_PAD:_PAD + (v1 - v0), _PAD:_PAD + (u1 - u0)]
+    vv = np.arange(v0, v1)[:, None] + dy
+    uu = np.arange(u0, u1)[None, :] + dx
+    inside = (vv >= 0) & (vv <= h - 1) & (uu >= 0) & (uu <= w - 1)
+    return values, inside
+
+
+def _sample_mask(mask, v0, v1, u0, u1, dy, dx):
+    """True where ``mask`` is set at any of the 4 pixels around ``(v + dy, u + dx)``."""
+    iy, ix = int(np.floor(dy)), int(np.floor(dx))
+    h, w = mask.shape
+    out = np.zeros((v1 - v0, u1 - u0), bool)
+    for oy in (0, 1):
+        for ox in (0, 1):
+            rr = np.clip(np.arange(v0, v1) + iy + oy, 0, h - 1)
+            cc = np.clip(np.arange(u0, u1) + ix + ox, 0, w - 1)
+            out |= mask[np.ix_(rr, cc)]
+    return out
+
+
+def _nanmedian(a, axis=0):
+    """Median along ``axis`` ignoring NaN (NaN where all are NaN).
+
+    Much faster than `numpy.nanmedian` on short axes (one sort, no masked arrays).
+    """
+    a = np.moveaxis(np.asarray(a), axis, 0)
+    if a.shape[0] == 0:
+        return np.full(a.shape[1:], np.nan, dtype=np.result_type(a.dtype, np.float32))
+    s = np.sort(a, axis=0)  # NaN sorts last
+    n = np.sum(~np.isnan(a), axis=0)
+    lo = np.maximum((n - 1) // 2, 0)[None]
+    hi = np.maximum(n // 2, 0)[None]
+    med = 0.5 * (np.take_along_axis(s, lo, 0)[0] + np.take_along_axis(s, hi, 0)[0])
+    return np.where(n > 0, med, np.nan)
+
+
+def _poly_terms(ys, xs, degree):
+    return np.column_stack([ys**i * xs**j for i in range(degree + 1)
+                            for j in range(degree + 1 - i)])
+
+
+def _robust_surface(values, ys, xs, *, degree=2, nsigma=3.0, n_iter=4):
+    """Robust least-squares polynomial surface; returns a callable ``f(ys, xs)``.
+
+    Coordinates are scaled to about [-1, 1] for conditioning.
+    """
+    cy, cx = np.mean(ys), np.mean(xs)
+    sy = max(np.ptp(ys) / 2, 1.0)
+    sx = max(np.ptp(xs) / 2, 1.0)
+    ny, nx = (ys - cy) / sy, (xs - cx) / sx
+    keep = np.isfinite(values)
+    n_terms = (degree + 1) * (degree + 2) // 2
+    if keep.sum() < 4 * n_terms:
+        degree, n_terms = 0, 1
+    coef = np.zeros(n_terms)
+    coef[0] = np.nanmedian(values) if keep.any() else 1.0
+    for _ in range(n_iter):
+        if keep.sum() < 2 * n_terms:
+            break
+        coef, *_ = np.linalg.lstsq(_poly_terms(ny[keep], nx[keep], degree), values[keep],
+                                   rcond=None)
+        resid = values - _poly_terms(ny, nx, degree) @ coef
+        sigma = _MAD_TO_SIGMA * np.nanmedian(np.abs(resid[keep]))
+        if not sigma > 0:
+            break
+        new = np.isfinite(values) & (np.abs(resid) <= nsigma * sigma)
+        if np.array_equal(new, keep):
+            break
+        keep = new
+
+    def surface(yy, xx):
+        terms = _poly_terms(((yy - cy) / sy).ravel(), ((xx - cx) / sx).ravel(), degree)
+        return (terms @ coef).reshape(np.shape(yy))
+
+    return surface
+
+
+# ---------------------------------------------------------------------------
+# radial denoising (shadows are round pupil footprints)
+# ---------------------------------------------------------------------------
+_RADIAL_STEP = 0.5
+
+
+def _radial_fit(ys, xs, vals, wts, centre, step=_RADIAL_STEP):
+    """Weighted radial profile about ``centre``; returns (model, model_err, chi2)."""
+    r = np.hypot(ys - centre[0], xs - centre[1])
+    idx = (r / step).astype(np.int64)
+    sw = np.bincount(idx, wts)
+    swv = np.bincount(idx, wts * vals)
+    swr = np.bincount(idx, wts * r)
+    good = sw > 0
+    rc, mean, err = swr[good] / sw[good], swv[good] / sw[good], 1.0 / np.sqrt(sw[good])
+    model = np.interp(r, rc, mean)
+    model_err = np.interp(r, rc, err)
+    chi2 = float(np.sum(wts * (vals - model) ** 2))
+    return model, model_err, chi2, int(good.sum())
+
+
+def _radial_denoise(trans, err, pixels, ring, *, chi2_max):
+    """Replace a shadow's measured transmission by its radial profile if it is round.
+
+    The centre is fitted (Nelder-Mead on chi^2); the profile is accepted when
+    the reduced chi^2 of the measured values about it is at most ``chi2_max``
+    (the shadow is round within the noise).  Returns (trans, err, chi2_red,
+    used) with the pixels of ``pixels`` replaced when used.
+    """
+    from scipy import optimize
+
+    r_pix = np.argwhere(pixels)
+    if r_pix.shape[0] < 12:
+        return trans, err, np.nan, False
+    deficit = np.clip(1.0 - np.nan_to_num(trans[pixels], nan=1.0), 0, None)
+    c0 = (np.average(r_pix, axis=0, weights=deficit) if deficit.sum() > 0
+          else r_pix.mean(axis=0))
+    r_max = np.hypot(*(r_pix - c0).T).max() + 3.0
+    yy, xx = np.mgrid[0:trans.shape[0], 0:trans.shape[1]]
+    near = np.hypot(yy - c0[0], xx - c0[1]) <= r_max
+    use = (pixels | (ring & near)) & np.isfinite(trans) & np.isfinite(err) & (err > 0)
+    if use.sum() < 12:
+        return trans, err, np.nan, False
+    ys, xs = yy[use].astype(float), xx[use].astype(float)
+    vals = trans[use]
+    floor = max(float(np.median(err[use])) * 0.3, 1e-6)
+    wts = 1.0 / np.maximum(err[use], floor) ** 2
+
+    def cost(c):
+        return _radial_fit(ys, xs, vals, wts, c)[2]
+
+    simplex = np.array([c0, c0 + (0.5, 0.0), c0 + (0.0, 0.5)])
+    res = optimize.minimize(cost, c0, method="Nelder-Mead",
+                            options={"xatol": 0.01, "fatol": 1e-6, "initial_simplex": simplex,
+                                     "maxiter": 300})
+    centre = res.x if np.all(np.isfinite(res.x)) and np.hypot(*(res.x - c0)) < 3 else c0
+    model, model_err, chi2, n_bins = _radial_fit(ys, xs, vals, wts, centre)
+    dof = max(1, vals.size - n_bins - 2)
+    chi2_red = chi2 / dof
+    if chi2_red > chi2_max:
+        return trans, err, chi2_red, False
+    out_t, out_e = trans.copy(), err.copy()
+    sel = pixels[use]
+    out_t[pixels & use] = model[sel]
+    out_e[pixels & use] = model_err[sel]
+    return out_t, out_e, chi2_red, True
+
+
+# ---------------------------------------------------------------------------
+# the measurement
+# ---------------------------------------------------------------------------
+def _combine(stack, estimator, *, nsigma=3.0):
+    """Combine a (n, ...) stack with NaNs along axis 0.
+
+    Returns ``(value, standard_error, n_used)``.  ``'mean'`` is a mean
+    clipped at ``nsigma`` robust sigmas (MAD) around the median: as robust
+    as the median to outliers, and 1.25x more precise on Gaussian noise.
+    """
+    med = _nanmedian(stack, axis=0)
+    dev = np.abs(stack - med[None])
+    sigma = _MAD_TO_SIGMA * _nanmedian(dev, axis=0)
+    if estimator == "median":
+        n_used = np.isfinite(stack).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err = _MEDIAN_EFFICIENCY * sigma / np.sqrt(n_used)
+        return med, err, n_used
+    with np.errstate(invalid="ignore"):
+        keep = dev <= nsigma * np.maximum(sigma, 1e-12 * np.abs(med))[None]
+    kept = np.where(keep, stack, np.nan)
+    del dev, keep
+    n_used = np.isfinite(kept).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(kept, axis=0)
+        err = np.nanstd(kept, axis=0, ddof=1) / np.sqrt(n_used)
+    return mean, err, n_used
+
+
+def _solve_region(region, shifts, *, n_min, min_signal, n_iter, surface_degree, estimator):
+    """Measured transmission inside one region's box (see module docstring)."""
+    n = shifts.shape[0]
+    y0, y1, x0, x1 = region.box
+    v0, v1, u0, u1 = region.sbox
+    bh, bw = y1 - y0, x1 - x0
+    raw = region.raw
+    reg = region.reg
+    ok = region.reg_ok
+    ring = region.ring
+
+    # scene from the samples that fell outside the dust
+    n_clean = ok.sum(axis=0)
+    scene, _, _ = _combine(np.where(ok, reg, np.float32(np.nan)), estimator)
+    scene_ok = (n_clean >= n_min) & np.isfinite(scene)
+    level = np.median(scene[scene_ok]) if scene_ok.any() else np.nan
+    if np.isfinite(level) and level > 0:
+        scene_ok &= scene > min_signal * level
+    filled_scene = np.where(scene_ok, scene, level if np.isfinite(level) else 1.0)
+    okf = scene_ok.astype(np.float64)
+
+    ratio = np.empty((n, bh, bw), np.float32)
+    for it in range(max(1, n_iter)):
+        coeffs = ndi.spline_filter(filled_scene, order=3, mode="nearest")
+        for k in range(n):
+            dy, dx = shifts[k]
+            # O(x - s_k) for x in the sensor box: scene-box coordinates x - s_k - (v0, u0)
+            ok_k, _ = _sample_box(okf, y0 - v0, y1 - v0, x0 - u0, x1 - u0, -dy, -dx, order=1)
+            o_k, inside = _sample_box(coeffs, y0 - v0, y1 - v0, x0 - u0, x1 - u0,
+                                      -dy, -dx, order=3, prefiltered=True)
+            good = inside & (ok_k > 0.999) & np.isfinite(raw[k]) & (o_k > 0)
+            ratio[k] = np.where(good, raw[k] / np.where(good, o_k, 1.0), np.nan)
+        # per-frame level from the clean pixels of the box
+        ring_vals = ratio[:, ring]
+        c = _nanmedian(ring_vals, axis=1) if ring_vals.shape[1] else np.ones(n)
+        c = np.where(np.isfinite(c) & (c > 0), c, np.nan)
+        c /= np.nanmedian(c) if np.any(np.isfinite(c)) else 1.0
+        ratio /= c[:, None, None].astype(np.float32)
+        trans, err, n_used = _combine(ratio, estimator)
+        if it + 1 < n_iter:
+            # alternating update: the scene from every sample, this transmission divided out
+            # (measured values in the whole box, Fresnel rims included; 1 where clean)
+            t_full = np.where(np.isfinite(trans) & (n_used >= n_min), trans, np.nan)
+            t_full = np.where(np.isfinite(t_full), t_full, np.where(region.clean, 1.0, np.nan))
+            t_fill = np.nan_to_num(t_full, nan=1.0)
+            t_defined = np.isfinite(t_full).astype(np.float64)
+            samples = np.empty_like(reg)
+            for k in range(n):
+                dy, dx = shifts[k]
+                # T(u + s_k) for u in the scene box: sensor-box coordinates u + s_k - (y0, x0)
+                t_k, t_in = _sample_box(t_fill, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx,
+                                        order=1)
+                t_def, _ = _sample_box(t_defined, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx,
+                                       order=1)
+                # outside the box: clean samples only (other shadows are excluded there)
+                use = np.where(t_in, (t_def > 0.999) & (t_k > 0.05), ok[k])
+                use &= region.reg_inframe[k] & np.isfinite(c[k])
+                ck = c[k] if np.isfinite(c[k]) else 1.0
+                samples[k] = np.where(use, reg[k] / (np.where(t_in, t_k, 1.0) * ck), np.nan)
+            scene_all, _, _ = _combine(samples, estimator)
+            del samples
+            filled_scene = np.where(scene_ok & np.isfinite(scene_all), scene_all, filled_scene)
+
+    # remove the smooth response across the box (vignetting, level)
+    yy, xx = np.mgrid[0:bh, 0:bw].astype(np.float64)
+    sel = ring & np.isfinite(trans)
+    surface = _robust_surface(trans[sel], yy[sel], xx[sel], degree=surface_degree)(yy, xx)
+    return trans / surface, err / surface, n_used
+
+
+def measure_transmission(
+    frames,
+    dust_mask,
+    *,
+    weight=None,
+    labels=None,
+    drift=None,
+    step=1,
+    max_frames=400,
+    min_frames=None,
+    min_coverage=0.98,
+    min_signal=0.1,
+    n_iter=2,
+    surface_degree=2,
+    estimator="mean",
+    radial="auto",
+    chi2_max=1.5,
+    exclude=3.0,
+    ring_gap=0.35,
+    mem_limit="1GB",
+    registration=None,
+    progress_bar=False,
+):
+    """Measure the transmission of the dust shadows from the drift of a video.
+
+    Parameters
+    ----------
+    frames : str, path, list, `~numpy.ndarray` or frame source
+        The video: anything `aiflat_astro.io.open_frames` accepts.  Frames
+        are streamed; only small boxes around the shadows are kept.
+    dust_mask : `~numpy.ndarray` of bool
+        (H, W) dust pixels.
+    weight : `~numpy.ndarray`, optional
+        (H, W) soft weight of the flat; every pixel with weight > 0 gets a
+        measured value.  Default: ``dust_mask``.
+    labels : `~numpy.ndarray`, optional
+        (H, W) int map of catalog ids on the dust pixels
+        (`~aiflat_astro.detection.DustDetection.labels`).  Default: connected
+        components of ``dust_mask`` (ids reported negative).
+    drift : `~aiflat_astro.registration.DriftPath`, optional
+        A registration of this video; computed when not given.
+    step, max_frames : int, optional
+        Use every ``step``-th frame, at most ``max_frames`` frames spread over
+        the video (default 400; the memory limit may lower it).
+    min_frames : int, optional
+        ``n_min``: frames that must see a scene point clean, and usable frames
+        a shadow pixel needs.  Default ``max(5, n_used // 10)``.
+    min_coverage : float, optional
+        Fraction of a shadow's pixels that must reach ``n_min`` for the drift
+        to count as constraining it.  Default 0.98 (the few missing pixels
+        are interpolated from their measured neighbours).
+    min_signal : float, optional
+        Scene points darker than this fraction of the box level (sky beyond
+        the limb) are not used.  Default 0.1.
+    n_iter : int, optional
+        1: plain two-median estimate; 2 (default): the scene is re-estimated
+        from every frame with the first transmission divided out.
+    surface_degree : int, optional
+        Degree of the robust polynomial fitted to the clean pixels of each
+        box and divided out (vignetting and level across the box; the dust
+        flat carries only the dust).  Default 2.
+    estimator : {'mean', 'median'}, optional
+        How frames are combined, for the scene and the transmission:
+        ``'mean'`` (default) a mean clipped at 3 robust sigmas around the
+        median, ``'median'`` the plain median (the classic two-median method;
+        1.25x noisier).
+    radial : {'auto', True, False}, optional
+        Shadows are round pupil footprints: ``'auto'`` (default) replaces a
+        shadow's measured values by their radial profile about a fitted
+        centre (averaging the noise over rings) when the measured values are
+        consistent with it (reduced chi^2 <= ``chi2_max``); True always,
+        False never.  The ``profile`` column says which was used.
+    chi2_max : float, optional
+        Roundness test of ``radial='auto'``.  Default 1.5.
+    exclude : float, optional
+        Dust dilation (px) excluded from the clean samples; grows as
+        ``max(exclude, 0.1 * diameter)`` for large shadows.  Default 3.
+    ring_gap : float, optional
+        The level of each box (per frame, and the polynomial surface) is set
+        by pixels farther than ``ring_gap * diameter`` from the shadow, to
+        miss its bright Fresnel rim.  Default 0.35.
+    mem_limit : str or int, optional
+        Memory for the boxes (e.g. ``'256MB'``); fewer frames are used if
+        needed.  Default ``'1GB'``.
+    registration : dict, optional
+        Options for `~aiflat_astro.registration.register_frames`.
+    progress_bar : bool, optional
+        Show tqdm progress bars.  Default `False`.
+
+    Returns
+    -------
+    `MeasuredTransmission`
+
+    Raises
+    ------
+    InputError
+        Bad shapes or options, or an unreadable video.
+    """
+    dust_mask = np.asarray(dust_mask, dtype=bool)
+    if dust_mask.ndim != 2:
+        raise InputError(f"dust_mask must be 2-D, got shape {dust_mask.shape}")
+    shape = dust_mask.shape
+    weight = dust_mask.astype(np.float32) if weight is None else np.asarray(weight, np.float32)
+    if weight.shape != shape:
+        raise InputError(f"weight shape {weight.shape} differs from the dust mask {shape}")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != shape:
+            raise InputError(f"labels shape {labels.shape} differs from the dust mask {shape}")
+    if estimator not in ("mean", "median"):
+        raise InputError(f"estimator must be 'mean' or 'median', got {estimator!r}")
+    if radial not in ("auto", True, False):
+        raise InputError(f"radial must be 'auto', True or False, got {radial!r}")
+    if not 0 < float(min_coverage) <= 1:
+        raise InputError(f"min_coverage must be in (0, 1], got {min_coverage}")
+    budget = parse_size(mem_limit)
+
+    def exclude_extra(diameter):
+        return max(float(exclude), 0.1 * diameter)
+
+    def level_gap(diameter):
+        # the level is set far enough out to miss bright Fresnel rims (about D/3 wide)
+        return max(float(exclude), float(ring_gap) * diameter)
+
+    target = dust_mask | (weight > 0)
+    regions, owner = _regions(shape, dust_mask, weight, labels, level_gap, margin_frac=0.2)
+    excl = _exclusion(shape, target, regions, exclude_extra, owner)
+    near = _exclusion(shape, target, regions, level_gap, owner) | excl
+    excl_any = ndi.binary_dilation(excl, structure=np.ones((3, 3), bool))
+
+    with _open_source(frames) as source:
+        if tuple(source.frame_shape)[:2] != shape:
+            raise InputError(f"frames of shape {tuple(source.frame_shape)[:2]} do not match "
+                             f"the dust mask {shape}")
+        if drift is None:
+            opts = dict(registration or {})
+            opts.setdefault("step", step)
+            opts.setdefault("max_frames", max_frames)
+            opts.setdefault("progress_bar", progress_bar)
+            drift = register_frames(source, dust_mask=excl, **opts)
+        idx = np.asarray(drift.frame_index)
+        shifts_all = np.asarray(drift.shifts)
+
+        # scene boxes and memory
+        lo = shifts_all.min(axis=0)
+        hi = shifts_all.max(axis=0)
+        storage = 0
+        work = 0
+        for r in regions:
+            y0, y1, x0, x1 = r.box
+            r.sbox = (int(np.floor(y0 - hi[0])), int(np.ceil(y1 - lo[0])),
+                      int(np.floor(x0 - hi[1])), int(np.ceil(x1 - lo[1])))
+            v0, v1, u0, u1 = r.sbox
+            box_px, scene_px = (y1 - y0) * (x1 - x0), (v1 - v0) * (u1 - u0)
+            storage += 4 * box_px + 6 * scene_px  # raw f4, reg f4, two bool maps
+            work = max(work, 16 * box_px + 16 * scene_px)  # float32 work stacks, one region
+        n_fit = max(1, int(budget // max(1, storage + work)))
+        if idx.size > n_fit:
+            pick = np.unique(np.round(np.linspace(0, idx.size - 1, n_fit)).astype(int))
+            log.info("memory limit %s: using %d of %d registered frames", mem_limit, pick.size,
+                     idx.size)
+        else:
+            pick = np.arange(idx.size)
+        use_idx = idx[pick]
+        shifts = shifts_all[pick]
+        n = use_idx.size
+        for r in regions:
+            y0, y1, x0, x1 = r.box
+            v0, v1, u0, u1 = r.sbox
+            r.clean = ~excl[y0:y1, x0:x1]
+            r.ring = ~near[y0:y1, x0:x1]
+            r.raw = np.empty((n, y1 - y0, x1 - x0), np.float32)
+            r.reg = np.empty((n, v1 - v0, u1 - u0), np.float32)
+            r.reg_ok = np.empty((n, v1 - v0, u1 - u0), bool)
+            r.reg_inframe = np.empty((n, v1 - v0, u1 - u0), bool)
+
+        order = np.argsort(use_idx, kind="stable")  # stream in file order
+        iterator = order
+        if progress_bar:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(order, desc="measuring", unit="frame", leave=False)
+        for k in iterator:
+            frame = _as_mono(source.read(int(use_idx[k])))
+            coeffs = ndi.spline_filter(frame, order=3, mode="nearest")
+            dy, dx = shifts[k]
+            for r in regions:
+                y0, y1, x0, x1 = r.box
+                v0, v1, u0, u1 = r.sbox
+                r.raw[k] = frame[y0:y1, x0:x1]
+                values, inside = _sample_box(coeffs, v0, v1, u0, u1, dy, dx, order=3,
+                                             prefiltered=True)
+                dusty = _sample_mask(excl_any, v0, v1, u0, u1, dy, dx)
+                r.reg[k] = values
+                r.reg_inframe[k] = inside
+                r.reg_ok[k] = inside & ~dusty
+
+    n_min = int(min_frames) if min_frames is not None else max(5, n // 10)
+    if n_min < 1:
+        raise InputError(f"min_frames must be >= 1, got {min_frames}")
+    major, minor, _ = drift.extent
+
+    transmission = np.ones(shape, np.float32)
+    uncertainty = np.zeros(shape, np.float32)
+    measured = np.zeros(shape, bool)
+    rows = []
+    for r in regions:
+        y0, y1, x0, x1 = r.box
+        reason = ""
+        trans, err, n_used = _solve_region(r, shifts, n_min=n_min, min_signal=float(min_signal),
+                                           n_iter=int(n_iter),
+                                           surface_degree=int(surface_degree),
+                                           estimator=estimator)
+        good = (n_used >= n_min) & np.isfinite(trans)
+        cover = float(good[r.pixels].mean()) if r.pixels.any() else 0.0
+        method = "measured" if cover >= float(min_coverage) else "local"
+        chi2_red, profile = np.nan, "plain"
+        if method == "measured" and radial:
+            t_ok = np.where(good, trans, np.nan)
+            trans_r, err_r, chi2_red, used = _radial_denoise(
+                t_ok, np.where(good, err, np.nan), r.pixels & good, r.clean & good,
+                chi2_max=np.inf if radial is True else float(chi2_max))
+            if used:
+                trans, err, profile = np.where(r.pixels & good, trans_r, trans), err_r, "radial"
+        if method == "measured" and not good[r.pixels].all():
+            # a few pixels without enough frames: interpolate them from measured neighbours
+            from .inpaint import inpaint_local
+
+            missing = r.pixels & ~good
+            trans = inpaint_local(np.where(good, trans, 1.0).astype(np.float32), missing,
+                                  normalize=False)
+            err = np.where(missing, np.nanmax(err[good & r.pixels]), err)
+        if method == "local":
+            reason = (f"coverage {cover:.2f} < {min_coverage}: drift extent "
+                      f"{major:.1f} x {minor:.1f} px vs diameter {r.diameter:.0f} px")
+        else:
+            sub = (slice(y0, y1), slice(x0, x1))
+            transmission[sub][r.pixels] = trans[r.pixels].astype(np.float32)
+            uncertainty[sub][r.pixels] = np.nan_to_num(err[r.pixels]).astype(np.float32)
+            measured[sub][r.pixels] = True
+        terr = float(np.nanmedian(err[r.pixels & good])) if np.any(r.pixels & good) else np.nan
+        rows.append((r.id, r.centroid[1], r.centroid[0], r.diameter,
+                     bool(minor >= r.diameter), cover,
+                     int(np.median(n_used[r.pixels])) if r.pixels.any() else 0,
+                     terr, profile if method == "measured" else "", chi2_red, method, reason))
+        r.raw = r.reg = r.reg_ok = r.reg_inframe = None
+    shadows = Table(rows=rows or None,
+                    names=("id", "x_centroid", "y_centroid", "diameter", "drift_ok", "coverage",
+                           "n_frames_used", "trans_err", "profile", "chi2", "method", "reason"),
+                    dtype=(np.int64, np.float64, np.float64, np.float64, bool, np.float64,
+                           np.int64, np.float64, "U6", np.float64, "U8", "U160"))
+    shadows.meta["drift"] = drift.summary()
+    params = {
+        "method": "two-median (registered scene median, per-frame box level, robust plane)",
+        "n_frames_used": int(n),
+        "min_frames": int(n_min),
+        "min_coverage": float(min_coverage),
+        "min_signal": float(min_signal),
+        "n_iter": int(n_iter),
+        "estimator": estimator,
+        "radial": radial,
+        "chi2_max": float(chi2_max),
+        "surface_degree": int(surface_degree),
+        "exclude_px": float(exclude),
+        "ring_gap": float(ring_gap),
+        "mem_limit": str(mem_limit),
+    }
+    log.info("measured transmission: %d of %d shadows measured (drift %.1f x %.1f px)",
+             int(np.sum(shadows["method"] == "measured")) if rows else 0, len(rows), major, minor)
+    return MeasuredTransmission(transmission=transmission, uncertainty=uncertainty,
+                                measured=measured, shadows=shadows, drift=drift, params=params)
+
+
+def _register():
+    from .inpaint import available_inpainters, register_inpainter
+
+    if "measured" not in available_inpainters():
+        register_inpainter("measured", inpaint_measured)
+
+
+# ---------------------------------------------------------------------------
+# the 'measured' clean-estimate method for make_flat
+# ---------------------------------------------------------------------------
+def _local_transmission(median, detection, select):
+    """Transmission of the selected pixels as ``inpaint='local'`` would make it."""
+    from dataclasses import replace
+
+    from .flat import make_flat
+
+    weight = np.where(select, detection.weight, 0).astype(np.float32)
+    sub = replace(detection, weight=weight)
+    with warnings.catch_warnings():
+        # make_flat repeats its own warnings (LOW_TRANS) on the final flat
+        warnings.simplefilter("ignore")
+        flat = make_flat(median, sub, inpaint="local")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        trans = (flat.data.astype(np.float64) - (1.0 - weight)) / weight
+    return np.where(select & (weight > 0), trans, 1.0)
+
+
+def inpaint_measured(median, detection, *, frames=None, drift=None, **options):
+    """Clean estimate of the median inside the dust, measured from the drift.
+
+    The ``'measured'`` method of `~aiflat_astro.flat.make_flat` (registered
+    in `aiflat_astro.inpaint`).  `measure_transmission` measures the shadows
+    the drift constrains; the others, and every shadow of a video without
+    usable drift, get exactly what ``inpaint='local'`` would give them.
+
+    Parameters
+    ----------
+    median : `~numpy.ndarray` or `~astropy.nddata.CCDData`
+        2-D temporal median of ``frames``.
+    detection : `~aiflat_astro.detection.DustDetection`
+        The dust (DUST bits, soft weight, labels, catalog).
+    frames : optional
+        The video the median was made from (required): anything
+        `~aiflat_astro.io.open_frames` accepts, or an open frame source.
+    drift : `~aiflat_astro.registration.DriftPath`, optional
+        A registration of ``frames``; computed when not given.
+    **options
+        Passed to `measure_transmission` (``max_frames``, ``min_frames``,
+        ``min_coverage``, ``estimator``, ``mem_limit``, ``progress_bar``...).
+
+    Returns
+    -------
+    clean : `~numpy.ndarray`
+        float32 ``median / transmission`` inside the weight.
+    info : dict
+        ``method`` ``'measured'``; ``profile`` ``'none'`` (the measured
+        ratio carries the true texture); ``shadows`` (per-shadow decision:
+        ``flat_method`` ``'measured'`` or ``'local'``, coverage, drift,
+        standard error); ``drift`` (the drift path, every frame's shift);
+        ``params``; ``n_measured``, ``n_local``; ``fallback`` (why, when some
+        or all shadows were interpolated).
+
+    Raises
+    ------
+    InputError
+        Without ``frames``, or if they do not match the median.
+
+    Warns
+    -----
+    DetectorFallbackWarning
+        When the drift does not constrain some (or any) of the shadows and
+        local interpolation is used for them.
+    """
+    if frames is None:
+        raise InputError("inpaint='measured' needs the video the median was made from "
+                         "(frames=..., or --video VIDEO.ser on the command line)")
+    median = np.asarray(getattr(median, "data", median), dtype=np.float32)
+    weight = np.asarray(detection.weight, dtype=np.float32)
+    if median.shape != weight.shape:
+        raise InputError(f"median shape {median.shape} does not match the dust mask {weight.shape}")
+    region = weight > 0
+    if not region.any():
+        return median.copy(), {"method": "measured", "profile": "none", "shadows": [],
+                               "n_measured": 0, "n_local": 0, "generated": False}
+
+    mt = measure_transmission(frames, detection.dust_mask, weight=weight, labels=detection.labels,
+                              drift=drift, **options)
+    measured = mt.measured & region
+    local = region & ~measured
+    trans = np.where(measured, mt.transmission.astype(np.float64), 1.0)
+    n_meas = mt.n_measured
+    n_total = len(mt.shadows)
+    n_local = n_total - n_meas
+    major, minor, _ = mt.drift.extent
+    fallback = None
+    if local.any():
+        trans = np.where(local, _local_transmission(median, detection, local), trans)
+        local_ids = [int(i) for i in mt.shadows["id"][mt.shadows["method"] == "local"]]
+        if n_meas == 0:
+            fallback = (f"no usable drift: the scene moved {major:.1f} x {minor:.1f} px "
+                        f"(principal axes), not enough to uncover any of the {n_total} shadows; "
+                        "local interpolation used for all of them")
+        else:
+            fallback = (f"the drift ({major:.1f} x {minor:.1f} px) does not uncover {n_local} of "
+                        f"{n_total} shadows (ids {', '.join(map(str, local_ids))}); "
+                        "local interpolation used for them")
+        warn_user(fallback, DetectorFallbackWarning)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        clean = np.where(region & (trans > 0), median / trans, median).astype(np.float32)
+    bad = region & ~np.isfinite(clean)
+    clean[bad] = median[bad]
+
+    prov = mt.provenance()
+    shadows = prov["shadows"]
+    for rec in shadows:
+        rec["flat_method"] = rec.pop("method")
+    info = {
+        "method": "measured",
+        "profile": "none",
+        "generated": False,
+        "n_measured": int(n_meas),
+        "n_local": int(n_local),
+        "fallback": fallback,
+        "shadows": shadows,
+        "drift": prov["drift"],
+        "measure_params": prov["params"],
+        "params": {"NMEASURD": int(n_meas), "NLOCAL": int(n_local),
+                   "DRIFTMAJ": round(major, 2), "DRIFTMIN": round(minor, 2),
+                   "NFRMUSED": int(mt.params["n_frames_used"])},
+    }
+    return clean, info
+
+
+def add_flat_method(catalog, info):
+    """Return a copy of a dust catalog with the per-shadow decision of ``'measured'``.
+
+    Adds ``flat_method`` (``'measured'`` or ``'local'``: which method set the
+    flat inside the shadow), ``drift_ok`` (the drift spans the shadow
+    diameter along both principal axes), ``coverage`` and ``trans_err``
+    (median standard error of the measured transmission), matched on ``id``.
+    The summary of the drift goes to ``meta['drift']``.  (The existing
+    ``method`` column says how the shadow was *found*.)
+
+    Parameters
+    ----------
+    catalog : `~astropy.table.Table`
+        The detection catalog (column ``id``).
+    info : dict or `MeasuredTransmission`
+        The ``info`` returned by `inpaint_measured` (or found under
+        ``inpaint_info`` in a flat's ``PROVJSON``), or a measurement.
+
+    Returns
+    -------
+    `~astropy.table.Table`
+    """
+    if isinstance(info, MeasuredTransmission):
+        info = {"shadows": [dict(rec, flat_method=rec["method"])
+                            for rec in info.provenance()["shadows"]],
+                "drift": info.drift.provenance()}
+    by_id = {int(rec["id"]): rec for rec in info.get("shadows", [])}
+    out = catalog.copy()
+    ids = [int(i) for i in out["id"]] if "id" in out.colnames else []
+    out["flat_method"] = np.array([by_id.get(i, {}).get("flat_method", "") for i in ids],
+                                  dtype="U8")
+    out["drift_ok"] = np.array([bool(by_id.get(i, {}).get("drift_ok", False)) for i in ids],
+                               dtype=bool)
+    out["coverage"] = np.array([by_id.get(i, {}).get("coverage") or 0.0 for i in ids], dtype=float)
+    terr = [by_id.get(i, {}).get("trans_err") for i in ids]
+    out["trans_err"] = np.array([np.nan if v is None else v for v in terr], dtype=float)
+    out["flat_method"].description = "which method set the flat inside the shadow"
+    out["drift_ok"].description = "drift extent >= shadow diameter along both principal axes"
+    out["coverage"].description = "fraction of the shadow's pixels with enough drift-uncovered frames"
+    out["trans_err"].description = "median standard error of the measured transmission"
+    drift = info.get("drift") or {}
+    if "summary" in drift:
+        out.meta["drift"] = drift["summary"]
+    return out
+
+
+_register()

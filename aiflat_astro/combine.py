@@ -230,7 +230,7 @@ def _load_master(value, kind, frame_shape):
         path = Path(value)
         if not path.is_file():
             raise InputError(f"master {kind} {str(path)!r} does not exist")
-        with fits.open(path) as hdul:
+        with fits.open(path, memmap=False) as hdul:
             hdu = next((h for h in hdul if h.is_image and h.data is not None and h.data.ndim >= 2),
                        None)
             if hdu is None:

@@ -381,11 +381,40 @@ def _fit_blur(answer, bases, usable, *, sigmas=np.arange(0.0, 2.01, 0.25)):
     return best[1], best[2]
 
 
+def _check_agreement(answer, reference, stretch, min_correlation):
+    """Raise `GeminiError` unless the answer reproduces the input where nothing was to change."""
+    texture = np.std(reference) > 3 * stretch.step
+    if texture:
+        corr = float(np.corrcoef(answer, reference)[0, 1]) if np.std(answer) > 0 else 0.0
+        if not corr >= min_correlation:
+            raise GeminiError(f"the model's image differs from the input around the dust (correlation "
+                              f"{corr:.2f}, minimum {min_correlation}): it was altered or re-framed; "
+                              "refusing to use it")
+        return {"correlation": corr}
+    offset = float(np.median(answer - reference))
+    if abs(offset) > 0.25 * (stretch.hi - stretch.lo):
+        raise GeminiError(f"the model's image differs from the input around the dust (brightness offset "
+                          f"{offset:+.4f} of the background): it was altered; refusing to use it")
+    return {"offset": offset}
+
+
+def _match(answer, reference, usable, stretch, method):
+    """Photometric map of an answer onto the input, learnt on the ``usable`` pixels."""
+    from ..inpaint import match_photometry
+
+    est, ref = answer[usable], reference[usable]
+    if np.std(ref) > 2 * stretch.step and np.std(est) > 2 * stretch.step:
+        return match_photometry(np.where(np.isfinite(answer), answer, 1.0), np.where(usable, reference, 1.0),
+                                (~usable).astype(np.uint8), method=method)
+    # a featureless surrounding: only an offset can be measured
+    return answer + float(np.median(ref - est))
+
+
 def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL, image_size="2K",
                    client=None, api_key=None, env_file=None, base_url=None, timeout=300.0, retries=4,
                    initial_delay=2.0, max_delay=30.0, cache=True, cache_dir=None, background_scale=None,
                    ring_width=12, min_half_width=0.01, match="linear", tile_size=None, tile_overlap=None,
-                   max_tiles=16, max_mismatch=0.1, deblur=True, seed=0, temperature=None, prompt=None):
+                   max_tiles=16, min_correlation=0.5, deblur=True, seed=0, temperature=None, prompt=None):
     """Clean estimate inside the dust mask from a Gemini inpainting.
 
     The round trip is designed so that the 8-bit encoding does not limit the
@@ -418,10 +447,14 @@ def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL
     match : {'linear', 'histogram', None}, optional
         Photometric matching of the answer to the median in the ring
         (`~aiflat_astro.inpaint.match_photometry`); None to skip.
-    max_mismatch : float, optional
-        Largest accepted median absolute difference, in ``r``, between the
-        answer and the median in the ring (default 0.1); beyond it the model
-        has changed or re-framed the image and `GeminiError` is raised.
+    min_correlation : float, optional
+        Smallest accepted correlation between the answer and the input in
+        the ring around the dust (default 0.5); below it (or, on a
+        featureless ring, an offset of more than a quarter of the stretch)
+        the model has changed or re-framed the image and `GeminiError` is raised.
+    deblur : bool, optional
+        Fit the blur of the round trip in the ring and compare like with
+        like (default True); see the notes above.
     prompt : str, optional
         Replace `~aiflat_astro.detection.prompts.INPAINT_PROMPT`.
 
@@ -434,7 +467,7 @@ def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL
         (AI model, prompt, hashes), ``params`` and ``gemini`` (per-request
         geometry, response ids, token usage, stretch).
     """
-    from ..inpaint import inpaint_local, match_photometry
+    from ..inpaint import inpaint_local
 
     _check_common(model, image_size, max_tiles)
     prompt = INPAINT_PROMPT if prompt is None else str(prompt)
@@ -491,11 +524,7 @@ def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL
     usable = ring & covered & (image > 0) & (image < 255) & ~clipped_answer
     if usable.sum() < 10:
         raise GeminiError("too few usable pixels around the dust to check and match the model's answer")
-    mismatch = float(np.median(np.abs(answer_ratio[usable] - ratio[usable])))
-    if mismatch > max_mismatch:
-        raise GeminiError(f"the model's image differs from the input around the dust (median |difference| "
-                          f"{mismatch:.3f} of the background, limit {max_mismatch}): it was altered or "
-                          "re-framed; refusing to use it")
+    agreement = _check_agreement(answer_ratio[usable], ratio[usable], stretch, min_correlation)
     # The model (and the resampling) blurs a little: estimate that blur where the answer must equal
     # the input (the ring around the dust), compare like with like, and put the median's own sharp
     # texture back: flat = B(ratio) / answer, clean = median / flat.
@@ -506,26 +535,28 @@ def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL
         blurred = ndimage.gaussian_filter(base, sigma, mode="nearest") if sigma else base
     else:
         blur, sigma, blurred = "none", 0.0, ratio
+    # One photometric map per request (a model may change the brightness or contrast of its whole
+    # answer), learnt on the ring pixels of that tile and blended like the answers.
     clean_ratio = answer_ratio.copy()
-    comp, n = ndimage.label(region, structure=np.ones((3, 3), bool))
-    grow = ring_width + 1
-    for k, sl in enumerate(ndimage.find_objects(comp), start=1):
-        win = tuple(slice(max(0, s.start - grow), min(n_ax, s.stop + grow)) for s, n_ax in zip(sl, data.shape))
-        inside = comp[win] == k
-        if match:
-            exclude = region[win] | ~usable[win]
-            try:
-                matched = match_photometry(answer_ratio[win], blurred[win], exclude.astype(np.uint8), method=match)
-            except InputError as exc:
-                raise GeminiError(f"cannot match the model's answer around the shadow at x={sl[1].start}, "
-                                  f"y={sl[0].start}: {exc}") from None
-            clean_ratio[win][inside] = matched[inside]
+    if match:
+        matched_sum = np.zeros(data.shape)
+        for request in requests:
+            sl = request.slices
+            if usable[sl].sum() < 10:
+                raise GeminiError(f"too few usable pixels around the dust in tile {request.tile} to match the "
+                                  "model's photometry")
+            w = blend_weights(request.tile, data.shape, overlap)
+            matched_sum[sl] += w * _match(answer_ratio[sl], blurred[sl], usable[sl], stretch, match)
+        clean_ratio = np.where(covered, matched_sum / np.maximum(weight_sum, 1e-12), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         clean = np.where(region, clean_ratio * background * (ratio / blurred), data)
     # Where the answer is clipped at black or white (a star, a spot, the sky beyond the limb) its
     # value is unknown: there the transmission median/clean is interpolated from the good pixels
     # around (the flat is smooth; the scene need not be) and the clean value follows from it.
-    clipped = region & (clipped_answer | ~np.isfinite(clean) | (clean <= 0))
+    # The blur spreads a clipped value over its neighbours: widen the clipped area accordingly.
+    reach = int(np.ceil(2 * sigma)) + (2 if blur == "resample" else 1)
+    spread = ndimage.binary_dilation(clipped_answer, iterations=reach) if clipped_answer.any() else clipped_answer
+    clipped = region & (spread | ~np.isfinite(clean) | (clean <= 0))
     n_clipped = int(clipped.sum())
     if n_clipped:
         if n_clipped == int(region.sum()):
@@ -545,7 +576,7 @@ def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL
     info["gemini"] = {"role": "inpaint", "model": model, "api_version": API_VERSION,
                       "prompt_version": PROMPT_VERSION, "image_size": image_size, "stretch": stretch.as_dict(),
                       "grey_level_step": stretch.step, "background_scale": background_scale,
-                      "ring_width": ring_width, "match": match, "mismatch": mismatch,
+                      "ring_width": ring_width, "match": match, "agreement": agreement,
                       "clipped_pixels": n_clipped, "blur": {"base": blur, "sigma": sigma}, "seed": seed,
                       "temperature": temperature, "requests_made": n_calls, "requests": records}
     log.info("Gemini inpainted %d px in %d request(s) (%d made); stretch half-width %.4f",

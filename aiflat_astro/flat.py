@@ -44,7 +44,7 @@ from .provenance import add_provenance_cards, params_hash, sha256_array
 from .utils._atomic import parse_size
 from .utils.exceptions import InputError, warn_user
 
-__all__ = ["make_flat", "multiply_master_flat", "FLAT_PROFILES"]
+__all__ = ["make_flat", "multiply_master_flat", "evaluate_flat", "FLAT_PROFILES"]
 
 log = logging.getLogger(__name__)
 
@@ -547,6 +547,76 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, f
                        f"{int(region.sum())} px inside the dust weight; flat = 1.0 elsewhere"]
     header = _flat_header(median_header, prov)
     return CCDData(flat, unit=u.dimensionless_unscaled, flags=dq, uncertainty=uncertainty, meta=header)
+
+
+def evaluate_flat(flat, truth):
+    """Compare a flat with the ground truth of a simulated video.
+
+    Parameters
+    ----------
+    flat : `~astropy.nddata.CCDData`, `~numpy.ndarray` or path
+        The flat (a ``flat.fits`` is read with checksum verification).
+    truth : `~aiflat_astro.datasets.DustyVideoTruth` or path
+        The truth (`~aiflat_astro.datasets.make_dusty_video`, or its truth
+        FITS file).  Its ``transmission`` holds the dust only (no
+        vignetting), which is what a dust flat should equal.
+
+    Returns
+    -------
+    dict
+        ``flat_error_rms``: rms of ``flat / T - 1`` inside the true shadows;
+        ``residual_rms``: rms of ``T / flat - 1`` there, the dust left in a
+        calibrated frame; ``uncorrected_rms``: rms of ``1 - T`` there (the
+        dust without correction); ``residual_ratio``: their ratio (target
+        ≤ 0.1); ``bias``: mean of ``T / flat - 1`` inside; ``outside_rms``:
+        rms of ``flat - 1`` outside the true shadows (false corrections);
+        ``outside_exact``: fraction of those pixels where the flat is exactly
+        1.0; ``n_shadow_pixels``; ``shadows``: per shadow ``id``, ``depth``,
+        ``residual_ratio``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> t = np.ones((8, 8), np.float32); t[2:5, 2:5] = 0.8
+    >>> truth = SimpleNamespace(transmission=t, labels=(t < 1).astype(np.int32))
+    >>> evaluate_flat(t, truth)["residual_ratio"]
+    0.0
+    """
+    if isinstance(flat, (str, bytes)) or hasattr(flat, "__fspath__"):
+        from .io.fits import read_flat
+
+        flat = read_flat(flat)
+    if isinstance(truth, (str, bytes)) or hasattr(truth, "__fspath__"):
+        from .datasets import read_truth
+
+        truth = read_truth(truth)
+    f = np.asarray(getattr(flat, "data", flat), dtype=np.float64)
+    t = np.asarray(truth.transmission, dtype=np.float64)
+    labels = np.asarray(truth.labels)
+    if f.shape != t.shape:
+        raise InputError(f"flat shape {f.shape} does not match the truth shape {t.shape}")
+    inside = labels > 0
+    outside = ~inside
+    out = {"n_shadow_pixels": int(inside.sum())}
+    if inside.any():
+        res = t[inside] / f[inside] - 1
+        unc = np.sqrt(np.mean((1 - t[inside]) ** 2))
+        out.update(flat_error_rms=float(np.sqrt(np.mean((f[inside] / t[inside] - 1) ** 2))),
+                   residual_rms=float(np.sqrt(np.mean(res**2))), uncorrected_rms=float(unc),
+                   residual_ratio=float(np.sqrt(np.mean(res**2)) / unc) if unc > 0 else 0.0,
+                   bias=float(np.mean(res)))
+    shadows = []
+    for k in np.unique(labels[inside]):
+        px = labels == k
+        unc = np.sqrt(np.mean((1 - t[px]) ** 2))
+        res = np.sqrt(np.mean((t[px] / f[px] - 1) ** 2))
+        shadows.append({"id": int(k), "depth": float(1 - t[px].min()),
+                        "residual_ratio": float(res / unc) if unc > 0 else 0.0})
+    out["shadows"] = shadows
+    out["outside_rms"] = float(np.sqrt(np.mean((f[outside] - 1) ** 2))) if outside.any() else 0.0
+    out["outside_exact"] = float(np.mean(f[outside] == 1.0)) if outside.any() else 1.0
+    return out
 
 
 def multiply_master_flat(dust_flat, master_flat):

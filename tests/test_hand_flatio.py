@@ -99,8 +99,8 @@ def test_unicode_provenance_survives(tmp_path):
 
 
 def test_write_errors_and_mask_warning(tmp_path):
-    with pytest.raises(InputError, match="dimensionless"):
-        write_flat(tmp_path / "a.fits", CCDData(np.ones((4, 4)), unit="adu"))
+    write_flat(tmp_path / "adu.fits", CCDData(np.ones((4, 4)), unit="adu"))  # a master flat keeps its unit
+    assert read_flat(tmp_path / "adu.fits").unit == u.adu
     with pytest.raises(InputError, match="CCDData"):
         write_flat(tmp_path / "a.fits", np.ones((4, 4)))
     masked = CCDData(np.ones((4, 4), np.float32), unit="", mask=np.eye(4, dtype=bool))

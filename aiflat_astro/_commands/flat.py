@@ -1,0 +1,122 @@
+"""``aiflat flat``: the synthetic dust flat from a median and a dust mask."""
+
+import time
+
+from ..utils._atomic import check_output_path
+
+__all__ = ["add_parser", "run"]
+
+
+def _fraction(text):
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+def add_parser(subparsers):
+    """Register the ``flat`` sub-command."""
+    from ..inpaint import available_inpainters
+
+    p = subparsers.add_parser(
+        "flat", help="synthetic dust flat from a median and a dust mask (float32 FITS)",
+        description="Make the synthetic flat: exactly 1.0 outside the dust mask, the estimated dust "
+                    "transmission inside (median / clean estimate, soft-blended with the mask weight, "
+                    "never clipped at 1.0, floored at --floor with the LOW_TRANS bit).  Writes flat.fits "
+                    "(float32, BUNIT '', DQ, DQ_DEF, UNCERT with --video, PROVJSON, checksums).")
+    p.add_argument("median", metavar="MEDIAN.fits", help="temporal median (aiflat median)")
+    p.add_argument("--mask", required=True, metavar="MASK.fits", help="dust mask (aiflat detect)")
+    p.add_argument("-o", "--output", required=True, metavar="FLAT.fits", help="output flat")
+    p.add_argument("--inpaint", default="local", choices=available_inpainters(),
+                   help="clean estimate inside the dust: local interpolation (default, offline), measured "
+                        "from the drift of the scene (needs --video), or gemini (generative)")
+    p.add_argument("--video", metavar="VIDEO",
+                   help="the frames the median was made from: needed by --inpaint measured, and gives the "
+                        "flat an uncertainty (UNCERT) from their temporal scatter")
+    p.add_argument("--floor", type=_fraction, default=0.05,
+                   help="lowest transmission corrected; below it the flat is set to the floor and flagged "
+                        "LOW_TRANS (default: 0.05)")
+    p.add_argument("--profile", choices=("auto", "radial", "none"), default="auto",
+                   help="transmission model inside each shadow: robust radial profile (removes the scene's "
+                        "texture), the plain ratio, or the clean-estimate method's choice (default: auto)")
+    p.add_argument("--master-flat", metavar="MASTER.fits",
+                   help="multiply the dust flat into this existing master flat and write the product "
+                        "(calibrate the lights with the master flat before making the median)")
+    p.add_argument("--tiff", metavar="FLAT.tif",
+                   help="also write a TIFF (uint16, 65535 = 1.0; values above 1.0 are clipped)")
+    p.add_argument("--tiff-float", action="store_true", help="write the TIFF as float32 (exact values)")
+    p.add_argument("--asdf", metavar="FLAT.asdf",
+                   help="also write an ASDF sidecar: flat, DQ, weight, catalog, provenance")
+    p.add_argument("--mem-limit", default="256MB", metavar="SIZE",
+                   help="memory limit for reading --video (default: 256MB)")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that exist")
+    p.set_defaults(func=run)
+    return p
+
+
+def _read_median(path):
+    from astropy.io import fits
+    from astropy.nddata import CCDData
+
+    from ..provenance import verify_checksums
+    from ..utils.exceptions import InputError
+
+    with fits.open(path) as hdul:
+        if any("CHECKSUM" in h.header for h in hdul):
+            verify_checksums(hdul, filename=str(path))
+        hdu = next((h for h in hdul if h.data is not None and h.data.ndim == 2), None)
+        if hdu is None:
+            raise InputError(f"{path} has no 2-D image (expected the median of aiflat median)")
+        header = hdu.header.copy()
+        data = hdu.data.astype("float32")
+    return CCDData(data, unit=header.get("BUNIT") or "adu", meta=header)
+
+
+def run(args):
+    """Make the flat and write it; return the exit status."""
+    from astropy.nddata import CCDData
+
+    from ..flat import make_flat, multiply_master_flat
+    from ..io.export import write_flat_asdf, write_flat_tiff
+    from ..io.fits import read_mask, write_flat
+    from ..provenance import sha256_file
+
+    outputs = [args.output] + [p for p in (args.tiff, args.asdf) if p]
+    for path in outputs:  # fail before the work
+        check_output_path(path, overwrite=args.overwrite)
+    t0 = time.perf_counter()
+    median = _read_median(args.median)
+    detection = read_mask(args.mask)
+    flat = make_flat(median, detection, inpaint=args.inpaint, frames=args.video, floor=args.floor,
+                     profile=args.profile, mem_limit=args.mem_limit, progress_bar=args.progress)
+    product = flat
+    if args.master_flat:
+        master = CCDData.read(args.master_flat, unit=None if _has_bunit(args.master_flat) else "adu")
+        product = multiply_master_flat(flat, master)
+        product.meta["MASTFLAT"] = (str(args.master_flat)[-68:], "master flat the dust flat was multiplied into")
+        product.meta["MASTSHA"] = sha256_file(args.master_flat)
+    write_flat(args.output, product, overwrite=args.overwrite)
+    if args.tiff:
+        n = write_flat_tiff(args.tiff, product, dtype="float32" if args.tiff_float else "uint16",
+                            overwrite=args.overwrite)
+        if n:
+            print(f"TIFF: {n} value(s) above 1.0 clipped (use --tiff-float to keep them)")
+    if args.asdf:
+        write_flat_asdf(args.asdf, product, detection=detection, overwrite=args.overwrite)
+    n_in = int((flat.data != 1.0).sum())
+    print(f"flat ({args.inpaint}, profile {flat.meta['PROFILE']}): {n_in} px corrected, "
+          f"transmission {float(flat.data.min()):.3f}..{float(flat.data.max()):.3f}"
+          + (f", multiplied into {args.master_flat}" if args.master_flat else "")
+          + f" -> {args.output} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _has_bunit(path):
+    from astropy.io import fits
+
+    return "BUNIT" in fits.getheader(path)

@@ -1,0 +1,345 @@
+"""The whole job in one call: video → median → dust mask → flat → calibrated video.
+
+`run_pipeline` is what ``aiflat run`` and ``aiflat demo`` do.  Every step
+writes its product into one output folder and records a *step key*
+(``RUNSHA``: a hash of the step's inputs and parameters, chained through the
+steps) in the product's header, or in ``aiflat_run.json`` for products
+without a header.  On a rerun a product whose recorded key matches is reused
+(checksums verified on reading), and recomputed otherwise: change the
+detector and the mask, flat and calibrated video are redone, the median is
+not.
+
+Products (DESIGN.md contract)::
+
+    OUTDIR/median.fits   temporal median (float32, adu)
+    OUTDIR/mask.fits     dust mask (DQ, WEIGHT, catalog in PROVJSON)
+    OUTDIR/dust.ecsv     one row a shadow
+    OUTDIR/dust.reg      DS9 regions of the shadows
+    OUTDIR/preview.png   the median with the shadows outlined
+    OUTDIR/flat.fits     the synthetic flat
+    OUTDIR/<stem>_aiflat.ser   (or .fits) the calibrated input
+"""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from .provenance import params_hash
+from .utils.exceptions import InputError, ProvenanceError
+
+__all__ = ["run_pipeline", "PRODUCTS", "STATE_FILE"]
+
+log = logging.getLogger(__name__)
+
+#: File names of the products in the output folder.
+PRODUCTS = {"median": "median.fits", "mask": "mask.fits", "catalog": "dust.ecsv", "regions": "dust.reg",
+            "preview": "preview.png", "flat": "flat.fits"}
+
+#: Step keys of products without a FITS header (and a summary of the last run).
+STATE_FILE = "aiflat_run.json"
+
+_KEY = "RUNSHA"
+_KEY_COMMENT = "aiflat run step key (inputs + parameters)"
+
+
+def _file_identity(path):
+    st = os.stat(path)
+    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _recorded_key(path, overwrite):
+    """The RUNSHA of an existing FITS product, or None to (re)compute it.
+
+    A file that aiflat run did not make (no RUNSHA) is not replaced unless
+    ``overwrite`` is set; an unreadable one is recomputed.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        key = fits.getheader(path).get(_KEY)
+    except (OSError, ValueError):
+        key = None
+        if not overwrite:
+            raise InputError(f"{path} exists and is not a readable FITS product of aiflat run; "
+                             "use --overwrite or another output folder") from None
+    if key is None and not overwrite:
+        raise InputError(f"{path} exists and was not made by aiflat run; use --overwrite or another output folder")
+    return key
+
+
+class _State:
+    """``aiflat_run.json``: step keys of header-less products, with their file identity."""
+
+    def __init__(self, outdir):
+        self.path = Path(outdir) / STATE_FILE
+        try:
+            self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        except (OSError, ValueError):
+            self.data = {}
+        self.data.setdefault("products", {})
+
+    def up_to_date(self, name, key, path):
+        rec = self.data["products"].get(name)
+        if not rec or rec.get("key") != key or not Path(path).exists():
+            return False
+        st = os.stat(path)
+        return rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns
+
+    def known(self, name):
+        return name in self.data["products"]
+
+    def record(self, name, key, path):
+        st = os.stat(path)
+        self.data["products"][name] = {"key": key, "file": Path(path).name, "size": st.st_size,
+                                       "mtime_ns": st.st_mtime_ns}
+
+    def save(self, summary):
+        from .utils._atomic import atomic_output
+
+        self.data["last_run"] = summary
+        with atomic_output(self.path, overwrite=True) as tmp:
+            Path(tmp).write_text(json.dumps(self.data, indent=1, sort_keys=True, default=str))
+
+
+def _write_median(path, median, key):
+    from .utils._atomic import atomic_output
+
+    median = median.copy()
+    median.meta[_KEY] = (key, _KEY_COMMENT)
+    hdul = median.to_hdu(hdu_mask=None, hdu_uncertainty=None, hdu_flags=None)
+    with atomic_output(path, overwrite=True) as tmp:
+        hdul.writeto(tmp, checksum=True)
+
+
+def _read_median(path):
+    from astropy.nddata import CCDData
+
+    from .provenance import verify_checksums
+
+    with fits.open(path) as hdul:
+        verify_checksums(hdul, filename=Path(path).name)
+        header = hdul[0].header.copy()
+        data = np.array(hdul[0].data, dtype=np.float32)
+    return CCDData(data, unit=header.get("BUNIT") or "adu", meta=header)
+
+
+def _write_regions(path, catalog):
+    from regions import CirclePixelRegion, PixCoord, Regions
+
+    from .utils._atomic import atomic_output
+
+    regs = []
+    for row in catalog:
+        r = 0.5 * float(row["equivalent_diameter"]) if "equivalent_diameter" in catalog.colnames else 5.0
+        reg = CirclePixelRegion(PixCoord(float(row["x_centroid"]), float(row["y_centroid"])), max(r, 1.0))
+        reg.meta["text"] = f"dust {int(row['id'])}"
+        reg.visual["color"] = "orange" if ("review" in catalog.colnames and row["review"]) else "green"
+        regs.append(reg)
+    with atomic_output(path, overwrite=True) as tmp:
+        Path(tmp).write_text(Regions(regs).serialize(format="ds9"))
+
+
+def _write_preview(path, median, detection):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    from .utils._atomic import atomic_output
+
+    data = np.asarray(median.data, dtype=np.float32)
+    lo, hi = np.nanpercentile(data, [0.5, 99.5])
+    h, w = data.shape
+    scale = min(1.0, 1200 / max(h, w))
+    fig = Figure(figsize=(max(w * scale / 100, 3), max(h * scale / 100, 3)), dpi=100)
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.imshow(data, cmap="gray", vmin=lo, vmax=hi, origin="upper", interpolation="nearest")
+    if detection.dust_mask.any():
+        ax.contour(detection.dust_mask.astype(float), levels=[0.5], colors="lime", linewidths=0.8)
+    for row in detection.catalog:
+        ax.annotate(str(int(row["id"])), (float(row["x_centroid"]), float(row["y_centroid"])), color="yellow",
+                    fontsize=8, ha="center", va="center")
+    ax.set_axis_off()
+    with atomic_output(path, overwrite=True) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def _side_products(detection, median, paths):
+    """dust.ecsv, dust.reg (DS9, pixel coordinates) and preview.png from the detection."""
+    from .utils._atomic import atomic_output
+
+    with atomic_output(paths["catalog"], overwrite=True) as tmp:
+        detection.catalog.write(tmp, format="ascii.ecsv")
+    _write_regions(paths["regions"], detection.catalog)
+    _write_preview(paths["preview"], median, detection)
+
+
+def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True, f_ratio=None,
+                 pixel_size=None, max_frames=None, step=1, mem_limit="256MB", floor=0.05,
+                 detector_options=None, inpaint_options=None, byte_order="auto", overwrite=False,
+                 progress_bar=False):
+    """Run every step on a video and write the products into ``outdir``.
+
+    Parameters
+    ----------
+    video : str or `pathlib.Path`
+        A SER video or a FITS cube (anything `~aiflat_astro.io.open_frames`
+        accepts as one file).
+    outdir : str or `pathlib.Path`
+        Output folder, created if needed.
+    detector : str, optional
+        ``'local'`` (default), ``'gemini'`` or ``'consensus'``.
+    inpaint : str, optional
+        ``'local'`` (default), ``'measured'`` or ``'gemini'``.
+    apply : bool, optional
+        Also write the calibrated video ``<stem>_aiflat<ext>`` (default).
+    f_ratio, pixel_size : float, optional
+        Optics (focal ratio, pixel size in µm): expected shadow sizes for the
+        detector and the dust distance column of the catalog.
+    max_frames, step, mem_limit : optional
+        Frames used for the median and the working-memory bound
+        (`~aiflat_astro.combine.median_combine`).
+    floor : float, optional
+        Lowest corrected transmission (`~aiflat_astro.flat.make_flat`).
+    detector_options, inpaint_options : dict, optional
+        Extra options of the detector and of the clean-estimate method.
+    byte_order : {'auto', '<', '>'}, optional
+        Byte order of 16-bit SER data.
+    overwrite : bool, optional
+        Replace files in ``outdir`` that aiflat run did not make.
+    progress_bar : bool, optional
+        Show progress bars.
+
+    Returns
+    -------
+    dict
+        ``paths`` (product name → path), ``computed`` and ``reused`` (step
+        names), ``n_dust``, ``seconds`` (per step) and ``apply`` (the
+        statistics of `~aiflat_astro.apply.apply_to_file`, or None).
+    """
+    from .apply import apply_to_file, output_name
+    from .combine import median_combine
+    from .detection._base import detect_dust
+    from .flat import make_flat
+    from .io.fits import read_flat, read_mask, write_flat, write_mask
+
+    video = Path(video)
+    if not video.is_file():
+        raise InputError(f"no such video: {str(video)!r}")
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"{str(outdir)!r} exists and is not a folder")
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = {name: outdir / fname for name, fname in PRODUCTS.items()}
+    calibrated = outdir / output_name(video)
+    if calibrated.resolve() == video.resolve():
+        raise InputError("the calibrated output would replace the input video; choose another output folder")
+    state = _State(outdir)
+    computed, reused, seconds = [], [], {}
+    ident = _file_identity(video)
+
+    # -- 1. median --------------------------------------------------------------------
+    t0 = time.perf_counter()
+    key_median = params_hash({"step": "median", "video": ident, "max_frames": max_frames, "step_": step,
+                              "byte_order": byte_order})
+    median = None
+    if _recorded_key(paths["median"], overwrite) == key_median:
+        try:
+            median = _read_median(paths["median"])
+            reused.append("median")
+        except (ProvenanceError, OSError, ValueError) as exc:
+            log.warning("cannot reuse %s (%s); recomputing it", paths["median"], exc)
+    if median is None:
+        from .io.frames import open_frames
+
+        with open_frames(video, byte_order=byte_order) as source:
+            median = median_combine(source, max_frames=max_frames, step=step, mem_limit=mem_limit,
+                                    progress_bar=progress_bar)
+        _write_median(paths["median"], median, key_median)
+        computed.append("median")
+    seconds["median"] = time.perf_counter() - t0
+
+    # -- 2. dust detection ------------------------------------------------------------
+    t0 = time.perf_counter()
+    key_mask = params_hash({"step": "mask", "median": key_median, "detector": detector,
+                            "options": detector_options or {}, "f_ratio": f_ratio, "pixel_size": pixel_size})
+    detection = None
+    if _recorded_key(paths["mask"], overwrite) == key_mask:
+        try:
+            detection = read_mask(paths["mask"])
+            reused.append("mask")
+        except (ProvenanceError, OSError, ValueError) as exc:
+            log.warning("cannot reuse %s (%s); recomputing it", paths["mask"], exc)
+    if detection is None:
+        detection = detect_dust(median, detector=detector, frames=video, f_ratio=f_ratio, pixel_size=pixel_size,
+                                **(detector_options or {}))
+        header = fits.Header()
+        for card in ("OBSERVER", "INSTRUME", "TELESCOP", "DATE-OBS", "NCOMBINE"):
+            if card in median.meta:
+                header[card] = median.meta[card]
+        header[_KEY] = (key_mask, _KEY_COMMENT)
+        write_mask(paths["mask"], detection, overwrite=True, header=header)
+        computed.append("mask")
+    side_key = params_hash({"step": "side", "mask": key_mask})
+    side = ("catalog", "regions", "preview")
+    if not all(state.up_to_date(n, side_key, paths[n]) for n in side):
+        for n in side:
+            if paths[n].exists() and not state.known(n) and not overwrite:
+                raise InputError(f"{paths[n]} exists and was not made by aiflat run; use --overwrite "
+                                 "or another output folder")
+        _side_products(detection, median, paths)
+        for n in side:
+            state.record(n, side_key, paths[n])
+    seconds["mask"] = time.perf_counter() - t0
+
+    # -- 3. flat ----------------------------------------------------------------------
+    t0 = time.perf_counter()
+    key_flat = params_hash({"step": "flat", "mask": key_mask, "inpaint": inpaint, "floor": floor,
+                            "options": inpaint_options or {}})
+    flat = None
+    if _recorded_key(paths["flat"], overwrite) == key_flat:
+        try:
+            flat = read_flat(paths["flat"])
+            reused.append("flat")
+        except (ProvenanceError, OSError, ValueError) as exc:
+            log.warning("cannot reuse %s (%s); recomputing it", paths["flat"], exc)
+    if flat is None:
+        flat = make_flat(median, detection, inpaint=inpaint, frames=video, floor=floor,
+                         inpaint_options=inpaint_options, mem_limit=mem_limit, progress_bar=progress_bar)
+        flat.meta[_KEY] = (key_flat, _KEY_COMMENT)
+        write_flat(paths["flat"], flat, overwrite=True)
+        computed.append("flat")
+    seconds["flat"] = time.perf_counter() - t0
+
+    # -- 4. calibrated video ----------------------------------------------------------
+    apply_stats = None
+    if apply:
+        t0 = time.perf_counter()
+        key_apply = params_hash({"step": "apply", "flat": key_flat, "video": ident})
+        name = "calibrated"
+        if state.up_to_date(name, key_apply, calibrated):
+            reused.append("apply")
+        else:
+            if calibrated.exists() and not state.known(name) and not overwrite:
+                raise InputError(f"{calibrated} exists and was not made by aiflat run; use --overwrite "
+                                 "or another output folder")
+            apply_stats = apply_to_file(flat, video, calibrated, overwrite=True, progress_bar=progress_bar,
+                                        mem_limit=mem_limit, byte_order=byte_order)
+            state.record(name, key_apply, calibrated)
+            computed.append("apply")
+        paths["calibrated"] = calibrated
+        seconds["apply"] = time.perf_counter() - t0
+
+    n_dust = len(detection.catalog) if detection.catalog is not None else 0
+    summary = {"video": ident, "detector": detector, "inpaint": inpaint, "computed": computed, "reused": reused,
+               "n_dust": n_dust, "seconds": seconds}
+    state.save(summary)
+    log.info("aiflat run: computed %s; reused %s", ", ".join(computed) or "nothing", ", ".join(reused) or "nothing")
+    return {"paths": paths, "computed": computed, "reused": reused, "n_dust": n_dust, "seconds": seconds,
+            "apply": apply_stats, "flat": flat, "detection": detection}

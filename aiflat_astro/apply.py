@@ -282,7 +282,8 @@ def _apply_ser(flat, input_path, output_path, *, overwrite, progress_bar, mem_li
                                 out[i0:i1, ys, xs] = _correct_block(src[i0:i1, ys, xs], flat[ys, xs], quantise)
                             if bar is not None:
                                 bar.update(i1 - i0)
-                    out.flush()
+                    # no msync: like the copy itself, the pages reach the disk through the page
+                    # cache (a forced sync of the scattered patches would cost more than the copy)
                     del out, src
                 stats["method"] = "copy+patch"
             else:
@@ -356,7 +357,6 @@ def _apply_fits(flat, input_path, output_path, *, overwrite, progress_bar, mem_l
                             cube[i0:i1, ys, xs] = corr.astype(stored)
                         if bar is not None:
                             bar.update(i1 - i0)
-                out.flush()
                 del out, cube
                 if had_checksum:
                     with fits.open(tmp, mode="update", do_not_scale_image_data=True) as upd:

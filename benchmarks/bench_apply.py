@@ -1,0 +1,133 @@
+"""Throughput of ``aiflat apply`` SER → SER against a plain file copy of the same video.
+
+Run by hand (not a test)::
+
+    python benchmarks/bench_apply.py                       # ~1.05 GB video, results in JSON
+    python benchmarks/bench_apply.py --frames 40 --shape 512 640   # quick try
+
+In one run, on one simulated dusty SER video (``make_dusty_video``, solar
+regime, 12-bit) and the flat made from it (median of the first frames, the
+true dust mask, ``make_flat``), it times, alternately and ``--repeat`` times:
+
+``copy``
+    ``shutil.copyfile(video, copy)`` (the kernel's copy_file_range/sendfile);
+``aiflat apply``
+    the command line ``aiflat apply flat.fits VIDEO -o OUT`` in a subprocess
+    (imports, flat checksum verification and the atomic rename included);
+``apply_to_file``
+    the library call alone.
+
+Every output is removed before the next run (each run writes a new file).
+The page cache is warm for the input (it was just written), so the figures
+are those of a fast local disk.  The target is apply ≥ 50 % of the copy's
+throughput.  The calibrated output is checked: bytes identical to the input
+outside the dust boxes, corrected inside.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def _timed(func):
+    t0 = time.perf_counter()
+    func()
+    return time.perf_counter() - t0
+
+
+def main():
+    parser = argparse.ArgumentParser(description="aiflat apply vs file copy throughput")
+    parser.add_argument("--frames", type=int, default=400)
+    parser.add_argument("--shape", type=int, nargs=2, default=(1024, 1280), metavar=("H", "W"))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", default=None, help="working folder (default: a temporary one)")
+    parser.add_argument("--json", default=str(HERE / "results_apply.json"))
+    args = parser.parse_args()
+
+    from aiflat_astro.apply import apply_to_file, flat_boxes
+    from aiflat_astro.combine import median_combine
+    from aiflat_astro.datasets import make_dusty_video
+    from aiflat_astro.flat import make_flat
+    from aiflat_astro.io import SERReader
+    from aiflat_astro.io.fits import write_flat
+
+    work = Path(args.dir or tempfile.mkdtemp(prefix="bench_apply_"))
+    work.mkdir(parents=True, exist_ok=True)
+    video = work / "video.ser"
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        truth = make_dusty_video(video, shape=tuple(args.shape), n_frames=args.frames, regime="solar",
+                                 n_dust=12, seed=5, overwrite=True)
+    t_sim = time.perf_counter() - t0
+    size = video.stat().st_size
+    median = median_combine(video, max_frames=41)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flat = make_flat(median, truth.labels > 0)
+    write_flat(work / "flat.fits", flat, overwrite=True)
+    boxes = flat_boxes(flat.data)
+    box_px = sum((b[0].stop - b[0].start) * (b[1].stop - b[1].start) for b in boxes)
+    print(f"video {size / 1e9:.2f} GB ({args.frames} frames {args.shape[1]}x{args.shape[0]} uint16), simulated "
+          f"in {t_sim:.0f} s; flat: {len(boxes)} boxes, {box_px} px = {100 * box_px / flat.data.size:.2f} % "
+          "of the frame")
+
+    copy, out_cli, out_lib = work / "copy.ser", work / "out_cli.ser", work / "out_lib.ser"
+    times = {"copy": [], "aiflat apply (CLI)": [], "apply_to_file": []}
+    for _ in range(args.repeat):
+        for p in (copy, out_cli, out_lib):
+            p.unlink(missing_ok=True)
+        times["copy"].append(_timed(lambda: shutil.copyfile(video, copy)))
+        times["aiflat apply (CLI)"].append(_timed(lambda: subprocess.run(
+            [sys.executable, "-m", "aiflat_astro.cli", "-q", "apply", str(work / "flat.fits"), str(video),
+             "-o", str(out_cli)], check=True, capture_output=True)))
+        times["apply_to_file"].append(_timed(lambda: apply_to_file(flat, video, out_lib)))
+
+    # check the output once
+    with SERReader(video) as a, SERReader(out_lib) as b:
+        outside = flat.data == 1.0
+        for i in (0, a.n_frames // 2, a.n_frames - 1):
+            fa, fb = a.read(i), b.read(i)
+            assert np.array_equal(fa[outside], fb[outside])
+            expected = np.clip(np.rint(fa / flat.data.astype(np.float64)), 0, 4095)
+            assert np.array_equal(fb, expected.astype(fb.dtype))
+    assert video.read_bytes()[:178] == out_cli.read_bytes()[:178]
+
+    best = {k: min(v) for k, v in times.items()}
+    print(f"\n{'method':22s} {'best s':>8s} {'MB/s':>8s} {'vs copy':>8s}   (all runs)")
+    rows = []
+    for k, t in best.items():
+        rate = size / t / 1e6
+        rel = best["copy"] / t
+        rows.append({"method": k, "best_s": t, "MB_per_s": rate, "relative_to_copy": rel, "runs_s": times[k]})
+        print(f"{k:22s} {t:8.3f} {rate:8.0f} {100 * rel:7.0f} %   ({', '.join(f'{x:.2f}' for x in times[k])})")
+    result = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpus": os.cpu_count()},
+        "video": {"bytes": size, "frames": args.frames, "shape": list(args.shape), "dtype": "uint16",
+                  "bit_depth": 12},
+        "flat": {"boxes": len(boxes), "box_pixels": box_px, "box_fraction": box_px / flat.data.size},
+        "results": rows,
+    }
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    print(f"results -> {args.json}")
+    if not args.dir:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()

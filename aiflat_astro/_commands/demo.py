@@ -55,6 +55,7 @@ def run(args):
     """Simulate, run, evaluate, and say where everything is; return the exit status."""
     from ..flat import evaluate_flat
     from ..pipeline import run_pipeline
+    from ._gemini import gemini_detector_options, gemini_inpaint_options
     from .run import print_products
 
     t0 = time.perf_counter()
@@ -69,7 +70,9 @@ def run(args):
                           f_ratio=args.f_ratio or truth.params.get("f_ratio"),
                           pixel_size=args.pixel_size or truth.params.get("pixel_size"),
                           max_frames=args.max_frames, step=args.step, mem_limit=args.mem_limit, floor=args.floor,
-                          byte_order=args.byte_order, overwrite=args.overwrite, progress_bar=args.progress)
+                          byte_order=args.byte_order, overwrite=args.overwrite, progress_bar=args.progress,
+                          detector_options=gemini_detector_options(args, args.detector) or None,
+                          inpaint_options=gemini_inpaint_options(args, args.inpaint) or None)
     print_products(result)
     ev = evaluate_flat(result["flat"], truth)
     if "residual_ratio" in ev:

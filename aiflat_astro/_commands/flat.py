@@ -55,6 +55,9 @@ def add_parser(subparsers):
     p.add_argument("--mem-limit", default="256MB", metavar="SIZE",
                    help="memory limit for reading --video (default: 256MB)")
     p.add_argument("--overwrite", action="store_true", help="replace output files that exist")
+    from ._gemini import add_gemini_options
+
+    add_gemini_options(p, consensus=False)
     p.set_defaults(func=run)
     return p
 
@@ -92,8 +95,11 @@ def run(args):
     t0 = time.perf_counter()
     median = _read_median(args.median)
     detection = read_mask(args.mask)
+    from ._gemini import gemini_inpaint_options
+
     flat = make_flat(median, detection, inpaint=args.inpaint, frames=args.video, floor=args.floor,
-                     profile=args.profile, mem_limit=args.mem_limit, progress_bar=args.progress)
+                     profile=args.profile, mem_limit=args.mem_limit, progress_bar=args.progress,
+                     inpaint_options=gemini_inpaint_options(args, args.inpaint) or None)
     product = flat
     if args.master_flat:
         master = CCDData.read(args.master_flat, unit=None if _has_bunit(args.master_flat) else "adu")

@@ -23,6 +23,9 @@ def add_run_options(p):
                    help="byte order of 16-bit SER data (default: auto)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace files in OUTDIR that aiflat run did not make (its own are reused or redone)")
+    from ._gemini import add_gemini_options
+
+    add_gemini_options(p)
 
 
 def add_parser(subparsers):
@@ -56,9 +59,13 @@ def run(args):
     """Run the pipeline; return the exit status."""
     from ..pipeline import run_pipeline
 
+    from ._gemini import gemini_detector_options, gemini_inpaint_options
+
     result = run_pipeline(args.video, args.output, detector=args.detector, inpaint=args.inpaint, apply=args.apply,
                           f_ratio=args.f_ratio, pixel_size=args.pixel_size, max_frames=args.max_frames,
                           step=args.step, mem_limit=args.mem_limit, floor=args.floor, byte_order=args.byte_order,
+                          detector_options=gemini_detector_options(args, args.detector) or None,
+                          inpaint_options=gemini_inpaint_options(args, args.inpaint) or None,
                           overwrite=args.overwrite, progress_bar=args.progress)
     print_products(result)
     return 0

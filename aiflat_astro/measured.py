@@ -736,12 +736,6 @@ def measure_transmission(
                                 measured=measured, shadows=shadows, drift=drift, params=params)
 
 
-def _register():
-    from .inpaint import available_inpainters, register_inpainter
-
-    if "measured" not in available_inpainters():
-        register_inpainter("measured", inpaint_measured)
-
 
 # ---------------------------------------------------------------------------
 # the 'measured' clean-estimate method for make_flat
@@ -914,5 +908,3 @@ def add_flat_method(catalog, info):
         out.meta["drift"] = drift["summary"]
     return out
 
-
-_register()

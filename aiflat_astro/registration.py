@@ -250,6 +250,45 @@ class _Preprocessor:
         return hp
 
 
+_STATIC_FRAMES = 15     # frames used to find static features
+_STATIC_Z = 6.0         # significance of a static feature (median / its standard error)
+_STATIC_MAX_FRACTION = 0.10
+
+
+def _static_pattern(source, idx, prep):
+    """Pixels whose high-passed value is the same in every frame (dust, defects).
+
+    On a drifting video the scene averages out of the median of the
+    high-passed frames, static features do not.  Returns a bool map of the
+    registration region (dilated by the soft-edge width), empty when it
+    would cover more than `_STATIC_MAX_FRACTION` (no drift: everything is
+    static) or with fewer than 5 frames.
+    """
+    pick = np.unique(np.round(np.linspace(0, idx.size - 1, min(_STATIC_FRAMES, idx.size))))
+    if pick.size < 5:
+        return np.zeros(prep.shape, bool)
+    stack = np.empty((pick.size,) + prep.shape, np.float32)
+    for n, i in enumerate(pick.astype(int)):
+        stack[n] = prep(source.read(int(idx[i])))
+    med = np.median(stack, axis=0)
+    mad = _MAD_SIGMA * np.median(np.abs(stack - med[None]), axis=0)
+    rms = float(np.sqrt(np.mean(stack**2)))
+    del stack
+    z = np.abs(med) / (1.2533 * mad / np.sqrt(pick.size) + 1e-6 * rms + 1e-30)
+    static = (z > _STATIC_Z) & (np.abs(med) > 0.5 * rms) & prep.valid
+    if static.mean() > _STATIC_MAX_FRACTION:
+        log.info("static features cover %.0f %% of the frame (little or no drift): not masked",
+                 100 * static.mean())
+        return np.zeros(prep.shape, bool)
+    if static.any():
+        static = ndi.binary_dilation(static, iterations=_SOFT_EDGE)
+        log.info("masked %d px of static features for the registration", int(static.sum()))
+    return static
+
+
+_MAD_SIGMA = 1.4826
+
+
 def measure_shift(reference, image, *, upsample_factor=20, lowpass=0.25, whiten=0.5):
     """Shift ``(dy, dx)`` of ``image`` relative to ``reference`` by phase correlation.
 
@@ -519,6 +558,7 @@ def register_frames(
     whiten=0.5,
     apodize=0.25,
     max_size=1024,
+    static_mask=True,
     progress_bar=False,
 ):
     """Measure the sub-pixel shift of the scene in every frame of a video.
@@ -558,6 +598,12 @@ def register_frames(
     max_size : int or None, optional
         Register on a central region of at most this size per side (speed on
         large frames). Default is 1024.
+    static_mask : bool, optional
+        Also mask features that stay put on the sensor while the scene moves
+        (dust not in ``dust_mask``, defects), found in a spread subset of
+        frames: pixels whose high-passed value is the same in every frame.
+        Skipped when they would cover more than 10 % of the frame (a video
+        without drift).  Default is `True`.
     progress_bar : bool, optional
         Show a tqdm progress bar. Default is `False`.
 
@@ -601,6 +647,17 @@ def register_frames(
         region = _central_region(frame_shape, max_size)
         prep = _Preprocessor(frame_shape, dust_mask=dust_mask, region=region,
                              highpass=float(highpass), apodize=float(apodize))
+        n_static = 0
+        if static_mask:
+            static = _static_pattern(source, idx, prep)
+            n_static = int(static.sum())
+            if n_static:
+                full = np.zeros(frame_shape, bool)
+                full[region] = static
+                if dust_mask is not None:
+                    full |= dust_mask
+                prep = _Preprocessor(frame_shape, dust_mask=full, region=region,
+                                     highpass=float(highpass), apodize=float(apodize))
         taper = _taper(prep.shape, float(lowpass))
 
         def corr(ref_spec, image):
@@ -649,6 +706,7 @@ def register_frames(
         "apodize": float(apodize),
         "region": [[region[0].start, region[0].stop], [region[1].start, region[1].stop]],
         "dust_masked": dust_mask is not None,
+        "static_masked_px": n_static,
         "step": int(step),
         "max_frames": None if max_frames is None else int(max_frames),
     }

@@ -1,0 +1,210 @@
+"""Tests of aiflat_astro.registration: sub-pixel drift of the scene under static dust."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from aiflat_astro.datasets import make_dusty_video
+from aiflat_astro.registration import (
+    DriftPath,
+    drift_constraint,
+    measure_shift,
+    plot_drift,
+    register_frames,
+    shift_extent,
+)
+from aiflat_astro.utils.exceptions import InputError
+
+
+def _fourier_shift(image, shift):
+    return np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(image), shift)).real
+
+
+def _centred_error(measured, true):
+    """Registration error after removing the arbitrary common offset."""
+    err = np.asarray(measured) - np.asarray(true)
+    return err - np.median(err, axis=0)
+
+
+@pytest.fixture(name="drifting", scope="module")
+def fixture_drifting(tmp_path_factory):
+    """A 60-frame solar video drifting 40 px with 10 dust shadows, and its truth."""
+    path = tmp_path_factory.mktemp("reg") / "drift.ser"
+    truth = make_dusty_video(path, shape=(160, 200), n_frames=60, drift=40.0, n_dust=10, seed=5)
+    return path, truth
+
+
+class TestMeasureShift:
+    """Phase correlation with upsampled-DFT refinement."""
+
+    @pytest.mark.parametrize("shift", [(0.0, 0.0), (3.25, -7.5), (-0.4, 0.15), (10.05, 12.9)])
+    def test_exact_periodic_shift(self, shift):
+        rng = np.random.default_rng(0)
+        ref = ndimage.gaussian_filter(rng.normal(size=(96, 128)), 1.5)
+        got, peak = measure_shift(ref, _fourier_shift(ref, shift), upsample_factor=50)
+        np.testing.assert_allclose(got, shift, atol=0.03)
+        assert peak > 0.9
+
+    def test_sign_convention(self):
+        """image(y, x) = reference(y - dy, x - dx): a feature moved down gives dy > 0."""
+        ref = np.zeros((64, 64))
+        ref[20:24, 30:34] = 1.0
+        ref = ndimage.gaussian_filter(ref, 1.0)
+        img = np.roll(ref, (5, -3), axis=(0, 1))
+        got, _ = measure_shift(ref, img)
+        np.testing.assert_allclose(got, (5, -3), atol=0.05)
+
+    def test_shape_mismatch(self):
+        with pytest.raises(InputError, match="same shape"):
+            measure_shift(np.zeros((8, 8)), np.zeros((8, 9)))
+
+
+class TestRegisterFrames:
+    """register_frames on simulated videos with sensor dust."""
+
+    def test_accuracy_with_dust(self, drifting):
+        """Drift 40 px, dust present and masked: every frame within 0.2 px."""
+        path, truth = drifting
+        drift = register_frames(path, dust_mask=truth.labels > 0)
+        err = _centred_error(drift.shifts, truth.shifts)
+        assert np.abs(err).max() <= 0.2
+        assert np.sqrt(np.mean(err**2)) <= 0.1
+        assert drift.frame_index.tolist() == list(range(60))
+        assert drift.n_frames == 60
+
+    def test_static_features_found_without_mask(self, drifting):
+        """Without a dust mask, small deep shadows lock a plain correlation at zero shift.
+
+        The static-pattern pass finds them (same high-passed value in every
+        frame) and masks them.
+        """
+        path, truth = drifting
+        drift = register_frames(path)
+        err = _centred_error(drift.shifts, truth.shifts)
+        assert np.abs(err).max() <= 0.2
+        assert drift.params["static_masked_px"] > 0
+        locked = register_frames(path, static_mask=False)
+        assert np.abs(_centred_error(locked.shifts, truth.shifts)).max() > 5
+
+    def test_static_dust_pull(self):
+        """Deep static shadows on a faint texture pull an unmasked registration to zero shift.
+
+        The dust mask removes the pull: this is why `measure_transmission`
+        registers with the dust masked.
+        """
+        rng = np.random.default_rng(5)
+        n, shape, pad = 24, (96, 96), 20
+        scene = 1 + 0.01 * ndimage.gaussian_filter(rng.normal(size=(shape[0] + 2 * pad,
+                                                                     shape[1] + 2 * pad)), 1.2)
+        yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+        dust = np.zeros(shape, bool)
+        trans = np.ones(shape)
+        for cy, cx, r in [(30, 30, 9), (60, 70, 12), (75, 25, 7)]:
+            disc = np.hypot(yy - cy, xx - cx) < r
+            trans[disc] = 0.4
+            dust |= np.hypot(yy - cy, xx - cx) < r + 3
+        t = np.linspace(0, 1, n)
+        shifts = np.column_stack([8 * np.sin(2 * np.pi * t), 12 * (t - 0.5)])
+        frames = np.array([
+            (ndimage.shift(scene, s, order=3)[pad:-pad, pad:-pad] * trans
+             + 0.001 * rng.normal(size=shape)) * 1000 for s in shifts])
+        masked = register_frames(frames, dust_mask=dust)
+        plain = register_frames(frames, static_mask=False)
+        err_masked = np.abs(_centred_error(masked.shifts, shifts)).max()
+        err_plain = np.abs(_centred_error(plain.shifts, shifts)).max()
+        assert err_masked <= 0.2
+        assert err_plain > 3 * err_masked
+
+    def test_streams_frames(self, drifting):
+        """Frames are read one at a time, each a bounded number of times."""
+        path, truth = drifting
+        from aiflat_astro.io import open_frames
+
+        reads = []
+
+        class Counting:
+            def __init__(self, source):
+                self._s = source
+                self.n_frames = source.n_frames
+                self.frame_shape = source.frame_shape
+
+            def read(self, i):
+                reads.append(i)
+                return self._s.read(i)
+
+        with open_frames(path) as source:
+            drift = register_frames(Counting(source), n_reference=9, n_initial=3, max_frames=30)
+        assert drift.frame_index.size == 30
+        assert len(reads) == 30 + 9 + 3 + 15  # all, reference, first reference, static pass
+        assert drift.frame_index[0] == 0 and drift.frame_index[-1] == 59
+
+    def test_step_and_max_frames(self, drifting):
+        path, _ = drifting
+        drift = register_frames(path, step=4)
+        assert drift.frame_index.tolist() == list(range(0, 60, 4))
+        assert drift.interpolate([2.0]).shape == (1, 2)
+
+    def test_bad_inputs(self, drifting):
+        path, _ = drifting
+        with pytest.raises(InputError, match="does not match"):
+            register_frames(path, dust_mask=np.zeros((3, 3), bool))
+        with pytest.raises(InputError, match="max_frames"):
+            register_frames(path, max_frames=0)
+        with pytest.raises(InputError, match="step"):
+            register_frames(path, step=0)
+        with pytest.raises(InputError, match="3-D"):
+            register_frames(np.zeros((4, 4)))
+
+
+class TestDriftPath:
+    """Extents, constraint decision, table, provenance and plot."""
+
+    def test_extent_of_line_and_square(self):
+        t = np.linspace(0, 1, 200)
+        major, minor, angle = shift_extent(np.column_stack([30 * t, 30 * t]), percentiles=(0, 100))
+        assert major == pytest.approx(30 * np.sqrt(2), rel=1e-6)
+        assert minor == pytest.approx(0, abs=1e-6)
+        assert angle == pytest.approx(45, abs=1e-6)
+        rng = np.random.default_rng(1)
+        square = rng.uniform(-25, 25, size=(2000, 2))
+        major, minor, _ = shift_extent(square)
+        assert 45 < minor <= major < 60
+
+    def test_constraint_needs_two_directions(self):
+        """A 1-D drift never spans a shadow in two directions; a 2-D dither does."""
+        t = np.linspace(0, 1, 100)
+        line = np.column_stack([np.zeros_like(t), 80 * t])
+        assert not drift_constraint(line, [5]).any()
+        rng = np.random.default_rng(2)
+        dither = rng.uniform(-20, 20, size=(300, 2))
+        assert drift_constraint(dither, [10, 30, 50]).tolist() == [True, True, False]
+
+    def test_summary_table_provenance(self, drifting, tmp_path):
+        path, truth = drifting
+        drift = register_frames(path, max_frames=20)
+        summary = drift.summary()
+        assert summary["n_registered"] == 20 and summary["n_frames"] == 60
+        assert summary["extent_minor_px"] > 20
+        table = drift.to_table()
+        assert table.colnames == ["frame_index", "dy", "dx", "peak"]
+        assert table.meta["drift"] == summary
+        prov = json.loads(json.dumps(drift.provenance()))
+        assert len(prov["dy"]) == len(prov["dx"]) == 20
+        assert prov["params"]["dust_masked"] is False
+        np.testing.assert_allclose(prov["dx"], drift.shifts[:, 1], atol=6e-4)
+        assert bool(drift.constrains(5.0)) and not bool(drift.constrains(500.0))
+
+    def test_plot(self, tmp_path):
+        rng = np.random.default_rng(0)
+        drift = DriftPath(frame_index=np.arange(50), shifts=rng.normal(size=(50, 2)) * 10,
+                          peak=np.ones(50), n_frames=50)
+        out = tmp_path / "drift.png"
+        plot_drift(drift, out, diameters=[12, 30])
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with pytest.raises(InputError, match="exists"):
+            plot_drift(drift, out)
+        plot_drift(drift, out, overwrite=True)
+        fig = plot_drift(drift)
+        assert len(fig.axes) == 3

@@ -133,6 +133,31 @@ def _robust_sigma(values):
     return 1.4826 * float(np.median(np.abs(values - med)))
 
 
+def _clipped_sigma(values, *, iterations=4):
+    """Iteratively 3-sigma-clipped robust scatter (MAD) about the median.
+
+    Clipping keeps a dense field of large dust donuts (a sizeable fraction of
+    the pixels of a small frame) from inflating the scatter.
+    """
+    values = values[np.isfinite(values)]
+    if values.size < 10:
+        return np.nan
+    if values.size > 400_000:
+        values = values[:: values.size // 200_000]
+    keep = values
+    sigma = np.nan
+    for _ in range(iterations):
+        med = np.median(keep)
+        sigma = 1.4826 * float(np.median(np.abs(keep - med)))
+        if not sigma > 0:
+            break
+        new = values[np.abs(values - med) < 3 * sigma]
+        if new.size == keep.size or new.size < 10:
+            break
+        keep = new
+    return sigma
+
+
 def _valid_region(data, bad):
     """Pixels on the solar/planetary disc (or everywhere for a sky field).
 
@@ -163,6 +188,73 @@ def _valid_region(data, bad):
     padded = np.pad(valid, 1, constant_values=False)
     edge_distance = ndimage.distance_transform_edt(padded)[1:-1, 1:-1].astype(np.float32)
     return valid, edge_distance, level
+
+
+def _fit_circle(y, x):
+    """Algebraic (Kåsa) least-squares circle through points; (cy, cx, radius, rms residual)."""
+    a = np.column_stack([x, y, np.ones_like(x)])
+    b = -(x**2 + y**2)
+    (d, e, f), *_ = np.linalg.lstsq(a, b, rcond=None)
+    cx, cy = -d / 2, -e / 2
+    r2 = cx**2 + cy**2 - f
+    if not r2 > 0:
+        return None
+    radius = np.sqrt(r2)
+    return cy, cx, radius, float(np.sqrt(np.mean((np.hypot(y - cy, x - cx) - radius) ** 2)))
+
+
+def _limb_model(data, valid, bad):
+    """Limb darkening of a round disc: (multiplicative model, limb margin in px) or None.
+
+    The limb (the edge of ``valid`` inside the frame) is fitted with a circle;
+    the disc's brightness is fitted robustly as a quadratic in μ = cos θ
+    (``I = a + b μ + c μ²``, the usual limb-darkening law) and the margin is
+    the band next to the limb where the data still depart from it by more
+    than 3 % (the seeing-blurred or drift-smeared edge).
+    """
+    h, w = data.shape
+    edge = valid & ~ndimage.binary_erosion(valid)
+    edge[:2, :] = edge[-2:, :] = edge[:, :2] = edge[:, -2:] = False
+    ys, xs = np.nonzero(edge)
+    if ys.size < 30:
+        return None
+    step = max(1, ys.size // 4000)
+    fit = _fit_circle(ys[::step].astype(float), xs[::step].astype(float))
+    if fit is None:
+        return None
+    cy, cx, radius, rms = fit
+    if rms > 2.0 or radius < 0.2 * min(h, w):
+        return None
+    yy, xx = np.ogrid[0:h, 0:w]
+    r = np.hypot(yy - cy, xx - cx)
+    mu = np.sqrt(np.clip(1 - (r / radius) ** 2, 0, 1)).astype(np.float32)
+    use = valid & ~bad & np.isfinite(data)
+    sel = np.flatnonzero(use.ravel())[:: max(1, int(use.sum()) // 200_000)]
+    m, v = mu.ravel()[sel].astype(float), data.ravel()[sel].astype(float)
+    a = np.column_stack([np.ones_like(m), m, m * m])
+    keep = np.ones(m.size, bool)
+    for _ in range(4):
+        coef = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
+        resid = v - a @ coef
+        sig = _robust_sigma(resid[keep])
+        if not (np.isfinite(sig) and sig > 0):
+            break
+        keep = (resid > -2.5 * sig) & (resid < 4 * sig)   # dark features must not pull the law down
+    model = (coef[0] + coef[1] * mu + coef[2] * mu * mu).astype(np.float32)
+    if not np.all(model[use] > 0):
+        return None
+    model /= float(np.max(model[use]))
+    # margin: rings next to the limb where the data still depart from the law
+    depth_in = radius - r.ravel()[sel]
+    ratio = v / (model.ravel()[sel] * float(np.max((coef[0] + coef[1] * mu + coef[2] * mu * mu)[use])))
+    bins = np.clip(depth_in.astype(int), 0, None)
+    nb = min(int(bins.max()) + 1, int(0.25 * min(h, w)))
+    margin = 3
+    for k in range(nb):
+        ring = ratio[bins == k]
+        if ring.size >= 10 and abs(np.median(ring) - 1) > 0.03:
+            margin = k + 3
+    return model, margin
 
 
 def darkness_map(median, *, valid=None, exclude=None, box_size=None):
@@ -237,6 +329,13 @@ class _Context:
         self.noise_pix = noise_pix
         self.d_lo, self.d_hi = d_lo, d_hi
         self.shape = data.shape
+        self.scale_diameters = self.scale_noises = None
+
+    def scale_noise(self, diameter):
+        """Robust scatter of the centre-minus-surround response at ``diameter`` (texture + noise)."""
+        if self.scale_diameters is None:
+            return 0.0
+        return float(np.interp(np.log(diameter), np.log(self.scale_diameters), self.scale_noises))
 
 
 def _box(center, radius, shape):
@@ -277,7 +376,7 @@ def _analyse(ctx, peak, diameter0):
     None when nothing significant is there.
     """
     d0 = max(float(diameter0), 3.0)
-    radius = 1.5 * d0 + 6
+    radius = 2.7 * d0 + 10
     bin_ = max(1, int(radius // 80))   # keep large (deep-sky) cutouts ≤ ~160 px
     sl = _box(peak, radius, ctx.shape)
     dk = ctx.darkness[sl]
@@ -295,9 +394,13 @@ def _analyse(ctx, peak, diameter0):
         ann = (rho > 0.6 * d0 + 2) & (wt > 0.5)
     if ann.sum() < 8:
         return None
-    base = float(np.median(dk[ann]))
-    base_scatter = _robust_sigma(dk[ann])
-    dc = dk - base
+    plane, base, base_scatter = _baseline_plane(dk, yy, xx, ann, py, px)
+    dc = dk - plane
+    # is the surrounding ring itself a local dark structure (a penumbra), or just a gradient?
+    outer = (rho > 1.8 * d0 + 6) & (rho < 2.6 * d0 + 10) & (wt > 0.5)
+    surround = 0.0
+    if outer.sum() >= 12:
+        surround = base - _baseline_plane(dk, yy, xx, outer, py, px)[1]
     # smoothing for the outline: enough to reach S/N ~ 8 per pixel, at most d0/8
     noise_bin = ctx.noise_pix / scale
     core = (rho < max(0.3 * d0, 1.5)) & (wt > 0.5)
@@ -312,7 +415,7 @@ def _analyse(ctx, peak, diameter0):
     if not depth > 3 * noise_s:
         return None
     # outline: the connected region above a fraction of the depth that touches the centre
-    lab, _ = ndimage.label(ds > max(0.25 * depth, 3 * noise_s))
+    lab, _ = ndimage.label((ds > max(0.25 * depth, 3 * noise_s)) & (rho < 2 * d0 + 3))
     touching = np.unique(lab[(rho < max(0.45 * d0, 2.0)) & (lab > 0)])
     if touching.size == 0:
         return None
@@ -322,7 +425,7 @@ def _analyse(ctx, peak, diameter0):
     if area_f < 3:
         return None
     # DUST pixels: a lower threshold for the full extent of the soft edge
-    lab2, _ = ndimage.label(ds > max(0.12 * depth, 2.5 * noise_s))
+    lab2, _ = ndimage.label((ds > max(0.12 * depth, 2.5 * noise_s)) & (rho < 2 * d0 + 3))
     keep = np.unique(lab2[shape_mask & (lab2 > 0)])
     pix_mask = np.isin(lab2, keep) & (wt > 0)
     # geometry from the darkness-weighted filled outline
@@ -362,7 +465,7 @@ def _analyse(ctx, peak, diameter0):
         if rim_zone.sum() > 4 else 0.0
     rim_frac = float(-np.mean(ds[rim_zone]) / depth) if rim_zone.sum() > 4 else 0.0
     # texture continuity (full resolution): rms of the fine structure inside vs outside
-    texture = _texture_ratio(ctx, sl, bin_, cy, cx, r_eq, depth)
+    texture = _texture_ratio(ctx, sl, bin_, cy, cx, r_eq, ds >= 0.8 * depth, depth)
     # place on the disc
     gy = sl[0].start + (cy + 0.5) * scale - 0.5
     gx = sl[1].start + (cx + 0.5) * scale - 0.5
@@ -374,7 +477,7 @@ def _analyse(ctx, peak, diameter0):
         "solidity": float(filled.sum() / max(_convex_area(filled), 1)),
         "center_ratio": center_ratio, "tail": tail, "plateau": plateau,
         "rim": rim, "rim_frac": rim_frac, "texture": texture,
-        "surround": base, "surround_scatter": base_scatter, "snr": depth / max(noise_s, 1e-12),
+        "surround": surround, "surround_scatter": base_scatter, "snr": depth / max(noise_s, 1e-12),
         "edge_distance": edge_dist, "noise": noise_s, "sigma": sigma * scale,
     }
     if bin_ > 1:
@@ -385,6 +488,26 @@ def _analyse(ctx, peak, diameter0):
     return feat, sl, full & (ctx.weight[sl] > 0), tmpl
 
 
+def _baseline_plane(values, yy, xx, sel, py, px):
+    """Robust plane fitted to ``values`` on ``sel``: (plane image, level at the centre, scatter)."""
+    v = values[sel].astype(np.float64)
+    a = np.column_stack([np.ones(v.size), (yy[sel] - py), (xx[sel] - px)])
+    keep = np.ones(v.size, bool)
+    coef = np.array([np.median(v), 0.0, 0.0])
+    for _ in range(3):
+        if keep.sum() < 6:
+            break
+        coef = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
+        resid = v - a @ coef
+        sig = _robust_sigma(resid[keep])
+        if not (np.isfinite(sig) and sig > 0):
+            break
+        keep = np.abs(resid) < 3 * sig
+    resid = v - a @ coef
+    plane = coef[0] + coef[1] * (yy - py) + coef[2] * (xx - px)
+    return plane.astype(np.float32), float(coef[0]), _robust_sigma(resid[keep] if keep.any() else resid)
+
+
 def _convex_area(mask):
     from skimage.morphology import convex_hull_image
 
@@ -393,31 +516,32 @@ def _convex_area(mask):
     return float(convex_hull_image(mask).sum())
 
 
-def _texture_ratio(ctx, sl, bin_, cy, cx, r_eq, depth):
-    """Relative rms of the fine texture inside the core over that in a ring outside.
+def _texture_ratio(ctx, sl, bin_, cy, cx, r_eq, plateau, depth):
+    """Relative rms of the fine texture on the plateau over that in a ring outside.
 
     Dust multiplies the scene, so its texture continues through the shadow
     (ratio ≈ 1); pores and umbrae replace it with a smooth dark patch (ratio
     ≪ 1).  The noise is subtracted in quadrature on both sides.  NaN when the
-    candidate is too small or the texture is not above the noise.
+    plateau is too small or the scene has no texture above the noise.
     """
     if r_eq < 4:
         return np.nan
+    if bin_ > 1:
+        plateau = _unblock(plateau, bin_, (sl[0].stop - sl[0].start, sl[1].stop - sl[1].start))
     img = ctx.data[sl].astype(np.float32)
     wt = ctx.weight[sl]
+    inside = ndimage.binary_erosion(plateau, iterations=1) & (wt > 0)
     yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
-    cyf, cxf = (cy + 0.5) * bin_ - 0.5, (cx + 0.5) * bin_ - 0.5
-    rho = np.hypot(yy - cyf, xx - cxf)
-    logi = np.log(np.clip(img, 1e-6, None))
-    hp = logi - _normconv(logi, wt, 2.0)
-    inside = (rho < 0.5 * r_eq) & (wt > 0)
+    rho = np.hypot(yy - ((cy + 0.5) * bin_ - 0.5), xx - ((cx + 0.5) * bin_ - 0.5))
     outside = (rho > 1.4 * r_eq + 2) & (rho < 2.2 * r_eq + 4) & (wt > 0)
     if inside.sum() < 12 or outside.sum() < 24:
         return np.nan
-    noise = ctx.noise_pix * 0.8     # rms of the high-pass of white noise ≈ 0.8 σ (in log units ~ darkness units)
+    logi = np.log(np.clip(img, 1e-6, None))
+    hp = logi - _normconv(logi, wt, 1.5)
+    noise = ctx.noise_pix * 0.8     # rms of this high-pass of white noise ≈ 0.8 σ
     t_out = float(np.mean(hp[outside] ** 2) - noise**2)
     t_in = float(np.mean(hp[inside] ** 2) - (noise / max(1 - depth, 0.05)) ** 2)
-    if t_out < (1.0 * noise) ** 2:
+    if t_out < noise**2:
         return np.nan          # no texture to compare with
     return float(np.sqrt(max(t_in, 0) / t_out))
 
@@ -465,7 +589,7 @@ def _significance(darkness, weight, diameters, shape):
         db, wb = cache[b]
         resp = _normconv(db, wb, sigma / b) - _normconv(db, wb, 3 * sigma / b)
         ok = wb > 0.5
-        n = _robust_sigma(resp[ok])
+        n = _clipped_sigma(resp[ok])
         noise.append(n)
         if not (np.isfinite(n) and n > 0):
             continue
@@ -492,10 +616,14 @@ class _MotionAccumulator:
     For frame k with scene shift s_k, the log-frame minus the log-median,
     ``δ_k``, is fitted as ``β_f · m_k^feat + β_t · m_k^tex`` (per-pixel and
     per-frame constants removed), where ``m_k^feat`` is how the candidate's
-    own darkness template would change if it moved with the scene, and
+    darkness in the median would change if it moved with the scene, and
     ``m_k^tex`` the same for the rest of the median (the texture).  Dust gives
     ``β_f ≈ 0``, scene features ``β_f ≈ 1``; ``β_t ≈ 1`` checks the shifts.
+    Pixels that a frame does not see (outside the cutout after the shift, or
+    on the sky beyond a drifting limb) are left out of that frame.
     """
+
+    _KEYS = ("n", "d", "f", "t", "df", "dt", "ff", "tt", "ft", "dd")
 
     def __init__(self, median, sl, template, pix_mask, weight, radius):
         bin_ = max(1, int(max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) // 160))
@@ -514,49 +642,55 @@ class _MotionAccumulator:
         self.lnT = np.log1p(-tmpl)
         self.Ltex = self.L - self.lnT
         self.zone = zone
-        self.nz = int(zone.sum())
-        shape = self.L.shape
-        self.Sd = np.zeros(shape)
-        self.Sf = np.zeros(shape)
-        self.St = np.zeros(shape)
-        self.scal = np.zeros(6)   # Σdf, Σdt, Σff, Σtt, Σft, Σdd
+        self.sums = {k: np.zeros(int(zone.sum())) for k in self._KEYS}
         self.k = 0
 
     def add(self, frame, level, shift):
-        sub = np.clip(frame[self.sl] / level, 1e-6, None)
+        sub = frame[self.sl] / level
         if self.bin > 1:
             sub, _ = _block(sub, self.bin)
         s = np.asarray(shift, float) / self.bin
-        z = self.zone
-        d = (np.log(sub) - self.L)[z]
-        mf = (ndimage.shift(self.lnT, s, order=3, mode="nearest") - self.lnT)[z]
-        mt = (ndimage.shift(self.Ltex, s, order=3, mode="nearest") - self.Ltex)[z]
-        d -= d.mean()
-        mf -= mf.mean()
-        mt -= mt.mean()
-        self.Sd[z] += d
-        self.Sf[z] += mf
-        self.St[z] += mt
-        self.scal += [d @ mf, d @ mt, mf @ mf, mt @ mt, mf @ mt, d @ d]
+        ny, nx = self.L.shape
+        # pixels whose scene position is inside the cutout, and not on the sky in this frame
+        yy = np.arange(ny)[:, None] - s[0]
+        xx = np.arange(nx)[None, :] - s[1]
+        inside = (yy >= 0) & (yy <= ny - 1) & (xx >= 0) & (xx <= nx - 1)
+        ok = (inside & (sub > 0.3 * np.exp(self.L)))[self.zone]
+        if ok.sum() < 4:
+            return
+        d = (np.log(np.clip(sub, 1e-6, None)) - self.L)[self.zone]
+        mf = (ndimage.shift(self.lnT, s, order=3, mode="nearest") - self.lnT)[self.zone]
+        mt = (ndimage.shift(self.Ltex, s, order=3, mode="nearest") - self.Ltex)[self.zone]
+        d = np.where(ok, d - d[ok].mean(), 0)
+        mf = np.where(ok, mf - mf[ok].mean(), 0)
+        mt = np.where(ok, mt - mt[ok].mean(), 0)
+        a = self.sums
+        a["n"] += ok
+        for key, v in (("d", d), ("f", mf), ("t", mt), ("df", d * mf), ("dt", d * mt), ("ff", mf * mf),
+                       ("tt", mt * mt), ("ft", mf * mt), ("dd", d * d)):
+            a[key] += v
         self.k += 1
 
     def result(self):
         """(β_f, σ(β_f), β_t) or NaNs when the frames do not constrain the candidate."""
-        k, z = self.k, self.zone
-        if k < 5 or self.nz < 4:
+        a = self.sums
+        n = a["n"]
+        use = n >= 3
+        if self.k < 5 or use.sum() < 4:
             return np.nan, np.nan, np.nan
-        sd, sf, st = self.Sd[z], self.Sf[z], self.St[z]
-        df, dt, ff, tt, ft, dd = self.scal
-        cdf, cdt = df - sd @ sf / k, dt - sd @ st / k
-        cff, ctt, cft = ff - sf @ sf / k, tt - st @ st / k, ft - sf @ st / k
-        cdd = dd - sd @ sd / k
-        a = np.array([[cff, cft], [cft, ctt]])
-        if not np.all(np.isfinite(a)) or np.linalg.det(a) <= 1e-12 * max(cff * ctt, 1e-300):
+        n = n[use]
+
+        def c(x, y):  # centred cross-products, summed over pixels
+            return float(np.sum(a[x + y][use] - a[x][use] * a[y][use] / n))
+
+        cdf, cdt, cff, ctt, cft, cdd = c("d", "f"), c("d", "t"), c("f", "f"), c("t", "t"), c("f", "t"), c("d", "d")
+        m = np.array([[cff, cft], [cft, ctt]])
+        if not np.all(np.isfinite(m)) or np.linalg.det(m) <= 1e-12 * max(cff * ctt, 1e-300):
             return np.nan, np.nan, np.nan
-        beta = np.linalg.solve(a, [cdf, cdt])
+        beta = np.linalg.solve(m, [cdf, cdt])
         rss = max(cdd - beta @ [cdf, cdt], 0.0)
-        dof = max(k * self.nz - self.nz - k - 2, 1)
-        cov = rss / dof * np.linalg.inv(a)
+        dof = max(float(np.sum(n - 1)) - self.k - 2, 1.0)
+        cov = rss / dof * np.linalg.inv(m)
         return float(beta[0]), float(np.sqrt(max(cov[0, 0], 0))), float(beta[1])
 
 
@@ -644,32 +778,34 @@ def _static_map(source, median, valid, drift, *, max_frames, highpass):
         pick = np.unique(np.round(np.linspace(0, idx.size - 1, max_frames)).astype(int))
         idx, shifts = idx[pick], shifts[pick]
     cen = shifts - shifts.mean(axis=0)
-    cov = cen.T @ cen
-    if idx.size < 5 or np.linalg.eigvalsh(cov / idx.size)[0] < 0.3**2:
+    if idx.size < 5 or np.linalg.eigvalsh(cen.T @ cen / idx.size)[0] < 0.3**2:
         return None       # too little motion in some direction: the slope is undetermined
     shape = median.shape
+
     def load(i):
         return _mono(source.read(int(i)))
 
-    # 1. the scene: registered mean (pixels that leave the frame are not counted)
+    # 1. the scene: registered mean over the frames that see each scene pixel
     acc = np.zeros(shape, np.float64)
     cnt = np.zeros(shape, np.float32)
     ones = np.ones(shape, np.float32)
     for i, s in zip(idx, shifts):
-        acc += ndimage.shift(load(i), -s, order=3, mode="nearest")
-        cnt += ndimage.shift(ones, -s, order=1, mode="constant", cval=0.0) > 0.999
-    scene_valid = cnt >= idx.size - 0.5          # seen in every frame
-    scene = np.where(scene_valid, acc / idx.size, np.nan)
+        inb = ndimage.shift(ones, -s, order=1, mode="constant", cval=0.0) > 0.999
+        acc += np.where(inb, ndimage.shift(load(i), -s, order=3, mode="nearest"), 0.0)
+        cnt += inb
+    scene_valid = cnt >= 0.5 * idx.size
+    scene = np.where(scene_valid, acc / np.maximum(cnt, 1), np.nan)
+    del acc
     level_sky = _SKY_FRACTION * float(np.nanpercentile(scene[scene_valid], 90)) if scene_valid.any() else 0
     scene_valid &= scene > level_sky
     fill_idx = ndimage.distance_transform_edt(~scene_valid, return_distances=False, return_indices=True)
     scene_f = np.log(np.clip(scene[tuple(fill_idx)], 1e-6, None)).astype(np.float32)
-    # 2. per-pixel regression of r_k on the shift
-    s_r = np.zeros(shape, np.float64)
-    s_ry = np.zeros(shape, np.float64)
-    s_rx = np.zeros(shape, np.float64)
-    n_ok = np.zeros(shape, np.float32)
-    sv = scene_valid.astype(np.float32)
+    del scene, fill_idx
+    # 2. per-pixel regression of r_k on the shift, over the frames that see the pixel's scene
+    keys = ("n", "y", "x", "yy", "xx", "xy", "r", "ry", "rx")
+    acc = {k: np.zeros(shape, np.float32) for k in keys}
+    # the scene within a few pixels of the limb is too steep to re-shift accurately
+    sv = ndimage.binary_erosion(scene_valid, iterations=4).astype(np.float32)
     for (i, s), c in zip(zip(idx, shifts), cen):
         frame = load(i)
         ok = (ndimage.shift(sv, s, order=1, mode="constant", cval=0.0) > 0.999) & valid
@@ -677,20 +813,38 @@ def _static_map(source, median, valid, drift, *, max_frames, highpass):
         # the frame's own level (transparency, exposure), measured against the shifted scene
         sub = r[ok][:: max(1, int(ok.sum()) // 50_000)]
         r = np.where(ok, r - (np.median(sub) if sub.size else 0.0), 0.0)
-        s_r += r
-        s_ry += r * c[0]
-        s_rx += r * c[1]
-        n_ok += ok
-    # pixels seen in every frame (the regression is balanced), away from the limb and the
-    # frame edges, where interpolation residuals of steep moving edges would leak in
-    full = ndimage.binary_erosion(n_ok >= idx.size, iterations=4)
-    inv = np.linalg.inv(cov)
-    gy = inv[0, 0] * s_ry + inv[0, 1] * s_rx
-    gx = inv[1, 0] * s_ry + inv[1, 1] * s_rx
-    intercept = s_r / idx.size
-    wt = full.astype(np.float32)
+        okf = ok.astype(np.float32)
+        acc["n"] += okf
+        acc["y"] += okf * c[0]
+        acc["x"] += okf * c[1]
+        acc["yy"] += okf * (c[0] * c[0])
+        acc["xx"] += okf * (c[1] * c[1])
+        acc["xy"] += okf * (c[0] * c[1])
+        acc["r"] += r
+        acc["ry"] += r * c[0]
+        acc["rx"] += r * c[1]
+    n = np.maximum(acc["n"], 1)
+    # centred (per-pixel) second moments of the shifts and cross-moments with r
+    cyy = acc["yy"] - acc["y"] ** 2 / n
+    cxx = acc["xx"] - acc["x"] ** 2 / n
+    cxy = acc["xy"] - acc["y"] * acc["x"] / n
+    ry = acc["ry"] - acc["r"] * acc["y"] / n
+    rx = acc["rx"] - acc["r"] * acc["x"] / n
+    det = cyy * cxx - cxy**2
+    # well-posed where the pixel is seen in enough frames with motion in both directions
+    lam_min = 0.5 * (cyy + cxx) - np.sqrt(0.25 * (cyy - cxx) ** 2 + cxy**2)
+    good = (acc["n"] >= 0.5 * idx.size) & (lam_min >= 0.3**2 * n) & (det > 0)
+    # away from the limb and the edges of the covered area, where interpolation residuals of
+    # steep moving edges would leak in
+    good = ndimage.binary_erosion(good, iterations=4)
+    safe_det = np.where(good, det, 1.0)
+    gy = np.where(good, (cxx * ry - cxy * rx) / safe_det, 0.0)
+    gx = np.where(good, (cyy * rx - cxy * ry) / safe_det, 0.0)
+    intercept = (acc["r"] - gy * acc["y"] - gx * acc["x"]) / n
+    del acc
+    wt = good.astype(np.float32)
     phi = _poisson_integrate(gy, gx, wt)
-    lnt = np.where(full, intercept + phi, 0.0).astype(np.float32)
+    lnt = np.where(good, intercept + phi, 0.0).astype(np.float32)
     # the largest scales of the integral are ill-determined (and vignetting is not dust)
     lnt -= _normconv(lnt, wt, highpass) * wt
     return lnt, wt
@@ -766,11 +920,11 @@ def _footprint_depth(ctx, c):
         return float(ctx.darkness[yc, xc][wc].mean() - np.median(ctx.darkness[yr, xr][wr]))
 
     value = stat(0, 0)
-    step = int(round(1.2 * d + 2 * r1 + 2))
+    step = int(round(d + r1 + 2))
     others = [stat(int(round(step * np.sin(a))), int(round(step * np.cos(a))))
               for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
     others = np.array([o for o in others if np.isfinite(o)])
-    floor = ctx.noise_pix * np.sqrt(1.0 / cy.size + 1.0 / ry.size)
+    floor = max(ctx.noise_pix * np.sqrt(1.0 / cy.size + 1.0 / ry.size), ctx.scale_noise(d))
     if others.size >= 4:
         spread = 1.4826 * float(np.median(np.abs(others - np.median(others))))
         return value, max(spread, floor)
@@ -794,15 +948,20 @@ def _motion_evidence(c):
         ds, ss = c["consistency"]["static"]
         if np.isfinite(ds) and np.isfinite(dm) and ss > 0:
             zs = ds / ss
-            moved = (dm - ds) / np.hypot(sm, ss)
-            if zm < 2:
-                terms["not_in_median"] = -3.0
+            gap = (dm - ds) / np.hypot(sm, ss)     # > 0: darker in the median than on the sensor
+            if gap >= 3 and ds < 0.5 * dm:
+                terms["moves"] = -float(np.clip(gap / 1.5, 2.0, 6.0))
+            elif gap <= -4 and dm < 0.5 * ds:
+                terms["not_in_median"] = -3.0     # the static map sees what the median does not
             elif zs >= 3 and ds > 0.5 * dm:
                 terms["static"] = float(np.clip(zs / 2, 1.0, 4.0))
-            elif moved >= 3 and ds < 0.5 * dm:
-                terms["moves"] = -float(np.clip(moved / 1.5, 2.0, 6.0))
+                if c.get("static_cover", np.inf) < 0.5 * c["feat"]["diameter"] + 6:
+                    terms["static"] *= 0.25     # at the edge of the area the frames cover: noisier
     beta, sigma = c["beta"], c["beta_sigma"]
-    if np.isfinite(beta) and np.isfinite(sigma) and sigma <= 0.35 and not (zm < 2):
+    # the test is linear in the shift: valid when the motion is small against the shadow
+    small = c.get("shift_rms", 0.0) < 0.25 * c["feat"]["diameter"]
+    plausible = small and np.isfinite(beta) and np.isfinite(sigma) and -0.3 - 3 * sigma < beta < 1.3 + 3 * sigma
+    if plausible and sigma <= 0.35 and zm >= 2 and "not_in_median" not in terms and "moves" not in terms:
         terms["motion"] = float(np.clip((0.5 - beta) / max(sigma, 0.06), -8.0, 8.0))
     return float(np.clip(sum(terms.values()), -10, 10)), terms
 
@@ -892,11 +1051,19 @@ class LocalDustDetector(DustDetector):
         has_limb = not valid.all()
         limb_distance = (ndimage.distance_transform_edt(valid).astype(np.float32) if has_limb
                          else np.full(shape, np.inf, np.float32))
+        flat = data
+        margin = 3
+        if has_limb:
+            limb = _limb_model(data, valid, bad)
+            if limb is not None:
+                flat = data / np.where(limb[0] > 0.05, limb[0], 1.0)
+                margin = limb[1]
+                log.debug("limb-darkening model; limb margin %d px", margin)
         box = int(np.clip(0.8 * d_hi, 32, max(32, min(shape) // 3)))
-        darkness, _ = darkness_map(data, valid=valid & ~bad, box_size=box)
+        darkness, _ = darkness_map(flat, valid=valid & ~bad, box_size=box)
         scatter = _robust_sigma(darkness[valid & ~bad])
         bright = darkness < -5 * scatter
-        usable = valid & ~bad & ~ndimage.binary_dilation(bright, iterations=1)
+        usable = valid & ~bad & ~ndimage.binary_dilation(bright, iterations=1) & (limb_distance > margin)
         weight = usable.astype(np.float32)
         diameters = _scales(d_lo, d_hi, shape)
         ctx = {"median": _Context(data, darkness, weight, valid, limb_distance,
@@ -915,8 +1082,13 @@ class LocalDustDetector(DustDetector):
             params["NFRMOT"] = int(min(drift.frame_index.size, self.max_frames))
             params["STATMAP"] = static is not None
         cands = _merge_duplicates(cands)
+        cover = (ndimage.distance_transform_edt(ctx["static"].weight > 0) if "static" in ctx else None)
         for c in cands:
             c["consistency"] = _consistency(c, ctx)
+            if cover is not None:
+                iy = int(np.clip(round(c["feat"]["y"]), 0, shape[0] - 1))
+                ix = int(np.clip(round(c["feat"]["x"]), 0, shape[1] - 1))
+                c["static_cover"] = float(cover[iy, ix])
         if drift is not None and cands:
             source, own = _open_source(frames, shape)
             try:
@@ -928,6 +1100,7 @@ class LocalDustDetector(DustDetector):
             results = [(np.nan, np.nan, np.nan)] * len(cands)
         for c, (beta, sig, beta_t) in zip(cands, results):
             c["beta"], c["beta_sigma"], c["beta_tex"] = beta, sig, beta_t
+            c["shift_rms"] = drift.rms if drift is not None else 0.0
             c["morph"], c["terms"], c["worst"] = _morphology_evidence(
                 c["feat"], d_lo=d_lo, d_hi=d_hi, has_limb=has_limb, optics=optics)
             motion, mterms = _motion_evidence(c)
@@ -968,7 +1141,10 @@ class LocalDustDetector(DustDetector):
         from photutils.segmentation import detect_sources
         from skimage.feature import peak_local_max
 
-        smax, dbest, _ = _significance(ctx.darkness, ctx.weight, diameters, ctx.shape)
+        smax, dbest, noise = _significance(ctx.darkness, ctx.weight, diameters, ctx.shape)
+        ok = np.isfinite(noise)
+        if ok.any():
+            ctx.scale_diameters, ctx.scale_noises = np.asarray(diameters)[ok], np.asarray(noise)[ok]
         segm = detect_sources(smax, self.threshold, 5, mask=ctx.weight <= 0)
         if segm is None:
             return []

@@ -16,3 +16,4 @@ from .dq import *  # noqa: F401,F403
 from .io import *  # noqa: F401,F403
 from .combine import *  # noqa: F401,F403
 from .datasets import *  # noqa: F401,F403
+from .detection import *  # noqa: F401,F403

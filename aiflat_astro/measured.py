@@ -786,7 +786,8 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, **options):
         float32 ``median / transmission`` inside the weight.
     info : dict
         ``method`` ``'measured'``; ``profile`` ``'none'`` (the measured
-        ratio carries the true texture); ``shadows`` (per-shadow decision:
+        ratio carries the true texture; the local method's profile when no
+        shadow could be measured); ``shadows`` (per-shadow decision:
         ``flat_method`` ``'measured'`` or ``'local'``, coverage, drift,
         standard error); ``drift`` (the drift path, every frame's shift);
         ``params``; ``n_measured``, ``n_local``; ``fallback`` (why, when some
@@ -825,8 +826,8 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, **options):
     n_local = n_total - n_meas
     major, minor, _ = mt.drift.extent
     fallback = None
+    profile = "none"
     if local.any():
-        trans = np.where(local, _local_transmission(median, detection, local), trans)
         local_ids = [int(i) for i in mt.shadows["id"][mt.shadows["method"] == "local"]]
         if n_meas == 0:
             fallback = (f"no usable drift: the scene moved {major:.1f} x {minor:.1f} px "
@@ -837,10 +838,19 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, **options):
                         f"{n_total} shadows (ids {', '.join(map(str, local_ids))}); "
                         "local interpolation used for them")
         warn_user(fallback, DetectorFallbackWarning)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        clean = np.where(region & (trans > 0), median / trans, median).astype(np.float32)
-    bad = region & ~np.isfinite(clean)
-    clean[bad] = median[bad]
+    if n_meas == 0:
+        # exactly what inpaint='local' gives (same clean estimate, same flat profile)
+        from .inpaint import run_inpainter
+
+        clean, local_info = run_inpainter("local", median, detection)
+        profile = local_info.get("profile", "radial")
+    else:
+        if local.any():
+            trans = np.where(local, _local_transmission(median, detection, local), trans)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            clean = np.where(region & (trans > 0), median / trans, median).astype(np.float32)
+        bad = region & ~np.isfinite(clean)
+        clean[bad] = median[bad]
 
     prov = mt.provenance()
     shadows = prov["shadows"]
@@ -848,7 +858,7 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, **options):
         rec["flat_method"] = rec.pop("method")
     info = {
         "method": "measured",
-        "profile": "none",
+        "profile": profile,
         "generated": False,
         "n_measured": int(n_meas),
         "n_local": int(n_local),

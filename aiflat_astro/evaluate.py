@@ -197,9 +197,9 @@ def _product_kind(path):
     raise InputError(f"{Path(path).name} is neither an aiflat mask nor an aiflat flat")
 
 
-#: Evaluators by product kind; each takes (product path, truth, **options) -> dict.
-#: The flat evaluator (flat error inside the shadows) registers itself here.
-EVALUATORS = {"mask": evaluate_mask}
+#: Evaluators by product kind: a function (product path, truth, **options) -> dict,
+#: or "module:function" imported when needed.
+EVALUATORS = {"mask": evaluate_mask, "flat": "aiflat_astro.flat:evaluate_flat"}
 
 
 def evaluate_file(path, truth, **options):
@@ -219,8 +219,17 @@ def evaluate_file(path, truth, **options):
     dict
         The evaluator's figures plus ``product`` (the kind of file).
     """
+    import importlib
+    import inspect
+
     kind = _product_kind(path)
     if kind not in EVALUATORS:
         raise InputError(f"evaluating a {kind} file is not available in this version")
-    result = EVALUATORS[kind](path, _as_truth(truth), **options)
+    func = EVALUATORS[kind]
+    if isinstance(func, str):
+        module, _, name = func.partition(":")
+        func = getattr(importlib.import_module(module), name)
+    accepted = inspect.signature(func).parameters
+    options = {k: v for k, v in options.items() if k in accepted}   # e.g. min_depth_snr: masks only
+    result = func(path, _as_truth(truth), **options)
     return {"product": kind, **result}

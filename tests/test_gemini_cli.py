@@ -100,12 +100,14 @@ def test_flat_server_error_is_one_line(tmp_path, server, products, capsys):
     median, mask = products
     from aiflat_astro.detection._fake_server import error_reply
 
-    server.queue(*[error_reply(503)] * 2)
+    server.queue(error_reply(503))
     code = main(["flat", str(median), "--mask", str(mask), "-o", str(tmp_path / "flat.fits"), "--inpaint",
-                 "gemini", "--gemini-base-url", server.url, "--gemini-timeout", "20"])
-    # the default retry policy retries a 503: the third attempt succeeds
-    assert code == 0 and len(server.requests) == 3
+                 "gemini", "--gemini-base-url", server.url, "--gemini-retries", "1", "--gemini-timeout", "20"])
     stdout, stderr = capsys.readouterr()
+    assert code == 1 and len(server.requests) == 1
+    assert stderr.strip() == ("aiflat flat: error: Gemini API error 503 UNAVAILABLE: fake unavailable error "
+                              "(server error; retry later)")
+    assert not (tmp_path / "flat.fits").exists()
     assert_no_key(tmp_path, stdout, stderr)
 
 

@@ -110,7 +110,6 @@ def test_consensus_detector_with_fake_gemini(tmp_path):
     (request,) = plan_requests(shape, image_size="1K")
     with FakeGeminiServer(lookup_responder({place(sent, request, 128).tobytes():
                                             place(answer_mask.astype(float), request, 0.0)})) as server:
-        gemini.base_url = server.url
         detector = ConsensusDetector(api_key=KEY, base_url=server.url, **FAST)
         result = detector(median)
     def source_at(xc, yc):

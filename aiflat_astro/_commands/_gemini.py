@@ -23,6 +23,9 @@ def add_gemini_options(parser, *, consensus=True):
                        help="API endpoint (default: Google's, or GOOGLE_GEMINI_BASE_URL when set)")
     group.add_argument("--gemini-timeout", type=float, metavar="SECONDS",
                        help="time allowed for one request (default: 300)")
+    group.add_argument("--gemini-retries", type=int, metavar="N",
+                       help="attempts per request, the first included; HTTP 408/429/5xx, time-outs and "
+                            "connection errors are retried with exponential backoff (default: 4)")
     group.add_argument("--gemini-cache-dir", metavar="DIR",
                        help="response cache folder (default: AIFLAT_CACHE_DIR or the user cache folder)")
     group.add_argument("--no-gemini-cache", dest="gemini_cache", action="store_false",
@@ -40,6 +43,7 @@ def _common(args):
         "image_size": getattr(args, "gemini_image_size", None),
         "base_url": getattr(args, "gemini_base_url", None),
         "timeout": getattr(args, "gemini_timeout", None),
+        "retries": getattr(args, "gemini_retries", None),
         "cache_dir": getattr(args, "gemini_cache_dir", None),
         "env_file": getattr(args, "gemini_env_file", None),
     }

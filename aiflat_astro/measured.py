@@ -296,6 +296,103 @@ def _robust_surface(values, ys, xs, *, degree=2, nsigma=3.0, n_iter=4):
 
 
 # ---------------------------------------------------------------------------
+# survey: static dark features the dust mask missed
+# ---------------------------------------------------------------------------
+_SURVEY_FRAMES = 40
+_SURVEY_SIZE = 512
+
+
+def _bin(image, b):
+    if b == 1:
+        return image
+    h, w = (image.shape[0] // b) * b, (image.shape[1] // b) * b
+    return image[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
+
+
+def _static_survey(source, frame_index, shifts, known, *, nsigma=5.0, min_depth=0.005):
+    """Find static dark features outside ``known``: dust the detector missed.
+
+    A coarse version of the measurement over the whole frame, on a binned
+    subset of frames: the scene is the median of the registered frames (the
+    known dust left out), the sensor pattern the median of frame / shifted
+    scene, divided by its large-scale shape.  Pixels darker than
+    ``max(nsigma * noise, min_depth)`` there, outside the known dust, are
+    returned (full resolution, dilated) with a list of features.
+    Unmasked, such dust would contaminate the clean samples of the scene.
+    """
+    shape = known.shape
+    b = max(1, int(np.ceil(max(shape) / _SURVEY_SIZE)))
+    pick = np.unique(np.round(np.linspace(0, frame_index.size - 1,
+                                          min(_SURVEY_FRAMES, frame_index.size))).astype(int))
+    if pick.size < 8:
+        return np.zeros(shape, bool), []
+    known_b = _bin(known.astype(np.float32), b) > 0
+    known_b = ndi.binary_dilation(known_b, iterations=1)
+    frames = []
+    stack = []
+    for i in pick:
+        frame = _bin(_as_mono(source.read(int(frame_index[i]))), b).astype(np.float32)
+        frames.append(frame)
+        dy, dx = shifts[i] / b
+        data = np.where(known_b, np.nan, frame)
+        stack.append(ndi.shift(data, (-dy, -dx), order=1, mode="constant", cval=np.nan))
+    scene = _nanmedian(np.array(stack), axis=0)
+    del stack
+    ratios = []
+    for frame, i in zip(frames, pick):
+        dy, dx = shifts[i] / b
+        o_k = ndi.shift(np.nan_to_num(scene, nan=0.0), (dy, dx), order=1, mode="constant", cval=0)
+        o_ok = ndi.shift(np.isfinite(scene).astype(np.float32), (dy, dx), order=1,
+                         mode="constant", cval=0) > 0.999
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(o_ok & (o_k > 0), frame / o_k, np.nan)
+        level = np.nanmedian(ratio) if np.isfinite(ratio).any() else np.nan
+        ratios.append(ratio / level if np.isfinite(level) and level > 0 else ratio)
+    pattern = _nanmedian(np.array(ratios), axis=0)
+    del ratios, frames
+    scene_level = np.nanmedian(scene) if np.isfinite(scene).any() else 0.0
+    valid = np.isfinite(pattern) & ~known_b
+    bright = np.nan_to_num(scene, nan=0.0) > 0.1 * scene_level  # no sky beyond the limb
+    if valid.sum() < 100 or not np.isfinite(scene_level) or scene_level <= 0:
+        return np.zeros(shape, bool), []
+    # the large-scale shape (vignetting, level) from the valid pixels only
+    sigma = max(4.0, 32.0 / b)
+    w = valid.astype(np.float64)
+    smooth = (ndi.gaussian_filter(np.where(valid, pattern, 0.0), sigma, mode="nearest")
+              / np.maximum(ndi.gaussian_filter(w, sigma, mode="nearest"), 1e-6))
+    rel = np.where(valid, pattern / smooth, np.nan)
+    rel_s = (ndi.gaussian_filter(np.nan_to_num(rel - 1.0), 1.0)
+             / np.maximum(ndi.gaussian_filter(w, 1.0), 1e-6))
+    noise = _MAD_TO_SIGMA * np.nanmedian(np.abs(rel_s[valid] - np.nanmedian(rel_s[valid])))
+    threshold = max(nsigma * noise, min_depth)
+    dark = valid & (rel_s < -threshold) & bright
+    lab, n = ndi.label(dark)
+    features = []
+    keep = np.zeros(dark.shape, bool)
+    for k, sl in enumerate(ndi.find_objects(lab), start=1):
+        sel = lab[sl] == k
+        if sel.sum() < 3:
+            continue
+        keep[sl] |= sel
+        ys, xs = np.nonzero(sel)
+        features.append({"x_centroid": round(float((xs.mean() + sl[1].start + 0.5) * b - 0.5), 2),
+                         "y_centroid": round(float((ys.mean() + sl[0].start + 0.5) * b - 0.5), 2),
+                         "area_px": int(sel.sum() * b * b),
+                         "depth": round(float(-rel_s[sl][sel].min()), 5)})
+    if not features:
+        return np.zeros(shape, bool), []
+    full = np.zeros(shape, bool)
+    up = np.repeat(np.repeat(keep, b, axis=0), b, axis=1)
+    full[: up.shape[0], : up.shape[1]] = up
+    # the faint tail of a shadow extends beyond its threshold crossing
+    reach = [max(3.0, 0.5 * np.sqrt(f["area_px"] / np.pi)) for f in features]
+    full = ndi.binary_dilation(full, iterations=int(np.ceil(max(reach))))
+    log.info("survey: %d static dark feature(s) outside the dust mask excluded from the clean "
+             "samples (possible undetected dust)", len(features))
+    return full & ~known, features
+
+
+# ---------------------------------------------------------------------------
 # radial denoising (shadows are round pupil footprints)
 # ---------------------------------------------------------------------------
 _RADIAL_STEP = 0.5
@@ -482,6 +579,7 @@ def measure_transmission(
     chi2_max=1.5,
     exclude=3.0,
     ring_gap=0.35,
+    survey=True,
     mem_limit="1GB",
     registration=None,
     progress_bar=False,
@@ -544,6 +642,10 @@ def measure_transmission(
         The level of each box (per frame, and the polynomial surface) is set
         by pixels farther than ``ring_gap * diameter`` from the shadow, to
         miss its bright Fresnel rim.  Default 0.35.
+    survey : bool, optional
+        Survey the whole frame (coarsely, on up to 40 frames) for static
+        dark features outside the dust mask -- dust the detector missed --
+        and keep them out of the clean samples of the scene.  Default `True`.
     mem_limit : str or int, optional
         Memory for the boxes (e.g. ``'256MB'``); fewer frames are used if
         needed.  Default ``'1GB'``.
@@ -605,6 +707,13 @@ def measure_transmission(
             drift = register_frames(source, dust_mask=excl, **opts)
         idx = np.asarray(drift.frame_index)
         shifts_all = np.asarray(drift.shifts)
+        static_features = []
+        if survey and drift.extent[0] >= 5.0:  # without drift everything looks static
+            extra, static_features = _static_survey(source, idx, shifts_all, excl)
+            if static_features:
+                excl |= extra
+                near |= extra
+                excl_any = ndi.binary_dilation(excl, structure=np.ones((3, 3), bool))
 
         # scene boxes and memory
         lo = shifts_all.min(axis=0)
@@ -728,6 +837,8 @@ def measure_transmission(
         "surface_degree": int(surface_degree),
         "exclude_px": float(exclude),
         "ring_gap": float(ring_gap),
+        "survey": bool(survey),
+        "static_features": static_features,
         "mem_limit": str(mem_limit),
     }
     log.info("measured transmission: %d of %d shadows measured (drift %.1f x %.1f px)",

@@ -128,15 +128,18 @@ def test_star_inside_the_shadow():
 
 
 def test_only_tiles_with_dust_are_sent():
-    shape = (1100, 1900)
+    shape = (300, 500)  # six 256-px tiles
     y, x = np.indices(shape, dtype=float)
-    labels = (np.hypot(y - 1060, x - 1800) < 10).astype(np.int32)  # in one of the four tiles only
-    median = (1000 * (1 - 0.1 * labels)).astype(np.float32)
+    labels = (np.hypot(y - 280, x - 480) < 8).astype(np.int32)  # in the last tile only
+    median = (1000 * (1 - 0.1 * labels) * (1 + 0.01 * np.sin(x / 4))).astype(np.float32)
+    detection = detection_from_truth(labels)
     with FakeGeminiServer(echo) as server:
-        inpaint_gemini(median, detection_from_truth(labels), api_key=KEY, base_url=server.url, **FAST)
+        clean, info = inpaint_gemini(median, detection, api_key=KEY, base_url=server.url, tile_size=256,
+                                     tile_overlap=32, **FAST)
     (req,) = server.requests
-    assert req.aspect_ratio == "1:1"
-    assert (req.images_u8[1] == 255).sum() == (detection_from_truth(labels).weight > 0).sum()
+    assert req.aspect_ratio == "1:1" and req.images_u8[0].shape == (256, 256)
+    assert info["gemini"]["requests"][0]["tile"] == [44, 244, 256, 256]
+    assert (req.images_u8[1] == 255).sum() == (detection.weight > 0).sum()
 
 
 def test_empty_mask_makes_no_request():

@@ -273,8 +273,8 @@ class GeminiDustDetector(DustDetector):
             raise InputError(f"the median must be a 2-D image, got shape {data.shape}")
         if mask is not None and np.shape(mask) != data.shape:
             raise InputError(f"mask shape {np.shape(mask)} differs from the median's {data.shape}")
-        image, ratio, stretch = self.render(data, mask=mask)
         requests = _plan(data.shape, self.image_size, self.tile_size, self.tile_overlap, self.max_tiles)
+        image, ratio, stretch = self.render(data, mask=mask)
         prob_sum = np.zeros(data.shape)
         weight_sum = np.zeros(data.shape)
         answers, records = [], []

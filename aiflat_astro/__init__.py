@@ -17,3 +17,7 @@ from .io import *  # noqa: F401,F403
 from .combine import *  # noqa: F401,F403
 from .datasets import *  # noqa: F401,F403
 from .detection import *  # noqa: F401,F403
+from .inpaint import *  # noqa: F401,F403
+from .flat import *  # noqa: F401,F403
+from .apply import *  # noqa: F401,F403
+from .pipeline import *  # noqa: F401,F403

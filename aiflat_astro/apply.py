@@ -40,7 +40,7 @@ from scipy import ndimage
 from .utils._atomic import atomic_output, parse_size
 from .utils.exceptions import InputError
 
-__all__ = ["apply_flat", "apply_to_file", "flat_boxes", "output_name"]
+__all__ = ["apply_flat", "apply_to_file", "flat_boxes"]
 
 log = logging.getLogger(__name__)
 

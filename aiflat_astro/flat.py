@@ -56,11 +56,16 @@ FLAT_PROFILES = ("auto", "radial", "none")
 #: into the ``PROVJSON`` extension.
 PROV_KEY = "PROVJSON"
 
-_RADIAL_STEP = 0.5        # radial bin width, px
-_RADIAL_MIN_COUNT = 8     # pixels per radial sample (bins are widened near the centre)
+_RADIAL_HALF_WIDTH = 0.25  # half width of the radial median window on edges, px
+_RADIAL_MAX_HALF_WIDTH = 1.5  # ... and on flat parts of the profile, px
+_RADIAL_PILOT_HALF_WIDTH = 1.0  # pilot profile that measures the slope, px
+_RADIAL_K = 8.0            # widen while the profile changes by < K x the sample scatter across the window
+_RADIAL_GRID = 0.1         # radii at which the radial median is evaluated, px
+_RADIAL_MIN_COUNT = 8      # pixels per radial median (the window widens near the centre)
 _CENTRE_SAMPLE = 20000    # pixels used for the centre refinement of big shadows
 _OUTLIER_SIGMA = 3.0      # a pixel is an outlier of the radial model beyond this many texture sigmas
 _MAX_OUTLIERS = 0.10      # more outliers than this fraction: the shadow is not round
+_EDGE_TOLERANCE = 0.05    # misfit allowed on steep edges, as a fraction of the shadow depth
 
 
 # --------------------------------------------------------------------------------------
@@ -138,30 +143,56 @@ def _partition(weight, labels):
     return assign
 
 
-def _binned_median(r, v, edges_step, n_min):
-    """Median of ``v`` around radii ``(i + 0.5) * step``; bins widened to hold ``n_min`` values.
+def _running_median(rs, vs, at, half_width, n_min):
+    """Median of the sorted samples ``(rs, vs)`` within ``at ± half_width`` (≥ ``n_min`` samples)."""
+    half_width = np.broadcast_to(half_width, at.shape)
+    lo = np.searchsorted(rs, at - half_width)
+    hi = np.searchsorted(rs, at + half_width)
+    rad = np.empty(at.size)
+    med = np.empty(at.size)
+    err = np.empty(at.size)
+    n_min = min(n_min, rs.size)
+    for i in range(at.size):
+        a, b = lo[i], hi[i]
+        if b - a < n_min:  # widen to the n_min samples nearest in radius
+            j = int(np.searchsorted(rs, at[i]))
+            b = min(rs.size, max(0, j - n_min // 2) + n_min)
+            a = max(0, b - n_min)
+        seg = vs[a:b]
+        m = np.median(seg)
+        rad[i] = rs[a:b].mean()
+        med[i] = m
+        err[i] = 1.2533 * 1.4826 * np.median(np.abs(seg - m)) / np.sqrt(seg.size)
+    return rad, med, err
 
-    Returns bin centres, medians and the standard error of each median.
+
+def _radial_profile(r, v, *, grid=_RADIAL_GRID, n_min=_RADIAL_MIN_COUNT):
+    """Adaptive running median of ``v`` against radius ``r``.
+
+    Evaluated every ``grid`` px.  A first pass with a narrow window
+    (± `_RADIAL_HALF_WIDTH`) follows steep shadow edges; the window is then
+    widened, up to ± `_RADIAL_MAX_HALF_WIDTH`, wherever the profile (from a
+    pilot pass) is flat compared with the scatter of the samples (texture,
+    noise), so that plateaus average many more pixels while the edges of
+    clean, steep shadows stay sharp.  At least ``n_min``
+    samples enter each median (the window widens near the centre).
+
+    Returns the mean radius of each window's samples (the abscissa to
+    interpolate on), the medians and the standard error of each median.
     """
     order = np.argsort(r, kind="stable")
     rs, vs = r[order], v[order]
-    step = edges_step
-    centres = (np.arange(int(rs[-1] / step) + 1) + 0.5) * step
-    lo = np.searchsorted(rs, centres - step / 2)
-    hi = np.searchsorted(rs, centres + step / 2)
-    med = np.empty(centres.size)
-    err = np.empty(centres.size)
-    n_min = min(n_min, rs.size)
-    for i in range(centres.size):
-        a, b = lo[i], hi[i]
-        while b - a < n_min:  # widen symmetrically in sample count
-            a, b = max(a - 1, 0), min(b + 1, rs.size)
-        seg = vs[a:b]
-        m = np.median(seg)
-        med[i] = m
-        mad = np.median(np.abs(seg - m))
-        err[i] = 1.2533 * 1.4826 * mad / np.sqrt(seg.size)
-    return centres, med, err
+    at = np.arange(0.0, rs[-1] + grid, grid)
+    rad, med, _ = _running_median(rs, vs, at, _RADIAL_PILOT_HALF_WIDTH, n_min)
+    scatter = 1.4826 * float(np.median(np.abs(vs - np.interp(rs, rad, med))))
+    slope = np.abs(np.gradient(med, at)) if at.size > 1 else np.zeros(1)
+    slope = ndimage.maximum_filter1d(slope, size=max(3, int(2 * _RADIAL_MAX_HALF_WIDTH / grid) + 1))
+    # widen while the profile changes by less than _RADIAL_K sample scatters across the window
+    # (measured on simulated videos: wide windows on plateaus matter, edges matter less)
+    width = np.clip(_RADIAL_K * scatter / np.maximum(slope, 1e-12), _RADIAL_HALF_WIDTH, _RADIAL_MAX_HALF_WIDTH)
+    rad, med, err = _running_median(rs, vs, at, width, n_min)
+    keep = np.concatenate([[True], np.diff(rad) > 1e-9])  # np.interp needs increasing abscissae
+    return rad[keep], med[keep], err[keep]
 
 
 def _asymmetry(centre, ys, xs, vals):
@@ -248,7 +279,7 @@ def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_h
         r_eq = np.sqrt(max(core_y.size, 1) / np.pi)
         centre = _refine_centre(gy, gx, gv, c0, max_shift=max(1.0, 0.1 * r_eq))
         r_good = np.hypot(gy - centre[0], gx - centre[1])
-        rc, prof, perr = _binned_median(r_good, gv, _RADIAL_STEP, _RADIAL_MIN_COUNT)
+        rc, prof, perr = _radial_profile(r_good, gv)
         r_all = np.hypot(ys - centre[0], xs - centre[1])
         model = np.interp(r_all, rc, prof)
         merr = np.interp(r_all, rc, perr)
@@ -262,7 +293,10 @@ def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_h
         resid = gv[core[good]] / model[good][core[good]] - 1.0 if core.any() else np.array([])
         if not np.isfinite(sigma) or sigma <= 0:
             sigma = 1.4826 * float(np.median(np.abs(resid))) if resid.size else 0.0
-        frac = float(np.mean(np.abs(resid) > _OUTLIER_SIGMA * max(sigma, 1e-4))) if resid.size else 0.0
+        # tolerance: the texture, and 5 % of the depth for the sampling of steep edges
+        depth = max(0.0, 1.0 - float(prof.min()))
+        tol = _OUTLIER_SIGMA * np.hypot(max(sigma, 1e-4), _EDGE_TOLERANCE * depth / _OUTLIER_SIGMA)
+        frac = float(np.mean(np.abs(resid) > tol)) if resid.size else 0.0
         rec.update(y_centroid=float(centre[0] + y0), x_centroid=float(centre[1] + x0),
                    texture_sigma=float(sigma), outlier_fraction=frac,
                    min_transmission=float(prof.min()), max_transmission=float(prof.max()))

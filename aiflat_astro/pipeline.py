@@ -32,7 +32,7 @@ from astropy.io import fits
 from .provenance import params_hash
 from .utils.exceptions import InputError, ProvenanceError
 
-__all__ = ["run_pipeline", "PRODUCTS", "STATE_FILE"]
+__all__ = ["run_pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -129,55 +129,13 @@ def _read_median(path):
     return CCDData(data, unit=header.get("BUNIT") or "adu", meta=header)
 
 
-def _write_regions(path, catalog):
-    from regions import CirclePixelRegion, PixCoord, Regions
-
-    from .utils._atomic import atomic_output
-
-    regs = []
-    for row in catalog:
-        r = 0.5 * float(row["equivalent_diameter"]) if "equivalent_diameter" in catalog.colnames else 5.0
-        reg = CirclePixelRegion(PixCoord(float(row["x_centroid"]), float(row["y_centroid"])), max(r, 1.0))
-        reg.meta["text"] = f"dust {int(row['id'])}"
-        reg.visual["color"] = "orange" if ("review" in catalog.colnames and row["review"]) else "green"
-        regs.append(reg)
-    with atomic_output(path, overwrite=True) as tmp:
-        Path(tmp).write_text(Regions(regs).serialize(format="ds9"))
-
-
-def _write_preview(path, median, detection):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    from .utils._atomic import atomic_output
-
-    data = np.asarray(median.data, dtype=np.float32)
-    lo, hi = np.nanpercentile(data, [0.5, 99.5])
-    h, w = data.shape
-    scale = min(1.0, 1200 / max(h, w))
-    fig = Figure(figsize=(max(w * scale / 100, 3), max(h * scale / 100, 3)), dpi=100)
-    ax = fig.add_axes([0, 0, 1, 1])
-    ax.imshow(data, cmap="gray", vmin=lo, vmax=hi, origin="upper", interpolation="nearest")
-    if detection.dust_mask.any():
-        ax.contour(detection.dust_mask.astype(float), levels=[0.5], colors="lime", linewidths=0.8)
-    for row in detection.catalog:
-        ax.annotate(str(int(row["id"])), (float(row["x_centroid"]), float(row["y_centroid"])), color="yellow",
-                    fontsize=8, ha="center", va="center")
-    ax.set_axis_off()
-    with atomic_output(path, overwrite=True) as tmp:
-        fig.savefig(tmp, format="png")
-
-
 def _side_products(detection, median, paths):
-    """dust.ecsv, dust.reg (DS9, pixel coordinates) and preview.png from the detection."""
-    from .utils._atomic import atomic_output
+    """dust.ecsv, dust.reg (DS9) and preview.png from the detection."""
+    from .detection.outputs import write_catalog, write_preview, write_regions
 
-    with atomic_output(paths["catalog"], overwrite=True) as tmp:
-        detection.catalog.write(tmp, format="ascii.ecsv")
-    _write_regions(paths["regions"], detection.catalog)
-    _write_preview(paths["preview"], median, detection)
+    write_catalog(paths["catalog"], detection, overwrite=True)
+    write_regions(paths["regions"], detection, overwrite=True)
+    write_preview(paths["preview"], median, detection, overwrite=True)
 
 
 def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True, f_ratio=None,

@@ -79,7 +79,7 @@ def bench_flats(args):
 
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        mask = detect_dust(median)
+                        mask = detect_dust(median, frames=path)
                 else:
                     mask = truth.labels > 0
                 for (name, opts), profile in itertools.product(LOCAL_VARIANTS.items(), ("none", "radial")):

@@ -30,7 +30,7 @@ import numpy as np
 from astropy.io import fits
 
 from .provenance import params_hash
-from .utils.exceptions import InputError, ProvenanceError
+from .utils.exceptions import InputError, ProvenanceError, warn_user
 
 __all__ = ["run_pipeline"]
 
@@ -212,7 +212,7 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
             median = _read_median(paths["median"])
             reused.append("median")
         except (ProvenanceError, OSError, ValueError) as exc:
-            log.warning("cannot reuse %s (%s); recomputing it", paths["median"], exc)
+            warn_user(f"cannot reuse {paths['median']} ({exc}); recomputing it")
     if median is None:
         from .io.frames import open_frames
 
@@ -233,7 +233,7 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
             detection = read_mask(paths["mask"])
             reused.append("mask")
         except (ProvenanceError, OSError, ValueError) as exc:
-            log.warning("cannot reuse %s (%s); recomputing it", paths["mask"], exc)
+            warn_user(f"cannot reuse {paths['mask']} ({exc}); recomputing it")
     if detection is None:
         detection = detect_dust(median, detector=detector, frames=video, f_ratio=f_ratio, pixel_size=pixel_size,
                                 **(detector_options or {}))
@@ -266,7 +266,7 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
             flat = read_flat(paths["flat"])
             reused.append("flat")
         except (ProvenanceError, OSError, ValueError) as exc:
-            log.warning("cannot reuse %s (%s); recomputing it", paths["flat"], exc)
+            warn_user(f"cannot reuse {paths['flat']} ({exc}); recomputing it")
     if flat is None:
         flat = make_flat(median, detection, inpaint=inpaint, frames=video, floor=floor,
                          inpaint_options=inpaint_options, mem_limit=mem_limit, progress_bar=progress_bar)

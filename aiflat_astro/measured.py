@@ -509,7 +509,7 @@ def _solve_region(region, shifts, *, n_min, min_signal, n_iter, surface_degree, 
     if np.isfinite(level) and level > 0:
         scene_ok &= scene > min_signal * level
     filled_scene = np.where(scene_ok, scene, level if np.isfinite(level) else 1.0)
-    okf = scene_ok.astype(np.float64)
+    scene_bad = ~scene_ok
 
     ratio = np.empty((n, bh, bw), np.float32)
     for it in range(max(1, n_iter)):
@@ -517,10 +517,10 @@ def _solve_region(region, shifts, *, n_min, min_signal, n_iter, surface_degree, 
         for k in range(n):
             dy, dx = shifts[k]
             # O(x - s_k) for x in the sensor box: scene-box coordinates x - s_k - (v0, u0)
-            ok_k, _ = _sample_box(okf, y0 - v0, y1 - v0, x0 - u0, x1 - u0, -dy, -dx, order=1)
             o_k, inside = _sample_box(coeffs, y0 - v0, y1 - v0, x0 - u0, x1 - u0,
                                       -dy, -dx, order=3, prefiltered=True)
-            good = inside & (ok_k > 0.999) & np.isfinite(raw[k]) & (o_k > 0)
+            unusable = _sample_mask(scene_bad, y0 - v0, y1 - v0, x0 - u0, x1 - u0, -dy, -dx)
+            good = inside & ~unusable & np.isfinite(raw[k]) & (o_k > 0)
             ratio[k] = np.where(good, raw[k] / np.where(good, o_k, 1.0), np.nan)
         # per-frame level from the clean pixels of the box
         ring_vals = ratio[:, ring]
@@ -535,17 +535,16 @@ def _solve_region(region, shifts, *, n_min, min_signal, n_iter, surface_degree, 
             t_full = np.where(np.isfinite(trans) & (n_used >= n_min), trans, np.nan)
             t_full = np.where(np.isfinite(t_full), t_full, np.where(region.clean, 1.0, np.nan))
             t_fill = np.nan_to_num(t_full, nan=1.0)
-            t_defined = np.isfinite(t_full).astype(np.float64)
+            t_undefined = ~np.isfinite(t_full)
             samples = np.empty_like(reg)
             for k in range(n):
                 dy, dx = shifts[k]
                 # T(u + s_k) for u in the scene box: sensor-box coordinates u + s_k - (y0, x0)
                 t_k, t_in = _sample_box(t_fill, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx,
                                         order=1)
-                t_def, _ = _sample_box(t_defined, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx,
-                                       order=1)
+                t_unk = _sample_mask(t_undefined, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx)
                 # outside the box: clean samples only (other shadows are excluded there)
-                use = np.where(t_in, (t_def > 0.999) & (t_k > 0.05), ok[k])
+                use = np.where(t_in, ~t_unk & (t_k > 0.05), ok[k])
                 use &= region.reg_inframe[k] & np.isfinite(c[k])
                 ck = c[k] if np.isfinite(c[k]) else 1.0
                 samples[k] = np.where(use, reg[k] / (np.where(t_in, t_k, 1.0) * ck), np.nan)

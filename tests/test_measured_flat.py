@@ -65,10 +65,19 @@ def fixture_drifting(tmp_path_factory):
     return _video(tmp_path_factory, "drift60", n_frames=100, drift=60.0, n_dust=10, seed=0)
 
 
+@pytest.fixture(name="measurement", scope="module")
+def fixture_measurement(drifting):
+    """measure_transmission on the drifting video (registers it once for the module)."""
+    path, _, _, detection = drifting
+    return measure_transmission(path, detection.dust_mask, weight=detection.weight,
+                                labels=detection.labels)
+
+
 @pytest.fixture(name="measured_flat", scope="module")
-def fixture_measured_flat(drifting):
+def fixture_measured_flat(drifting, measurement):
     path, truth, median, detection = drifting
-    return make_flat(median, detection, inpaint="measured", frames=path)
+    return make_flat(median, detection, inpaint="measured", frames=path,
+                     inpaint_options={"drift": measurement.drift})
 
 
 @pytest.fixture(name="still", scope="module")
@@ -112,7 +121,7 @@ class TestTarget:
         assert measured_flat.meta["DRIFTMIN"] > 40
 
     def test_drift_path_in_provenance(self, drifting, measured_flat):
-        """Every frame's shift is in PROVJSON, within 0.2 px of the truth."""
+        """Every frame's shift (registered with the dust present) is in PROVJSON, within 0.2 px."""
         _, truth, _, _ = drifting
         drift = json.loads(measured_flat.meta["PROVJSON"])["inpaint_info"]["drift"]
         assert drift["frame_index"] == list(range(100))
@@ -126,10 +135,9 @@ class TestTarget:
 class TestMeasureTransmission:
     """measure_transmission on its own."""
 
-    def test_transmission_and_uncertainty(self, drifting):
-        path, truth, _, detection = drifting
-        mt = measure_transmission(path, detection.dust_mask, weight=detection.weight,
-                                  labels=detection.labels)
+    def test_transmission_and_uncertainty(self, drifting, measurement):
+        _, truth, _, _ = drifting
+        mt = measurement
         assert isinstance(mt, MeasuredTransmission)
         assert mt.n_measured == 10
         dust = truth.labels > 0
@@ -144,18 +152,20 @@ class TestMeasureTransmission:
         assert mt.shadows.meta["drift"]["n_registered"] == 100
         json.dumps(mt.provenance())
 
-    def test_plain_profile_and_median(self, drifting):
+    def test_plain_profile_and_median(self, drifting, measurement):
         """Without the radial denoising, and with plain medians, still well under 0.5 %."""
         path, truth, _, detection = drifting
         dust = truth.labels > 0
         for options in ({"radial": False}, {"radial": False, "estimator": "median", "n_iter": 1}):
             mt = measure_transmission(path, detection.dust_mask, weight=detection.weight,
-                                      labels=detection.labels, max_frames=60, **options)
+                                      labels=detection.labels, drift=measurement.drift,
+                                      survey=False, **options)
             assert set(mt.shadows["profile"]) == {"plain"}
             err = mt.transmission[dust] - truth.transmission[dust]
             assert np.sqrt(np.mean(err**2)) <= 0.004
 
     def test_memory_limit_uses_fewer_frames(self, drifting):
+        """A small memory limit: fewer frames, spread over the video (truth shifts given)."""
         path, truth, _, detection = drifting
         drift = DriftPath(frame_index=np.arange(100), shifts=truth.shifts - truth.shifts.mean(0),
                           peak=np.ones(100), n_frames=100)
@@ -220,7 +230,7 @@ class TestFallback:
 
 
 class TestCatalog:
-    def test_add_flat_method(self, drifting, measured_flat):
+    def test_add_flat_method(self, drifting, measured_flat, measurement):
         _, _, _, detection = drifting
         info = json.loads(measured_flat.meta["PROVJSON"])["inpaint_info"]
         catalog = add_flat_method(detection.catalog, info)
@@ -231,3 +241,31 @@ class TestCatalog:
         assert catalog.meta["drift"]["n_registered"] == 100
         assert "flat_method" not in detection.catalog.colnames  # input untouched
         assert list(catalog["method"]) == ["truth"] * 10  # how it was found: kept
+        direct = add_flat_method(detection.catalog, measurement)
+        assert list(direct["flat_method"]) == ["measured"] * 10
+
+
+class TestSurvey:
+    def test_undetected_dust_is_found_and_kept_out(self, drifting, measurement):
+        """Shadows missing from the mask are found by the survey and do not bias the others."""
+        path, truth, _, _ = drifting
+        faint = [int(i) for i in truth.shadows["id"][truth.shadows["depth"] < 0.05]]
+        assert faint  # this video has faint shadows a detector may miss
+        labels = np.where(np.isin(truth.labels, faint), 0, truth.labels)
+        dust = labels > 0
+        weight, _ = expand_mask(dust)
+        results = {}
+        for survey in (True, False):
+            mt = measure_transmission(path, dust, weight=weight, labels=labels,
+                                      drift=measurement.drift, survey=survey, radial=False)
+            err = mt.transmission[dust] - truth.transmission[dust]
+            results[survey] = (np.sqrt(np.mean(err**2)), mt.params["static_features"])
+        found = results[True][1]
+        assert len(found) == len(faint)
+        for sid in faint:
+            row = truth.shadows[truth.shadows["id"] == sid][0]
+            d = [np.hypot(f["x_centroid"] - row["x_centroid"], f["y_centroid"] - row["y_centroid"])
+                 for f in found]
+            assert min(d) < 3
+        assert results[True][0] < 0.003
+        assert results[False][0] > 1.5 * results[True][0]

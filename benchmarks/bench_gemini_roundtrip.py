@@ -96,13 +96,12 @@ def main(argv=None):
             median = (clean * truth.transmission).astype(np.float32)
             detection = detection_from_truth(truth.labels)
             region = detection.weight > 0
-            lit = clean > 0.05 * clean.max()  # the sky beyond the solar limb carries no flat information
             responder, stretch = truth_responder(median, detection, clean, options)
             results = {}
             with FakeGeminiServer(responder) as server:
                 options_here = {"api_key": KEY, "base_url": server.url, "cache": False, **options}
                 for profile in ("none", "radial"):
-                    register_inpainter("oracle", lambda m, d, frames=None: clean, overwrite=True)
+                    register_inpainter("oracle", lambda m, d, frames=None, c=clean: c, overwrite=True)
                     oracle = flat_with("oracle", median, detection, profile)
                     flat = flat_with("gemini", median, detection, profile, options_here)
                     good = region & ((np.asarray(oracle.flags) & (DustDQ.LOW_TRANS | DustDQ.REVIEW)) == 0)
@@ -110,7 +109,8 @@ def main(argv=None):
                     if profile == "none":
                         total = stats((flat.data - truth.transmission)[good])
                         seed_clean = seed_encoding_answer(clean, server.requests[0].output_shape)
-                        register_inpainter("oracle", lambda m, d, frames=None: seed_clean, overwrite=True)
+                        register_inpainter("oracle", lambda m, d, frames=None, c=seed_clean: c,
+                                           overwrite=True)
                         seed_err = stats((flat_with("oracle", median, detection, profile).data - oracle.data)[good])
             rows.append((results["none"], results["radial"], seed_err))
             print(f"{regime:8} {seed:4d} {stretch.hi - 1:10.4f} {stretch.step:9.2e} | "

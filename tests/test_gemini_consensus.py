@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from aiflat_astro.detection._base import DustDetection, detect_dust, empty_catalog
+from aiflat_astro.detection._base import DustDetection, detect_dust
 from aiflat_astro.detection._fake_server import FakeGeminiServer, lookup_responder
 from aiflat_astro.detection._render import place, plan_requests
 from aiflat_astro.detection.consensus import ConsensusDetector, combine_detections

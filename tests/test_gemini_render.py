@@ -13,10 +13,10 @@ from aiflat_astro.utils.exceptions import GeminiError, InputError
 @pytest.mark.parametrize("shape", [(256, 320), (480, 640), (1080, 1920), (100, 100), (300, 97), (50, 400)])
 def test_padding_reaches_the_ratio(shape):
     ratio = nearest_aspect_ratio(*shape)
-    (t, b), (l, r) = pad_to_ratio(*shape, ratio)
-    assert min(t, b, l, r) >= 0 and (t + b == 0 or l + r == 0)
-    assert abs(t - b) <= 1 and abs(l - r) <= 1
-    h, w = shape[0] + t + b, shape[1] + l + r
+    (t, b), (left, right) = pad_to_ratio(*shape, ratio)
+    assert min(t, b, left, right) >= 0 and (t + b == 0 or left + right == 0)
+    assert abs(t - b) <= 1 and abs(left - right) <= 1
+    h, w = shape[0] + t + b, shape[1] + left + right
     assert abs(w / h - ratio_value(ratio)) < 1.0 / min(h, w) + 1e-9
 
 

@@ -24,17 +24,21 @@ def add_gemini_options(parser, *, consensus=True):
     group.add_argument("--gemini-timeout", type=float, metavar="SECONDS",
                        help="time allowed for one request (default: 300)")
     group.add_argument("--gemini-retries", type=int, metavar="N",
-                       help="attempts per request, the first included; HTTP 408/429/5xx, time-outs and "
-                            "connection errors are retried with exponential backoff (default: 4)")
+                       help="attempts per request, the first included; HTTP 408/429/5xx, "
+                            "time-outs and connection errors are retried with exponential "
+                            "backoff (default: 4)")
     group.add_argument("--gemini-cache-dir", metavar="DIR",
-                       help="response cache folder (default: AIFLAT_CACHE_DIR or the user cache folder)")
+                       help="response cache folder (default: AIFLAT_CACHE_DIR or the user "
+                            "cache folder)")
     group.add_argument("--no-gemini-cache", dest="gemini_cache", action="store_false",
                        help="always ask the model, never reuse a cached answer")
-    group.add_argument("--gemini-env-file", metavar="FILE", help=".env file holding the API key (default: ./.env)")
+    group.add_argument("--gemini-env-file", metavar="FILE",
+                       help=".env file holding the API key (default: ./.env)")
     if consensus:
         group.add_argument("--disputed", choices=("review", "include"),
-                           help="consensus detector: shadows only one detector marks get the REVIEW bit and "
-                                "are left uncorrected (review, default) or are corrected too (include)")
+                           help="consensus detector: shadows only one detector marks get the "
+                                "REVIEW bit and are left uncorrected (review, default) or are "
+                                "corrected too (include)")
 
 
 def _common(args):

@@ -89,16 +89,19 @@ def image_reply(image, *, text="Here is the image.", response_id="fake-response"
             im = np.clip(np.rint(im * 255), 0, 255).astype(np.uint8)
         return encode_png(im)
 
-    parts = []
-    for thought in thought_images:
-        parts.append({"inlineData": {"mimeType": "image/png", "data": base64.b64encode(as_png(thought)).decode()},
-                      "thought": True})
+    def inline(im):
+        return {"inlineData": {"mimeType": "image/png",
+                               "data": base64.b64encode(as_png(im)).decode()}}
+
+    parts = [{**inline(thought), "thought": True} for thought in thought_images]
     if text:
         parts.append({"text": text})
-    parts.append({"inlineData": {"mimeType": "image/png", "data": base64.b64encode(as_png(image)).decode()}})
+    parts.append(inline(image))
     return Reply(200, {
-        "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}],
-        "usageMetadata": {"promptTokenCount": 300, "candidatesTokenCount": 1290, "totalTokenCount": 1590},
+        "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish,
+                        "index": 0}],
+        "usageMetadata": {"promptTokenCount": 300, "candidatesTokenCount": 1290,
+                          "totalTokenCount": 1590},
         "modelVersion": model_version,
         "responseId": response_id,
     })
@@ -124,16 +127,16 @@ def blocked_reply(reason="SAFETY"):
     return Reply(200, {"promptFeedback": {"blockReason": reason}, "responseId": "fake-blocked"})
 
 
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-           408: "DEADLINE_EXCEEDED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE",
-           503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+           404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
+           502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 
 def error_reply(code, message=None):
     """An API error in Google's JSON error format."""
     status = _STATUS.get(code, "UNKNOWN")
-    return Reply(code, {"error": {"code": code, "message": message or f"fake {status.lower()} error",
-                                  "status": status}})
+    message = message or f"fake {status.lower()} error"
+    return Reply(code, {"error": {"code": code, "message": message, "status": status}})
 
 
 def _to_output(array01, request):
@@ -238,7 +241,8 @@ class FakeGeminiServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-gemini", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-gemini",
+                                        daemon=True)
         self._thread.start()
         return self
 

@@ -171,7 +171,8 @@ class ResponseCache:
         if sha256_bytes(image) != entry.pop("response_sha256", None):
             log.warning("ignoring corrupted cache entry %s", path)
             return None
-        known = {k: entry[k] for k in ModelAnswer.__dataclass_fields__ if k in entry and k != "image"}
+        known = {k: entry[k] for k in ModelAnswer.__dataclass_fields__
+                 if k in entry and k != "image"}
         known.update(cache_key=key, cached=True)
         return ModelAnswer(image=image, **known)
 
@@ -223,7 +224,8 @@ def parse_response(response):
         raise GeminiError("Gemini returned no answer (no candidates and no block reason)")
     cand = candidates[0]
     parts = (cand.content.parts if cand.content is not None else None) or []
-    images = [p for p in parts if p.inline_data is not None and p.inline_data.data and not p.thought]
+    images = [p for p in parts
+              if p.inline_data is not None and p.inline_data.data and not p.thought]
     text = " ".join(p.text.strip() for p in parts if p.text and not p.thought).strip()
     finish = _enum_name(cand.finish_reason)
     if not images:
@@ -315,7 +317,8 @@ def generate_image(session, *, model, prompt, images, aspect_ratio, image_size, 
                               "use a smaller image_size") from None
         if kind in ("ConnectError", "ConnectTimeout", "RemoteProtocolError", "ReadError",
                     "WriteError", "NetworkError", "ProxyError", "UnsupportedProtocol"):
-            raise GeminiError(f"cannot reach the Gemini API ({kind}: {scrub(exc, secret)})") from None
+            raise GeminiError(f"cannot reach the Gemini API ({kind}: {scrub(exc, secret)})"
+                              ) from None
         raise
     try:
         answer = parse_response(response)

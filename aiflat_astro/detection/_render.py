@@ -42,8 +42,8 @@ def ratio_value(ratio):
 def nearest_aspect_ratio(height, width):
     """Return the supported ratio closest to ``width:height`` (in log ratio).
 
-    >>> nearest_aspect_ratio(256, 320), nearest_aspect_ratio(1080, 1920), nearest_aspect_ratio(100, 100)
-    ('5:4', '16:9', '1:1')
+    >>> [nearest_aspect_ratio(*shape) for shape in [(256, 320), (1080, 1920), (100, 100)]]
+    ['5:4', '16:9', '1:1']
     """
     target = math.log(width / height)
     return min(ASPECT_RATIOS, key=lambda r: abs(math.log(ratio_value(r)) - target))
@@ -112,13 +112,15 @@ def smooth_background(image, *, mask=None, scale=None):
     centres_y = (np.arange(by) + 0.5) * block - 0.5
     centres_x = (np.arange(bx) + 0.5) * block - 0.5
     surface = _robust_surface(small, centres_y, centres_x)
-    residual = ndimage.median_filter(small - surface(centres_y, centres_x), size=size, mode="nearest")
+    residual = small - surface(centres_y, centres_x)
+    residual = ndimage.median_filter(residual, size=size, mode="nearest")
     residual = ndimage.gaussian_filter(residual, sigma=size / 4.0, mode="nearest")
     yy = (np.arange(ny) + 0.5) / block - 0.5
     xx = (np.arange(nx) + 0.5) / block - 0.5
     coords = np.meshgrid(yy, xx, indexing="ij")
     full = ndimage.map_coordinates(residual, coords, order=1, mode="nearest")
-    return (full + surface(np.arange(ny, dtype=float), np.arange(nx, dtype=float))).astype(np.float32)
+    full += surface(np.arange(ny, dtype=float), np.arange(nx, dtype=float))
+    return full.astype(np.float32)
 
 
 def _robust_surface(small, centres_y, centres_x, *, degree=3, n_iter=4, nsigma=3.0):
@@ -139,7 +141,8 @@ def _robust_surface(small, centres_y, centres_x, *, degree=3, n_iter=4, nsigma=3
         v = (2 * (np.asarray(x) - x0) / (x1 - x0) - 1)[None, :]
         return [u ** i * v ** j for i in range(degree + 1) for j in range(degree + 1 - i)]
 
-    a = np.stack([np.broadcast_to(t, small.shape).ravel() for t in terms(centres_y, centres_x)], axis=1)
+    a = np.stack([np.broadcast_to(t, small.shape).ravel() for t in terms(centres_y, centres_x)],
+                 axis=1)
     b = small.ravel()
     good = np.ones(b.size, bool)
     coef = np.zeros(a.shape[1])
@@ -235,7 +238,8 @@ def decode_image(data):
                 img = img.convert("RGBA").convert("RGB")
             return np.asarray(img.convert("L"), dtype=np.float64) / 255.0
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise GeminiError(f"the model returned image data that cannot be decoded ({exc.__class__.__name__})") from None
+        raise GeminiError("the model returned image data that cannot be decoded "
+                          f"({exc.__class__.__name__})") from None
 
 
 def _resample_matrix(n_out, n_in):
@@ -337,12 +341,19 @@ class Request:
 
     @property
     def padded_shape(self):
-        (t, b), (l, r) = self.pad
-        return self.tile[2] + t + b, self.tile[3] + l + r
+        (top, bottom), (left, right) = self.pad
+        return self.tile[2] + top + bottom, self.tile[3] + left + right
 
     def as_dict(self):
         return {"tile": list(self.tile), "aspect_ratio": self.aspect_ratio,
                 "pad": [list(p) for p in self.pad]}
+
+
+def tile_overlap(image_size, tile_size=None, overlap=None):
+    """The tile overlap in pixels: ``overlap`` if given, else 1/8 of the tile side (at least 16)."""
+    if overlap is not None:
+        return int(overlap)
+    return max(16, int(tile_size or IMAGE_SIZES[image_size]) // 8)
 
 
 def plan_requests(shape, *, image_size="2K", tile_size=None, overlap=None):
@@ -361,14 +372,14 @@ def plan_requests(shape, *, image_size="2K", tile_size=None, overlap=None):
     if image_size not in IMAGE_SIZES:
         raise InputError(f"image_size must be one of {', '.join(IMAGE_SIZES)}, got {image_size!r}")
     side = int(tile_size or IMAGE_SIZES[image_size])
-    if overlap is None:
-        overlap = max(16, side // 8)
+    overlap = tile_overlap(image_size, tile_size, overlap)
     if overlap >= side // 2:
         raise InputError(f"tile overlap ({overlap}) must be less than half the tile size ({side})")
     requests = []
     for tile in tile_layout(shape, side, overlap):
         ratio = nearest_aspect_ratio(tile[2], tile[3])
-        requests.append(Request(tile=tile, aspect_ratio=ratio, pad=pad_to_ratio(tile[2], tile[3], ratio)))
+        pad = pad_to_ratio(tile[2], tile[3], ratio)
+        requests.append(Request(tile=tile, aspect_ratio=ratio, pad=pad))
     return requests
 
 
@@ -386,12 +397,13 @@ def check_answer_shape(answer_shape, request, *, tolerance=0.03, min_side=32):
     want = ratio_value(request.aspect_ratio)
     if abs(math.log((w / h) / want)) > tolerance:
         raise GeminiError(f"the model returned a {w}x{h} image (aspect ratio {w / h:.3f}) but "
-                          f"{request.aspect_ratio} ({want:.3f}) was requested; refusing to stretch it")
+                          f"{request.aspect_ratio} ({want:.3f}) was requested; refusing to "
+                          "stretch it")
 
 
 def unplace(answer, request):
     """Resample an answer onto the padded tile grid and crop the padding off."""
     check_answer_shape(answer.shape, request)
     grid = resample(answer, request.padded_shape)
-    (t, _), (l, _) = request.pad
-    return grid[t:t + request.tile[2], l:l + request.tile[3]]
+    (top, _), (left, _) = request.pad
+    return grid[top:top + request.tile[2], left:left + request.tile[3]]

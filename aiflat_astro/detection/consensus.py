@@ -67,8 +67,7 @@ class ConsensusDetector(DustDetector):
     name = "consensus"
 
     def __init__(self, *, local=None, gemini=None, disputed="review", **gemini_options):
-        if disputed not in DISPUTED_POLICIES:
-            raise InputError(f"disputed must be one of {', '.join(DISPUTED_POLICIES)}, got {disputed!r}")
+        _check_policy(disputed)
         if gemini is not None and gemini_options:
             raise InputError("give either a Gemini detector or Gemini options, not both")
         if local is None or isinstance(local, dict):
@@ -81,7 +80,8 @@ class ConsensusDetector(DustDetector):
         self.disputed = disputed
 
     def __repr__(self):
-        return f"ConsensusDetector(local={self.local!r}, gemini={self.gemini!r}, disputed={self.disputed!r})"
+        return (f"ConsensusDetector(local={self.local!r}, gemini={self.gemini!r}, "
+                f"disputed={self.disputed!r})")
 
     def __call__(self, median, *, frames=None, mask=None, f_ratio=None, pixel_size=None):
         data = np.array(getattr(median, "data", median), dtype=np.float32)
@@ -103,8 +103,7 @@ def combine_detections(median, local, gemini, *, disputed="review", f_ratio=None
     `~aiflat_astro.detection.DustDetection`
         Its catalog has the extra column ``source``.
     """
-    if disputed not in DISPUTED_POLICIES:
-        raise InputError(f"disputed must be one of {', '.join(DISPUTED_POLICIES)}, got {disputed!r}")
+    _check_policy(disputed)
     a, b = local.dust_mask, gemini.dust_mask
     if a.shape != b.shape or a.shape != np.shape(median):
         raise InputError("the two detections and the median must have the same shape")
@@ -131,8 +130,8 @@ def combine_detections(median, local, gemini, *, disputed="review", f_ratio=None
     background = smooth_background(median, mask=union)
     ratio = normalise(median, background)
     confidence = _confidence_map(local, gemini, union.shape)
-    labels, catalog = _component_catalog(union, ratio, confidence, f_ratio=f_ratio, pixel_size=pixel_size,
-                                         method="consensus")
+    labels, catalog = _component_catalog(union, ratio, confidence, f_ratio=f_ratio,
+                                         pixel_size=pixel_size, method="consensus")
     # _component_catalog labels the same components in the same order as ndimage.label above
     catalog["source"] = source[1:].astype("U6")
     catalog["source"].description = "which detector marked the shadow: both, local or gemini"
@@ -144,7 +143,8 @@ def combine_detections(median, local, gemini, *, disputed="review", f_ratio=None
              n_agreed, n_local, n_gemini, disputed)
     provenance = {k: gemini.provenance[k] for k in _AI_KEYS if gemini.provenance.get(k)}
     params = {k: v for k, v in (gemini.provenance.get("params") or {}).items()}
-    params.update({"NAGREE": n_agreed, "NLOCAL": n_local, "NGEMINI": n_gemini, "DISPUTED": disputed})
+    params.update({"NAGREE": n_agreed, "NLOCAL": n_local, "NGEMINI": n_gemini,
+                   "DISPUTED": disputed})
     provenance.update({
         "detector": "consensus",
         "params": params,
@@ -152,9 +152,16 @@ def combine_detections(median, local, gemini, *, disputed="review", f_ratio=None
         "history": [f"consensus of local and Gemini detectors: {n_agreed} agreed, "
                     f"{n_local + n_gemini} disputed (flagged REVIEW)"],
     })
-    detection = DustDetection(dq=dq, weight=((dq & DustDQ.DUST) > 0).astype(np.float32), catalog=catalog,
-                              detector="consensus", provenance=provenance, labels=labels)
+    detection = DustDetection(dq=dq, weight=((dq & DustDQ.DUST) > 0).astype(np.float32),
+                              catalog=catalog, detector="consensus", provenance=provenance,
+                              labels=labels)
     return detection.expanded()
+
+
+def _check_policy(disputed):
+    if disputed not in DISPUTED_POLICIES:
+        raise InputError(f"disputed must be one of {', '.join(DISPUTED_POLICIES)}, "
+                         f"got {disputed!r}")
 
 
 def _confidence_map(local, gemini, shape):

@@ -49,8 +49,9 @@ from ..provenance import sha256_array, sha256_bytes
 from ..utils.exceptions import GeminiError, InputError
 from ._base import DustDetection, DustDetector, empty_catalog
 from ._gemini_api import API_VERSION, Session, default_cache_dir
-from ._render import (IMAGE_SIZES, Stretch, blend_weights, decode_image, normalise, place, plan_requests,
-                      resample, smooth_background, unplace)
+from ._render import (IMAGE_SIZES, Stretch, blend_weights, decode_image, normalise, place,
+                      plan_requests, resample, smooth_background, unplace)
+from ._render import tile_overlap as tile_overlap_px
 from .prompts import INPAINT_PROMPT, MASK_PROMPT, PROMPT_VERSION, prompt_sha256
 
 __all__ = ["GeminiDustDetector", "inpaint_gemini", "gemini_cache_dir", "DEFAULT_GEMINI_MODEL"]
@@ -91,11 +92,12 @@ def _check_common(model, image_size, max_tiles):
 
 
 def _plan(shape, image_size, tile_size, tile_overlap, max_tiles):
-    requests = plan_requests(shape, image_size=image_size, tile_size=tile_size, overlap=tile_overlap)
+    requests = plan_requests(shape, image_size=image_size, tile_size=tile_size,
+                             overlap=tile_overlap)
     if len(requests) > max_tiles:
-        raise InputError(f"a {shape[1]}x{shape[0]} frame needs {len(requests)} Gemini requests at "
-                         f"image_size={image_size!r}, more than max_tiles={max_tiles}; use a larger "
-                         "image_size or raise max_tiles")
+        raise InputError(f"a {shape[1]}x{shape[0]} frame needs {len(requests)} Gemini requests "
+                         f"at image_size={image_size!r}, more than max_tiles={max_tiles}; use a "
+                         "larger image_size or raise max_tiles")
     return requests
 
 
@@ -117,7 +119,8 @@ def _component_catalog(dust, ratio, prob, *, f_ratio, pixel_size, method):
     comp, n = ndimage.label(dust, structure=np.ones((3, 3), bool))
     rows = []
     if n > _MAX_COMPONENTS:
-        raise GeminiError(f"the mask has {n} separate marks, more than {_MAX_COMPONENTS}: it is noise, not dust")
+        raise GeminiError(f"the mask has {n} separate marks, more than {_MAX_COMPONENTS}: "
+                          "it is noise, not dust")
     for k, sl in enumerate(ndimage.find_objects(comp), start=1):
         region = comp[sl] == k
         filled = ndimage.binary_fill_holes(region)
@@ -149,16 +152,18 @@ def _rows_to_catalog(rows, *, with_distance):
     return Table(columns)
 
 
-def _check_mask_answer(raw, tile_prob, request, index):
+def _check_mask_answer(raw, tile_prob, index):
     """Raise `GeminiError` if a mask answer is not a plausible black-and-white dust mask."""
     where = f" (request {index + 1})" if index is not None else ""
     midtone = float(np.mean((raw > 0.25) & (raw < 0.75)))
     if midtone > 0.2:
-        raise GeminiError(f"the model's answer is not a black-and-white mask{where}: {midtone:.0%} of it "
-                          "is mid-grey (it looks like a photograph, perhaps the input returned)")
+        raise GeminiError(f"the model's answer is not a black-and-white mask{where}: "
+                          f"{midtone:.0%} of it is mid-grey (it looks like a photograph, perhaps "
+                          "the input returned)")
     white = float(np.mean(tile_prob >= 0.5))
     if white > 0.99:
-        raise GeminiError(f"the model returned an all-white mask{where}; refusing to flag the whole frame")
+        raise GeminiError(f"the model returned an all-white mask{where}; refusing to flag the "
+                          "whole frame")
     if white > 0.5:
         raise GeminiError(f"the model's mask is {white:.0%} white{where}: it looks inverted "
                           "(dust should be white on black)")
@@ -236,8 +241,8 @@ class GeminiDustDetector(DustDetector):
         self.image_size = image_size
         self.client = client
         self._client_options = {"api_key": api_key, "env_file": env_file, "base_url": base_url,
-                                "timeout": timeout, "retries": retries, "initial_delay": initial_delay,
-                                "max_delay": max_delay}
+                                "timeout": timeout, "retries": retries,
+                                "initial_delay": initial_delay, "max_delay": max_delay}
         self.cache = cache
         self.cache_dir = cache_dir
         self.threshold = float(threshold)
@@ -256,9 +261,11 @@ class GeminiDustDetector(DustDetector):
         return f"GeminiDustDetector(model={self.model!r}, image_size={self.image_size!r})"
 
     def render(self, median, *, mask=None):
-        """Return the 8-bit image sent to the model (before padding), the ratio image and the stretch."""
+        """Return the 8-bit image sent to the model (unpadded), the ratio image and the stretch."""
         data = np.asarray(median, dtype=np.float64)
-        ignore = ~np.isfinite(data) if mask is None else (np.asarray(mask, bool) | ~np.isfinite(data))
+        ignore = ~np.isfinite(data)
+        if mask is not None:
+            ignore |= np.asarray(mask, bool)
         background = smooth_background(np.where(np.isfinite(data), data, np.nan), mask=ignore,
                                        scale=self.background_scale)
         ratio = normalise(np.where(np.isfinite(data), data, background), background)
@@ -273,24 +280,25 @@ class GeminiDustDetector(DustDetector):
             raise InputError(f"the median must be a 2-D image, got shape {data.shape}")
         if mask is not None and np.shape(mask) != data.shape:
             raise InputError(f"mask shape {np.shape(mask)} differs from the median's {data.shape}")
-        requests = _plan(data.shape, self.image_size, self.tile_size, self.tile_overlap, self.max_tiles)
+        requests = _plan(data.shape, self.image_size, self.tile_size, self.tile_overlap,
+                         self.max_tiles)
         image, ratio, stretch = self.render(data, mask=mask)
         prob_sum = np.zeros(data.shape)
         weight_sum = np.zeros(data.shape)
         answers, records = [], []
-        overlap = self.tile_overlap if self.tile_overlap is not None else max(
-            16, int(self.tile_size or IMAGE_SIZES[self.image_size]) // 8)
+        overlap = tile_overlap_px(self.image_size, self.tile_size, self.tile_overlap)
 
         with Session(client=self.client, cache=self.cache, cache_dir=self.cache_dir,
                      **self._client_options) as session:
             for index, request in enumerate(requests):
                 answer = session.generate(model=self.model, prompt=self.prompt,
                                           images=[place(image, request, _NEUTRAL)],
-                                          aspect_ratio=request.aspect_ratio, image_size=self.image_size,
-                                          seed=self.seed, temperature=self.temperature)
+                                          aspect_ratio=request.aspect_ratio,
+                                          image_size=self.image_size, seed=self.seed,
+                                          temperature=self.temperature)
                 raw = decode_image(answer.image)
                 tile_prob = np.clip(unplace(raw, request), 0.0, 1.0)
-                white = _check_mask_answer(raw, tile_prob, request, index if len(requests) > 1 else None)
+                white = _check_mask_answer(raw, tile_prob, index if len(requests) > 1 else None)
                 w = blend_weights(request.tile, data.shape, overlap)
                 prob_sum[request.slices] += w * tile_prob
                 weight_sum[request.slices] += w
@@ -306,10 +314,11 @@ class GeminiDustDetector(DustDetector):
             sizes = np.bincount(comp.ravel())
             dust = (sizes >= self.min_area)[comp] & dust
         if not dust.any() and not self.allow_empty:
-            raise GeminiError("the model returned a blank mask (no dust marked); if the sensor is "
-                              "really clean, confirm with the local detector or pass allow_empty=True")
-        labels, catalog = _component_catalog(dust, ratio, prob, f_ratio=f_ratio, pixel_size=pixel_size,
-                                             method="gemini")
+            raise GeminiError("the model returned a blank mask (no dust marked); if the sensor "
+                              "is really clean, confirm with the local detector or pass "
+                              "allow_empty=True")
+        labels, catalog = _component_catalog(dust, ratio, prob, f_ratio=f_ratio,
+                                             pixel_size=pixel_size, method="gemini")
         dq = np.where(dust, DustDQ.DUST, 0).astype(np.uint8)
         provenance = self._provenance(data, answers, records, stretch, n_calls)
         log.info("Gemini marked %d shadow(s) in %d request(s), %d made, %d from the cache",
@@ -320,8 +329,8 @@ class GeminiDustDetector(DustDetector):
 
     def _provenance(self, data, answers, records, stretch, n_calls):
         response_sha, params = _summarise(answers)
-        params.update({"PRMTVER": PROMPT_VERSION, "AISIZE": self.image_size, "AITHRESH": self.threshold,
-                       "AISTRTCH": self.stretch})
+        params.update({"PRMTVER": PROMPT_VERSION, "AISIZE": self.image_size,
+                       "AITHRESH": self.threshold, "AISTRTCH": self.stretch})
         return {
             "detector": self.name,
             "ai_model": self.model,
@@ -349,7 +358,7 @@ class GeminiDustDetector(DustDetector):
         }
 
 
-def _inpaint_stretch(ratio, region, ring, *, min_half_width):
+def _inpaint_stretch(ratio, ring, *, min_half_width):
     """Symmetric stretch around 1.0 wide enough for the clean texture next to the dust."""
     values = ratio[ring]
     values = values[np.isfinite(values)]
@@ -357,7 +366,7 @@ def _inpaint_stretch(ratio, region, ring, *, min_half_width):
     return Stretch.around_one(float(np.clip(2.0 * spread, min_half_width, 1.0)))
 
 
-def _fit_blur(answer, bases, usable, *, sigmas=np.arange(0.0, 2.01, 0.25)):
+def _fit_blur(answer, bases, usable, *, sigmas=tuple(np.arange(0.0, 2.01, 0.25))):
     """Blur model (base image, extra Gaussian sigma) that best maps the input onto the answer.
 
     ``bases`` maps names to candidate images (the input, the input put through
@@ -383,18 +392,17 @@ def _fit_blur(answer, bases, usable, *, sigmas=np.arange(0.0, 2.01, 0.25)):
 
 def _check_agreement(answer, reference, stretch, min_correlation):
     """Raise `GeminiError` unless the answer reproduces the input where nothing was to change."""
-    texture = np.std(reference) > 3 * stretch.step
-    if texture:
+    prefix = "the model's image differs from the input around the dust"
+    if np.std(reference) > 3 * stretch.step:
         corr = float(np.corrcoef(answer, reference)[0, 1]) if np.std(answer) > 0 else 0.0
         if not corr >= min_correlation:
-            raise GeminiError(f"the model's image differs from the input around the dust (correlation "
-                              f"{corr:.2f}, minimum {min_correlation}): it was altered or re-framed; "
-                              "refusing to use it")
+            raise GeminiError(f"{prefix} (correlation {corr:.2f}, minimum {min_correlation}): "
+                              "it was altered or re-framed; refusing to use it")
         return {"correlation": corr}
     offset = float(np.median(answer - reference))
     if abs(offset) > 0.25 * (stretch.hi - stretch.lo):
-        raise GeminiError(f"the model's image differs from the input around the dust (brightness offset "
-                          f"{offset:+.4f} of the background): it was altered; refusing to use it")
+        raise GeminiError(f"{prefix} (brightness offset {offset:+.4f} of the background): "
+                          "it was altered; refusing to use it")
     return {"offset": offset}
 
 
@@ -404,30 +412,85 @@ def _match(answer, reference, usable, stretch, method):
 
     est, ref = answer[usable], reference[usable]
     if np.std(ref) > 2 * stretch.step and np.std(est) > 2 * stretch.step:
-        return match_photometry(np.where(np.isfinite(answer), answer, 1.0), np.where(usable, reference, 1.0),
-                                (~usable).astype(np.uint8), method=method)
+        return match_photometry(np.where(np.isfinite(answer), answer, 1.0),
+                                np.where(usable, reference, 1.0), (~usable).astype(np.uint8),
+                                method=method)
     # a featureless surrounding: only an offset can be measured
     return answer + float(np.median(ref - est))
 
 
+class _Blend:
+    """Accumulates per-request arrays on the sensor grid with the tile blending weights."""
+
+    def __init__(self, shape, overlap):
+        self.shape = shape
+        self.overlap = overlap
+        self.weight = np.zeros(shape)
+        self.sums = {}
+
+    def add(self, request, **arrays):
+        w = blend_weights(request.tile, self.shape, self.overlap)
+        self.weight[request.slices] += w
+        for name, value in arrays.items():
+            self.sums.setdefault(name, np.zeros(self.shape))[request.slices] += w * value
+
+    @property
+    def covered(self):
+        return self.weight > 0
+
+    def mean(self, name, fill=np.nan):
+        out = np.full(self.shape, fill, dtype=float)
+        covered = self.covered
+        out[covered] = self.sums[name][covered] / self.weight[covered]
+        return out
+
+
+def _ask_for_inpainting(session, requests, image, mask_image, ratio, *, shape, overlap, deblur,
+                        **generate):
+    """Send every request; return the blended answers, clipped pixels and the provenance records."""
+    blend = _Blend(shape, overlap)
+    clipped = np.zeros(shape, bool)
+    answers, records = [], []
+    for request in requests:
+        answer = session.generate(images=[place(image, request, _NEUTRAL),
+                                          place(mask_image, request, 0)],
+                                  aspect_ratio=request.aspect_ratio, **generate)
+        raw = decode_image(answer.image)
+        arrays = {"answer": unplace(raw, request)}
+        if deblur:  # the input put through the same resampling round trip as the answer
+            arrays["roundtrip"] = unplace(resample(place(ratio, request, 1.0), raw.shape), request)
+        blend.add(request, **arrays)
+        saturated = (raw <= 0.5 / 255) | (raw >= 254.5 / 255)
+        clipped[request.slices] |= unplace(saturated.astype(float), request) > 0
+        answers.append(answer)
+        records.append({**request.as_dict(), **answer.record()})
+    return blend, clipped, answers, records
+
+
 def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL, image_size="2K",
-                   client=None, api_key=None, env_file=None, base_url=None, timeout=300.0, retries=4,
-                   initial_delay=2.0, max_delay=30.0, cache=True, cache_dir=None, background_scale=None,
-                   ring_width=12, min_half_width=0.01, match="linear", tile_size=None, tile_overlap=None,
-                   max_tiles=16, min_correlation=0.5, deblur=True, seed=0, temperature=None, prompt=None):
+                   client=None, api_key=None, env_file=None, base_url=None, timeout=300.0,
+                   retries=4, initial_delay=2.0, max_delay=30.0, cache=True, cache_dir=None,
+                   background_scale=None, ring_width=12, min_half_width=0.01, match="linear",
+                   tile_size=None, tile_overlap=None, max_tiles=16, min_correlation=0.5,
+                   deblur=True, seed=0, temperature=None, prompt=None):
     """Clean estimate inside the dust mask from a Gemini inpainting.
 
     The round trip is designed so that the 8-bit encoding does not limit the
-    flat: the median is divided by a smooth background fitted *outside* the
-    mask, and the ratio ``r`` is mapped to 8 bits with a symmetric affine
-    stretch ``[1 - h, 1 + h]`` just wide enough for the clean texture around
-    the dust (``h`` from the 99.5th percentile of ``|r - 1|`` in a ring
-    around the mask, at least ``min_half_width``).  One grey level is then
-    ``2 h / 255`` in ``r`` (0.008 % for ``h = 0.01``) instead of 1/255 of the
-    full range.  The answer is resampled onto the sensor grid (area average,
-    which averages the quantisation further), the stretch undone exactly,
-    its photometry matched to the median in a ring around each shadow, and
-    it is multiplied back by the background.
+    flat (see :ref:`gemini`):
+
+    1. the median is divided by a smooth background fitted *outside* the
+       mask, and the ratio ``r`` is mapped to 8 bits with a symmetric affine
+       stretch ``[1 - h, 1 + h]`` just wide enough for the texture next to
+       the dust (``h`` = twice the 95th percentile of ``|r - 1|`` in a ring
+       around the mask, at least ``min_half_width``): one grey level is
+       ``2 h / 255`` in ``r`` (0.008 % for ``h = 0.01``);
+    2. the answer is resampled onto the sensor grid (area average), the
+       stretch is undone exactly and the photometry matched to the input on
+       the ring, one linear map per request;
+    3. the blur of the round trip is fitted on the ring and the median's own
+       texture kept: ``flat = B(r) / answer``;
+    4. where the answer is clipped (stars, umbrae, sky) the transmission is
+       interpolated from the good pixels around.
 
     Parameters
     ----------
@@ -437,24 +500,27 @@ def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL
         Its ``weight > 0`` is the region to reconstruct (sent as the mask).
     frames : ignored
         Accepted for the inpainter protocol.
-    model, image_size, client, api_key, env_file, base_url, timeout, retries, initial_delay, max_delay, cache, cache_dir, background_scale, tile_size, tile_overlap, max_tiles, seed, temperature
+    model, image_size, client, api_key, env_file, base_url : optional
+        As for `GeminiDustDetector`.
+    timeout, retries, initial_delay, max_delay, cache, cache_dir : optional
+        As for `GeminiDustDetector`.
+    background_scale, tile_size, tile_overlap, max_tiles, seed, temperature : optional
         As for `GeminiDustDetector`; only tiles that contain masked pixels are sent.
     ring_width : int, optional
-        Width (pixels) of the ring around each shadow used for the stretch
-        and the photometric match (default 12).
+        Width (pixels) of the ring around the mask used for the stretch, the
+        checks and the photometric match (default 12).
     min_half_width : float, optional
         Smallest stretch half-width ``h`` (default 0.01).
     match : {'linear', 'histogram', None}, optional
-        Photometric matching of the answer to the median in the ring
+        Photometric matching of the answer to the median on the ring
         (`~aiflat_astro.inpaint.match_photometry`); None to skip.
     min_correlation : float, optional
-        Smallest accepted correlation between the answer and the input in
-        the ring around the dust (default 0.5); below it (or, on a
-        featureless ring, an offset of more than a quarter of the stretch)
-        the model has changed or re-framed the image and `GeminiError` is raised.
+        Smallest accepted correlation between the answer and the input on
+        the ring (default 0.5); below it (or, on a featureless ring, with an
+        offset of more than a quarter of the stretch) the model has altered
+        or re-framed the image and `GeminiError` is raised.
     deblur : bool, optional
-        Fit the blur of the round trip in the ring and compare like with
-        like (default True); see the notes above.
+        Fit the blur of the round trip and compare like with like (default True).
     prompt : str, optional
         Replace `~aiflat_astro.detection.prompts.INPAINT_PROMPT`.
 
@@ -465,10 +531,8 @@ def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL
     info : dict
         ``generated`` (bool array: the weight > 0 pixels), ``provenance``
         (AI model, prompt, hashes), ``params`` and ``gemini`` (per-request
-        geometry, response ids, token usage, stretch).
+        geometry, response ids, token usage, stretch, checks).
     """
-    from ..inpaint import inpaint_local
-
     _check_common(model, image_size, max_tiles)
     prompt = INPAINT_PROMPT if prompt is None else str(prompt)
     data = np.array(getattr(median, "data", median), dtype=np.float64)
@@ -480,87 +544,101 @@ def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL
     if not region.any():
         log.info("empty dust mask: nothing to inpaint, no Gemini request made")
         return data.astype(np.float32), info
+    finite = np.isfinite(data)
     distance = ndimage.distance_transform_edt(~region)
-    ring = (distance > 0) & (distance <= ring_width) & np.isfinite(data)
-    background = smooth_background(np.where(np.isfinite(data), data, np.nan),
-                                   mask=region | ~np.isfinite(data), scale=background_scale)
-    ratio = normalise(np.where(np.isfinite(data), data, background), background)
-    stretch = _inpaint_stretch(ratio, region, ring, min_half_width=min_half_width)
+    ring = (distance > 0) & (distance <= ring_width) & finite
+    background = smooth_background(np.where(finite, data, np.nan), mask=region | ~finite,
+                                   scale=background_scale)
+    ratio = normalise(np.where(finite, data, background), background)
+    stretch = _inpaint_stretch(ratio, ring, min_half_width=min_half_width)
     image = stretch.forward(ratio)
-    mask_image = np.where(region, 255, 0).astype(np.uint8)
     requests = [r for r in _plan(data.shape, image_size, tile_size, tile_overlap, max_tiles)
                 if region[r.slices].any()]
-    overlap = tile_overlap if tile_overlap is not None else max(16, int(tile_size or IMAGE_SIZES[image_size]) // 8)
-
-    answer_sum = np.zeros(data.shape)
-    weight_sum = np.zeros(data.shape)
-    clipped_answer = np.zeros(data.shape, bool)
-    roundtrip_sum = np.zeros(data.shape)
-    answers, records = [], []
-    options = {"api_key": api_key, "env_file": env_file, "base_url": base_url, "timeout": timeout,
-               "retries": retries, "initial_delay": initial_delay, "max_delay": max_delay}
+    overlap = tile_overlap_px(image_size, tile_size, tile_overlap)
+    options = {"api_key": api_key, "env_file": env_file, "base_url": base_url,
+               "timeout": timeout, "retries": retries, "initial_delay": initial_delay,
+               "max_delay": max_delay}
     with Session(client=client, cache=cache, cache_dir=cache_dir, **options) as session:
-        for request in requests:
-            answer = session.generate(model=model, prompt=prompt,
-                                      images=[place(image, request, _NEUTRAL), place(mask_image, request, 0)],
-                                      aspect_ratio=request.aspect_ratio, image_size=image_size, seed=seed,
-                                      temperature=temperature)
-            raw = decode_image(answer.image)
-            tile = unplace(raw, request)
-            saturated = unplace(((raw <= 0.5 / 255) | (raw >= 254.5 / 255)).astype(float), request) > 0
-            w = blend_weights(request.tile, data.shape, overlap)
-            answer_sum[request.slices] += w * tile
-            weight_sum[request.slices] += w
-            clipped_answer[request.slices] |= saturated
-            if deblur:  # the input put through the same resampling round trip as the answer
-                roundtrip_sum[request.slices] += w * unplace(resample(place(ratio, request, 1.0), raw.shape), request)
-            answers.append(answer)
-            records.append({**request.as_dict(), **answer.record()})
+        blend, clipped_answer, answers, records = _ask_for_inpainting(
+            session, requests, image, np.where(region, 255, 0).astype(np.uint8), ratio,
+            shape=data.shape, overlap=overlap, deblur=deblur, model=model, prompt=prompt,
+            image_size=image_size, seed=seed, temperature=temperature)
         n_calls = session.n_calls
-    covered = weight_sum > 0
-    answer_ratio = np.full(data.shape, np.nan)
-    answer_ratio[covered] = stretch.inverse(answer_sum[covered] / weight_sum[covered])
-    # Pixels of the ring that were clipped in the 8-bit image carry no photometric information.
-    usable = ring & covered & (image > 0) & (image < 255) & ~clipped_answer
+    answer_ratio = stretch.inverse(blend.mean("answer"))
+    # Ring pixels clipped in either 8-bit image carry no photometric information.
+    usable = ring & blend.covered & (image > 0) & (image < 255) & ~clipped_answer
     if usable.sum() < 10:
-        raise GeminiError("too few usable pixels around the dust to check and match the model's answer")
+        raise GeminiError("too few usable pixels around the dust to check and match the "
+                          "model's answer")
     agreement = _check_agreement(answer_ratio[usable], ratio[usable], stretch, min_correlation)
-    # The model (and the resampling) blurs a little: estimate that blur where the answer must equal
-    # the input (the ring around the dust), compare like with like, and put the median's own sharp
-    # texture back: flat = B(ratio) / answer, clean = median / flat.
+
+    # The model (and the resampling) blurs a little: estimate that blur where the answer must
+    # equal the input, compare like with like, and keep the median's own sharp texture:
+    # flat = B(ratio) / answer, clean = median / flat.
+    blur, sigma, blurred = "none", 0.0, ratio
     if deblur:
-        roundtrip = np.where(covered, roundtrip_sum / np.maximum(weight_sum, 1e-12), ratio)
+        roundtrip = np.where(blend.covered, blend.mean("roundtrip"), ratio)
         blur, sigma = _fit_blur(answer_ratio, {"none": ratio, "resample": roundtrip}, usable)
         base = roundtrip if blur == "resample" else ratio
         blurred = ndimage.gaussian_filter(base, sigma, mode="nearest") if sigma else base
-    else:
-        blur, sigma, blurred = "none", 0.0, ratio
-    # One photometric map per request (a model may change the brightness or contrast of its whole
-    # answer), learnt on the ring pixels of that tile and blended like the answers.
-    clean_ratio = answer_ratio.copy()
+
+    # One photometric map per request (a model may change the brightness or contrast of its
+    # whole answer), learnt on the ring pixels of that tile and blended like the answers.
+    clean_ratio = answer_ratio
     if match:
-        matched_sum = np.zeros(data.shape)
+        matched = _Blend(data.shape, overlap)
         for request in requests:
             sl = request.slices
             if usable[sl].sum() < 10:
-                raise GeminiError(f"too few usable pixels around the dust in tile {request.tile} to match the "
-                                  "model's photometry")
-            w = blend_weights(request.tile, data.shape, overlap)
-            matched_sum[sl] += w * _match(answer_ratio[sl], blurred[sl], usable[sl], stretch, match)
-        clean_ratio = np.where(covered, matched_sum / np.maximum(weight_sum, 1e-12), np.nan)
+                raise GeminiError(f"too few usable pixels around the dust in tile {request.tile} "
+                                  "to match the model's photometry")
+            matched.add(request, value=_match(answer_ratio[sl], blurred[sl], usable[sl], stretch,
+                                              match))
+        clean_ratio = matched.mean("value")
     with np.errstate(divide="ignore", invalid="ignore"):
         clean = np.where(region, clean_ratio * background * (ratio / blurred), data)
-    # Where the answer is clipped at black or white (a star, a spot, the sky beyond the limb) its
-    # value is unknown: there the transmission median/clean is interpolated from the good pixels
-    # around (the flat is smooth; the scene need not be) and the clean value follows from it.
-    # The blur spreads a clipped value over its neighbours: widen the clipped area accordingly.
+    clean, n_clipped = _fill_clipped(clean, data, region, clipped_answer, blur, sigma)
+
+    response_sha, params = _summarise(answers)
+    params.update({"PRMTVER": PROMPT_VERSION, "AISIZE": image_size,
+                   "AIHALFW": round(stretch.hi - 1.0, 6)})
+    info["params"] = params
+    info["provenance"] = {"ai_model": model, "ai_prompt": prompt,
+                          "prompt_sha256": prompt_sha256(prompt), "response_sha256": response_sha}
+    info["gemini"] = {
+        "role": "inpaint", "model": model, "api_version": API_VERSION,
+        "prompt_version": PROMPT_VERSION, "image_size": image_size,
+        "stretch": stretch.as_dict(), "grey_level_step": stretch.step,
+        "background_scale": background_scale, "ring_width": ring_width, "match": match,
+        "agreement": agreement, "clipped_pixels": n_clipped,
+        "blur": {"base": blur, "sigma": sigma}, "seed": seed, "temperature": temperature,
+        "requests_made": n_calls, "requests": records,
+    }
+    log.info("Gemini inpainted %d px in %d request(s) (%d made); stretch half-width %.4f",
+             int(region.sum()), len(requests), n_calls, stretch.hi - 1.0)
+    return clean, info
+
+
+def _fill_clipped(clean, data, region, clipped_answer, blur, sigma):
+    """Replace the clean estimate where the answer was clipped at black or white.
+
+    There (a star, a sunspot umbra, the sky beyond the limb) the answer's
+    value is unknown: the transmission ``median / clean`` is interpolated from
+    the good pixels around (the flat is smooth; the scene need not be) and
+    the clean value follows from it.  The blur spreads a clipped value over
+    its neighbours, so the clipped area is widened accordingly.
+    """
+    from ..inpaint import inpaint_local
+
     reach = int(np.ceil(2 * sigma)) + (2 if blur == "resample" else 1)
-    spread = ndimage.binary_dilation(clipped_answer, iterations=reach) if clipped_answer.any() else clipped_answer
-    clipped = region & (spread | ~np.isfinite(clean) | (clean <= 0))
+    if clipped_answer.any():
+        clipped_answer = ndimage.binary_dilation(clipped_answer, iterations=reach)
+    clipped = region & (clipped_answer | ~np.isfinite(clean) | (clean <= 0))
     n_clipped = int(clipped.sum())
     if n_clipped:
         if n_clipped == int(region.sum()):
-            raise GeminiError("the model's answer is black or white everywhere inside the dust mask")
+            raise GeminiError("the model's answer is black or white everywhere inside the dust "
+                              "mask")
         with np.errstate(divide="ignore", invalid="ignore"):
             transmission = np.where(region & ~clipped, data / clean, 1.0)
         transmission = inpaint_local(transmission, clipped, method="harmonic", normalize=False)
@@ -568,17 +646,4 @@ def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL
     clean = clean.astype(np.float32)
     if not np.all(np.isfinite(clean[region])):
         raise GeminiError("the model's answer does not cover the whole dust mask")
-    response_sha, params = _summarise(answers)
-    params.update({"PRMTVER": PROMPT_VERSION, "AISIZE": image_size, "AIHALFW": round(stretch.hi - 1.0, 6)})
-    info["params"] = params
-    info["provenance"] = {"ai_model": model, "ai_prompt": prompt, "prompt_sha256": prompt_sha256(prompt),
-                          "response_sha256": response_sha}
-    info["gemini"] = {"role": "inpaint", "model": model, "api_version": API_VERSION,
-                      "prompt_version": PROMPT_VERSION, "image_size": image_size, "stretch": stretch.as_dict(),
-                      "grey_level_step": stretch.step, "background_scale": background_scale,
-                      "ring_width": ring_width, "match": match, "agreement": agreement,
-                      "clipped_pixels": n_clipped, "blur": {"base": blur, "sigma": sigma}, "seed": seed,
-                      "temperature": temperature, "requests_made": n_calls, "requests": records}
-    log.info("Gemini inpainted %d px in %d request(s) (%d made); stretch half-width %.4f",
-             int(region.sum()), len(requests), n_calls, stretch.hi - 1.0)
-    return clean, info
+    return clean, n_clipped

@@ -44,7 +44,13 @@ from .registration import DriftPath, _as_mono, _open_source, register_frames
 from .utils._atomic import parse_size
 from .utils.exceptions import DetectorFallbackWarning, InputError, warn_user
 
-__all__ = ["MeasuredTransmission", "measure_transmission", "inpaint_measured", "add_flat_method"]
+__all__ = [
+    "MeasuredTransmission",
+    "measure_transmission",
+    "inpaint_measured",
+    "add_flat_method",
+    "write_measured_catalog",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,8 @@ class MeasuredTransmission:
         (drift extent ≥ diameter along both principal axes), ``coverage``
         (fraction of the region's pixels with enough usable frames),
         ``n_frames_used``, ``trans_err`` (median standard error inside),
+        ``measured_depth`` (1 - the 1st percentile of the measured
+        transmission: about 0 for a false detection),
         ``profile`` (``'radial'`` when the radial profile replaced the
         measured values, ``'plain'`` otherwise), ``chi2`` (reduced chi^2 of
         the measured values about the radial profile), ``method``
@@ -812,16 +820,20 @@ def measure_transmission(
             uncertainty[sub][r.pixels] = np.nan_to_num(err[r.pixels]).astype(np.float32)
             measured[sub][r.pixels] = True
         terr = float(np.nanmedian(err[r.pixels & good])) if np.any(r.pixels & good) else np.nan
+        mdepth = (float(1.0 - np.nanpercentile(trans[r.pixels & good], 1.0))
+                  if method == "measured" and np.any(r.pixels & good) else np.nan)
         rows.append((r.id, r.centroid[1], r.centroid[0], r.diameter,
                      bool(minor >= r.diameter), cover,
                      int(np.median(n_used[r.pixels])) if r.pixels.any() else 0,
-                     terr, profile if method == "measured" else "", chi2_red, method, reason))
+                     terr, mdepth, profile if method == "measured" else "", chi2_red, method,
+                     reason))
         r.raw = r.reg = r.reg_ok = r.reg_inframe = None
     shadows = Table(rows=rows or None,
                     names=("id", "x_centroid", "y_centroid", "diameter", "drift_ok", "coverage",
-                           "n_frames_used", "trans_err", "profile", "chi2", "method", "reason"),
+                           "n_frames_used", "trans_err", "measured_depth", "profile", "chi2",
+                           "method", "reason"),
                     dtype=(np.int64, np.float64, np.float64, np.float64, bool, np.float64,
-                           np.int64, np.float64, "U6", np.float64, "U8", "U160"))
+                           np.int64, np.float64, np.float64, "U6", np.float64, "U8", "U160"))
     shadows.meta["drift"] = drift.summary()
     params = {
         "method": "two-median (registered scene median, per-frame box level, robust plane)",
@@ -867,7 +879,8 @@ def _local_transmission(median, detection, select):
     return np.where(select & (weight > 0), trans, 1.0)
 
 
-def inpaint_measured(median, detection, *, frames=None, drift=None, **options):
+def inpaint_measured(median, detection, *, frames=None, drift=None, drift_plot=None,
+                     overwrite=False, **options):
     """Clean estimate of the median inside the dust, measured from the drift.
 
     The ``'measured'`` method of `~aiflat_astro.flat.make_flat` (registered
@@ -886,6 +899,11 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, **options):
         `~aiflat_astro.io.open_frames` accepts, or an open frame source.
     drift : `~aiflat_astro.registration.DriftPath`, optional
         A registration of ``frames``; computed when not given.
+    drift_plot : str or path-like, optional
+        Write a PNG plot of the drift path there (`~aiflat_astro.registration.plot_drift`,
+        with the largest shadow diameter for comparison).
+    overwrite : bool, optional
+        Replace an existing ``drift_plot``.  Default `False`.
     **options
         Passed to `measure_transmission` (``max_frames``, ``min_frames``,
         ``min_coverage``, ``estimator``, ``mem_limit``, ``progress_bar``...).
@@ -926,8 +944,17 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, **options):
         return median.copy(), {"method": "measured", "profile": "none", "shadows": [],
                                "n_measured": 0, "n_local": 0, "generated": False}
 
+    if drift_plot is not None:
+        from .utils._atomic import check_output_path
+
+        check_output_path(drift_plot, overwrite=overwrite)  # fail before the work
     mt = measure_transmission(frames, detection.dust_mask, weight=weight, labels=detection.labels,
                               drift=drift, **options)
+    if drift_plot is not None:
+        from .registration import plot_drift
+
+        plot_drift(mt.drift, drift_plot, diameters=list(mt.shadows["diameter"]),
+                   overwrite=overwrite)
     measured = mt.measured & region
     local = region & ~measured
     trans = np.where(measured, mt.transmission.astype(np.float64), 1.0)
@@ -974,6 +1001,7 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, **options):
         "n_local": int(n_local),
         "fallback": fallback,
         "shadows": shadows,
+        "static_features": mt.params.get("static_features", []),
         "drift": prov["drift"],
         "measure_params": prov["params"],
         "params": {"NMEASURD": int(n_meas), "NLOCAL": int(n_local),
@@ -988,8 +1016,10 @@ def add_flat_method(catalog, info):
 
     Adds ``flat_method`` (``'measured'`` or ``'local'``: which method set the
     flat inside the shadow), ``drift_ok`` (the drift spans the shadow
-    diameter along both principal axes), ``coverage`` and ``trans_err``
-    (median standard error of the measured transmission), matched on ``id``.
+    diameter along both principal axes), ``coverage``, ``trans_err``
+    (median standard error of the measured transmission) and
+    ``measured_depth`` (about 0 for a detection that is not dust), matched
+    on ``id``.
     The summary of the drift goes to ``meta['drift']``.  (The existing
     ``method`` column says how the shadow was *found*.)
 
@@ -1017,14 +1047,60 @@ def add_flat_method(catalog, info):
     out["drift_ok"] = np.array([bool(by_id.get(i, {}).get("drift_ok", False)) for i in ids],
                                dtype=bool)
     out["coverage"] = np.array([by_id.get(i, {}).get("coverage") or 0.0 for i in ids], dtype=float)
-    terr = [by_id.get(i, {}).get("trans_err") for i in ids]
-    out["trans_err"] = np.array([np.nan if v is None else v for v in terr], dtype=float)
+    for name in ("trans_err", "measured_depth"):
+        values = [by_id.get(i, {}).get(name) for i in ids]
+        out[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
     out["flat_method"].description = "which method set the flat inside the shadow"
     out["drift_ok"].description = "drift extent >= shadow diameter along both principal axes"
     out["coverage"].description = "fraction of the shadow's pixels with enough drift-uncovered frames"
     out["trans_err"].description = "median standard error of the measured transmission"
+    out["measured_depth"].description = ("1 - 1st percentile of the measured transmission "
+                                         "(about 0: not a dust shadow)")
     drift = info.get("drift") or {}
     if "summary" in drift:
         out.meta["drift"] = drift["summary"]
     return out
 
+
+
+def write_measured_catalog(path, detection, info, *, overwrite=False):
+    """Write the dust catalog with the per-shadow method of ``inpaint='measured'`` (ECSV).
+
+    The columns of the detection catalog plus those of `add_flat_method`;
+    ``meta`` holds the detector, the drift summary (``drift``: extents,
+    rms, number of frames), ``n_measured`` and ``n_local``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Output ``.ecsv`` file (written atomically).
+    detection : `~aiflat_astro.detection.DustDetection`
+    info : dict
+        The ``info`` of `inpaint_measured` (``PROVJSON['inpaint_info']`` of a flat).
+    overwrite : bool, optional
+        Default `False`.
+    """
+    from .detection._base import CATALOG_COLUMNS
+    from .utils._atomic import atomic_output
+
+    table = add_flat_method(detection.catalog, info)
+    for name in table.colnames:
+        if name in CATALOG_COLUMNS:
+            _, unit, desc = CATALOG_COLUMNS[name]
+            table[name].unit = unit
+            table[name].description = desc
+    drift = (info.get("drift") or {}).get("summary", {})
+    table.meta = {
+        "comments": ["aiflat_astro dust catalog: one row per sensor-dust shadow",
+                     "flat_method: how the flat was set inside the shadow (measured from the drift "
+                     "of the scene, or local interpolation)"],
+        "detector": detection.detector,
+        "n_shadows": len(table),
+        "inpaint": "measured",
+        "n_measured": int(info.get("n_measured", 0)),
+        "n_local": int(info.get("n_local", 0)),
+        "drift": drift,
+    }
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        table.write(tmp, format="ascii.ecsv")
+    log.info("wrote %s (%d shadows, %d measured)", path, len(table), table.meta["n_measured"])

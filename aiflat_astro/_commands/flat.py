@@ -38,6 +38,11 @@ def add_parser(subparsers):
     p.add_argument("--video", metavar="VIDEO",
                    help="the frames the median was made from: needed by --inpaint measured, and gives the "
                         "flat an uncertainty (UNCERT) from their temporal scatter")
+    p.add_argument("--drift-plot", metavar="DRIFT.png",
+                   help="with --inpaint measured: PNG plot of the drift of the scene across the sensor")
+    p.add_argument("--catalog", metavar="DUST.ecsv",
+                   help="with --inpaint measured: the dust catalog with the method that set each shadow "
+                        "(flat_method: measured or local) and the drift summary")
     p.add_argument("--floor", type=_fraction, default=0.05,
                    help="lowest transmission corrected; below it the flat is set to the floor and flagged "
                         "LOW_TRANS (default: 0.05)")
@@ -89,7 +94,11 @@ def run(args):
     from ..io.fits import read_mask, write_flat
     from ..provenance import sha256_file
 
-    outputs = [args.output] + [p for p in (args.tiff, args.asdf) if p]
+    outputs = [args.output] + [p for p in (args.tiff, args.asdf, args.drift_plot, args.catalog) if p]
+    if (args.drift_plot or args.catalog) and args.inpaint != "measured":
+        from ..utils.exceptions import InputError
+
+        raise InputError("--drift-plot and --catalog go with --inpaint measured")
     for path in outputs:  # fail before the work
         check_output_path(path, overwrite=args.overwrite)
     t0 = time.perf_counter()
@@ -97,9 +106,16 @@ def run(args):
     detection = read_mask(args.mask)
     from ._gemini import gemini_inpaint_options
 
+    options = gemini_inpaint_options(args, args.inpaint) or {}
+    if args.inpaint == "measured":
+        options["progress_bar"] = args.progress
+        if args.drift_plot:
+            options.update(drift_plot=args.drift_plot, overwrite=args.overwrite)
     flat = make_flat(median, detection, inpaint=args.inpaint, frames=args.video, floor=args.floor,
                      profile=args.profile, mem_limit=args.mem_limit, progress_bar=args.progress,
-                     inpaint_options=gemini_inpaint_options(args, args.inpaint) or None)
+                     inpaint_options=options or None)
+    if args.inpaint == "measured":
+        _report_measured(args, flat, detection)
     product = flat
     if args.master_flat:
         master = CCDData.read(args.master_flat, unit=None if _has_bunit(args.master_flat) else "adu")
@@ -120,6 +136,23 @@ def run(args):
           + (f", multiplied into {args.master_flat}" if args.master_flat else "")
           + f" -> {args.output} ({time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+def _report_measured(args, flat, detection):
+    import json
+
+    from ..measured import write_measured_catalog
+
+    info = json.loads(flat.meta["PROVJSON"]).get("inpaint_info", {})
+    drift = info.get("drift", {}).get("summary", {})
+    print(f"measured: {info.get('n_measured', 0)} shadow(s) from the drift, {info.get('n_local', 0)} by "
+          f"local interpolation; drift {drift.get('extent_major_px', 0):.1f} x "
+          f"{drift.get('extent_minor_px', 0):.1f} px over {drift.get('n_registered', 0)} frames")
+    if info.get("static_features"):
+        print(f"measured: {len(info['static_features'])} static dark feature(s) outside the mask "
+              "(possible undetected dust) kept out of the measurement: see PROVJSON")
+    if args.catalog:
+        write_measured_catalog(args.catalog, detection, info, overwrite=args.overwrite)
 
 
 def _has_bunit(path):

@@ -268,8 +268,13 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
         except (ProvenanceError, OSError, ValueError) as exc:
             warn_user(f"cannot reuse {paths['flat']} ({exc}); recomputing it")
     if flat is None:
+        options = dict(inpaint_options or {})
+        if inpaint == "measured":  # the drift path as a side product: OUTDIR/drift.png
+            options.setdefault("drift_plot", str(outdir / "drift.png"))
+            options.setdefault("overwrite", True)
+            options.setdefault("progress_bar", progress_bar)
         flat = make_flat(median, detection, inpaint=inpaint, frames=video, floor=floor,
-                         inpaint_options=inpaint_options, mem_limit=mem_limit, progress_bar=progress_bar)
+                         inpaint_options=options or None, mem_limit=mem_limit, progress_bar=progress_bar)
         flat.meta[_KEY] = (key_flat, _KEY_COMMENT)
         write_flat(paths["flat"], flat, overwrite=True)
         computed.append("flat")

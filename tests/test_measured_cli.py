@@ -58,3 +58,13 @@ def test_flat_measured_needs_video(products, capsys):
             "--inpaint", "measured"]
     assert main(argv) == 1
     assert "needs the video" in capsys.readouterr().err
+
+
+def test_run_measured_writes_drift_plot(products, tmp_path):
+    """``aiflat run --inpaint measured`` leaves the drift plot next to its products."""
+    out = tmp_path / "out"
+    assert main(["run", str(products / "v.ser"), "-o", str(out), "--inpaint", "measured",
+                 "--no-apply"]) == 0
+    assert (out / "drift.png").read_bytes()[:4] == b"\x89PNG"
+    with fits.open(out / "flat.fits") as hdul:
+        assert read_provjson(hdul)["inpaint_info"]["method"] == "measured"

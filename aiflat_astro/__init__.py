@@ -19,5 +19,7 @@ from .datasets import *  # noqa: F401,F403
 from .detection import *  # noqa: F401,F403
 from .inpaint import *  # noqa: F401,F403
 from .flat import *  # noqa: F401,F403
+from .registration import *  # noqa: F401,F403
+from .measured import *  # noqa: F401,F403
 from .apply import *  # noqa: F401,F403
 from .pipeline import *  # noqa: F401,F403

@@ -117,10 +117,12 @@ class TestMasks:
         assert req.body["generationConfig"]["seed"] == 0
         (image,) = req.images_u8
         assert image.shape == (256, 320)
-        # background-normalised and stretched: the solar disc sits at mid-grey, the sky is black
+        # background-normalised and stretched: the solar disc sits at mid-grey; the unlit sky
+        # beyond the limb is sent as neutral grey, like padding
         disc = truth.scene > 0.5 * truth.scene.max()
         assert abs(np.median(image[disc]) - 128) < 5
-        assert np.median(image[truth.scene < 0.05 * truth.scene.max()]) == 0
+        sky = truth.scene < 0.02 * truth.scene.max()
+        assert sky.sum() > 1000 and np.mean(image[sky] == 128) > 0.99
         # a 3 % shadow is at least 40 grey levels darker than the disc
         deep = truth.shadows[truth.shadows["depth"] > 0.03][0]
         yc, xc = int(round(deep["y_centroid"])), int(round(deep["x_centroid"]))
@@ -179,6 +181,19 @@ class TestMasks:
         assert not result.dust_mask[ignore].any()
         # ignored pixels are sent as neutral grey
         assert np.all(server.requests[0].images_u8[0][80:100, 110:130] == 128)
+
+    def test_faint_sky_is_not_unlit(self, server):
+        """A deep-sky field with a bright nebula: dust on the faint sky is still shown and found."""
+        median, truth = discs((160, 200), [(120, 150)], [8], [0.05], vignetting=0.0)
+        median = median * 0.1  # sky at 100
+        median[20:60, 20:60] += 5000.0  # 5 % of the frame, 50 times the sky
+        server.responder = dark_pixel_mask(0.4)
+        det = detector(server)
+        image = det.render(median)[0]
+        assert image[120, 150] < 60 and np.median(image[100:140, 100:140]) > 100
+        result = det(median)
+        d = np.hypot(result.catalog["x_centroid"] - 150, result.catalog["y_centroid"] - 120)
+        assert d.min() < 0.5
 
     def test_thought_images_are_skipped(self, server):
         median, truth = discs((128, 160), [(64, 80)], [8], [0.1])

@@ -64,6 +64,9 @@ DEFAULT_GEMINI_MODEL = "gemini-3-pro-image-preview"
 #: Grey level of a pixel at exactly the background (ratio 1.0) in a symmetric stretch.
 _NEUTRAL = 128
 
+#: Pixels (5-px mean) below this fraction of the 90th percentile have no light (sky beyond a limb).
+_UNLIT_FRACTION = 0.05
+
 #: More separate marks than this in one mask is noise, not dust.
 _MAX_COMPONENTS = 2000
 
@@ -261,7 +264,15 @@ class GeminiDustDetector(DustDetector):
         return f"GeminiDustDetector(model={self.model!r}, image_size={self.image_size!r})"
 
     def render(self, median, *, mask=None):
-        """Return the 8-bit image sent to the model (unpadded), the ratio image and the stretch."""
+        """Return the 8-bit image sent to the model (unpadded), the ratio image and the stretch.
+
+        Pixels in ``mask``, non-finite pixels and pixels without light (the
+        sky beyond a solar or lunar limb, where no dust can show) are sent as
+        neutral grey, like the padding.
+        """
+        return self._render(median, mask=mask)[:3]
+
+    def _render(self, median, *, mask=None):
         data = np.asarray(median, dtype=np.float64)
         ignore = ~np.isfinite(data)
         if mask is not None:
@@ -269,10 +280,12 @@ class GeminiDustDetector(DustDetector):
         background = smooth_background(np.where(np.isfinite(data), data, np.nan), mask=ignore,
                                        scale=self.background_scale)
         ratio = normalise(np.where(np.isfinite(data), data, background), background)
+        light = ndimage.uniform_filter(np.where(np.isfinite(data), data, 0.0), size=5)
+        ignore |= light < _UNLIT_FRACTION * float(np.percentile(light, 90))
         stretch = Stretch.around_one(self.stretch)
         image = stretch.forward(ratio)
         image[ignore] = _NEUTRAL
-        return image, ratio, stretch
+        return image, ratio, stretch, ignore
 
     def __call__(self, median, *, frames=None, mask=None, f_ratio=None, pixel_size=None):
         data = np.array(getattr(median, "data", median), dtype=np.float32)
@@ -282,7 +295,7 @@ class GeminiDustDetector(DustDetector):
             raise InputError(f"mask shape {np.shape(mask)} differs from the median's {data.shape}")
         requests = _plan(data.shape, self.image_size, self.tile_size, self.tile_overlap,
                          self.max_tiles)
-        image, ratio, stretch = self.render(data, mask=mask)
+        image, ratio, stretch, ignored = self._render(data, mask=mask)
         prob_sum = np.zeros(data.shape)
         weight_sum = np.zeros(data.shape)
         answers, records = [], []
@@ -306,9 +319,7 @@ class GeminiDustDetector(DustDetector):
                 records.append({**request.as_dict(), **answer.record(), "white_fraction": white})
             n_calls = session.n_calls
         prob = prob_sum / np.maximum(weight_sum, 1e-12)
-        dust = prob >= self.threshold
-        if mask is not None:
-            dust &= ~np.asarray(mask, bool)
+        dust = (prob >= self.threshold) & ~ignored
         if self.min_area > 1 and dust.any():
             comp, n = ndimage.label(dust, structure=np.ones((3, 3), bool))
             sizes = np.bincount(comp.ravel())

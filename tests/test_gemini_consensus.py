@@ -148,3 +148,25 @@ def test_registry_and_detect_dust(tmp_path):
 def test_options_conflict():
     with pytest.raises(InputError, match="either"):
         ConsensusDetector(gemini=GeminiDustDetector(api_key=KEY), model="x")
+
+
+def test_review_workflow_include_then_exclude(tmp_path):
+    """The documented loop: accept the disputed shadows, then drop the false ones with regions."""
+    shape = (160, 200)
+    median = 1000 * np.where(disc(shape, 40, 50, 7) | disc(shape, 110, 150, 6), 0.85, 1.0)
+    answer_mask = disc(shape, 40, 50, 7) | disc(shape, 120, 40, 5)  # misses one, invents one
+    gemini = GeminiDustDetector(api_key=KEY, **FAST)
+    sent = gemini.render(median)[0]
+    (request,) = plan_requests(shape, image_size="1K")
+    regions = tmp_path / "false.reg"
+    regions.write_text("# Region file format: DS9\nimage\ncircle(41,121,8)\n")  # 1-based x, y
+    table = {place(sent, request, 128).tobytes(): place(answer_mask.astype(float), request, 0.0)}
+    with FakeGeminiServer(lookup_responder(table)) as server:
+        result = detect_dust(median, detector="consensus", disputed="include", api_key=KEY,
+                             base_url=server.url, exclude_regions=regions, **FAST)
+    dust = (result.dq & DustDQ.DUST) > 0
+    review = (result.dq & DustDQ.REVIEW) > 0
+    assert dust[disc(shape, 40, 50, 7)].all() and not review[disc(shape, 40, 50, 7)].any()
+    assert dust[disc(shape, 110, 150, 6)].all() and review[disc(shape, 110, 150, 6)].all()
+    assert not dust[disc(shape, 120, 40, 5)].any() and not review[disc(shape, 120, 40, 5)].any()
+    assert sorted(result.catalog["source"]) == ["both", "local"]

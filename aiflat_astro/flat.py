@@ -377,13 +377,23 @@ _MEDIAN_CARDS = ("OBSERVER", "INSTRUME", "TELESCOP", "DATE-OBS", "NCOMBINE", "FR
                  "BAYERPAT")
 
 
+_AI_KEYS = ("ai_model", "ai_prompt", "prompt_sha256", "response_sha256")
+
+
+def _median_inputs(median_header):
+    """The median's inputs (``PROVn``/``PROVSHAn`` cards) as provenance records."""
+    inputs = []
+    i = 1
+    while f"PROV{i}" in median_header:
+        inputs.append({"path": str(median_header[f"PROV{i}"]), "sha256": median_header.get(f"PROVSHA{i}")})
+        i += 1
+    return inputs
+
+
 def _flat_header(median_header, prov):
     header = fits.Header()
     for key in _MEDIAN_CARDS:
         if key in median_header:
-            header[key] = median_header[key]
-    for key in median_header:
-        if key.startswith("PROV") and key[4:].replace("SHA", "").isdigit():
             header[key] = median_header[key]
     header["BUNIT"] = ("", "dimensionless: divide science frames by the flat")
     header["ROWORDER"] = ("TOP-DOWN", "row 0 = top row of the sensor (SER order)")
@@ -560,10 +570,12 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, f
 
     params = {"FLOOR": floor, "PROFILE": chosen_profile, "MINSIG": round(min_signal, 6)}
     params.update({k: v for k, v in (info.get("params") or {}).items() if len(k) <= 8})
-    prov = dict(det.provenance or {})
-    prov.pop("params", None)
-    prov.pop("history", None)
+    det_prov = _json_safe(det.provenance or {})
+    # AI cards: the inpainter's if it used a model, else the detector's (an AI eye made the mask)
+    prov = {k: det_prov[k] for k in _AI_KEYS if det_prov.get(k) is not None}
     prov.update(_json_safe(info.get("provenance") or {}))
+    prov["inputs"] = _median_inputs(median_header)
+    prov["mask"] = det_prov
     prov["detector"] = det.detector
     prov["inpaint"] = str(inpaint)
     prov["input_sha256"] = sha256_array(med)

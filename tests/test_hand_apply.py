@@ -175,3 +175,43 @@ def test_errors(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         apply_to_file(flat, tmp_path / "missing.ser", tmp_path / "o4.ser")
     assert not list(tmp_path.glob(".*part"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize("mode", ["exdev", "absent"])
+def test_ser_copy_fallbacks(tmp_path, monkeypatch, mode):
+    import errno
+    import os
+
+    flat = _flat()
+    frames = _frames(n=9)
+    src = tmp_path / "in.ser"
+    write_ser(src, frames, pixel_depth=12)
+    if mode == "exdev":
+        def refuse(*args, **kwargs):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    else:
+        monkeypatch.delattr(os, "copy_file_range")
+    apply_to_file(flat, src, tmp_path / "out.ser", mem_limit=2_000)
+    raw_in, raw_out = src.read_bytes(), (tmp_path / "out.ser").read_bytes()
+    assert raw_in[:178] == raw_out[:178] and len(raw_in) == len(raw_out)
+    with SERReader(tmp_path / "out.ser") as out:
+        for i in range(9):
+            expected = np.clip(np.rint(frames[i] / flat.astype(np.float64)), 0, 4095).astype(np.uint16)
+            assert np.array_equal(out.read(i), expected)
+
+
+def test_failure_during_patch_leaves_nothing(tmp_path, monkeypatch):
+    import aiflat_astro.apply as ap
+
+    flat = _flat()
+    src = tmp_path / "in.ser"
+    write_ser(src, _frames(n=9), pixel_depth=12)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ap, "_correct_block", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        apply_to_file(flat, src, tmp_path / "out.ser")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ser"]

@@ -330,6 +330,7 @@ class _Context:
         self.d_lo, self.d_hi = d_lo, d_hi
         self.shape = data.shape
         self.scale_diameters = self.scale_noises = None
+        self.noise_factor = None      # per-pixel noise scaling (static map: fewer frames near edges)
 
     def scale_noise(self, diameter):
         """Robust scatter of the centre-minus-surround response at ``diameter`` (texture + noise)."""
@@ -396,11 +397,6 @@ def _analyse(ctx, peak, diameter0):
         return None
     plane, base, base_scatter = _baseline_plane(dk, yy, xx, ann, py, px)
     dc = dk - plane
-    # is the surrounding ring itself a local dark structure (a penumbra), or just a gradient?
-    outer = (rho > 1.8 * d0 + 6) & (rho < 2.6 * d0 + 10) & (wt > 0.5)
-    surround = 0.0
-    if outer.sum() >= 12:
-        surround = base - _baseline_plane(dk, yy, xx, outer, py, px)[1]
     # smoothing for the outline: enough to reach S/N ~ 8 per pixel, at most d0/8
     noise_bin = ctx.noise_pix / scale
     core = (rho < max(0.3 * d0, 1.5)) & (wt > 0.5)
@@ -425,9 +421,12 @@ def _analyse(ctx, peak, diameter0):
     if area_f < 3:
         return None
     # DUST pixels: a lower threshold for the full extent of the soft edge
-    lab2, _ = ndimage.label((ds > max(0.12 * depth, 2.5 * noise_s)) & (rho < 2 * d0 + 3))
+    lab2, _ = ndimage.label((ds > max(0.06 * depth, 2.5 * noise_s)) & (rho < 2 * d0 + 3))
     keep = np.unique(lab2[shape_mask & (lab2 > 0)])
-    pix_mask = np.isin(lab2, keep) & (wt > 0)
+    pix_mask = np.isin(lab2, keep)
+    # pixels left out of the measurement (stars, defects) inside the shadow are still shadowed
+    holes = ndimage.binary_fill_holes(pix_mask) & ~pix_mask & (wt <= 0.5)
+    pix_mask = (pix_mask & (wt > 0)) | holes
     # geometry from the darkness-weighted filled outline
     wts = np.clip(ds, 0, None) * filled
     tot = float(wts.sum())
@@ -446,6 +445,20 @@ def _analyse(ctx, peak, diameter0):
     l1, l2 = tr / 2 + disc, max(tr / 2 - disc, 1e-9)
     elong = 1 - np.sqrt(l2 / l1) if l1 > 0 else 0.0
     r_eq = np.sqrt(area_f / np.pi)
+    gy = sl[0].start + (cy + 0.5) * scale - 0.5
+    gx = sl[1].start + (cx + 0.5) * scale - 0.5
+    if elong > 0.6:
+        # a ridge (intergranular lane, filament, limb): no dust shadow is that elongated;
+        # skip the costly measurements
+        feat = dict(_RIDGE, y=gy, x=gx, depth=depth, diameter=2 * r_eq, elongation=float(elong),
+                    area=float(pix_mask.sum()) * scale**2, snr=depth / max(noise_s, 1e-12),
+                    noise=noise_s, sigma=sigma * scale)
+        return feat, sl, np.zeros(0, bool), None
+    # is the surrounding ring itself a local dark structure (a penumbra), or just a gradient?
+    outer = (rho > 1.8 * d0 + 6) & (rho < 2.6 * d0 + 10) & (wt > 0.5)
+    surround = 0.0
+    if outer.sum() >= 12:
+        surround = base - _baseline_plane(dk, yy, xx, outer, py, px)[1]
     # radial profile about the centroid, in units of the equivalent radius
     rho_c = np.hypot(yy - cy, xx - cx) * scale
     edges = np.linspace(0, 2.4, 25) * r_eq
@@ -467,14 +480,13 @@ def _analyse(ctx, peak, diameter0):
     # texture continuity (full resolution): rms of the fine structure inside vs outside
     texture = _texture_ratio(ctx, sl, bin_, cy, cx, r_eq, ds >= 0.8 * depth, depth)
     # place on the disc
-    gy = sl[0].start + (cy + 0.5) * scale - 0.5
-    gx = sl[1].start + (cx + 0.5) * scale - 0.5
     iy, ix = int(np.clip(round(gy), 0, ctx.shape[0] - 1)), int(np.clip(round(gx), 0, ctx.shape[1] - 1))
     edge_dist = float(ctx.edge_distance[iy, ix])
     feat = {
         "y": gy, "x": gx, "depth": depth, "area": float(pix_mask.sum()) * scale**2,
         "diameter": 2 * r_eq, "elongation": float(elong),
-        "solidity": float(filled.sum() / max(_convex_area(filled), 1)),
+        # area over that of the moment-equivalent ellipse: 1 for a disc, less for ragged shapes
+        "solidity": float(min(1.0, filled.sum() / max(4 * np.pi * np.sqrt(l1 * l2), 1e-9))),
         "center_ratio": center_ratio, "tail": tail, "plateau": plateau,
         "rim": rim, "rim_frac": rim_frac, "texture": texture,
         "surround": surround, "surround_scatter": base_scatter, "snr": depth / max(noise_s, 1e-12),
@@ -485,13 +497,15 @@ def _analyse(ctx, peak, diameter0):
         tmpl = _unblock(np.clip(ds, 0, None), bin_, full.shape)
     else:
         full, tmpl = pix_mask, np.clip(ds, 0, None)
-    return feat, sl, full & (ctx.weight[sl] > 0), tmpl
+    return feat, sl, full & ctx.valid[sl], tmpl
 
 
 def _baseline_plane(values, yy, xx, sel, py, px):
     """Robust plane fitted to ``values`` on ``sel``: (plane image, level at the centre, scatter)."""
-    v = values[sel].astype(np.float64)
-    a = np.column_stack([np.ones(v.size), (yy[sel] - py), (xx[sel] - px)])
+    idx = np.flatnonzero(sel.ravel())
+    idx = idx[:: max(1, idx.size // 1500)]
+    v = values.ravel()[idx].astype(np.float64)
+    a = np.column_stack([np.ones(v.size), yy.ravel()[idx] - py, xx.ravel()[idx] - px])
     keep = np.ones(v.size, bool)
     coef = np.array([np.median(v), 0.0, 0.0])
     for _ in range(3):
@@ -508,12 +522,9 @@ def _baseline_plane(values, yy, xx, sel, py, px):
     return plane.astype(np.float32), float(coef[0]), _robust_sigma(resid[keep] if keep.any() else resid)
 
 
-def _convex_area(mask):
-    from skimage.morphology import convex_hull_image
-
-    if mask.sum() < 3:
-        return mask.sum()
-    return float(convex_hull_image(mask).sum())
+#: Features of a candidate rejected early as a ridge (only shape and depth are measured).
+_RIDGE = {"solidity": 0.0, "center_ratio": 1.0, "tail": np.nan, "plateau": 0.0, "rim": 0.0, "rim_frac": 0.0,
+          "texture": np.nan, "surround": 0.0, "surround_scatter": 0.0, "edge_distance": np.inf, "ridge": True}
 
 
 def _texture_ratio(ctx, sl, bin_, cy, cx, r_eq, plateau, depth):
@@ -528,11 +539,17 @@ def _texture_ratio(ctx, sl, bin_, cy, cx, r_eq, plateau, depth):
         return np.nan
     if bin_ > 1:
         plateau = _unblock(plateau, bin_, (sl[0].stop - sl[0].start, sl[1].stop - sl[1].start))
-    img = ctx.data[sl].astype(np.float32)
-    wt = ctx.weight[sl]
-    inside = ndimage.binary_erosion(plateau, iterations=1) & (wt > 0)
+    # a sub-box just large enough for the outer ring
+    cyf, cxf = (cy + 0.5) * bin_ - 0.5, (cx + 0.5) * bin_ - 0.5
+    reach = int(np.ceil(2.2 * r_eq + 6))
+    y0, x0 = max(0, int(cyf) - reach), max(0, int(cxf) - reach)
+    y1, x1 = min(plateau.shape[0], int(cyf) + reach + 1), min(plateau.shape[1], int(cxf) + reach + 1)
+    sub = (slice(sl[0].start + y0, sl[0].start + y1), slice(sl[1].start + x0, sl[1].start + x1))
+    img = ctx.data[sub].astype(np.float32)
+    wt = ctx.weight[sub]
+    inside = ndimage.binary_erosion(plateau[y0:y1, x0:x1], iterations=1) & (wt > 0)
     yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
-    rho = np.hypot(yy - ((cy + 0.5) * bin_ - 0.5), xx - ((cx + 0.5) * bin_ - 0.5))
+    rho = np.hypot(yy - (cyf - y0), xx - (cxf - x0))
     outside = (rho > 1.4 * r_eq + 2) & (rho < 2.2 * r_eq + 4) & (wt > 0)
     if inside.sum() < 12 or outside.sum() < 24:
         return np.nan
@@ -581,7 +598,7 @@ def _significance(darkness, weight, diameters, shape):
     cache = {}
     for diameter in diameters:
         sigma = diameter / 4.0
-        b = int(2 ** max(0, np.floor(np.log2(max(sigma / 1.5, 1)))))
+        b = int(2 ** max(0, np.floor(np.log2(max(sigma, 1)))))      # σ/b in [1, 2)
         while b > 1 and min(h, w) // b < 24:
             b //= 2
         if b not in cache:
@@ -841,13 +858,15 @@ def _static_map(source, median, valid, drift, *, max_frames, highpass):
     gy = np.where(good, (cxx * ry - cxy * rx) / safe_det, 0.0)
     gx = np.where(good, (cyy * rx - cxy * ry) / safe_det, 0.0)
     intercept = (acc["r"] - gy * acc["y"] - gx * acc["x"]) / n
+    # noise grows where fewer frames (or less motion) constrain the pixel
+    nfac = np.where(good, np.sqrt(idx.size / n), 1.0).astype(np.float32)
     del acc
     wt = good.astype(np.float32)
     phi = _poisson_integrate(gy, gx, wt)
     lnt = np.where(good, intercept + phi, 0.0).astype(np.float32)
     # the largest scales of the integral are ill-determined (and vignetting is not dust)
     lnt -= _normconv(lnt, wt, highpass) * wt
-    return lnt, wt
+    return lnt, wt, nfac
 
 
 # ---------------------------------------------------------------------------
@@ -857,8 +876,13 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _morphology_evidence(f, *, d_lo, d_hi, has_limb, optics):
-    """Log-odds that a candidate is dust from its shape alone, and the main reason against."""
+def _morphology_evidence(f, *, d_lo, d_hi, has_limb, optics, z_own=np.nan):
+    """Log-odds that a candidate is dust from its shape alone, and the main reason against.
+
+    Shape measurements of a barely significant candidate are noise: the terms
+    in favour of dust are scaled by a reliability rising from 0 at 3 sigma to 1 at 10.
+    """
+    reliability = float(np.clip((z_own - 3) / 7, 0, 1)) if np.isfinite(z_own) else 1.0
     terms = {"prior": 0.5}
     e = f["elongation"]
     terms["elongated"] = -10.0 * max(e - 0.25, 0.0)
@@ -871,7 +895,7 @@ def _morphology_evidence(f, *, d_lo, d_hi, has_limb, optics):
     terms["plateau"] = float(np.clip(3.0 * (f["plateau"] - 0.3), -1.0, 1.5))
     t = f["texture"]
     if np.isfinite(t):
-        terms["texture"] = 1.0 if t >= 0.6 else (-2.5 if t < 0.3 else 0.0)
+        terms["texture"] = 1.0 if 0.6 <= t <= 1.6 else (-2.5 if t < 0.3 else 0.0)
     if f["rim"] > 4 and f["rim_frac"] > 0.03:
         terms["rim"] = 1.0
     if f["surround"] > max(0.04, 5 * f["surround_scatter"]):
@@ -880,6 +904,9 @@ def _morphology_evidence(f, *, d_lo, d_hi, has_limb, optics):
         terms["at_limb"] = -2.0
     if optics and not (0.7 * d_lo <= f["diameter"] <= 1.3 * d_hi):
         terms["size"] = -2.0
+    for key in ("annulus", "profile", "plateau", "texture", "rim"):
+        if terms.get(key, 0) > 0:
+            terms[key] *= reliability
     total = float(sum(terms.values()))
     worst = min(terms, key=terms.get)
     return total, terms, worst
@@ -920,6 +947,9 @@ def _footprint_depth(ctx, c):
         return float(ctx.darkness[yc, xc][wc].mean() - np.median(ctx.darkness[yr, xr][wr]))
 
     value = stat(0, 0)
+    boost = 1.0
+    if ctx.noise_factor is not None:
+        boost = float(np.mean(ctx.noise_factor[cy + oy, cx + ox]))
     step = int(round(d + r1 + 2))
     others = [stat(int(round(step * np.sin(a))), int(round(step * np.cos(a))))
               for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
@@ -927,8 +957,8 @@ def _footprint_depth(ctx, c):
     floor = max(ctx.noise_pix * np.sqrt(1.0 / cy.size + 1.0 / ry.size), ctx.scale_noise(d))
     if others.size >= 4:
         spread = 1.4826 * float(np.median(np.abs(others - np.median(others))))
-        return value, max(spread, floor)
-    return value, floor
+        return value, max(spread, floor * boost)
+    return value, floor * boost
 
 
 def _consistency(c, ctx):
@@ -1020,7 +1050,7 @@ class LocalDustDetector(DustDetector):
         self.progress_bar = bool(progress_bar)
 
     def _size_range(self, shape, f_ratio, pixel_size):
-        lo, hi = 3.0, 0.6 * min(shape)
+        lo, hi = 3.0, min(0.6 * min(shape), 400.0)
         optics = f_ratio is not None and pixel_size is not None
         if optics:
             elo, ehi = expected_diameters(f_ratio, pixel_size)
@@ -1059,7 +1089,7 @@ class LocalDustDetector(DustDetector):
                 flat = data / np.where(limb[0] > 0.05, limb[0], 1.0)
                 margin = limb[1]
                 log.debug("limb-darkening model; limb margin %d px", margin)
-        box = int(np.clip(0.8 * d_hi, 32, max(32, min(shape) // 3)))
+        box = int(np.clip(1.2 * d_hi, 32, max(32, min(shape) // 2)))
         darkness, _ = darkness_map(flat, valid=valid & ~bad, box_size=box)
         scatter = _robust_sigma(darkness[valid & ~bad])
         bright = darkness < -5 * scatter
@@ -1075,9 +1105,10 @@ class LocalDustDetector(DustDetector):
         if frames is not None:
             drift, static = self._use_frames(frames, data, usable, weight, cands)
             if static is not None:
-                sdark, sweight = static
+                sdark, sweight, nfac = static
                 ctx["static"] = _Context(data, sdark, sweight, valid, limb_distance,
                                          _pixel_noise(sdark, sweight > 0), d_lo, d_hi)
+                ctx["static"].noise_factor = nfac
                 cands += self._candidates(ctx["static"], diameters, "static")
             params["NFRMOT"] = int(min(drift.frame_index.size, self.max_frames))
             params["STATMAP"] = static is not None
@@ -1101,12 +1132,21 @@ class LocalDustDetector(DustDetector):
         for c, (beta, sig, beta_t) in zip(cands, results):
             c["beta"], c["beta_sigma"], c["beta_tex"] = beta, sig, beta_t
             c["shift_rms"] = drift.rms if drift is not None else 0.0
+            # the candidate must stand out of its own map's local scatter (texture + noise)
+            own, own_sig = c["consistency"].get(c["map"], (np.nan, np.nan))
+            z_own = own / own_sig if np.isfinite(own) and own_sig > 0 else np.nan
+            c["z_own"] = z_own
             c["morph"], c["terms"], c["worst"] = _morphology_evidence(
-                c["feat"], d_lo=d_lo, d_hi=d_hi, has_limb=has_limb, optics=optics)
+                c["feat"], d_lo=d_lo, d_hi=d_hi, has_limb=has_limb, optics=optics, z_own=z_own)
+            if np.isfinite(z_own) and z_own < 5:
+                c["terms"]["weak"] = -4.0 if z_own < 3 else -1.5
+            if c["map"] == "static" and c.get("static_cover", np.inf) < 0.5 * c["feat"]["diameter"] + 6:
+                # found at the edge of the area the frames cover, where the static map is least sure
+                c["terms"]["weak"] = c["terms"].get("weak", 0.0) - 2.0
             motion, mterms = _motion_evidence(c)
             c["terms"].update(mterms)
             c["motion"] = motion
-            logit = c["morph"] + motion
+            logit = c["morph"] + motion + c["terms"].get("weak", 0.0)
             if not mterms:
                 logit = min(logit, 2.2)   # shape alone never gives more than ~0.9
             c["confidence"] = float(_sigmoid(logit))
@@ -1133,13 +1173,12 @@ class LocalDustDetector(DustDetector):
         if static is None:
             log.info("the scene hardly moves (rms %.2f px): no static map", drift.rms)
             return drift, None
-        lnt, wst = static
-        return drift, ((-np.expm1(lnt)).astype(np.float32), (weight * wst).astype(np.float32))
+        lnt, wst, nfac = static
+        return drift, ((-np.expm1(lnt)).astype(np.float32), (weight * wst).astype(np.float32), nfac)
 
     def _candidates(self, ctx, diameters, name):
         """Analyse the local maxima of one map's scale-space significance."""
         from photutils.segmentation import detect_sources
-        from skimage.feature import peak_local_max
 
         smax, dbest, noise = _significance(ctx.darkness, ctx.weight, diameters, ctx.shape)
         ok = np.isfinite(noise)
@@ -1148,15 +1187,7 @@ class LocalDustDetector(DustDetector):
         segm = detect_sources(smax, self.threshold, 5, mask=ctx.weight <= 0)
         if segm is None:
             return []
-        peaks = peak_local_max(smax, min_distance=2, threshold_abs=self.threshold, labels=segm.data,
-                               exclude_border=False)
-        order = np.argsort(-smax[peaks[:, 0], peaks[:, 1]]) if len(peaks) else []
-        chosen = []
-        for k in order:
-            y, x = peaks[k]
-            d = dbest[y, x]
-            if all(np.hypot(y - cy, x - cx) > 0.5 * max(d, cd) for cy, cx, cd in chosen):
-                chosen.append((y, x, d))
+        chosen = _peaks(smax, dbest, segm.data > 0)
         cands = []
         for y, x, d in chosen:
             cand = self._measure(ctx, (int(y), int(x)), float(d))
@@ -1171,6 +1202,8 @@ class LocalDustDetector(DustDetector):
         if res is None:
             return None
         feat = res[0]
+        if feat.get("ridge"):
+            return None
         # re-centre and re-size once when the first guess was far off
         if not 0.7 <= feat["diameter"] / max(diameter0, 1) <= 1.4 or \
                 np.hypot(feat["y"] - peak[0], feat["x"] - peak[1]) > 0.25 * feat["diameter"] + 1:
@@ -1178,7 +1211,7 @@ class LocalDustDetector(DustDetector):
             if again is not None:
                 res = again
         feat, sl, pix, tmpl = res
-        if not pix.any():
+        if feat.get("ridge") or not pix.any():
             return None
         return {"feat": feat, "sl": sl, "pix": pix, "template": tmpl}
 
@@ -1236,6 +1269,42 @@ class LocalDustDetector(DustDetector):
         log.info("local detector: %d candidates, %d accepted", len(cands), n)
         return DustDetection(dq=dq, weight=(dq > 0).astype(np.float32), catalog=catalog,
                              detector=self.name, provenance=prov, labels=labels, rejected=rej)
+
+
+def _peaks(smax, dbest, inside):
+    """Local maxima of the significance, strongest first; a weaker maximum closer than half
+    the larger of the two diameters to a stronger one is dropped."""
+    from scipy.spatial import cKDTree
+
+    is_max = (smax == ndimage.maximum_filter(smax, size=5, mode="nearest")) & inside
+    # flat-topped maxima (coarse scales are block-upsampled): one point per plateau
+    lab, n = ndimage.label(is_max, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return []
+    centres = np.array(ndimage.center_of_mass(is_max, lab, np.arange(1, n + 1))).reshape(n, 2)
+    ys = np.clip(np.round(centres[:, 0]).astype(int), 0, smax.shape[0] - 1)
+    xs = np.clip(np.round(centres[:, 1]).astype(int), 0, smax.shape[1] - 1)
+    sig = smax[ys, xs]
+    order = np.argsort(-sig, kind="stable")
+    ys, xs, ds = ys[order], xs[order], dbest[ys[order], xs[order]]
+    tree = cKDTree(np.column_stack([ys, xs]))
+    kept = np.zeros(ys.size, bool)
+    for i in range(ys.size):
+        # a stronger kept maximum within half of this one's diameter, or this one within half
+        # of a stronger kept one's (its own query below covered it)
+        near = tree.query_ball_point((ys[i], xs[i]), 0.5 * ds[i])
+        if any(kept[j] for j in near if j < i):
+            continue
+        kept[i] = True
+    chosen = []
+    for i in np.flatnonzero(kept):
+        far = tree.query_ball_point((ys[i], xs[i]), 0.5 * ds[i])
+        for j in far:
+            if j > i and kept[j] and np.hypot(ys[j] - ys[i], xs[j] - xs[i]) < 0.5 * ds[i]:
+                kept[j] = False
+    for i in np.flatnonzero(kept):
+        chosen.append((int(ys[i]), int(xs[i]), float(ds[i])))
+    return chosen
 
 
 def _overlap(a, b):

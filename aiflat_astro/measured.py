@@ -711,7 +711,9 @@ def measure_transmission(
             opts.setdefault("step", step)
             opts.setdefault("max_frames", max_frames)
             opts.setdefault("progress_bar", progress_bar)
-            drift = register_frames(source, dust_mask=excl, **opts)
+            # the dust itself, not the wider exclusion zone: masking more costs signal
+            reg_mask = ndi.binary_dilation(dust_mask, iterations=1) if dust_mask.any() else None
+            drift = register_frames(source, dust_mask=reg_mask, **opts)
         idx = np.asarray(drift.frame_index)
         shifts_all = np.asarray(drift.shifts)
         static_features = []

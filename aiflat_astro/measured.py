@@ -573,6 +573,7 @@ def measure_transmission(
     *,
     weight=None,
     labels=None,
+    invalid=None,
     drift=None,
     step=1,
     max_frames=400,
@@ -607,6 +608,9 @@ def measure_transmission(
         (H, W) int map of catalog ids on the dust pixels
         (`~aiflat_astro.detection.DustDetection.labels`).  Default: connected
         components of ``dust_mask`` (ids reported negative).
+    invalid : `~numpy.ndarray` of bool, optional
+        (H, W) defective pixels (hot, cold, saturated): never used as clean
+        samples.  Non-finite frame values are always left out.
     drift : `~aiflat_astro.registration.DriftPath`, optional
         A registration of this video; computed when not given.
     step, max_frames : int, optional
@@ -699,6 +703,11 @@ def measure_transmission(
     target = dust_mask | (weight > 0)
     regions, owner = _regions(shape, dust_mask, weight, labels, level_gap, margin_frac=0.2)
     excl = _exclusion(shape, target, regions, exclude_extra, owner)
+    if invalid is not None:
+        invalid = np.asarray(invalid, dtype=bool)
+        if invalid.shape != shape:
+            raise InputError(f"invalid shape {invalid.shape} differs from the dust mask {shape}")
+        excl |= ndi.binary_dilation(invalid, iterations=1)
     near = _exclusion(shape, target, regions, level_gap, owner) | excl
     excl_any = ndi.binary_dilation(excl, structure=np.ones((3, 3), bool))
 
@@ -765,15 +774,20 @@ def measure_transmission(
             iterator = tqdm(order, desc="measuring", unit="frame", leave=False)
         for k in iterator:
             frame = _as_mono(source.read(int(use_idx[k])))
+            bad_px = ~np.isfinite(frame)
+            frame_excl = excl_any
+            if bad_px.any():  # a NaN would spread along its row and column in the spline
+                frame = np.where(bad_px, np.nanmedian(frame) if (~bad_px).any() else 0.0, frame)
+                frame_excl = excl_any | ndi.binary_dilation(bad_px, iterations=3)
             coeffs = ndi.spline_filter(frame, order=3, mode="nearest")
             dy, dx = shifts[k]
             for r in regions:
                 y0, y1, x0, x1 = r.box
                 v0, v1, u0, u1 = r.sbox
-                r.raw[k] = frame[y0:y1, x0:x1]
+                r.raw[k] = np.where(bad_px[y0:y1, x0:x1], np.nan, frame[y0:y1, x0:x1])
                 values, inside = _sample_box(coeffs, v0, v1, u0, u1, dy, dx, order=3,
                                              prefiltered=True)
-                dusty = _sample_mask(excl_any, v0, v1, u0, u1, dy, dx)
+                dusty = _sample_mask(frame_excl, v0, v1, u0, u1, dy, dx)
                 r.reg[k] = values
                 r.reg_inframe[k] = inside
                 r.reg_ok[k] = inside & ~dusty
@@ -950,8 +964,11 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, drift_plot=N
         from .utils._atomic import check_output_path
 
         check_output_path(drift_plot, overwrite=overwrite)  # fail before the work
+    from .dq import DustDQ
+
+    defects = (np.asarray(detection.dq) & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
     mt = measure_transmission(frames, detection.dust_mask, weight=weight, labels=detection.labels,
-                              drift=drift, **options)
+                              invalid=defects if defects.any() else None, drift=drift, **options)
     if drift_plot is not None:
         from .registration import plot_drift
 

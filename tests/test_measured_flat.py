@@ -269,3 +269,28 @@ class TestSurvey:
             assert min(d) < 3
         assert results[True][0] < 0.003
         assert results[False][0] > 1.5 * results[True][0]
+
+
+def test_array_frames_with_nan_and_defects(tmp_path):
+    """A float cube with NaN pixels and hot pixels (flagged as invalid) is measured cleanly."""
+    from aiflat_astro.io import open_frames
+
+    path = tmp_path / "v.ser"
+    truth = make_dusty_video(path, shape=(128, 160), n_frames=50, drift=40.0, n_dust=4, seed=2)
+    with open_frames(path) as source:
+        cube = np.array([source.read(i) for i in range(source.n_frames)], dtype=np.float32)
+    rng = np.random.default_rng(0)
+    bad = np.zeros(cube.shape[1:], bool)
+    bad[rng.integers(0, 128, 30), rng.integers(0, 160, 30)] = True
+    hot = np.zeros(cube.shape[1:], bool)
+    hot[rng.integers(0, 128, 20), rng.integers(0, 160, 20)] = True
+    cube[:, bad] = np.nan
+    cube[:, hot] = 4000.0
+    dust = truth.labels > 0
+    weight, _ = expand_mask(dust)
+    mt = measure_transmission(cube, dust, weight=weight, labels=truth.labels, invalid=hot | bad)
+    assert mt.n_measured == 4
+    assert np.all(np.isfinite(mt.transmission))
+    sel = dust & ~bad & ~hot
+    err = mt.transmission[sel] - truth.transmission[sel]
+    assert np.sqrt(np.mean(err**2)) <= 0.003

@@ -72,8 +72,9 @@ class MeasuredTransmission:
     measured : `~numpy.ndarray`
         bool (H, W): pixels whose value was measured.
     shadows : `~astropy.table.Table`
-        One row per shadow region: ``id`` (catalog id, or negative for a
-        region without catalog row), ``x_centroid``, ``y_centroid``,
+        One row per region (a connected piece of the dust mask with the
+        pixels to correct nearest to it): ``id`` (catalog id, or negative for
+        dust without catalog row; a shadow in several pieces has several rows), ``x_centroid``, ``y_centroid``,
         ``diameter`` (px, bounding size of the dust mask), ``drift_ok``
         (drift extent ≥ diameter along both principal axes), ``coverage``
         (fraction of the region's pixels with enough usable frames),
@@ -99,8 +100,12 @@ class MeasuredTransmission:
 
     @property
     def n_measured(self):
-        """Number of shadows whose transmission was measured."""
+        """Number of regions (rows of ``shadows``) whose transmission was measured."""
         return int(np.sum(self.shadows["method"] == "measured")) if len(self.shadows) else 0
+
+    def methods_by_id(self):
+        """``{id: 'measured' | 'local' | 'mixed'}`` per catalog id (over its regions)."""
+        return _methods_by_id(zip(self.shadows["id"], self.shadows["method"]))
 
     def provenance(self):
         """JSON-serialisable record: drift path, per-shadow decision, parameters."""
@@ -122,12 +127,22 @@ class MeasuredTransmission:
         return {"drift": self.drift.provenance(), "shadows": rows, "params": dict(self.params)}
 
 
+def _methods_by_id(pairs):
+    """Aggregate per-region methods into one per id: measured, local, or mixed."""
+    seen = {}
+    for sid, method in pairs:
+        seen.setdefault(int(sid), set()).add(str(method))
+    return {sid: (methods.pop() if len(methods) == 1 else "mixed")
+            for sid, methods in seen.items()}
+
+
 # ---------------------------------------------------------------------------
 # regions
 # ---------------------------------------------------------------------------
 @dataclass
 class _Region:
-    id: int
+    id: int                   # catalog id (negative: dust without a catalog row)
+    key: int                  # this region's value in the owner map
     pixels: np.ndarray        # bool, box-shaped: pixels of this region whose value we set
     box: tuple                # (y0, y1, x0, x1) sensor box
     diameter: float
@@ -142,44 +157,52 @@ class _Region:
 
 
 def _regions(shape, dust_mask, weight, labels, exclude_extra, margin_frac):
-    """Split the area to correct into regions, one per shadow, with boxes."""
+    """Split the area to correct into regions with boxes.
+
+    One region per connected component of the dust mask (a catalog shadow in
+    several pieces gives several regions with the same id: each piece is
+    measured, or not, on its own), plus the pixels to correct nearest to it.
+    """
     target = dust_mask | (weight > 0)
-    if labels is None:
-        labels = np.zeros(shape, np.int64)
-    labels = np.where(dust_mask, np.asarray(labels, dtype=np.int64), 0)
-    # dust pixels without a catalog id become their own regions, with negative ids
-    orphan, n_orphan = ndi.label(dust_mask & (labels <= 0), structure=np.ones((3, 3), bool))
-    if n_orphan:
-        labels = np.where(orphan > 0, -orphan, labels)
+    eight = np.ones((3, 3), bool)
+    comp, n_comp = ndi.label(dust_mask, structure=eight)
+    labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+    ids = {}
+    for c, sl in enumerate(ndi.find_objects(comp), start=1):
+        if sl is None:
+            continue
+        values = labels[sl][comp[sl] == c] if labels is not None else np.zeros(0, np.int64)
+        values = values[values > 0]
+        ids[c] = int(np.bincount(values).argmax()) if values.size else -c
     # every pixel to correct belongs to the region of the nearest dust pixel
-    if np.any(labels != 0):
-        _, (iy, ix) = ndi.distance_transform_edt(labels == 0, return_indices=True)
-        owner = labels[iy, ix]
+    if n_comp:
+        _, (iy, ix) = ndi.distance_transform_edt(comp == 0, return_indices=True)
+        owner = np.where(target, comp[iy, ix], 0)
     else:
         owner = np.zeros(shape, np.int64)
-    owner = np.where(target, owner, 0)
     # an isolated weight area without any dust pixel: its own region
-    stray, n_stray = ndi.label(target & (owner == 0), structure=np.ones((3, 3), bool))
+    stray, n_stray = ndi.label(target & (owner == 0), structure=eight)
     if n_stray:
-        base = int(np.abs(owner).max()) + 1000
-        owner = np.where(stray > 0, -(stray + base), owner)
+        owner = np.where(stray > 0, stray + n_comp, owner)
+        for k in range(1, n_stray + 1):
+            ids[n_comp + k] = -(n_comp + k)
 
-    ids = [int(v) for v in np.unique(owner) if v != 0]
     regions = []
-    for rid in ids:
-        sel = owner == rid
+    for key, sl in enumerate(ndi.find_objects(owner), start=1):
+        if sl is None:
+            continue
+        sel = owner == key
         core = sel & dust_mask if np.any(sel & dust_mask) else sel
         ys, xs = np.nonzero(core)
         diameter = float(max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1))
         ys_all, xs_all = np.nonzero(sel)
         pad = int(np.ceil(exclude_extra(diameter) + max(4.0, margin_frac * diameter)))
-
         y0 = max(0, ys_all.min() - pad)
         y1 = min(shape[0], ys_all.max() + 1 + pad)
         x0 = max(0, xs_all.min() - pad)
         x1 = min(shape[1], xs_all.max() + 1 + pad)
-        regions.append(_Region(id=rid, pixels=sel[y0:y1, x0:x1], box=(y0, y1, x0, x1),
-                               diameter=diameter,
+        regions.append(_Region(id=ids[key], key=key, pixels=sel[y0:y1, x0:x1],
+                               box=(y0, y1, x0, x1), diameter=diameter,
                                centroid=(float(ys.mean()), float(xs.mean()))))
     return regions, owner
 
@@ -192,7 +215,7 @@ def _exclusion(shape, target, regions, reach_of, owner):
     nearest = owner[iy, ix]
     reach = np.zeros(shape, np.float64)
     for region in regions:
-        reach[nearest == region.id] = reach_of(region.diameter)
+        reach[nearest == region.key] = reach_of(region.diameter)
     return dist <= reach
 
 
@@ -977,15 +1000,16 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, drift_plot=N
     measured = mt.measured & region
     local = region & ~measured
     trans = np.where(measured, mt.transmission.astype(np.float64), 1.0)
-    n_meas = mt.n_measured
-    n_total = len(mt.shadows)
-    n_local = n_total - n_meas
+    by_id = mt.methods_by_id()
+    n_total = len(by_id)
+    n_meas = sum(m == "measured" for m in by_id.values())
+    n_local = n_total - n_meas  # local, or partly local ('mixed')
     major, minor, _ = mt.drift.extent
     fallback = None
     profile = "none"
     if local.any():
-        local_ids = [int(i) for i in mt.shadows["id"][mt.shadows["method"] == "local"]]
-        if n_meas == 0:
+        local_ids = sorted(i for i, m in by_id.items() if m != "measured")
+        if mt.n_measured == 0:
             fallback = (f"no usable drift: the scene moved {major:.1f} x {minor:.1f} px "
                         f"(principal axes), not enough to uncover any of the {n_total} shadows; "
                         "local interpolation used for all of them")
@@ -994,7 +1018,7 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, drift_plot=N
                         f"{n_total} shadows (ids {', '.join(map(str, local_ids))}); "
                         "local interpolation used for them")
         warn_user(fallback, DetectorFallbackWarning)
-    if n_meas == 0:
+    if mt.n_measured == 0:
         # exactly what inpaint='local' gives (same clean estimate, same flat profile)
         from .inpaint import run_inpainter
 
@@ -1034,7 +1058,8 @@ def add_flat_method(catalog, info):
     """Return a copy of a dust catalog with the per-shadow decision of ``'measured'``.
 
     Adds ``flat_method`` (``'measured'`` or ``'local'``: which method set the
-    flat inside the shadow), ``drift_ok`` (the drift spans the shadow
+    flat inside the shadow; ``'mixed'`` for a shadow in several pieces of
+    which only some were measured), ``drift_ok (the drift spans the shadow
     diameter along both principal axes), ``coverage``, ``trans_err``
     (median standard error of the measured transmission) and
     ``measured_depth`` (about 0 for a detection that is not dust), matched
@@ -1058,17 +1083,23 @@ def add_flat_method(catalog, info):
         info = {"shadows": [dict(rec, flat_method=rec["method"])
                             for rec in info.provenance()["shadows"]],
                 "drift": info.drift.provenance()}
-    by_id = {int(rec["id"]): rec for rec in info.get("shadows", [])}
+    records = {}
+    for rec in info.get("shadows", []):
+        records.setdefault(int(rec["id"]), []).append(rec)
+    methods = _methods_by_id((rec["id"], rec["flat_method"]) for rec in info.get("shadows", []))
+
+    def agg(i, name, func, default):
+        values = [r.get(name) for r in records.get(i, []) if r.get(name) is not None]
+        return func(values) if values else default
+
     out = catalog.copy()
     ids = [int(i) for i in out["id"]] if "id" in out.colnames else []
-    out["flat_method"] = np.array([by_id.get(i, {}).get("flat_method", "") for i in ids],
-                                  dtype="U8")
-    out["drift_ok"] = np.array([bool(by_id.get(i, {}).get("drift_ok", False)) for i in ids],
-                               dtype=bool)
-    out["coverage"] = np.array([by_id.get(i, {}).get("coverage") or 0.0 for i in ids], dtype=float)
-    for name in ("trans_err", "measured_depth"):
-        values = [by_id.get(i, {}).get(name) for i in ids]
-        out[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
+    out["flat_method"] = np.array([methods.get(i, "") for i in ids], dtype="U8")
+    out["drift_ok"] = np.array([agg(i, "drift_ok", all, False) for i in ids], dtype=bool)
+    out["coverage"] = np.array([agg(i, "coverage", min, 0.0) for i in ids], dtype=float)
+    out["trans_err"] = np.array([agg(i, "trans_err", max, np.nan) for i in ids], dtype=float)
+    out["measured_depth"] = np.array([agg(i, "measured_depth", max, np.nan) for i in ids],
+                                     dtype=float)
     out["flat_method"].description = "which method set the flat inside the shadow"
     out["drift_ok"].description = "drift extent >= shadow diameter along both principal axes"
     out["coverage"].description = "fraction of the shadow's pixels with enough drift-uncovered frames"
@@ -1079,7 +1110,6 @@ def add_flat_method(catalog, info):
     if "summary" in drift:
         out.meta["drift"] = drift["summary"]
     return out
-
 
 
 def write_measured_catalog(path, detection, info, *, overwrite=False):

@@ -95,14 +95,17 @@ class _State:
         return name in self.data["products"]
 
     def record(self, name, key, path):
+        """Note a product's key, saved at once (an interrupted run still knows its products)."""
         st = os.stat(path)
         self.data["products"][name] = {"key": key, "file": Path(path).name, "size": st.st_size,
                                        "mtime_ns": st.st_mtime_ns}
+        self.save()
 
-    def save(self, summary):
+    def save(self, summary=None):
         from .utils._atomic import atomic_output
 
-        self.data["last_run"] = summary
+        if summary is not None:
+            self.data["last_run"] = summary
         with atomic_output(self.path, overwrite=True) as tmp:
             Path(tmp).write_text(json.dumps(self.data, indent=1, sort_keys=True, default=str))
 

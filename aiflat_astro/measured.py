@@ -74,7 +74,8 @@ class MeasuredTransmission:
     shadows : `~astropy.table.Table`
         One row per region (a connected piece of the dust mask with the
         pixels to correct nearest to it): ``id`` (catalog id, or negative for
-        dust without catalog row; a shadow in several pieces has several rows), ``x_centroid``, ``y_centroid``,
+        dust without catalog row; a shadow in several pieces has several
+        rows), ``x_centroid``, ``y_centroid``,
         ``diameter`` (px, bounding size of the dust mask), ``drift_ok``
         (drift extent ≥ diameter along both principal axes), ``coverage``
         (fraction of the region's pixels with enough usable frames),
@@ -105,7 +106,7 @@ class MeasuredTransmission:
 
     def methods_by_id(self):
         """``{id: 'measured' | 'local' | 'mixed'}`` per catalog id (over its regions)."""
-        return _methods_by_id(zip(self.shadows["id"], self.shadows["method"]))
+        return _methods_by_id(zip(self.shadows["id"], self.shadows["method"], strict=True))
 
     def provenance(self):
         """JSON-serialisable record: drift path, per-shadow decision, parameters."""
@@ -370,7 +371,7 @@ def _static_survey(source, frame_index, shifts, known, *, nsigma=5.0, min_depth=
     scene = _nanmedian(np.array(stack), axis=0)
     del stack
     ratios = []
-    for frame, i in zip(frames, pick):
+    for frame, i in zip(frames, pick, strict=True):
         dy, dx = shifts[i] / b
         o_k = ndi.shift(np.nan_to_num(scene, nan=0.0), (dy, dx), order=1, mode="constant", cval=0)
         o_ok = ndi.shift(np.isfinite(scene).astype(np.float32), (dy, dx), order=1,
@@ -1102,7 +1103,8 @@ def add_flat_method(catalog, info):
                                      dtype=float)
     out["flat_method"].description = "which method set the flat inside the shadow"
     out["drift_ok"].description = "drift extent >= shadow diameter along both principal axes"
-    out["coverage"].description = "fraction of the shadow's pixels with enough drift-uncovered frames"
+    out["coverage"].description = ("fraction of the shadow's pixels with enough "
+                                   "drift-uncovered frames")
     out["trans_err"].description = "median standard error of the measured transmission"
     out["measured_depth"].description = ("1 - 1st percentile of the measured transmission "
                                          "(about 0: not a dust shadow)")

@@ -21,8 +21,9 @@ def fixture_products(tmp_path_factory):
 
 def test_flat_measured_with_plot_and_catalog(products, capsys):
     d = products
-    argv = ["flat", str(d / "median.fits"), "--mask", str(d / "mask.fits"), "-o", str(d / "flat.fits"),
-            "--inpaint", "measured", "--video", str(d / "v.ser"), "--drift-plot", str(d / "drift.png"),
+    argv = ["flat", str(d / "median.fits"), "--mask", str(d / "mask.fits"),
+            "-o", str(d / "flat.fits"), "--inpaint", "measured", "--video", str(d / "v.ser"),
+            "--drift-plot", str(d / "drift.png"),
             "--catalog", str(d / "dust.ecsv")]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -45,7 +46,8 @@ def test_flat_measured_with_plot_and_catalog(products, capsys):
 
 def test_plot_options_need_measured(products, capsys):
     d = products
-    argv = ["flat", str(d / "median.fits"), "--mask", str(d / "mask.fits"), "-o", str(d / "f2.fits"),
+    argv = ["flat", str(d / "median.fits"), "--mask", str(d / "mask.fits"),
+            "-o", str(d / "f2.fits"),
             "--drift-plot", str(d / "d2.png")]
     assert main(argv) == 1
     assert "--inpaint measured" in capsys.readouterr().err
@@ -54,7 +56,8 @@ def test_plot_options_need_measured(products, capsys):
 
 def test_flat_measured_needs_video(products, capsys):
     d = products
-    argv = ["flat", str(d / "median.fits"), "--mask", str(d / "mask.fits"), "-o", str(d / "f3.fits"),
+    argv = ["flat", str(d / "median.fits"), "--mask", str(d / "mask.fits"),
+            "-o", str(d / "f3.fits"),
             "--inpaint", "measured"]
     assert main(argv) == 1
     assert "needs the video" in capsys.readouterr().err

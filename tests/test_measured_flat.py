@@ -245,6 +245,24 @@ class TestCatalog:
         assert list(direct["flat_method"]) == ["measured"] * 10
 
 
+    def test_pieces_aggregate_per_id(self):
+        """A shadow in two pieces, one measured, one not: 'mixed'; worst coverage and error."""
+        catalog = empty_catalog()
+        for sid in (1, 2):
+            catalog.add_row({"id": sid, "x_centroid": 0.0, "y_centroid": 0.0})
+        keys = ("id", "flat_method", "coverage", "drift_ok", "trans_err")
+        info = {"shadows": [dict(zip(keys, row, strict=True)) for row in (
+            (1, "measured", 1.0, True, 0.001),
+            (1, "local", 0.5, False, None),
+            (2, "measured", 1.0, True, 0.002),
+        )]}
+        out = add_flat_method(catalog, info)
+        assert list(out["flat_method"]) == ["mixed", "measured"]
+        assert list(out["coverage"]) == [0.5, 1.0]
+        assert list(out["drift_ok"]) == [False, True]
+        np.testing.assert_allclose(out["trans_err"], [0.001, 0.002])
+
+
 class TestSurvey:
     def test_undetected_dust_is_found_and_kept_out(self, drifting, measurement):
         """Shadows missing from the mask are found by the survey and do not bias the others."""

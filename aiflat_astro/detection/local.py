@@ -161,8 +161,7 @@ def _clipped_sigma(values, *, iterations=4):
 def _valid_region(data, bad):
     """Pixels on the solar/planetary disc (or everywhere for a sky field).
 
-    Returns ``valid`` (bool), ``edge_distance`` (float: distance in pixels to the
-    nearest invalid pixel or frame edge) and the disc level.
+    Returns ``valid`` (bool) and the disc level.
     """
     h, w = data.shape
     b = max(1, min(h, w) // 128)
@@ -185,9 +184,7 @@ def _valid_region(data, bad):
             valid = np.isin(lab, 1 + np.flatnonzero(sizes >= 0.01 * valid.size))
     if valid.mean() < 0.02:
         raise InputError("the median is almost entirely dark: no disc or sky background to search for dust")
-    padded = np.pad(valid, 1, constant_values=False)
-    edge_distance = ndimage.distance_transform_edt(padded)[1:-1, 1:-1].astype(np.float32)
-    return valid, edge_distance, level
+    return valid, level
 
 
 def _fit_circle(y, x):
@@ -226,8 +223,8 @@ def _limb_model(data, valid, bad):
     if rms > 2.0 or radius < 0.2 * min(h, w):
         return None
     yy, xx = np.ogrid[0:h, 0:w]
-    r = np.hypot(yy - cy, xx - cx)
-    mu = np.sqrt(np.clip(1 - (r / radius) ** 2, 0, 1)).astype(np.float32)
+    r = np.hypot(np.float32(yy - cy), np.float32(xx - cx))
+    mu = np.sqrt(np.clip(1 - (r / np.float32(radius)) ** 2, 0, 1))
     use = valid & ~bad & np.isfinite(data)
     sel = np.flatnonzero(use.ravel())[:: max(1, int(use.sum()) // 200_000)]
     m, v = mu.ravel()[sel].astype(float), data.ravel()[sel].astype(float)
@@ -249,11 +246,19 @@ def _limb_model(data, valid, bad):
     ratio = v / (model.ravel()[sel] * float(np.max((coef[0] + coef[1] * mu + coef[2] * mu * mu)[use])))
     bins = np.clip(depth_in.astype(int), 0, None)
     nb = min(int(bins.max()) + 1, int(0.25 * min(h, w)))
-    margin = 3
+    # scan inwards from the limb; the margin ends at the first three consecutive rings that
+    # follow the law (dust and spots further in must not widen it)
+    margin, good = 3, 0
     for k in range(nb):
         ring = ratio[bins == k]
-        if ring.size >= 10 and abs(np.median(ring) - 1) > 0.03:
-            margin = k + 3
+        if ring.size < 10:
+            continue
+        if abs(np.median(ring) - 1) > 0.03:
+            margin, good = k + 3, 0
+        else:
+            good += 1
+            if good >= 3:
+                break
     return model, margin
 
 
@@ -604,7 +609,11 @@ def _significance(darkness, weight, diameters, shape):
         if b not in cache:
             cache[b] = _block(darkness, b, weight)
         db, wb = cache[b]
-        resp = _normconv(db, wb, sigma / b) - _normconv(db, wb, 3 * sigma / b)
+        # darkness is 0 (neutral) where the weight is 0, so a plain Gaussian of d·w is unbiased
+        # there; it costs half a normalised convolution
+        dw = db * wb
+        resp = (ndimage.gaussian_filter(dw, sigma / b, mode="nearest", truncate=3.0)
+                - ndimage.gaussian_filter(dw, 3 * sigma / b, mode="nearest", truncate=3.0))
         ok = wb > 0.5
         n = _clipped_sigma(resp[ok])
         noise.append(n)
@@ -750,6 +759,25 @@ def _open_source(frames, shape):
     return source, own
 
 
+def _inside(shape, m, h, w, s):
+    """Pixels of a grid padded by ``m`` that come from inside the (h, w) frame after a shift ``s``."""
+    out = np.zeros(shape, bool)
+    y0, y1 = int(np.ceil(m + s[0])), int(np.floor(m + s[0] + h - 1))
+    x0, x1 = int(np.ceil(m + s[1])), int(np.floor(m + s[1] + w - 1))
+    out[max(y0, 0):max(y1 + 1, 0), max(x0, 0):max(x1 + 1, 0)] = True
+    return out
+
+
+def _shift_mask(mask, s):
+    """A boolean mask moved by the shift rounded to whole pixels and eroded by one pixel."""
+    dy, dx = int(round(s[0])), int(round(s[1]))
+    h, w = mask.shape
+    out = np.zeros_like(mask)
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        mask[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return ndimage.binary_erosion(out)
+
+
 def _poisson_integrate(gy, gx, weight):
     """Least-squares potential φ with ∇φ ≈ (gy, gx) (Neumann boundaries, DCT solver)."""
     from scipy import fft
@@ -802,14 +830,17 @@ def _static_map(source, median, valid, drift, *, max_frames, highpass):
     def load(i):
         return _mono(source.read(int(i)))
 
-    # 1. the scene: registered mean over the frames that see each scene pixel
-    acc = np.zeros(shape, np.float64)
-    cnt = np.zeros(shape, np.float32)
-    ones = np.ones(shape, np.float32)
+    # 1. the scene: registered mean over the frames that see each scene pixel, on a grid
+    #    padded by the largest shift (near the frame edges the scene is seen by fewer frames)
+    h, w = shape
+    m = int(np.ceil(np.abs(shifts).max(initial=0.0))) + 2
+    acc = np.zeros((h + 2 * m, w + 2 * m), np.float64)
+    cnt = np.zeros(acc.shape, np.float32)
     for i, s in zip(idx, shifts):
-        inb = ndimage.shift(ones, -s, order=1, mode="constant", cval=0.0) > 0.999
-        acc += np.where(inb, ndimage.shift(load(i), -s, order=3, mode="nearest"), 0.0)
-        cnt += inb
+        frame = np.pad(load(i), m, mode="edge")
+        inb = _inside(acc.shape, m, h, w, -s)
+        acc[inb] += ndimage.shift(frame, -s, order=3, mode="nearest")[inb]
+        cnt[inb] += 1
     scene_valid = cnt >= 0.5 * idx.size
     scene = np.where(scene_valid, acc / np.maximum(cnt, 1), np.nan)
     del acc
@@ -822,11 +853,11 @@ def _static_map(source, median, valid, drift, *, max_frames, highpass):
     keys = ("n", "y", "x", "yy", "xx", "xy", "r", "ry", "rx")
     acc = {k: np.zeros(shape, np.float32) for k in keys}
     # the scene within a few pixels of the limb is too steep to re-shift accurately
-    sv = ndimage.binary_erosion(scene_valid, iterations=4).astype(np.float32)
+    sv = ndimage.binary_erosion(scene_valid, iterations=4)
     for (i, s), c in zip(zip(idx, shifts), cen):
         frame = load(i)
-        ok = (ndimage.shift(sv, s, order=1, mode="constant", cval=0.0) > 0.999) & valid
-        r = np.log(np.clip(frame, 1e-6, None)) - ndimage.shift(scene_f, s, order=3, mode="nearest")
+        ok = _shift_mask(sv, s)[m:m + h, m:m + w] & valid
+        r = np.log(np.clip(frame, 1e-6, None)) - ndimage.shift(scene_f, s, order=3, mode="nearest")[m:m + h, m:m + w]
         # the frame's own level (transparency, exposure), measured against the shifted scene
         sub = r[ok][:: max(1, int(ok.sum()) // 50_000)]
         r = np.where(ok, r - (np.median(sub) if sub.size else 0.0), 0.0)
@@ -882,7 +913,7 @@ def _morphology_evidence(f, *, d_lo, d_hi, has_limb, optics, z_own=np.nan):
     Shape measurements of a barely significant candidate are noise: the terms
     in favour of dust are scaled by a reliability rising from 0 at 3 sigma to 1 at 10.
     """
-    reliability = float(np.clip((z_own - 3) / 7, 0, 1)) if np.isfinite(z_own) else 1.0
+    reliability = float(np.clip((z_own - 3) / 7, 0, 1)) if np.isfinite(z_own) else 0.0
     terms = {"prior": 0.5}
     e = f["elongation"]
     terms["elongated"] = -10.0 * max(e - 0.25, 0.0)
@@ -951,14 +982,17 @@ def _footprint_depth(ctx, c):
     if ctx.noise_factor is not None:
         boost = float(np.mean(ctx.noise_factor[cy + oy, cx + ox]))
     step = int(round(d + r1 + 2))
-    others = [stat(int(round(step * np.sin(a))), int(round(step * np.cos(a))))
-              for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
+    others = [stat(int(round(f * step * np.sin(a))), int(round(f * step * np.cos(a))))
+              for f, a0 in ((1.0, 0.0), (1.6, np.pi / 8))
+              for a in a0 + np.linspace(0, 2 * np.pi, 8, endpoint=False)]
     others = np.array([o for o in others if np.isfinite(o)])
-    floor = max(ctx.noise_pix * np.sqrt(1.0 / cy.size + 1.0 / ry.size), ctx.scale_noise(d))
-    if others.size >= 4:
-        spread = 1.4826 * float(np.median(np.abs(others - np.median(others))))
+    floor = ctx.noise_pix * np.sqrt(1.0 / cy.size + 1.0 / ry.size)
+    if others.size >= 6:
+        # the statistic is 0 on average at random places (the ring removes the local level):
+        # the median |value| is robust to offsets that land on other shadows or spots
+        spread = 1.4826 * float(np.median(np.abs(others)))
         return value, max(spread, floor * boost)
-    return value, floor * boost
+    return value, max(floor, ctx.scale_noise(d)) * boost
 
 
 def _consistency(c, ctx):
@@ -979,19 +1013,24 @@ def _motion_evidence(c):
         if np.isfinite(ds) and np.isfinite(dm) and ss > 0:
             zs = ds / ss
             gap = (dm - ds) / np.hypot(sm, ss)     # > 0: darker in the median than on the sensor
-            if gap >= 3 and ds < 0.5 * dm:
+            strongly_static = zs >= 6 and ds >= 0.3 * dm
+            if gap >= 3 and not strongly_static and ds < 0.5 * dm:
+                # (mostly) moves with the scene
                 terms["moves"] = -float(np.clip(gap / 1.5, 2.0, 6.0))
             elif gap <= -4 and dm < 0.5 * ds:
                 terms["not_in_median"] = -3.0     # the static map sees what the median does not
-            elif zs >= 3 and ds > 0.5 * dm:
-                terms["static"] = float(np.clip(zs / 2, 1.0, 4.0))
+            elif zs >= 4 and (ds > 0.5 * dm or strongly_static):
+                # fixed on the sensor (possibly on top of a darker scene feature)
+                terms["static"] = float(np.clip((zs - 4) / 2, 0.5, 4.0))
                 if c.get("static_cover", np.inf) < 0.5 * c["feat"]["diameter"] + 6:
                     terms["static"] *= 0.25     # at the edge of the area the frames cover: noisier
     beta, sigma = c["beta"], c["beta_sigma"]
     # the test is linear in the shift: valid when the motion is small against the shadow
     small = c.get("shift_rms", 0.0) < 0.25 * c["feat"]["diameter"]
     plausible = small and np.isfinite(beta) and np.isfinite(sigma) and -0.3 - 3 * sigma < beta < 1.3 + 3 * sigma
-    if plausible and sigma <= 0.35 and zm >= 2 and "not_in_median" not in terms and "moves" not in terms:
+    # the static map, when it speaks, is the primary motion evidence; the motion test is the
+    # fallback (no static map, or the shadow outside the area it covers, or inconclusive)
+    if plausible and sigma <= 0.35 and zm >= 2 and not terms:
         terms["motion"] = float(np.clip((0.5 - beta) / max(sigma, 0.06), -8.0, 8.0))
     return float(np.clip(sum(terms.values()), -10, 10)), terms
 
@@ -1077,7 +1116,7 @@ class LocalDustDetector(DustDetector):
             bad |= np.asarray(mask, bool)
         d_lo, d_hi, optics = self._size_range(shape, f_ratio, pixel_size)
         self._dhi = d_hi
-        valid, _, _ = _valid_region(data, bad)
+        valid, _ = _valid_region(data, bad)
         has_limb = not valid.all()
         limb_distance = (ndimage.distance_transform_edt(valid).astype(np.float32) if has_limb
                          else np.full(shape, np.inf, np.float32))
@@ -1106,14 +1145,17 @@ class LocalDustDetector(DustDetector):
             drift, static = self._use_frames(frames, data, usable, weight, cands)
             if static is not None:
                 sdark, sweight, nfac = static
-                ctx["static"] = _Context(data, sdark, sweight, valid, limb_distance,
-                                         _pixel_noise(sdark, sweight > 0), d_lo, d_hi)
+                ctx["static"] = _Context(data, sdark, weight * sweight, valid, limb_distance,
+                                         _pixel_noise(sdark, weight * sweight > 0), d_lo, d_hi)
                 ctx["static"].noise_factor = nfac
+                ctx["static"].coverage = sweight > 0
                 cands += self._candidates(ctx["static"], diameters, "static")
             params["NFRMOT"] = int(min(drift.frame_index.size, self.max_frames))
             params["STATMAP"] = static is not None
         cands = _merge_duplicates(cands)
-        cover = (ndimage.distance_transform_edt(ctx["static"].weight > 0) if "static" in ctx else None)
+        cover = None
+        if "static" in ctx:     # distance to the edge of the area the frames cover
+            cover = ndimage.distance_transform_edt(ndimage.binary_fill_holes(ctx["static"].coverage))
         for c in cands:
             c["consistency"] = _consistency(c, ctx)
             if cover is not None:
@@ -1138,8 +1180,8 @@ class LocalDustDetector(DustDetector):
             c["z_own"] = z_own
             c["morph"], c["terms"], c["worst"] = _morphology_evidence(
                 c["feat"], d_lo=d_lo, d_hi=d_hi, has_limb=has_limb, optics=optics, z_own=z_own)
-            if np.isfinite(z_own) and z_own < 5:
-                c["terms"]["weak"] = -4.0 if z_own < 3 else -1.5
+            if not np.isfinite(z_own) or z_own < 8:
+                c["terms"]["weak"] = -4.0 if not z_own >= 4 else -2.0
             if c["map"] == "static" and c.get("static_cover", np.inf) < 0.5 * c["feat"]["diameter"] + 6:
                 # found at the edge of the area the frames cover, where the static map is least sure
                 c["terms"]["weak"] = c["terms"].get("weak", 0.0) - 2.0
@@ -1174,7 +1216,7 @@ class LocalDustDetector(DustDetector):
             log.info("the scene hardly moves (rms %.2f px): no static map", drift.rms)
             return drift, None
         lnt, wst, nfac = static
-        return drift, ((-np.expm1(lnt)).astype(np.float32), (weight * wst).astype(np.float32), nfac)
+        return drift, ((-np.expm1(lnt)).astype(np.float32), wst.astype(np.float32), nfac)
 
     def _candidates(self, ctx, diameters, name):
         """Analyse the local maxima of one map's scale-space significance."""
@@ -1205,8 +1247,8 @@ class LocalDustDetector(DustDetector):
         if feat.get("ridge"):
             return None
         # re-centre and re-size once when the first guess was far off
-        if not 0.7 <= feat["diameter"] / max(diameter0, 1) <= 1.4 or \
-                np.hypot(feat["y"] - peak[0], feat["x"] - peak[1]) > 0.25 * feat["diameter"] + 1:
+        if not 0.6 <= feat["diameter"] / max(diameter0, 1) <= 1.6 or \
+                np.hypot(feat["y"] - peak[0], feat["x"] - peak[1]) > 0.3 * feat["diameter"] + 1:
             again = _analyse(ctx, (feat["y"], feat["x"]), feat["diameter"])
             if again is not None:
                 res = again
@@ -1330,7 +1372,10 @@ def _merge_duplicates(cands):
         for k in kept:
             g = k["feat"]
             ratio = f["diameter"] / max(g["diameter"], 1e-6)
-            if 0.6 < ratio < 1.67 and np.hypot(f["y"] - g["y"], f["x"] - g["x"]) < 0.3 * g["diameter"] + 1:
+            # only within one map: the median and the static map may see different things at
+            # one place (a sunspot in the median, dust on it in the static map)
+            if k["map"] == c["map"] and 0.6 < ratio < 1.67 and \
+                    np.hypot(f["y"] - g["y"], f["x"] - g["x"]) < 0.3 * g["diameter"] + 1:
                 same = True
                 break
         if not same:

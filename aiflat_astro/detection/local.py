@@ -841,7 +841,7 @@ def _static_map(source, median, valid, drift, *, max_frames, highpass):
         inb = _inside(acc.shape, m, h, w, -s)
         acc[inb] += ndimage.shift(frame, -s, order=3, mode="nearest")[inb]
         cnt[inb] += 1
-    scene_valid = cnt >= 0.5 * idx.size
+    scene_valid = cnt >= 0.25 * idx.size
     scene = np.where(scene_valid, acc / np.maximum(cnt, 1), np.nan)
     del acc
     level_sky = _SKY_FRACTION * float(np.nanpercentile(scene[scene_valid], 90)) if scene_valid.any() else 0
@@ -881,7 +881,7 @@ def _static_map(source, median, valid, drift, *, max_frames, highpass):
     det = cyy * cxx - cxy**2
     # well-posed where the pixel is seen in enough frames with motion in both directions
     lam_min = 0.5 * (cyy + cxx) - np.sqrt(0.25 * (cyy - cxx) ** 2 + cxy**2)
-    good = (acc["n"] >= 0.5 * idx.size) & (lam_min >= 0.3**2 * n) & (det > 0)
+    good = (acc["n"] >= 0.35 * idx.size) & (lam_min >= 0.3**2 * n) & (det > 0)
     # away from the limb and the edges of the covered area, where interpolation residuals of
     # steep moving edges would leak in
     good = ndimage.binary_erosion(good, iterations=4)
@@ -1027,7 +1027,10 @@ def _motion_evidence(c):
     beta, sigma = c["beta"], c["beta_sigma"]
     # the test is linear in the shift: valid when the motion is small against the shadow
     small = c.get("shift_rms", 0.0) < 0.25 * c["feat"]["diameter"]
-    plausible = small and np.isfinite(beta) and np.isfinite(sigma) and -0.3 - 3 * sigma < beta < 1.3 + 3 * sigma
+    # β is 0 (fixed) or 1 (moves) for a real feature; outside [0, 1] by more than 2σ the model
+    # does not describe the data (a template of noise, a non-rigid scene)
+    plausible = (small and np.isfinite(beta) and np.isfinite(sigma) and sigma <= 0.2
+                 and beta + 2 * sigma >= -0.1 and beta - 2 * sigma <= 1.1)
     # the static map, when it speaks, is the primary motion evidence; the motion test is the
     # fallback (no static map, or the shadow outside the area it covers, or inconclusive)
     if plausible and sigma <= 0.35 and zm >= 2 and not terms:

@@ -10,7 +10,7 @@ __all__ = ["add_gemini_options", "gemini_detector_options", "gemini_inpaint_opti
 
 def add_gemini_options(parser, *, consensus=True):
     """Add the ``--gemini-*`` options (and ``--disputed`` for the consensus detector)."""
-    from ..detection.gemini import DEFAULT_GEMINI_MODEL
+    from .._constants import DEFAULT_GEMINI_MODEL
 
     group = parser.add_argument_group(
         "Gemini (used by --detector gemini|consensus and --inpaint gemini; the API key comes from "

@@ -33,7 +33,7 @@ def _non_negative(text):
 
 def add_parser(subparsers):
     """Register the ``detect`` sub-command."""
-    from ..detection import available_detectors
+    from .._constants import BUILTIN_DETECTORS
 
     p = subparsers.add_parser(
         "detect", help="find sensor dust shadows in a median (DQ mask FITS, catalog, DS9 regions, preview)",
@@ -45,7 +45,7 @@ def add_parser(subparsers):
                     "or add missed ones; --user-mask replaces detection by your own mask.")
     p.add_argument("median", metavar="MEDIAN.fits", help="temporal median (aiflat median)")
     p.add_argument("-o", "--output", required=True, metavar="MASK.fits", help="output mask")
-    p.add_argument("--detector", default="local", choices=available_detectors(),
+    p.add_argument("--detector", default="local", choices=BUILTIN_DETECTORS,
                    help="the eye: local (default, offline, deterministic), gemini or consensus")
     p.add_argument("--frames", metavar="VIDEO",
                    help="the frames the median was made from (SER, FITS cube or files): dust stays on "

@@ -52,14 +52,12 @@ from ._gemini_api import API_VERSION, Session, default_cache_dir
 from ._render import (IMAGE_SIZES, Stretch, blend_weights, decode_image, normalise, place,
                       plan_requests, resample, smooth_background, unplace)
 from ._render import tile_overlap as tile_overlap_px
+from .._constants import DEFAULT_GEMINI_MODEL  # re-exported: default "Nano Banana Pro" image model
 from .prompts import INPAINT_PROMPT, MASK_PROMPT, PROMPT_VERSION, prompt_sha256
 
 __all__ = ["GeminiDustDetector", "inpaint_gemini", "gemini_cache_dir", "DEFAULT_GEMINI_MODEL"]
 
 log = logging.getLogger(__name__)
-
-#: Default image model: "Nano Banana Pro" (1K, 2K and 4K output).
-DEFAULT_GEMINI_MODEL = "gemini-3-pro-image-preview"
 
 #: Grey level of a pixel at exactly the background (ratio 1.0) in a symmetric stretch.
 _NEUTRAL = 128

@@ -1,0 +1,29 @@
+"""Package-level behaviour: lazy public names, fast CLI start-up."""
+
+import importlib
+import subprocess
+import sys
+
+import aiflat_astro
+
+
+def test_lazy_table_matches_module_all():
+    for module, names in aiflat_astro._LAZY.items():
+        mod = importlib.import_module(f"aiflat_astro.{module}")
+        assert list(names) == list(mod.__all__), f"update aiflat_astro._LAZY[{module!r}]"
+
+
+def test_every_public_name_resolves():
+    for name in aiflat_astro.__all__:
+        assert getattr(aiflat_astro, name) is not None
+    namespace = {}
+    exec("from aiflat_astro import *", namespace)
+    assert {"median_combine", "make_flat", "detect_dust", "apply_flat", "read_ser"} <= set(namespace)
+
+
+def test_cli_start_does_not_import_heavy_subpackages():
+    code = ("import sys, aiflat_astro.cli as c; c._build_parser(); "
+            "print(sorted(m for m in ('scipy.signal', 'matplotlib', 'google.genai', 'skimage', "
+            "'aiflat_astro.detection', 'aiflat_astro.registration') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

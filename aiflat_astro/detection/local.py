@@ -852,8 +852,12 @@ def _static_map(source, median, valid, drift, *, max_frames, highpass):
     # 2. per-pixel regression of r_k on the shift, over the frames that see the pixel's scene
     keys = ("n", "y", "x", "yy", "xx", "xy", "r", "ry", "rx")
     acc = {k: np.zeros(shape, np.float32) for k in keys}
-    # the scene within a few pixels of the limb is too steep to re-shift accurately
-    sv = ndimage.binary_erosion(scene_valid, iterations=4)
+    # the scene within a few pixels of the limb, of stars and of umbrae is too steep to
+    # re-shift accurately: leave it out (interpolation residuals there look static)
+    gyy, gxx = np.gradient(ndimage.gaussian_filter(scene_f, 0.7))
+    steep = ndimage.binary_dilation(np.hypot(gyy, gxx) > 0.3, iterations=2)
+    sv = ndimage.binary_erosion(scene_valid, iterations=4) & ~steep
+    del gyy, gxx, steep
     for (i, s), c in zip(zip(idx, shifts), cen):
         frame = load(i)
         ok = _shift_mask(sv, s)[m:m + h, m:m + w] & valid

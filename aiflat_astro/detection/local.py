@@ -316,7 +316,45 @@ def darkness_map(median, *, valid=None, exclude=None, box_size=None):
     safe = np.where(background > 0, background, np.nan)
     darkness = np.where(valid, 1.0 - fill / safe, 0.0)
     darkness = np.nan_to_num(darkness, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    # the background mesh is coarse on small frames: remove what is left of smooth shading
+    # (vignetting is quadratic) with a robust cubic surface
+    surface = _smooth_surface(darkness, valid & ~ignore if exclude is not None else valid)
+    if surface is not None:
+        darkness = np.where(valid, darkness - surface, 0.0).astype(np.float32)
+        background = (background * (1 - surface)).astype(np.float32)
     return darkness, background
+
+
+def _smooth_surface(values, sel, *, degree=3, n_sample=20_000):
+    """Robust least-squares polynomial surface (sigma-clipped), or None when too few pixels."""
+    idx = np.flatnonzero(sel.ravel())
+    if idx.size < 50 * (degree + 1) ** 2:
+        return None
+    idx = idx[:: max(1, idx.size // n_sample)]
+    h, w = values.shape
+    y = (idx // w) / max(h - 1, 1) * 2 - 1
+    x = (idx % w) / max(w - 1, 1) * 2 - 1
+    v = values.ravel()[idx].astype(np.float64)
+    terms = [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
+    a = np.column_stack([y**i * x**j for i, j in terms])
+    keep = np.ones(v.size, bool)
+    coef = np.zeros(len(terms))
+    for _ in range(5):
+        coef = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
+        resid = v - a @ coef
+        sig = _robust_sigma(resid[keep])
+        if not (np.isfinite(sig) and sig > 0):
+            break
+        new = np.abs(resid) < 2.5 * sig
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    yy = (np.arange(h, dtype=np.float32) / max(h - 1, 1) * 2 - 1)[:, None]
+    xx = (np.arange(w, dtype=np.float32) / max(w - 1, 1) * 2 - 1)[None, :]
+    surface = np.zeros((h, w), np.float32)
+    for (i, j), cf in zip(terms, coef):
+        surface += np.float32(cf) * (yy**i * xx**j)
+    return surface
 
 
 # ---------------------------------------------------------------------------
@@ -987,14 +1025,16 @@ def _footprint_depth(ctx, c):
         boost = float(np.mean(ctx.noise_factor[cy + oy, cx + ox]))
     step = int(round(d + r1 + 2))
     others = [stat(int(round(f * step * np.sin(a))), int(round(f * step * np.cos(a))))
-              for f, a0 in ((1.0, 0.0), (1.6, np.pi / 8))
+              for f, a0 in ((0.8, 0.0), (1.2, np.pi / 8), (1.6, 0.0))
               for a in a0 + np.linspace(0, 2 * np.pi, 8, endpoint=False)]
-    others = np.array([o for o in others if np.isfinite(o)])
+    others = np.abs(np.array([o for o in others if np.isfinite(o)]))
     floor = ctx.noise_pix * np.sqrt(1.0 / cy.size + 1.0 / ry.size)
     if others.size >= 6:
-        # the statistic is 0 on average at random places (the ring removes the local level):
-        # the median |value| is robust to offsets that land on other shadows or spots
-        spread = 1.4826 * float(np.median(np.abs(others)))
+        # the statistic is 0 on average at random places (the ring removes the local level);
+        # the lower quartile of |value| (0.319 sigma for a normal law) stays robust when many
+        # of the places land on other shadows or spots (a dense field of donuts)
+        q = 25 if others.size >= 12 else 50
+        spread = float(np.percentile(others, q)) / (0.3186 if q == 25 else 0.6745)
         return value, max(spread, floor * boost)
     return value, max(floor, ctx.scale_noise(d)) * boost
 

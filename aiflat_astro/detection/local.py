@@ -975,7 +975,9 @@ def _morphology_evidence(f, *, d_lo, d_hi, has_limb, optics, z_own=np.nan):
         terms["in_dark_structure"] = -2.5
     if has_limb and f["edge_distance"] < max(8.0, 0.6 * f["diameter"]):
         terms["at_limb"] = -2.0
-    if optics and not (0.7 * d_lo <= f["diameter"] <= 1.3 * d_hi):
+    if f["diameter"] < 0.8 * d_lo:
+        terms["size"] = -3.0          # smaller than any shadow searched for (defects, noise)
+    elif optics and not f["diameter"] <= 1.3 * d_hi:
         terms["size"] = -2.0
     for key in ("annulus", "profile", "plateau", "texture", "rim"):
         if terms.get(key, 0) > 0:

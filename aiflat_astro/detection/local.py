@@ -525,6 +525,15 @@ def _analyse(ctx, peak, diameter0):
     # place on the disc
     iy, ix = int(np.clip(round(gy), 0, ctx.shape[0] - 1)), int(np.clip(round(gx), 0, ctx.shape[1] - 1))
     edge_dist = float(ctx.edge_distance[iy, ix])
+    # share of the grown outline where the map has no data (frame edge, limb margin, edge of
+    # the area the frames cover): its shape is then cut, not elongated or ragged
+    grown = ndimage.binary_dilation(filled, iterations=2)
+    truncated = float(np.mean(wt[grown] <= 0.5)) if grown.any() else 0.0
+    if bin_ == 1:
+        ys_, xs_ = np.nonzero(grown)
+        ys_, xs_ = ys_ + sl[0].start, xs_ + sl[1].start
+        at_edge = (ys_ == 0) | (xs_ == 0) | (ys_ == ctx.shape[0] - 1) | (xs_ == ctx.shape[1] - 1)
+        truncated = max(truncated, float(np.mean(at_edge)) * 10)
     feat = {
         "y": gy, "x": gx, "depth": depth, "area": float(pix_mask.sum()) * scale**2,
         "diameter": 2 * r_eq, "elongation": float(elong),
@@ -533,7 +542,7 @@ def _analyse(ctx, peak, diameter0):
         "center_ratio": center_ratio, "tail": tail, "plateau": plateau,
         "rim": rim, "rim_frac": rim_frac, "texture": texture,
         "surround": surround, "surround_scatter": base_scatter, "snr": depth / max(noise_s, 1e-12),
-        "edge_distance": edge_dist, "noise": noise_s, "sigma": sigma * scale,
+        "edge_distance": edge_dist, "noise": noise_s, "sigma": sigma * scale, "truncated": truncated,
     }
     if bin_ > 1:
         full = _unblock(pix_mask, bin_, (sl[0].stop - sl[0].start, sl[1].stop - sl[1].start))
@@ -958,8 +967,10 @@ def _morphology_evidence(f, *, d_lo, d_hi, has_limb, optics, z_own=np.nan):
     reliability = float(np.clip((z_own - 3) / 7, 0, 1)) if np.isfinite(z_own) else 0.0
     terms = {"prior": 0.5}
     e = f["elongation"]
-    terms["elongated"] = -10.0 * max(e - 0.25, 0.0)
-    terms["irregular"] = -8.0 * max(0.8 - f["solidity"], 0.0)
+    # a shadow cut by the edge of the data looks elongated and ragged: do not hold it against it
+    cut = 1.0 if f.get("truncated", 0.0) < 0.05 else 0.3
+    terms["elongated"] = -10.0 * max(e - 0.25, 0.0) * cut
+    terms["irregular"] = -8.0 * max(0.8 - f["solidity"], 0.0) * cut
     annulus = f["center_ratio"] < 0.6 and f["diameter"] >= 8
     terms["annulus"] = 2.5 if annulus else 0.0
     if np.isfinite(f["tail"]) and not annulus:
@@ -1068,6 +1079,11 @@ def _motion_evidence(c):
             elif zs >= 4 and (ds > 0.5 * dm or strongly_static):
                 # fixed on the sensor (possibly on top of a darker scene feature)
                 terms["static"] = float(np.clip((zs - 4) / 2, 0.5, 4.0))
+                f = c["feat"]
+                if not zm >= 2 and (f["solidity"] < 0.8 or f["elongation"] > 0.3) \
+                        and f.get("truncated", 0.0) < 0.05:
+                    # only the static map sees it, and it is not a round disc: a weaker claim
+                    terms["static"] *= 0.5
                 if c.get("static_cover", np.inf) < 0.5 * c["feat"]["diameter"] + 6:
                     terms["static"] *= 0.25     # at the edge of the area the frames cover: noisier
     beta, sigma = c["beta"], c["beta_sigma"]
@@ -1239,7 +1255,14 @@ class LocalDustDetector(DustDetector):
             c["motion"] = motion
             logit = c["morph"] + motion + c["terms"].get("weak", 0.0)
             if not mterms:
-                logit = min(logit, 2.2)   # shape alone never gives more than ~0.9
+                if drift is not None and c["terms"].get("annulus", 0.0) < 1.5:
+                    # the frames were given but say nothing here (edge of the area the motion
+                    # covers, too faint): a disc's shape alone cannot tell a pore from dust
+                    # (an annulus can); left for review
+                    c["terms"]["unverified"] = min(0.0, -0.1 - logit)
+                    logit = min(logit, -0.1)
+                else:
+                    logit = min(logit, 2.2)   # shape alone never gives more than ~0.9
             c["confidence"] = float(_sigmoid(logit))
         return self._build(data, cands, f_ratio=f_ratio, pixel_size=pixel_size, drift=drift,
                            params=params, used_frames=frames is not None)

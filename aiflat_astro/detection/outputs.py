@@ -24,8 +24,8 @@ __all__ = ["write_catalog", "write_regions", "write_preview", "REGION_COLORS"]
 
 log = logging.getLogger(__name__)
 
-#: DS9 colours: confident shadows, shadows to review.
-REGION_COLORS = {"dust": "green", "review": "yellow"}
+#: Colours: confident shadows, shadows to review, candidates not masked (preview only).
+REGION_COLORS = {"dust": "green", "review": "yellow", "maybe": "0.6"}
 
 
 def write_catalog(path, detection, *, overwrite=False):
@@ -174,9 +174,24 @@ def write_preview(path, median, detection, *, overwrite=False, max_size=1600, ti
         ax.text(float(row["x_centroid"]), float(row["y_centroid"]) - float(row["equivalent_diameter"]) / 2 - 2,
                 str(int(row["id"])) + ("?" if row["review"] else ""), color=color, fontsize=fontsize,
                 ha="center", va="bottom")
+    # candidates the detector turned down but did not rule out: dotted grey circles, not in the
+    # mask (add them with --include-regions if they are dust)
+    n_maybe = 0
+    rej = detection.rejected
+    if rej is not None and len(rej) and "confidence" in rej.colnames:
+        from matplotlib.patches import Circle
+
+        for row in rej:
+            if row["confidence"] >= 0.3 and "overlaps" not in str(row["reason"]):
+                n_maybe += 1
+                ax.add_patch(Circle((float(row["x_centroid"]), float(row["y_centroid"])),
+                                    max(float(row["equivalent_diameter"]) / 2, 2.0), fill=False,
+                                    edgecolor=REGION_COLORS["maybe"], linestyle=":", linewidth=0.8))
     n_rev = int(np.count_nonzero(detection.catalog["review"])) if len(detection.catalog) else 0
     fig.suptitle(title or f"{detection.detector}: {len(detection.catalog)} shadows "
-                 f"({n_rev} to review, dashed yellow)", fontsize=9, y=0.995, va="top")
+                 f"({n_rev} to review, dashed yellow)"
+                 + (f"; {n_maybe} possible, not masked (dotted)" if n_maybe else ""),
+                 fontsize=9, y=0.995, va="top")
     with atomic_output(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, facecolor="white")
     log.info("wrote %s", path)

@@ -1,0 +1,199 @@
+"""Unit tests of the local dust detector, detect_dust and the DQ helpers (fast, synthetic arrays)."""
+
+import numpy as np
+import pytest
+from astropy.nddata import CCDData
+
+from aiflat_astro import DustDQ, NoDustDetectedWarning
+from aiflat_astro.detection import (DustDetection, LocalDustDetector, available_detectors, catalog_from_mask,
+                                    detect_dust, expected_diameters, register_detector)
+from aiflat_astro.detection.local import darkness_map
+from aiflat_astro.dq import expand_mask, static_defects
+from aiflat_astro.utils.exceptions import InputError
+
+
+def _disc(shape, y, x, diameter, depth, *, hole=0.0, edge=1.5):
+    """Transmission of a soft-edged disc (or annulus) shadow."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    r = np.hypot(yy - y, xx - x)
+    outer = 1 / (1 + np.exp((r - diameter / 2) / (edge / 2)))
+    inner = 1 / (1 + np.exp((r - hole / 2) / (edge / 2))) if hole else 0
+    return 1 - depth * (outer - inner)
+
+
+@pytest.fixture(name="dusty")
+def fixture_dusty():
+    """A flat field with two discs, an annulus and noise; returns (image, truth centres)."""
+    rng = np.random.default_rng(7)
+    shape = (192, 256)
+    t = _disc(shape, 50, 60, 14, 0.15) * _disc(shape, 140, 80, 9, 0.3) * \
+        _disc(shape, 96, 180, 60, 0.03, hole=20, edge=6)
+    image = 2000 * t * (1 - 0.03 * np.linspace(-1, 1, shape[1]))[None, :]
+    image = image + rng.normal(0, 2, shape)
+    return image.astype(np.float32), [(50, 60), (140, 80), (96, 180)]
+
+
+def _found(det, centres, tol=4):
+    cy, cx = np.asarray(det.catalog["y_centroid"]), np.asarray(det.catalog["x_centroid"])
+    return [bool(np.any(np.hypot(cy - y, cx - x) < tol)) for y, x in centres]
+
+
+def test_finds_discs_and_annulus(dusty):
+    image, centres = dusty
+    det = detect_dust(image)
+    assert all(_found(det, centres))
+    assert len(det.catalog) == 3
+    # the annulus keeps its clear hole out of the DUST mask, but its outline diameter counts it
+    row = det.catalog[np.argmin(np.hypot(det.catalog["y_centroid"] - 96, det.catalog["x_centroid"] - 180))]
+    assert not det.dust_mask[96, 180]
+    assert 50 < row["equivalent_diameter"] < 75
+    assert row["depth"] == pytest.approx(0.03, abs=0.01)
+    # DQ, weight and halo are consistent
+    assert det.dq.dtype == np.uint8 and det.weight.dtype == np.float32
+    assert np.all(det.weight[det.dust_mask] == 1)
+    halo = (det.dq & DustDQ.DUST_HALO) > 0
+    assert halo.any() and not np.any(halo & det.dust_mask)
+    assert np.all(det.weight[~det.dust_mask & ~halo] == 0)
+    assert set(np.unique(det.labels)) == {0, 1, 2, 3}
+
+
+def test_deterministic_and_input_untouched(dusty):
+    image, _ = dusty
+    before = image.copy()
+    a = detect_dust(CCDData(image, unit="adu"))
+    b = detect_dust(image)
+    assert np.array_equal(image, before)
+    assert np.array_equal(a.dq, b.dq)
+    assert np.array_equal(a.catalog["x_centroid"], b.catalog["x_centroid"])
+
+
+def test_distance_column_from_optics(dusty):
+    image, _ = dusty
+    det = detect_dust(image, f_ratio=10, pixel_size=3.75)
+    assert "distance_mm" in det.catalog.colnames
+    d = det.catalog["equivalent_diameter"] * 3.75 * 10 / 1000
+    assert np.allclose(det.catalog["distance_mm"], d)
+    assert det.provenance["params"]["FRATIO"] == 10
+
+
+def test_size_range_from_optics():
+    lo, hi = expected_diameters(30, 3.75)
+    assert lo == pytest.approx(500 / 112.5) and hi == pytest.approx(30000 / 112.5)
+    det = LocalDustDetector()
+    assert det._size_range((1000, 1000), 30, 3.75)[:2] == pytest.approx((0.7 * lo, min(400, 1.3 * hi)))
+    with pytest.raises(InputError, match="no shadow size"):
+        LocalDustDetector(min_diameter=50, max_diameter=10)._size_range((100, 100), None, None)
+
+
+def test_no_dust_warns_and_returns_empty():
+    rng = np.random.default_rng(3)
+    image = 1000 + rng.normal(0, 3, (128, 128))
+    with pytest.warns(NoDustDetectedWarning):
+        det = detect_dust(image)
+    assert len(det.catalog) == 0 and not det.dust_mask.any() and not det.weight.any()
+
+
+def test_round_vs_elongated_and_peaked():
+    """A Gaussian pore and an elongated filament are not accepted as dust; the disc is."""
+    rng = np.random.default_rng(11)
+    shape = (160, 160)
+    yy, xx = np.mgrid[:160, :160]
+    pore = 1 - 0.4 * np.exp(-0.5 * ((yy - 40) ** 2 + (xx - 40) ** 2) / 3.0**2)
+    filament = 1 - 0.2 * np.exp(-0.5 * ((yy - 120) / 1.5) ** 2) * (np.abs(xx - 100) < 40)
+    disc = _disc(shape, 50, 120, 16, 0.2)
+    image = (1500 * pore * filament * disc + rng.normal(0, 2, shape)).astype(np.float32)
+    det = LocalDustDetector()(image)
+    assert _found(det, [(50, 120)]) == [True]
+    assert _found(det, [(40, 40), (120, 100)], tol=8) == [False, False]
+
+
+def test_off_disc_sky_is_not_searched():
+    """Dark sky beyond a limb, and the limb itself, give no dust."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:200, :200]
+    r = np.hypot(yy + 300, xx - 100)            # a large disc whose limb crosses the frame
+    mu = np.sqrt(np.clip(1 - (r / 420) ** 2, 0, 1))
+    image = np.where(r < 420, 3000 * (0.4 + 0.6 * mu), 40) + rng.normal(0, 3, (200, 200))
+    image *= _disc((200, 200), 40, 100, 12, 0.2)
+    det = detect_dust(image)
+    assert _found(det, [(40, 100)]) == [True]
+    assert len(det.catalog) == 1
+
+
+def test_input_errors():
+    with pytest.raises(InputError, match="2-D"):
+        detect_dust(np.zeros((4, 32, 32)))
+    with pytest.raises(InputError, match="too small"):
+        detect_dust(np.zeros((8, 8)))
+    with pytest.raises(InputError, match="finite"):
+        detect_dust(np.full((32, 32), np.nan))
+    with pytest.raises(InputError, match="f_ratio"):
+        detect_dust(np.ones((32, 32)), f_ratio=-1)
+    with pytest.raises(InputError, match="unknown detector"):
+        detect_dust(np.ones((32, 32)), detector="nope")
+    with pytest.raises(InputError, match="mask shape"):
+        detect_dust(np.ones((32, 32)), mask=np.zeros((3, 3), bool))
+
+
+def test_registry_and_custom_detector(dusty):
+    image, _ = dusty
+
+    class Fixed:
+        name = "fixed"
+
+        def __call__(self, median, *, frames=None, mask=None, f_ratio=None, pixel_size=None):
+            dq = np.zeros(median.shape, np.uint8)
+            dq[10:14, 10:14] = DustDQ.DUST
+            return DustDetection(dq=dq, weight=dq.astype(np.float32), catalog=catalog_from_mask(dq),
+                                 detector="fixed")
+
+    det = detect_dust(image, detector=Fixed(), dilate=1, soft_edge=0)
+    assert det.detector == "fixed" and det.dust_mask.sum() == 16
+    assert (det.weight > 0).sum() == 32          # dilated by a 1-px disc (no corners), hard edge
+    register_detector("fixed-test", Fixed)
+    try:
+        assert "fixed-test" in available_detectors()
+        assert detect_dust(image, detector="fixed-test").detector == "fixed"
+    finally:
+        from aiflat_astro.detection import _base
+
+        _base._DETECTORS.pop("fixed-test")
+
+
+def test_expand_mask_weight_and_halo():
+    m = np.zeros((40, 40), bool)
+    m[18:22, 18:22] = True
+    w, halo = expand_mask(m, dilate=2, soft_edge=1.5)
+    assert w.dtype == np.float32 and w.max() == 1 and w.min() == 0
+    assert np.all(w[m] == 1) and not np.any(halo & m)
+    d = np.hypot(*np.mgrid[:40, :40] - 19.5)
+    # monotone fall-off away from the mask, zero beyond dilate + 3 sigma
+    assert w[20, 26] < w[20, 25] <= 1 and w[20, 34] == 0
+    assert halo.sum() == (w > 0).sum() - m.sum()
+    w0, halo0 = expand_mask(np.zeros((5, 5), bool))
+    assert not w0.any() and not halo0.any()
+    assert d.shape == w.shape
+
+
+def test_static_defects_hot_cold_saturated_not_stars():
+    rng = np.random.default_rng(2)
+    img = rng.normal(1000, 5, (96, 96)).astype(np.float32)
+    yy, xx = np.mgrid[:96, :96]
+    img += 3000 * np.exp(-0.5 * ((yy - 60) ** 2 + (xx - 60) ** 2) / 1.2**2)   # a star
+    img[10, 10] = 4000
+    img[30, 40] = 5
+    img[80:83, 20:24] = img.max() + 100     # a saturated clump at the observed maximum
+    dq = static_defects(img)
+    assert dq[10, 10] == DustDQ.HOT and dq[30, 40] == DustDQ.COLD
+    assert np.all(dq[80:83, 20:24] == DustDQ.SATURATED)
+    assert dq[60, 60] == 0 and np.count_nonzero(dq) == 2 + 12
+    # an unsaturated image has no SATURATED pixel (its maximum is unique)
+    assert not np.any(static_defects(rng.normal(100, 5, (50, 50))) & DustDQ.SATURATED)
+
+
+def test_darkness_map_background_and_exclusion():
+    yy, xx = np.mgrid[:128, :128]
+    image = 1000 * (1 + 0.001 * xx) * (1 - 0.1 * (np.hypot(yy - 64, xx - 64) < 10))
+    d, bkg = darkness_map(image)
+    assert d[64, 64] == pytest.approx(0.1, abs=0.01) and abs(d[10, 10]) < 0.005
+    assert bkg.shape == image.shape

@@ -1175,6 +1175,10 @@ class LocalDustDetector(DustDetector):
         if data.ndim != 2:
             raise InputError(f"the median must be a 2-D image, got shape {data.shape}")
         shape = data.shape
+        if frames is not None:      # fail before the work
+            source, own = _open_source(frames, shape)
+            if own:
+                source.close()
         defects = static_defects(data)
         bad = ~np.isfinite(data) | ndimage.binary_dilation(defects > 0)
         if mask is not None:
@@ -1293,12 +1297,16 @@ class LocalDustDetector(DustDetector):
     def _candidates(self, ctx, diameters, name):
         """Analyse the local maxima of one map's scale-space significance."""
         from photutils.segmentation import detect_sources
+        from photutils.utils.exceptions import NoDetectionsWarning
 
         smax, dbest, noise = _significance(ctx.darkness, ctx.weight, diameters, ctx.shape)
         ok = np.isfinite(noise)
         if ok.any():
             ctx.scale_diameters, ctx.scale_noises = np.asarray(diameters)[ok], np.asarray(noise)[ok]
-        segm = detect_sources(smax, self.threshold, 5, mask=ctx.weight <= 0)
+        with warnings.catch_warnings():
+            # "no sources found" is an answer here, not a problem
+            warnings.filterwarnings("ignore", category=NoDetectionsWarning)
+            segm = detect_sources(smax, self.threshold, 5, mask=ctx.weight <= 0)
         if segm is None:
             return []
         chosen = _peaks(smax, dbest, segm.data > 0)

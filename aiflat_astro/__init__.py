@@ -46,8 +46,8 @@ _LAZY = {
         'DISPUTED_POLICIES',
     ),
     "inpaint": (
-        'inpaint_local', 'match_photometry', 'register_inpainter', 'get_inpainter',
-        'available_inpainters', 'run_inpainter', 'LOCAL_METHODS', 'MATCH_METHODS',
+        'inpaint_local', 'solar_disc_background', 'match_photometry', 'register_inpainter',
+        'get_inpainter', 'available_inpainters', 'run_inpainter', 'LOCAL_METHODS', 'MATCH_METHODS',
     ),
     "flat": (
         'make_flat', 'multiply_master_flat', 'evaluate_flat', 'FLAT_PROFILES',

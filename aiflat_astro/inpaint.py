@@ -34,6 +34,7 @@ import logging
 
 import numpy as np
 from scipy import ndimage
+from scipy import optimize
 from scipy import sparse
 from scipy.sparse import linalg as splinalg
 
@@ -41,6 +42,7 @@ from .utils.exceptions import InputError
 
 __all__ = [
     "inpaint_local",
+    "solar_disc_background",
     "match_photometry",
     "register_inpainter",
     "get_inpainter",
@@ -247,10 +249,167 @@ def _ring_poly(win, region, usable, degree, ring_width):
 
 
 # --------------------------------------------------------------------------------------
+# global background of a solar disc with its limb in the frame
+# --------------------------------------------------------------------------------------
+_DISC_THRESHOLD = 0.15     # disc/sky threshold, fraction of the 99.5th percentile
+_DISC_MAX_EDGE_RMS = 1.5   # limb points must lie on a circle within this (robust rms), px
+_DISC_FIT_SAMPLES = 200_000
+
+
+def _fit_circle(ys, xs):
+    """Algebraic (Kåsa) circle fit refined by a robust geometric fit; returns (yc, xc, r), residuals."""
+    a = np.column_stack([xs, ys, np.ones_like(xs)])
+    c, *_ = np.linalg.lstsq(a, xs**2 + ys**2, rcond=None)
+    xc, yc = c[0] / 2, c[1] / 2
+    r0 = np.sqrt(max(c[2] + xc**2 + yc**2, 1.0))
+
+    def resid(p):
+        return np.hypot(ys - p[0], xs - p[1]) - p[2]
+
+    sol = optimize.least_squares(resid, [yc, xc, r0], loss="soft_l1", f_scale=1.0)
+    return sol.x, resid(sol.x)
+
+
+def _find_limb(data, exclude, threshold):
+    """Centre and radius of a solar disc whose limb crosses the frame, or None."""
+    h, w = data.shape
+    good = np.isfinite(data) & ~exclude
+    if good.sum() < 100:
+        return None
+    top = float(np.percentile(data[good], 99.5))
+    if not top > 0:
+        return None
+    bright = np.where(np.isfinite(data), data > threshold * top, False)
+    bright = ndimage.binary_opening(bright, iterations=2)
+    labels, n = ndimage.label(bright)
+    if n == 0:
+        return None
+    sizes = ndimage.sum(bright, labels, np.arange(1, n + 1))
+    disc = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    frac = float(disc.mean())
+    if frac < 0.2 or frac > 0.99:
+        return None
+    sky = ~disc & good
+    if sky.sum() < 0.005 * data.size or np.median(data[sky]) > 0.5 * threshold * np.median(data[disc & good]):
+        return None
+    edge = disc & ~ndimage.binary_erosion(disc)
+    edge[:2, :] = edge[-2:, :] = edge[:, :2] = edge[:, -2:] = False
+    edge &= ~ndimage.binary_dilation(exclude, iterations=3)
+    ys, xs = np.nonzero(edge)
+    if ys.size < max(30, 0.1 * min(h, w)):
+        return None
+    (yc, xc, radius), resid = _fit_circle(ys.astype(float), xs.astype(float))
+    rms = float(np.sqrt(np.median(resid**2)))
+    if not np.isfinite(radius) or rms > _DISC_MAX_EDGE_RMS or radius < 0.1 * max(h, w):
+        log.debug("bright region not bounded by a circular limb (edge rms %.2f px)", rms)
+        return None
+    yy, xx = np.ogrid[0:h, 0:w]
+    inside = np.hypot(yy - yc, xx - xc) < radius
+    if np.mean(inside[disc]) < 0.95:
+        return None
+    return float(yc), float(xc), float(radius)
+
+
+def solar_disc_background(image, *, exclude=None, threshold=_DISC_THRESHOLD, limb_margin=3.0):
+    """Large-scale brightness of a solar disc whose limb crosses the frame.
+
+    The limb is found as the edge of the bright region (above ``threshold``
+    times the 99.5th percentile) and a circle is fitted robustly to it.  The
+    disc's brightness is then modelled on every usable pixel of the disc as
+    a limb-darkening law times a smooth surface (vignetting, gain
+    gradients): a linear least-squares fit, with Tukey biweights against
+    granulation, spots and faculae, of the terms ``1, x, y, x², xy, y²``,
+    ``(1 − μ)``, ``(1 − μ)²``, ``(1 − μ) x``, ``(1 − μ) y`` with
+    ``μ = √(1 − (r/R)²)``.  Dividing the image by this model leaves the
+    small-scale texture only, which local interpolation then fills far
+    better than it fills the steep limb darkening near the limb.
+
+    Parameters
+    ----------
+    image : `~numpy.ndarray` or `~astropy.nddata.CCDData`
+        2-D image (the temporal median), with a dark sky beyond the limb.
+    exclude : `~numpy.ndarray` of bool, optional
+        Pixels not to use (the dust mask, dilated; defects).
+    threshold : float, optional
+        Disc/sky threshold as a fraction of the 99.5th percentile (0.15).
+    limb_margin : float, optional
+        Pixels within this distance (px) of the fitted limb, and the sky
+        beyond it, are neither fitted nor modelled.
+
+    Returns
+    -------
+    background : `~numpy.ndarray` or None
+        float64 model on the disc, NaN within ``limb_margin`` of the limb
+        and beyond; None when the frame shows no limb (a full-frame disc
+        surface, a deep-sky field) or the bright region is not bounded by a
+        circle.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y, x = np.mgrid[0:96, 0:128]
+    >>> r = np.hypot(y - 300.0, x + 150.0)                      # limb of a 330-px disc
+    >>> mu = np.sqrt(np.clip(1 - (r / 330) ** 2, 0, 1))
+    >>> image = np.where(r < 330, 1000 * (1 - 0.6 * (1 - mu)), 20.0)
+    >>> model = solar_disc_background(image)
+    >>> ok = np.isfinite(model)
+    >>> bool(ok.mean() > 0.3 and np.abs(model[ok] / image[ok] - 1).max() < 0.01)
+    True
+    >>> solar_disc_background(np.full((64, 64), 1000.0)) is None
+    True
+    """
+    data = _as_image(image).astype(np.float64)
+    exclude = np.zeros(data.shape, bool) if exclude is None else np.asarray(exclude, dtype=bool)
+    if exclude.shape != data.shape:
+        raise InputError(f"exclude mask shape {exclude.shape} does not match the image shape {data.shape}")
+    geom = _find_limb(data, exclude, threshold)
+    if geom is None:
+        return None
+    yc, xc, radius = geom
+    h, w = data.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    rr = np.hypot(yy - yc, xx - xc)
+    on = rr < radius - limb_margin
+    m1 = 1.0 - np.sqrt(np.clip(1.0 - (rr / radius) ** 2, 0.0, 1.0))
+    s = max(h, w) / 2
+    ny, nx = (yy - h / 2) / s, (xx - w / 2) / s
+
+    def basis(sel):
+        y_, x_, m_ = ny[sel], nx[sel], m1[sel]
+        return np.column_stack([np.ones_like(y_), x_, y_, x_**2, x_ * y_, y_**2, m_, m_**2, m_ * x_, m_ * y_])
+
+    use = on & ~exclude & np.isfinite(data)
+    idx = np.flatnonzero(use)
+    if idx.size < 200:
+        return None
+    if idx.size > _DISC_FIT_SAMPLES:
+        idx = idx[:: int(np.ceil(idx.size / _DISC_FIT_SAMPLES))]
+    sel = np.unravel_index(idx, data.shape)
+    b, v = basis(sel), data[sel]
+    wts = np.ones(v.size)
+    for _ in range(10):
+        sw = np.sqrt(wts)
+        coef, *_ = np.linalg.lstsq(b * sw[:, None], v * sw, rcond=None)
+        res = v - b @ coef
+        sigma = 1.4826 * np.median(np.abs(res[wts > 0]))
+        u_ = res / (4.685 * max(sigma, np.finfo(float).tiny))
+        new = np.where(np.abs(u_) < 1, (1 - u_**2) ** 2, 0.0)
+        if np.allclose(new, wts, atol=1e-4):
+            break
+        wts = new
+    model = np.full(data.shape, np.nan)
+    model[on] = basis(on) @ coef
+    model[~(model > 0)] = np.nan
+    log.debug("solar limb: centre (%.1f, %.1f), radius %.1f px; disc model fitted on %d px",
+              yc, xc, radius, idx.size)
+    return model
+
+
+# --------------------------------------------------------------------------------------
 # public: local inpainting
 # --------------------------------------------------------------------------------------
 def inpaint_local(image, weight, *, method="harmonic", normalize=True, invalid=None,
-                  poly_degree=2, ring_width=None):
+                  poly_degree=2, ring_width=None, background=None):
     """Reconstruct the dust-free image inside the mask from its surroundings.
 
     Every connected region of ``weight > 0`` is processed on its own cropped
@@ -289,6 +448,13 @@ def inpaint_local(image, weight, *, method="harmonic", normalize=True, invalid=N
     ring_width : float, optional
         Width in pixels of the ring used for the polynomial; default
         ``max(6, equivalent radius)`` per region.
+    background : `~numpy.ndarray`, optional
+        A global model of the large-scale brightness (for example
+        `solar_disc_background`).  The image is divided by it, the ratio is
+        filled as above, and the result multiplied back.  It must be finite
+        and positive on every pixel with ``weight > 0``; elsewhere, pixels
+        where it is not (the sky beyond a solar limb) are not used as
+        boundary values.
 
     Returns
     -------
@@ -326,6 +492,16 @@ def inpaint_local(image, weight, *, method="harmonic", normalize=True, invalid=N
             raise InputError(f"invalid-pixel mask shape {invalid.shape} does not match the image shape {data.shape}")
         bad = bad | invalid
     clean = data.astype(np.float32, copy=True)
+    global_bg = None
+    if background is not None:
+        global_bg = np.asarray(background, dtype=np.float64)
+        if global_bg.shape != data.shape:
+            raise InputError(f"background shape {global_bg.shape} does not match the image shape {data.shape}")
+        usable_bg = np.isfinite(global_bg) & (global_bg > 0)
+        if np.any(region_mask & ~usable_bg):
+            raise InputError("the background model must be finite and positive wherever weight > 0")
+        bad = bad | ~usable_bg
+        data = np.where(usable_bg, data / np.where(usable_bg, global_bg, 1.0), 0.0)
     if not region_mask.any():
         return clean
     labels, n_regions = ndimage.label(region_mask, structure=np.ones((3, 3), dtype=bool))
@@ -360,6 +536,8 @@ def inpaint_local(image, weight, *, method="harmonic", normalize=True, invalid=N
         else:
             filled = _solve_region(win, unknown, method)
         target = region
+        if global_bg is not None:
+            filled = filled * global_bg[y0:y1, x0:x1]
         clean[y0:y1, x0:x1][target] = filled[target].astype(np.float32)
     log.debug("inpainted %d region(s), %d px, method=%s normalize=%s",
               n_regions, int(region_mask.sum()), method, normalize)
@@ -576,19 +754,47 @@ def run_inpainter(name, median, detection, *, frames=None, **options):
 
 
 def _local_inpainter(median, detection, *, frames=None, method="poly", normalize=True,
-                     poly_degree=2, ring_width=None):
+                     poly_degree=2, ring_width=None, disc="auto", disc_poly_degree=1):
+    """The ``local`` method; with a solar limb in the frame (``disc='auto'``, the default) the
+    shadows on the disc are filled relative to `solar_disc_background` with a ring
+    polynomial of degree ``disc_poly_degree``, the others as without it."""
     from .dq import DustDQ
 
+    if disc not in ("auto", False, "off"):
+        raise InputError(f"disc must be 'auto' or False, got {disc!r}")
     dq = np.asarray(detection.dq)
     invalid = (dq & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
-    clean = inpaint_local(median, detection.weight, method=method, normalize=normalize, invalid=invalid,
+    weight = np.asarray(detection.weight)
+    clean = inpaint_local(median, weight, method=method, normalize=normalize, invalid=invalid,
                           poly_degree=poly_degree, ring_width=ring_width)
     params = {"LOCMETH": method, "POLYDEG": int(poly_degree)}
     if method != "poly":
         params["LOCNORM"] = bool(normalize)
     if ring_width is not None:
         params["RINGW"] = float(ring_width)
-    return clean, {"method": "local", "params": params, "generated": False, "profile": "radial"}
+    info = {"method": "local", "generated": False, "profile": "radial"}
+    n_disc = 0
+    if disc == "auto" and np.any(weight > 0):
+        region = weight > 0
+        exclude = ndimage.binary_dilation(region, iterations=2) | invalid
+        model = solar_disc_background(median, exclude=exclude)
+        if model is not None:
+            labels, n = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
+            on = np.isfinite(model) & (model > 0)
+            ok = np.concatenate([[False], ndimage.minimum(on, labels, np.arange(1, n + 1)).astype(bool)])
+            on_regions = ok[labels]
+            n_disc = int(ok.sum())
+            if n_disc:
+                clean_disc = inpaint_local(median, np.where(on_regions, weight, 0.0), method=method,
+                                           normalize=normalize, invalid=invalid, poly_degree=disc_poly_degree,
+                                           ring_width=ring_width, background=np.where(on, model, np.nan))
+                clean = np.where(on_regions, clean_disc, clean)
+        params["LOCDISC"] = model is not None
+        if model is not None:
+            params["DISCDEG"] = int(disc_poly_degree)
+        info["disc_regions"] = n_disc
+    info["params"] = params
+    return clean, info
 
 
 register_inpainter("local", _local_inpainter)

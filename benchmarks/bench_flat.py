@@ -49,6 +49,7 @@ LOCAL_VARIANTS = {
     "biharmonic": {"method": "biharmonic", "normalize": False},
     "poly1": {"method": "poly", "poly_degree": 1},
     "poly2": {"method": "poly", "poly_degree": 2},
+    "poly2 no disc": {"method": "poly", "poly_degree": 2, "disc": False},
 }
 
 

@@ -39,7 +39,7 @@ from astropy.table import Table
 from scipy import ndimage
 
 from ..dq import DustDQ
-from ..utils.exceptions import InputError
+from ..utils.exceptions import DetectorFallbackWarning, InputError, warn_user
 from ._base import DustDetection, DustDetector, empty_catalog
 
 __all__ = ["LocalDustDetector", "expected_diameters", "darkness_map"]
@@ -1060,11 +1060,16 @@ def _consistency(c, ctx):
     return out
 
 
-def _motion_evidence(c):
-    """Log-odds from the frames (static map and motion test) and the terms; empty without frames."""
+def _median_z(c):
+    dm, sm = c["consistency"].get("median", (np.nan, np.nan))
+    return dm / sm if np.isfinite(dm) and sm > 0 else np.nan
+
+
+def _static_evidence(c):
+    """Log-odds terms from the static map (fixed on the sensor, or moving with the scene)."""
     terms = {}
     dm, sm = c["consistency"].get("median", (np.nan, np.nan))
-    zm = dm / sm if np.isfinite(dm) and sm > 0 else np.nan
+    zm = _median_z(c)
     if "static" in c["consistency"]:
         ds, ss = c["consistency"]["static"]
         if np.isfinite(ds) and np.isfinite(dm) and ss > 0:
@@ -1086,18 +1091,25 @@ def _motion_evidence(c):
                     terms["static"] *= 0.5
                 if c.get("static_cover", np.inf) < 0.5 * c["feat"]["diameter"] + 6:
                     terms["static"] *= 0.25     # at the edge of the area the frames cover: noisier
+    return terms
+
+
+def _motion_test_applies(c):
+    """The motion test is linear in the shift: valid when the motion is small against the shadow,
+    and meaningful only for a feature the median shows."""
+    return c.get("shift_rms", 0.0) < 0.25 * c["feat"]["diameter"] and _median_z(c) >= 2
+
+
+def _beta_evidence(c):
+    """Log-odds term of the motion test (β = 0 fixed, 1 moves), or None when not conclusive."""
     beta, sigma = c["beta"], c["beta_sigma"]
-    # the test is linear in the shift: valid when the motion is small against the shadow
-    small = c.get("shift_rms", 0.0) < 0.25 * c["feat"]["diameter"]
-    # β is 0 (fixed) or 1 (moves) for a real feature; outside [0, 1] by more than 2σ the model
-    # does not describe the data (a template of noise, a non-rigid scene)
-    plausible = (small and np.isfinite(beta) and np.isfinite(sigma) and sigma <= 0.2
+    # outside [0, 1] by more than 2σ the model does not describe the data (a template of
+    # noise, a non-rigid scene)
+    plausible = (np.isfinite(beta) and np.isfinite(sigma) and sigma <= 0.2
                  and beta + 2 * sigma >= -0.1 and beta - 2 * sigma <= 1.1)
-    # the static map, when it speaks, is the primary motion evidence; the motion test is the
-    # fallback (no static map, or the shadow outside the area it covers, or inconclusive)
-    if plausible and sigma <= 0.35 and zm >= 2 and not terms:
-        terms["motion"] = float(np.clip((0.5 - beta) / max(sigma, 0.06), -8.0, 8.0))
-    return float(np.clip(sum(terms.values()), -10, 10)), terms
+    if not (plausible and _motion_test_applies(c)):
+        return None
+    return float(np.clip((0.5 - beta) / max(sigma, 0.06), -8.0, 8.0))
 
 
 # ---------------------------------------------------------------------------
@@ -1122,7 +1134,7 @@ class LocalDustDetector(DustDetector):
         ``pixel_size`` (dust 0.5–30 mm from the focal plane) when both are given.
     max_frames : int, optional
         At most this many frames, spread over the video, are read for the
-        motion test (bounded memory and time); default 48.
+        motion tests (bounded memory and time); default 24.
     progress_bar : bool, optional
         Show a progress bar while reading frames.
 
@@ -1140,7 +1152,7 @@ class LocalDustDetector(DustDetector):
     name = "local"
 
     def __init__(self, *, threshold=5.0, accept=0.5, review_below=0.8, min_diameter=None,
-                 max_diameter=None, max_frames=48, progress_bar=False):
+                 max_diameter=None, max_frames=24, progress_bar=False):
         if not threshold > 0:
             raise InputError(f"threshold must be positive, got {threshold!r}")
         if not 0 <= accept <= review_below <= 1:
@@ -1212,6 +1224,7 @@ class LocalDustDetector(DustDetector):
         drift = None
         if frames is not None:
             drift, static = self._use_frames(frames, data, usable, weight, cands)
+        if drift is not None:
             if static is not None:
                 sdark, sweight, nfac = static
                 ctx["static"] = _Context(data, sdark, weight * sweight, valid, limb_distance,
@@ -1231,17 +1244,8 @@ class LocalDustDetector(DustDetector):
                 iy = int(np.clip(round(c["feat"]["y"]), 0, shape[0] - 1))
                 ix = int(np.clip(round(c["feat"]["x"]), 0, shape[1] - 1))
                 c["static_cover"] = float(cover[iy, ix])
-        if drift is not None and cands:
-            source, own = _open_source(frames, shape)
-            try:
-                results = _motion_test(source, data, cands, weight, drift, max_frames=self.max_frames)
-            finally:
-                if own:
-                    source.close()
-        else:
-            results = [(np.nan, np.nan, np.nan)] * len(cands)
-        for c, (beta, sig, beta_t) in zip(cands, results):
-            c["beta"], c["beta_sigma"], c["beta_tex"] = beta, sig, beta_t
+        for c in cands:
+            c["beta"] = c["beta_sigma"] = c["beta_tex"] = np.nan
             c["shift_rms"] = drift.rms if drift is not None else 0.0
             # the candidate must stand out of its own map's local scatter (texture + noise)
             own, own_sig = c["consistency"].get(c["map"], (np.nan, np.nan))
@@ -1254,7 +1258,36 @@ class LocalDustDetector(DustDetector):
             if c["map"] == "static" and c.get("static_cover", np.inf) < 0.5 * c["feat"]["diameter"] + 6:
                 # found at the edge of the area the frames cover, where the static map is least sure
                 c["terms"]["weak"] = c["terms"].get("weak", 0.0) - 2.0
-            motion, mterms = _motion_evidence(c)
+            c["mterms"] = _static_evidence(c)
+        # the static map, when it speaks, is the primary motion evidence; the motion test is
+        # the fallback (no static map, a shadow outside the area it covers, inconclusive), run
+        # only where it can change the verdict
+        # It is also the second opinion on "moves": under a drift smaller than a large shadow
+        # the static map recovers only part of it
+        need = [c for c in cands if drift is not None and _motion_test_applies(c)
+                and (not c["mterms"] or "moves" in c["mterms"])
+                and c["morph"] + c["terms"].get("weak", 0.0) > -4]
+        if need:
+            source, own = _open_source(frames, shape)
+            try:
+                results = _motion_test(source, data, need, weight, drift, max_frames=self.max_frames)
+            finally:
+                if own:
+                    source.close()
+            for c, (beta, sig, beta_t) in zip(need, results):
+                c["beta"], c["beta_sigma"], c["beta_tex"] = beta, sig, beta_t
+                term = _beta_evidence(c)
+                if term is None:
+                    continue
+                if "moves" not in c["mterms"]:
+                    c["mterms"]["motion"] = term
+                elif beta < 0.3 and sig < 0.1:
+                    # confidently fixed on the sensor: the partial static map was misleading
+                    del c["mterms"]["moves"]
+                    c["mterms"]["motion"] = term
+        for c in cands:
+            mterms = c["mterms"]
+            motion = float(np.clip(sum(mterms.values()), -10, 10))
             c["terms"].update(mterms)
             c["motion"] = motion
             logit = c["morph"] + motion + c["terms"].get("weak", 0.0)
@@ -1269,7 +1302,7 @@ class LocalDustDetector(DustDetector):
                     logit = min(logit, 2.2)   # shape alone never gives more than ~0.9
             c["confidence"] = float(_sigmoid(logit))
         return self._build(data, cands, f_ratio=f_ratio, pixel_size=pixel_size, drift=drift,
-                           params=params, used_frames=frames is not None)
+                           params=params, used_frames=drift is not None)
 
     def _use_frames(self, frames, data, usable, weight, cands):
         """Register the frames and build the static (sensor-fixed) darkness map."""
@@ -1277,12 +1310,21 @@ class LocalDustDetector(DustDetector):
 
         source, own = _open_source(frames, data.shape)
         try:
+            # mask the compact dark candidates (deep dust would pull the correlation to zero
+            # shift); large shadows are smooth and the high-pass of the registration ignores
+            # them, while masking them would hide much of the scene
             dust = np.zeros(data.shape, bool)
             for c in cands:
-                dust[c["sl"]] |= c["pix"]
+                if c["feat"]["diameter"] <= 64:
+                    dust[c["sl"]] |= c["pix"]
             dust = ndimage.binary_dilation(dust, iterations=3)
-            drift = register_frames(source, dust_mask=dust, max_frames=self.max_frames,
+            drift = register_frames(source, dust_mask=dust if dust.mean() < 0.1 else None,
+                                    max_frames=self.max_frames, n_reference=min(12, self.max_frames),
                                     progress_bar=self.progress_bar)
+            if drift.rms > 0.25 * min(data.shape):
+                warn_user(f"the registration of the frames failed (shift rms {drift.rms:.0f} px); "
+                          "dust is told from the scene by its shape only", DetectorFallbackWarning)
+                return None, None
             static = _static_map(source, data, usable, drift, max_frames=self.max_frames,
                                   highpass=max(20.0, self._dhi))
         finally:

@@ -998,7 +998,7 @@ def _morphology_evidence(f, *, d_lo, d_hi, has_limb, optics, z_own=np.nan):
     return total, terms, worst
 
 
-def _footprint_depth(ctx, c):
+def _footprint_depth(ctx, c, others_map=None, own_id=0):
     """Darkness of a candidate's core over its surroundings in one map, and that statistic's scatter.
 
     The scatter is measured by moving the same core/ring footprint to eight
@@ -1027,6 +1027,14 @@ def _footprint_depth(ctx, c):
         if min(yc.min(), yr.min()) < 0 or min(xc.min(), xr.min()) < 0 or \
                 max(yc.max(), yr.max()) >= h or max(xc.max(), xr.max()) >= w:
             return np.nan
+        if others_map is not None and (dy or dx):
+            # a place on another candidate (shadow, pore, spot) says nothing about the background
+            lab = others_map[yr, xr]
+            if np.mean((lab > 0) & (lab != own_id)) > 0.05:
+                return np.nan
+            lab = others_map[yc, xc]
+            if np.mean((lab > 0) & (lab != own_id)) > 0.05:
+                return np.nan
         wc, wr = ctx.weight[yc, xc] > 0, ctx.weight[yr, xr] > 0
         if wc.mean() < 0.7 or wr.mean() < 0.5:
             return np.nan
@@ -1052,11 +1060,20 @@ def _footprint_depth(ctx, c):
     return value, max(floor, ctx.scale_noise(d)) * boost
 
 
-def _consistency(c, ctx):
+def _consistency(c, ctx, others_map=None, own_id=0):
     """Depth (and its scatter) of the candidate in the median and in the static map."""
     out = {}
     for name, cx in ctx.items():
-        out[name] = _footprint_depth(cx, c)
+        out[name] = _footprint_depth(cx, c, others_map, own_id)
+    return out
+
+
+def _candidate_map(cands, shape):
+    """int32 map of every candidate's (slightly grown) footprint, ids 1..n in list order."""
+    out = np.zeros(shape, np.int32)
+    for k, c in enumerate(cands, start=1):
+        grown = ndimage.binary_dilation(c["pix"], iterations=2)
+        out[c["sl"]][grown] = k
     return out
 
 
@@ -1238,8 +1255,9 @@ class LocalDustDetector(DustDetector):
         cover = None
         if "static" in ctx:     # distance to the edge of the area the frames cover
             cover = ndimage.distance_transform_edt(ndimage.binary_fill_holes(ctx["static"].coverage))
-        for c in cands:
-            c["consistency"] = _consistency(c, ctx)
+        cand_map = _candidate_map(cands, shape)
+        for k, c in enumerate(cands, start=1):
+            c["consistency"] = _consistency(c, ctx, cand_map, k)
             if cover is not None:
                 iy = int(np.clip(round(c["feat"]["y"]), 0, shape[0] - 1))
                 ix = int(np.clip(round(c["feat"]["x"]), 0, shape[1] - 1))

@@ -13,7 +13,7 @@ false shadow per megapixel (pores and spots included); none on the dust-free con
 donut recall >= 0.9.
 
 The detector was developed and tuned on simulator seeds 1-6, 11, 12, 21 and 22.  These tests
-use seeds 31 and 32, which played no part in the tuning.
+use seeds 31 to 34, which played no part in the tuning.
 """
 
 import warnings
@@ -26,7 +26,7 @@ from aiflat_astro.datasets import make_dusty_video
 from aiflat_astro.detection import LocalDustDetector
 from aiflat_astro.evaluate import evaluate_mask
 
-SEEDS = (31, 32)
+SEEDS = (31, 32, 33, 34)
 SHAPE = (256, 320)
 SCENARIOS = {
     "solar_static": {"regime": "solar", "drift": 0.0, "jitter": 1.0},
@@ -59,31 +59,28 @@ def _pooled(results):
     return found, required, false, mpix
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["solar_static", "solar_drift"])
 def test_solar_recall_and_false_shadows(tmp_path_factory, name):
     """Recall >= 0.97 of shadows deeper than 5 sigma; <= 1 false shadow per megapixel."""
     results = _evaluate(tmp_path_factory, name)
     found, required, false, mpix = _pooled(results)
-    assert required >= 15
+    assert required >= 30
     assert found / required >= 0.97, results
     assert false <= np.floor(1.0 * mpix), results
     # the outlines follow the shadows
     assert np.mean([r["pixel_iou"] for r in results]) > 0.6
 
 
-@pytest.mark.slow
 def test_deepsky_donut_recall(tmp_path_factory):
     """Deep-sky donut recall >= 0.9, and no false donut."""
     results = _evaluate(tmp_path_factory, "deepsky")
     found, required, false, mpix = _pooled(results)
-    assert required >= 4
+    assert required >= 8
     assert found / required >= 0.9, results
     assert false <= np.floor(1.0 * mpix), results
 
 
-@pytest.mark.slow
 def test_dust_free_control(tmp_path_factory):
     """No shadow at all on a dust-free video of the same scene."""
     results = _evaluate(tmp_path_factory, "control")
-    assert [r["n_detected"] for r in results] == [0, 0]
+    assert [r["n_detected"] for r in results] == [0] * len(SEEDS)

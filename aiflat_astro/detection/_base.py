@@ -42,7 +42,7 @@ CATALOG_COLUMNS = {
     "y_centroid": (np.float64, u.pix, "row of the shadow centroid (0-based, top-down SER row order)"),
     "area": (np.float64, u.pix**2, "number of pixels flagged DUST for this shadow"),
     "equivalent_diameter": (np.float64, u.pix,
-                            "diameter of the circle with the area of the shadow outline (central hole included)"),
+                            "diameter of the circle with the area inside the half-depth outline (hole included)"),
     "depth": (np.float64, None, "1 - minimum transmission (plateau darkness, robust)"),
     "confidence": (np.float64, None, "detector confidence that this is sensor dust (0..1)"),
     "review": (bool, None, "low confidence: flagged REVIEW, a person should check it"),

@@ -460,6 +460,9 @@ def _analyse(ctx, peak, diameter0):
         return None
     shape_mask = np.isin(lab, touching)
     filled = ndimage.binary_fill_holes(shape_mask)
+    # diameter at half depth (the pupil footprint, D = Δz / (N p)), central hole included
+    half = ndimage.binary_fill_holes((ds > 0.5 * depth) & filled)
+    d50 = 2 * np.sqrt(float(half.sum()) * scale**2 / np.pi)
     area_f = float(filled.sum()) * scale**2
     if area_f < 3:
         return None
@@ -536,7 +539,7 @@ def _analyse(ctx, peak, diameter0):
         truncated = max(truncated, float(np.mean(at_edge)) * 10)
     feat = {
         "y": gy, "x": gx, "depth": depth, "area": float(pix_mask.sum()) * scale**2,
-        "diameter": 2 * r_eq, "elongation": float(elong),
+        "diameter": 2 * r_eq, "d50": d50, "elongation": float(elong),
         # area over that of the moment-equivalent ellipse: 1 for a disc, less for ragged shapes
         "solidity": float(min(1.0, filled.sum() / max(4 * np.pi * np.sqrt(l1 * l2), 1e-9))),
         "center_ratio": center_ratio, "tail": tail, "plateau": plateau,
@@ -1434,10 +1437,10 @@ class LocalDustDetector(DustDetector):
             bits = np.uint8(DustDQ.DUST | (DustDQ.REVIEW if review else 0))
             dq[c["sl"]][pix] |= bits
             row = {"id": n, "x_centroid": f["x"], "y_centroid": f["y"], "area": float(pix.sum()),
-                   "equivalent_diameter": f["diameter"], "depth": f["depth"],
+                   "equivalent_diameter": f["d50"], "depth": f["depth"],
                    "confidence": c["confidence"], "review": review, "method": self.name}
             if with_distance:
-                row["distance_mm"] = f["diameter"] * pixel_size * f_ratio * 1e-3
+                row["distance_mm"] = f["d50"] * pixel_size * f_ratio * 1e-3
             catalog.add_row([row[k] for k in catalog.colnames])
         rej = Table(rows=rejected or None,
                     names=("x_centroid", "y_centroid", "equivalent_diameter", "depth", "confidence",

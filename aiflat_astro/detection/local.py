@@ -943,8 +943,12 @@ def _static_map(source, median, valid, drift, *, max_frames, highpass):
     gy = np.where(good, (cxx * ry - cxy * rx) / safe_det, 0.0)
     gx = np.where(good, (cyy * rx - cxy * ry) / safe_det, 0.0)
     intercept = (acc["r"] - gy * acc["y"] - gx * acc["x"]) / n
-    # noise grows where fewer frames (or less motion) constrain the pixel
-    nfac = np.where(good, np.sqrt(idx.size / n), 1.0).astype(np.float32)
+    # noise grows where fewer frames (or less motion) constrain the pixel, and where the scene
+    # is faint (shot noise: an umbra at 20 % of the disc is twice as noisy in relative terms)
+    level = ndimage.gaussian_filter(np.asarray(median, np.float32), 2.0)
+    ref = float(np.median(level[valid])) if valid.any() else 1.0
+    faint = np.sqrt(ref / np.clip(level, 0.05 * ref, None)) if ref > 0 else 1.0
+    nfac = np.where(good, np.sqrt(idx.size / n) * np.maximum(faint, 1.0), 1.0).astype(np.float32)
     del acc
     wt = good.astype(np.float32)
     phi = _poisson_integrate(gy, gx, wt)

@@ -467,7 +467,7 @@ def _analyse(ctx, peak, diameter0):
     if area_f < 3:
         return None
     # DUST pixels: a lower threshold for the full extent of the soft edge
-    lab2, _ = ndimage.label((ds > max(0.06 * depth, 2.5 * noise_s)) & (rho < 2 * d0 + 3))
+    lab2, _ = ndimage.label((ds > max(0.1 * depth, 2.5 * noise_s)) & (rho < 2 * d0 + 3))
     keep = np.unique(lab2[shape_mask & (lab2 > 0)])
     pix_mask = np.isin(lab2, keep)
     # pixels left out of the measurement (stars, defects) inside the shadow are still shadowed

@@ -26,7 +26,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 from astropy.io import fits
 
 from .provenance import params_hash
@@ -120,18 +119,6 @@ def _write_median(path, median, key):
         hdul.writeto(tmp, checksum=True)
 
 
-def _read_median(path):
-    from astropy.nddata import CCDData
-
-    from .provenance import verify_checksums
-
-    with fits.open(path) as hdul:
-        verify_checksums(hdul, filename=Path(path).name)
-        header = hdul[0].header.copy()
-        data = np.array(hdul[0].data, dtype=np.float32)
-    return CCDData(data, unit=header.get("BUNIT") or "adu", meta=header)
-
-
 def _side_products(detection, median, paths):
     """dust.ecsv, dust.reg (DS9) and preview.png from the detection."""
     from .detection.outputs import write_catalog, write_preview, write_regions
@@ -188,7 +175,7 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
     from .combine import median_combine
     from .detection._base import detect_dust
     from .flat import make_flat
-    from .io.fits import read_flat, read_mask, write_flat, write_mask
+    from .io.fits import read_flat, read_mask, read_median, write_flat, write_mask
 
     video = Path(video)
     if not video.is_file():
@@ -212,7 +199,7 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
     median = None
     if _recorded_key(paths["median"], overwrite) == key_median:
         try:
-            median = _read_median(paths["median"])
+            median = read_median(paths["median"])
             reused.append("median")
         except (ProvenanceError, OSError, ValueError) as exc:
             warn_user(f"cannot reuse {paths['median']} ({exc}); recomputing it")

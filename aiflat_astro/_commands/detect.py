@@ -84,7 +84,7 @@ def run(args):
     from ..provenance import sha256_file
     from ..utils.exceptions import InputError
     from ._gemini import gemini_detector_options
-    from .flat import _read_median
+    from ..io.fits import read_median
 
     outputs = [args.output] + [p for p in (args.catalog, args.regions, args.preview) if p]
     for path in outputs:  # fail before the work
@@ -92,7 +92,7 @@ def run(args):
     if len(set(map(str, outputs))) != len(outputs):
         raise InputError("two outputs have the same file name")
     t0 = time.perf_counter()
-    median = _read_median(args.median)
+    median = read_median(args.median)
     detection = detect_dust(median, detector=args.detector, frames=args.frames, f_ratio=args.f_ratio,
                             pixel_size=args.pixel_size, dilate=args.dilate, soft_edge=args.soft_edge,
                             exclude_regions=args.exclude_regions, include_regions=args.include_regions,

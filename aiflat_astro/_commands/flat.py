@@ -67,31 +67,13 @@ def add_parser(subparsers):
     return p
 
 
-def _read_median(path):
-    from astropy.io import fits
-    from astropy.nddata import CCDData
-
-    from ..provenance import verify_checksums
-    from ..utils.exceptions import InputError
-
-    with fits.open(path) as hdul:
-        if any("CHECKSUM" in h.header for h in hdul):
-            verify_checksums(hdul, filename=str(path))
-        hdu = next((h for h in hdul if h.data is not None and h.data.ndim == 2), None)
-        if hdu is None:
-            raise InputError(f"{path} has no 2-D image (expected the median of aiflat median)")
-        header = hdu.header.copy()
-        data = hdu.data.astype("float32")
-    return CCDData(data, unit=header.get("BUNIT") or "adu", meta=header)
-
-
 def run(args):
     """Make the flat and write it; return the exit status."""
     from astropy.nddata import CCDData
 
     from ..flat import make_flat, multiply_master_flat
     from ..io.export import write_flat_asdf, write_flat_tiff
-    from ..io.fits import read_mask, write_flat
+    from ..io.fits import read_mask, read_median, write_flat
     from ..provenance import sha256_file
 
     outputs = [args.output] + [p for p in (args.tiff, args.asdf, args.drift_plot, args.catalog) if p]
@@ -102,7 +84,7 @@ def run(args):
     for path in outputs:  # fail before the work
         check_output_path(path, overwrite=args.overwrite)
     t0 = time.perf_counter()
-    median = _read_median(args.median)
+    median = read_median(args.median)
     detection = read_mask(args.mask)
     from ._gemini import gemini_inpaint_options
 

@@ -29,7 +29,7 @@ from ..provenance import add_provenance_cards, provjson_hdu, read_provjson, veri
 from ..utils._atomic import atomic_output
 from ..utils.exceptions import InputError
 
-__all__ = ["write_mask", "read_mask", "write_flat", "read_flat"]
+__all__ = ["read_median", "write_mask", "read_mask", "write_flat", "read_flat"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,44 @@ def _open_verified(path, what):
         hdul.close()
         raise
     return hdul
+
+
+def read_median(path):
+    """Read a 2-D image (the temporal median) from a FITS file as float32 `~astropy.nddata.CCDData`.
+
+    The first HDU holding a 2-D image is used.  Checksums are verified when the
+    file has them (every aiflat product does); a file that is not FITS, or has
+    no 2-D image, raises `~aiflat_astro.utils.exceptions.InputError`.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> from astropy.io import fits
+    >>> path = os.path.join(tempfile.mkdtemp(), "median.fits")
+    >>> fits.PrimaryHDU(np.full((4, 5), 7, np.uint16)).writeto(path, checksum=True)
+    >>> median = read_median(path)
+    >>> median.shape, median.data.dtype, str(median.unit)
+    ((4, 5), dtype('float32'), 'adu')
+    """
+    from astropy.nddata import CCDData
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"median file {str(path)!r} does not exist")
+    try:
+        hdul = fits.open(path, memmap=False)
+    except OSError as exc:
+        raise InputError(f"cannot read {str(path)!r} as FITS (expected the median of aiflat median): "
+                         f"{exc}") from None
+    with hdul:
+        if any("CHECKSUM" in h.header for h in hdul):
+            verify_checksums(hdul, filename=path.name)
+        hdu = next((h for h in hdul if h.data is not None and h.data.ndim == 2), None)
+        if hdu is None:
+            raise InputError(f"{str(path)!r} has no 2-D image (expected the median of aiflat median)")
+        header = hdu.header.copy()
+        data = np.array(hdu.data, dtype=np.float32)
+    return CCDData(data, unit=header.get("BUNIT") or "adu", meta=header)
 
 
 def write_mask(path, detection, *, overwrite=False, header=None):

@@ -9,3 +9,6 @@ DEFAULT_GEMINI_MODEL = "gemini-3-pro-image-preview"
 
 #: Detectors that ship with aiflat_astro (others may be registered at run time).
 BUILTIN_DETECTORS = ("consensus", "gemini", "local")
+
+#: Clean-estimate methods that ship with aiflat_astro (``make_flat(inpaint=...)``).
+BUILTIN_INPAINTERS = ("gemini", "local", "measured")

@@ -21,9 +21,18 @@ def test_every_public_name_resolves():
     assert {"median_combine", "make_flat", "detect_dust", "apply_flat", "read_ser"} <= set(namespace)
 
 
+def test_builtin_names_match_registries():
+    from aiflat_astro._constants import BUILTIN_DETECTORS, BUILTIN_INPAINTERS
+    from aiflat_astro.detection import available_detectors
+    from aiflat_astro.inpaint import available_inpainters
+
+    assert set(BUILTIN_DETECTORS) <= set(available_detectors())
+    assert set(BUILTIN_INPAINTERS) <= set(available_inpainters())
+
+
 def test_cli_start_does_not_import_heavy_subpackages():
     code = ("import sys, aiflat_astro.cli as c; c._build_parser(); "
             "print(sorted(m for m in ('scipy.signal', 'matplotlib', 'google.genai', 'skimage', "
-            "'aiflat_astro.detection', 'aiflat_astro.registration') if m in sys.modules))")
+            "'aiflat_astro.detection', 'aiflat_astro.registration', 'aiflat_astro.inpaint') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

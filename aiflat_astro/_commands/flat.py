@@ -21,7 +21,7 @@ def _fraction(text):
 
 def add_parser(subparsers):
     """Register the ``flat`` sub-command."""
-    from ..inpaint import available_inpainters
+    from .._constants import BUILTIN_INPAINTERS
 
     p = subparsers.add_parser(
         "flat", help="synthetic dust flat from a median and a dust mask (float32 FITS)",
@@ -32,7 +32,7 @@ def add_parser(subparsers):
     p.add_argument("median", metavar="MEDIAN.fits", help="temporal median (aiflat median)")
     p.add_argument("--mask", required=True, metavar="MASK.fits", help="dust mask (aiflat detect)")
     p.add_argument("-o", "--output", required=True, metavar="FLAT.fits", help="output flat")
-    p.add_argument("--inpaint", default="local", choices=available_inpainters(),
+    p.add_argument("--inpaint", default="local", choices=BUILTIN_INPAINTERS,
                    help="clean estimate inside the dust: local interpolation (default, offline), measured "
                         "from the drift of the scene (needs --video), or gemini (generative)")
     p.add_argument("--video", metavar="VIDEO",

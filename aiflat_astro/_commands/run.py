@@ -5,11 +5,11 @@ __all__ = ["add_parser", "run", "add_run_options", "print_products"]
 
 def add_run_options(p):
     """Options shared by ``aiflat run`` and ``aiflat demo``."""
-    from ..inpaint import available_inpainters
+    from .._constants import BUILTIN_INPAINTERS
 
     p.add_argument("--detector", default="local",
                    help="dust detector: local (default, offline), gemini or consensus")
-    p.add_argument("--inpaint", default="local", choices=available_inpainters(),
+    p.add_argument("--inpaint", default="local", choices=BUILTIN_INPAINTERS,
                    help="clean estimate inside the dust: local (default), measured, gemini")
     p.add_argument("--no-apply", dest="apply", action="store_false",
                    help="stop after the flat (do not write the calibrated video)")

@@ -119,6 +119,21 @@ def _write_median(path, median, key):
         hdul.writeto(tmp, checksum=True)
 
 
+def _reuse(path, key, reader, overwrite):
+    """Read the product at ``path`` if its recorded step key is ``key``; else None.
+
+    A product whose key matches but that cannot be read (corrupted, checksum
+    mismatch) is recomputed, with a warning.
+    """
+    if _recorded_key(path, overwrite) != key:
+        return None
+    try:
+        return reader(path)
+    except (ProvenanceError, OSError, ValueError) as exc:
+        warn_user(f"cannot reuse {path} ({exc}); recomputing it", stacklevel=2)
+        return None
+
+
 def _side_products(detection, median, paths):
     """dust.ecsv, dust.reg (DS9) and preview.png from the detection."""
     from .detection.outputs import write_catalog, write_preview, write_regions
@@ -196,13 +211,9 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
     t0 = time.perf_counter()
     key_median = params_hash({"step": "median", "video": ident, "max_frames": max_frames, "step_": step,
                               "byte_order": byte_order})
-    median = None
-    if _recorded_key(paths["median"], overwrite) == key_median:
-        try:
-            median = read_median(paths["median"])
-            reused.append("median")
-        except (ProvenanceError, OSError, ValueError) as exc:
-            warn_user(f"cannot reuse {paths['median']} ({exc}); recomputing it")
+    median = _reuse(paths["median"], key_median, read_median, overwrite)
+    if median is not None:
+        reused.append("median")
     if median is None:
         from .io.frames import open_frames
 
@@ -217,13 +228,9 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
     t0 = time.perf_counter()
     key_mask = params_hash({"step": "mask", "median": key_median, "detector": detector,
                             "options": detector_options or {}, "f_ratio": f_ratio, "pixel_size": pixel_size})
-    detection = None
-    if _recorded_key(paths["mask"], overwrite) == key_mask:
-        try:
-            detection = read_mask(paths["mask"])
-            reused.append("mask")
-        except (ProvenanceError, OSError, ValueError) as exc:
-            warn_user(f"cannot reuse {paths['mask']} ({exc}); recomputing it")
+    detection = _reuse(paths["mask"], key_mask, read_mask, overwrite)
+    if detection is not None:
+        reused.append("mask")
     if detection is None:
         detection = detect_dust(median, detector=detector, frames=video, f_ratio=f_ratio, pixel_size=pixel_size,
                                 **(detector_options or {}))
@@ -250,13 +257,9 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
     t0 = time.perf_counter()
     key_flat = params_hash({"step": "flat", "mask": key_mask, "inpaint": inpaint, "floor": floor,
                             "options": inpaint_options or {}})
-    flat = None
-    if _recorded_key(paths["flat"], overwrite) == key_flat:
-        try:
-            flat = read_flat(paths["flat"])
-            reused.append("flat")
-        except (ProvenanceError, OSError, ValueError) as exc:
-            warn_user(f"cannot reuse {paths['flat']} ({exc}); recomputing it")
+    flat = _reuse(paths["flat"], key_flat, read_flat, overwrite)
+    if flat is not None:
+        reused.append("flat")
     if flat is None:
         options = dict(inpaint_options or {})
         if inpaint == "measured":  # the drift path as a side product: OUTDIR/drift.png

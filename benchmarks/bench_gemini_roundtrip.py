@@ -30,9 +30,8 @@ import numpy as np
 
 from aiflat_astro.datasets import make_dusty_video
 from aiflat_astro.detection._base import DustDetection, empty_catalog
-from aiflat_astro.detection._fake_server import FakeGeminiServer, echo, lookup_responder
-from aiflat_astro.detection._render import Request, Stretch, normalise, place, resample, smooth_background
-from aiflat_astro.detection.gemini import inpaint_gemini
+from aiflat_astro.detection._fake_server import FakeGeminiServer, clean_image_responder
+from aiflat_astro.detection._render import resample
 from aiflat_astro.dq import DustDQ
 from aiflat_astro.flat import make_flat
 from aiflat_astro.inpaint import register_inpainter
@@ -43,22 +42,6 @@ KEY = "benchmark-key"
 def detection_from_truth(labels):
     dq = (labels > 0).astype(np.uint8) * np.uint8(DustDQ.DUST)
     return DustDetection(dq=dq, weight=dq.astype(np.float32), catalog=empty_catalog(), detector="truth").expanded()
-
-
-def truth_responder(median, detection, clean, options):
-    with FakeGeminiServer(echo) as fake:
-        _, info = inpaint_gemini(median, detection, api_key=KEY, base_url=fake.url, cache=False, **options)
-    region = detection.weight > 0
-    stretch = Stretch(**info["gemini"]["stretch"])
-    background = smooth_background(median, mask=region)
-    sent = stretch.forward(normalise(median, background))
-    true = stretch.forward(normalise(clean, background)) / 255.0
-    table = {}
-    for record in info["gemini"]["requests"]:
-        request = Request(tile=tuple(record["tile"]), aspect_ratio=record["aspect_ratio"],
-                          pad=tuple(tuple(p) for p in record["pad"]))
-        table[place(sent, request, 128).tobytes()] = place(true, request, 0.5)
-    return lookup_responder(table), stretch
 
 
 def seed_encoding_answer(clean, out_shape):
@@ -96,7 +79,7 @@ def main(argv=None):
             median = (clean * truth.transmission).astype(np.float32)
             detection = detection_from_truth(truth.labels)
             region = detection.weight > 0
-            responder, stretch = truth_responder(median, detection, clean, options)
+            responder, stretch = clean_image_responder(median, detection, clean, api_key=KEY, **options)
             results = {}
             with FakeGeminiServer(responder) as server:
                 options_here = {"api_key": KEY, "base_url": server.url, "cache": False, **options}

@@ -10,8 +10,7 @@ import pytest
 
 from aiflat_astro.datasets import make_dusty_video
 from aiflat_astro.detection._base import DustDetection, empty_catalog
-from aiflat_astro.detection._fake_server import FakeGeminiServer, echo, image_reply, lookup_responder
-from aiflat_astro.detection._render import Request, Stretch, normalise, place, smooth_background
+from aiflat_astro.detection._fake_server import FakeGeminiServer, clean_image_responder, echo, image_reply
 from aiflat_astro.detection.gemini import inpaint_gemini
 from aiflat_astro.detection.prompts import INPAINT_PROMPT, prompt_sha256
 from aiflat_astro.dq import DustDQ
@@ -42,20 +41,8 @@ def make_case(regime, seed=1):
 
 
 def truth_answers(median, detection, clean, server_url, **kw):
-    """Geometry and stretch from a first (echo) pass, then answers holding the true clean image."""
-    with FakeGeminiServer(echo) as fake:
-        _, info = inpaint_gemini(median, detection, api_key=KEY, base_url=fake.url, cache=False, **FAST, **kw)
-    region = detection.weight > 0
-    stretch = Stretch(**info["gemini"]["stretch"])
-    background = smooth_background(median, mask=region)
-    sent = stretch.forward(normalise(median, background))
-    true = stretch.forward(normalise(clean, background)) / 255.0
-    table = {}
-    for record in info["gemini"]["requests"]:
-        request = Request(tile=tuple(record["tile"]), aspect_ratio=record["aspect_ratio"],
-                          pad=tuple(tuple(p) for p in record["pad"]))
-        table[place(sent, request, 128).tobytes()] = place(true, request, 0.5)
-    return lookup_responder(table)
+    """Answers holding the true clean image, in the geometry and stretch the requests use."""
+    return clean_image_responder(median, detection, clean, api_key=KEY, **FAST, **kw)[0]
 
 
 @pytest.fixture(scope="module", params=["deepsky", "solar"])

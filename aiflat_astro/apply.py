@@ -113,7 +113,8 @@ def apply_flat(frame, flat, *, add_keyword=True):
 def flat_boxes(flat, *, merge=4):
     """Bounding boxes (slices) of the pixels where the flat differs from 1.0.
 
-    Boxes closer than ``merge`` pixels are merged (fewer, larger array
+    Boxes fewer than ``merge`` pixels apart (on both axes) are merged, as are
+    overlapping boxes, so the boxes never overlap (fewer, larger array
     operations).  Outside these boxes the flat is exactly 1.0.
 
     Examples
@@ -127,14 +128,21 @@ def flat_boxes(flat, *, merge=4):
     touched = data != 1.0
     if not touched.any():
         return []
-    grown = ndimage.binary_dilation(touched, iterations=merge) if merge else touched
-    boxes = []
-    for sl in ndimage.find_objects(ndimage.label(grown, structure=np.ones((3, 3), bool))[0]):
-        sub = touched[sl]
-        rows = np.flatnonzero(sub.any(axis=1))
-        cols = np.flatnonzero(sub.any(axis=0))
-        boxes.append((slice(int(sl[0].start + rows[0]), int(sl[0].start + rows[-1] + 1)),
-                      slice(int(sl[1].start + cols[0]), int(sl[1].start + cols[-1] + 1))))
+    # tight boxes of the 8-connected groups, then merge the boxes less than `merge` pixels apart
+    boxes = [[sl[0].start, sl[0].stop, sl[1].start, sl[1].stop]
+             for sl in ndimage.find_objects(ndimage.label(touched, structure=np.ones((3, 3), bool))[0])]
+    merged = True
+    while merged and len(boxes) > 1:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(len(boxes) - 1, i, -1):
+                a, b = boxes[i], boxes[j]
+                if (max(a[0], b[0]) - min(a[1], b[1]) < merge
+                        and max(a[2], b[2]) - min(a[3], b[3]) < merge):
+                    boxes[i] = [min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])]
+                    del boxes[j]
+                    merged = True
+    boxes = [(slice(int(y0), int(y1)), slice(int(x0), int(x1))) for y0, y1, x0, x1 in sorted(boxes)]
     return boxes
 
 

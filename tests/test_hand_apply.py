@@ -65,6 +65,26 @@ def test_flat_boxes_cover_every_changed_pixel():
     assert flat_boxes(np.ones((5, 5))) == []
 
 
+def test_flat_boxes_merge_near_boxes_and_never_overlap():
+    flat = np.ones((60, 60), np.float32)
+    flat[10:14, 10:14] = 0.8   # two patches 2 px apart: one box
+    flat[16:20, 10:14] = 0.8
+    flat[10:14, 40:44] = 0.8   # 26 px away: a box of its own
+    flat[30:50, 30] = 0.9      # an L shape whose tight box would overlap ...
+    flat[49, 30:50] = 0.9
+    flat[35:38, 40:43] = 0.7   # ... this patch, inside it: merged
+    boxes = flat_boxes(flat, merge=4)
+    assert (slice(10, 20), slice(10, 14)) in boxes
+    assert (slice(10, 14), slice(40, 44)) in boxes
+    assert (slice(30, 50), slice(30, 50)) in boxes
+    assert len(boxes) == 3
+    assert len(flat_boxes(flat, merge=0)) == 4  # only overlapping boxes merge
+    count = np.zeros(flat.shape, int)
+    for box in boxes:
+        count[box] += 1
+    assert count.max() == 1 and np.all(count[flat != 1.0] == 1)
+
+
 @pytest.mark.parametrize("depth, dtype, byte_order", [(12, np.uint16, "<"), (16, np.uint16, ">"),
                                                       (8, np.uint8, "<")])
 def test_ser_to_ser(tmp_path, depth, dtype, byte_order):

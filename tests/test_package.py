@@ -33,6 +33,7 @@ def test_builtin_names_match_registries():
 def test_cli_start_does_not_import_heavy_subpackages():
     code = ("import sys, aiflat_astro.cli as c; c._build_parser(); "
             "print(sorted(m for m in ('scipy.signal', 'matplotlib', 'google.genai', 'skimage', "
-            "'aiflat_astro.detection', 'aiflat_astro.registration', 'aiflat_astro.inpaint') if m in sys.modules))")
+            "'aiflat_astro.detection', 'aiflat_astro.registration', 'aiflat_astro.inpaint', "
+            "'aiflat_astro.datasets', 'aiflat_astro.flat', 'aiflat_astro.pipeline') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

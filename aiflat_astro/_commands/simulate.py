@@ -4,7 +4,6 @@ import argparse
 import re
 from pathlib import Path
 
-from ..datasets import make_dusty_video
 from ..utils.exceptions import InputError
 
 __all__ = ["add_parser", "run"]
@@ -62,6 +61,8 @@ def run(args):
     output = Path(args.output)
     if output.suffix.lower() != ".ser":
         raise InputError(f"the output video must be a .ser file, got {str(output)!r}")
+    from ..datasets import make_dusty_video
+
     truth_path = Path(args.truth) if args.truth else output.with_name(f"{output.stem}_truth.fits")
     truth = make_dusty_video(
         output, shape=args.shape, n_frames=args.frames, regime=args.regime, f_ratio=args.f_ratio,

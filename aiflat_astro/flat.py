@@ -66,6 +66,10 @@ _CENTRE_SAMPLE = 20000    # pixels used for the centre refinement of big shadows
 _OUTLIER_SIGMA = 3.0      # a pixel is an outlier of the radial model beyond this many texture sigmas
 _MAX_OUTLIERS = 0.10      # more outliers than this fraction: the shadow is not round
 _EDGE_TOLERANCE = 0.05    # misfit allowed on steep edges, as a fraction of the shadow depth
+_REJECT_SIGMA = 3.0       # pixels this many texture sigmas off the radial profile do not enter it
+_REJECT_GROW = 0          # ... nor do their neighbours within this many px
+_REJECT_ITER = 5          # rejection passes at most
+_REJECT_MAX = 0.5         # never reject more than this fraction of a shadow's pixels
 
 
 # --------------------------------------------------------------------------------------
@@ -239,6 +243,38 @@ def _ring_background(median, region, usable, width):
     return bg
 
 
+def _reject_scene_features(r, v, ys, xs, shape, rc, prof, perr, sigma):
+    """Radial profile again without the pixels that do not fit it (scene features in the shadow).
+
+    A sunspot, pore or star inside a shadow is not round about the shadow's
+    centre: its pixels depart from the radial profile by many texture sigmas
+    on one side only, and where it covers half an annulus it drags that
+    annulus' median.  Pixels beyond `_REJECT_SIGMA` texture sigmas (plus the
+    edge tolerance) are dropped, grown by `_REJECT_GROW` px to take the
+    feature's fuzzy border, and the profile is made again from the others;
+    repeated until the rejected set no longer changes.
+    """
+    depth = max(0.0, 1.0 - float(prof.min()))
+    tol = _REJECT_SIGMA * np.hypot(sigma, _EDGE_TOLERANCE * depth / _REJECT_SIGMA)
+    iy, ix = ys.astype(np.int64), xs.astype(np.int64)
+    out = np.zeros(r.size, bool)
+    for _ in range(_REJECT_ITER):
+        res = v / np.interp(r, rc, prof) - 1.0
+        bad = np.abs(res) > tol
+        if _REJECT_GROW > 0 and bad.any():
+            grid = np.zeros(shape, bool)
+            grid[iy[bad], ix[bad]] = True
+            grid = ndimage.binary_dilation(grid, iterations=int(_REJECT_GROW))
+            bad = grid[iy, ix]
+        if np.array_equal(bad, out):
+            break
+        if np.count_nonzero(~bad) < max(_RADIAL_MIN_COUNT, 12) or np.mean(bad) > _REJECT_MAX:
+            break
+        out = bad
+        rc, prof, perr = _radial_profile(r[~out], v[~out])
+    return rc, prof, perr
+
+
 def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_hint):
     """Radial-profile transmission per shadow.
 
@@ -279,16 +315,19 @@ def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_h
         r_eq = np.sqrt(max(core_y.size, 1) / np.pi)
         centre = _refine_centre(gy, gx, gv, c0, max_shift=max(1.0, 0.1 * r_eq))
         r_good = np.hypot(gy - centre[0], gx - centre[1])
-        rc, prof, perr = _radial_profile(r_good, gv)
-        r_all = np.hypot(ys - centre[0], xs - centre[1])
-        model = np.interp(r_all, rc, prof)
-        merr = np.interp(r_all, rc, perr)
-        # is the shadow round?  compare the misfit with the texture level around it
+        # texture level around the shadow (its ring), for the outlier tests below
         region = region_all[win]
         usable = ~region & np.isfinite(median[win])
         bg = _ring_background(median[win], mine, usable, 6.0)
         ring = usable & (ndimage.distance_transform_edt(~region) <= 6.0)
         sigma = _texture_sigma(median[win], bg, ring) if bg is not None else np.nan
+        rc, prof, perr = _radial_profile(r_good, gv)
+        if np.isfinite(sigma) and sigma > 0 and _REJECT_SIGMA > 0:
+            rc, prof, perr = _reject_scene_features(r_good, gv, gy, gx, mine.shape, rc, prof, perr, sigma)
+        r_all = np.hypot(ys - centre[0], xs - centre[1])
+        model = np.interp(r_all, rc, prof)
+        merr = np.interp(r_all, rc, perr)
+        # is the shadow round?  compare the misfit with the texture level around it
         core = good & (weight[win][mine] >= 1.0)
         resid = gv[core[good]] / model[good][core[good]] - 1.0 if core.any() else np.array([])
         if not np.isfinite(sigma) or sigma <= 0:

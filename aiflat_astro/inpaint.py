@@ -221,8 +221,9 @@ def _poly_terms(y, x, degree):
 def _ring_poly(win, region, usable, degree, ring_width):
     """Fit a polynomial robustly to ``usable`` pixels within ``ring_width`` of ``region``.
 
-    Returns the polynomial evaluated on the whole window, or None when the
-    ring has too few pixels for the fit.
+    Degree 0 is the ring's median; higher degrees are least-squares fits
+    with iterative 3-sigma clipping.  Returns the polynomial evaluated on the
+    whole window, or None when the ring has too few pixels for the fit.
     """
     dist = ndimage.distance_transform_edt(~region)
     ring = usable & (dist > 0) & (dist <= ring_width)
@@ -230,6 +231,10 @@ def _ring_poly(win, region, usable, degree, ring_width):
     nterm = (degree + 1) * (degree + 2) // 2
     if ys.size < 3 * nterm:
         return None
+    if degree == 0:
+        # a level only: the median of the ring, which ignores a spot or penumbra covering
+        # less than half of it without any clipping threshold
+        return np.full(win.shape, float(np.median(win[ys, xs])))
     cy, cx = np.nonzero(region)
     y0, x0 = cy.mean(), cx.mean()
     scale = max(np.ptp(ys), np.ptp(xs), 1.0) / 2
@@ -444,7 +449,7 @@ def inpaint_local(image, weight, *, method="harmonic", normalize=True, invalid=N
         only returned changed where ``weight > 0``.  Non-finite pixels are
         always treated as invalid.
     poly_degree : int, optional
-        Degree of the ring polynomial (default 2).
+        Degree of the ring polynomial (default 2); 0 is the median of the ring (a level).
     ring_width : float, optional
         Width in pixels of the ring used for the polynomial; default
         ``max(6, equivalent radius)`` per region.
@@ -754,10 +759,11 @@ def run_inpainter(name, median, detection, *, frames=None, **options):
 
 
 def _local_inpainter(median, detection, *, frames=None, method="poly", normalize=True,
-                     poly_degree=2, ring_width=None, disc="auto", disc_poly_degree=1):
+                     poly_degree=2, ring_width=None, disc="auto", disc_poly_degree=0):
     """The ``local`` method; with a solar limb in the frame (``disc='auto'``, the default) the
     shadows on the disc are filled relative to `solar_disc_background` with a ring
-    polynomial of degree ``disc_poly_degree``, the others as without it."""
+    polynomial of degree ``disc_poly_degree`` (default 0: the median of the ring of
+    ``median / model``, a local level), the others as without it."""
     from .dq import DustDQ
 
     if disc not in ("auto", False, "off"):

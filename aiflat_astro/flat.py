@@ -68,7 +68,7 @@ _MAX_OUTLIERS = 0.10      # more outliers than this fraction: the shadow is not 
 _EDGE_TOLERANCE = 0.05    # misfit allowed on steep edges, as a fraction of the shadow depth
 _REJECT_SIGMA = 3.0       # pixels this many texture sigmas off the radial profile do not enter it
 _REJECT_GROW = 0          # ... nor do their neighbours within this many px
-_REJECT_ITER = 5          # rejection passes at most
+_REJECT_ITER = 2          # rejection passes at most (a third changes nothing measurable)
 _REJECT_MAX = 0.5         # never reject more than this fraction of a shadow's pixels
 
 

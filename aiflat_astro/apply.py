@@ -43,8 +43,6 @@ __all__ = ["apply_flat", "apply_to_file", "flat_boxes"]
 
 log = logging.getLogger(__name__)
 
-_COPY_CHUNK = 64 << 20
-
 
 # --------------------------------------------------------------------------------------
 # in memory
@@ -214,89 +212,6 @@ def output_name(input_path, *, suffix="_aiflat"):
     return f"{p.stem}{suffix}{p.suffix}"
 
 
-class _BackgroundCopy:
-    """Copy a file in a background thread with the kernel's copy, and say how far it got.
-
-    The output is first extended to the input's size, so that it can be
-    memory-mapped whole while the copy runs; `wait_for` blocks until a byte
-    offset has been copied, so that a caller can patch the regions already
-    copied while the kernel copies the rest (the copy syscalls release the
-    GIL).  Without ``os.copy_file_range`` the copy is done in the calling
-    thread by `shutil.copyfile` before `__init__` returns.
-    """
-
-    def __init__(self, src, dst):
-        import threading
-
-        self.size = os.path.getsize(src)
-        self.done = 0
-        self.error = None
-        self._cancel = False
-        self._cond = threading.Condition()
-        if not hasattr(os, "copy_file_range"):
-            shutil.copyfile(src, dst)
-            self.done = self.size
-            self._thread = None
-            return
-        with open(dst, "wb") as fh:
-            fh.truncate(self.size)
-        self._thread = threading.Thread(target=self._run, args=(src, dst), daemon=True)
-        self._thread.start()
-
-    def _run(self, src, dst):
-        import errno
-
-        kernel = True
-        buf = None
-        try:
-            with open(src, "rb") as fin, open(dst, "r+b") as fout:
-                while self.done < self.size and not self._cancel:
-                    want = min(_COPY_CHUNK, self.size - self.done)
-                    if kernel:
-                        try:
-                            n = os.copy_file_range(fin.fileno(), fout.fileno(), want)
-                        except OSError as exc:  # another file system, old kernel: copy through a buffer
-                            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-                                raise
-                            kernel = False
-                            fin.seek(self.done)
-                            fout.seek(self.done)
-                            continue
-                    else:
-                        buf = bytearray(_COPY_CHUNK) if buf is None else buf
-                        n = fin.readinto(memoryview(buf)[:want])
-                        fout.write(memoryview(buf)[:n])
-                    if n == 0:
-                        raise OSError(f"{src}: unexpected end of file while copying")
-                    with self._cond:
-                        self.done += n
-                        self._cond.notify_all()
-        except BaseException as exc:  # re-raised in the caller's thread
-            with self._cond:
-                self.error = exc
-                self._cond.notify_all()
-
-    def wait_for(self, offset):
-        """Block until the first ``offset`` bytes are copied; re-raise a copy error."""
-        with self._cond:
-            while self.done < min(offset, self.size) and self.error is None:
-                self._cond.wait()
-        if self.error is not None:
-            raise self.error
-
-    def finish(self):
-        """Wait for the whole copy."""
-        self.wait_for(self.size)
-        if self._thread is not None:
-            self._thread.join()
-
-    def cancel(self):
-        """Stop the copy (the partial output is the caller's to remove)."""
-        self._cancel = True
-        if self._thread is not None:
-            self._thread.join()
-
-
 def _progress(total, desc, unit, enabled):
     if not enabled:
         return contextlib.nullcontext(None)
@@ -331,33 +246,22 @@ def _apply_ser(flat, input_path, output_path, *, overwrite, progress_bar, mem_li
 
     stats = {"format": "ser"}
     boxes = flat_boxes(flat)
-    with atomic_output(output_path, overwrite=overwrite) as tmp:
-        # the kernel copies the file while the header is checked and the dust boxes corrected
-        copy = _BackgroundCopy(input_path, tmp)
-        try:
-            reader = SERReader(input_path, byte_order=byte_order)
-        except BaseException:
-            copy.cancel()
-            raise
-        with reader:
-            n = reader.n_frames
-            clean_layout = reader.header.frame_count == n and not reader.layout.notes
-            if tuple(reader.frame_shape[:2]) != flat.shape or not clean_layout:
-                copy.cancel()
-            if tuple(reader.frame_shape[:2]) != flat.shape:
-                raise InputError(f"{reader.name}: frame shape {reader.frame_shape[:2]} does not match the flat "
-                                 f"shape {flat.shape}")
-            quantise = _ser_quantiser(reader)
+    # the header, layout and byte order are checked before anything is written
+    with SERReader(input_path, byte_order=byte_order) as reader:
+        n = reader.n_frames
+        if tuple(reader.frame_shape[:2]) != flat.shape:
+            raise InputError(f"{reader.name}: frame shape {reader.frame_shape[:2]} does not match the flat "
+                             f"shape {flat.shape}")
+        clean_layout = reader.header.frame_count == n and not reader.layout.notes
+        quantise = _ser_quantiser(reader)
+        with atomic_output(output_path, overwrite=overwrite) as tmp:
             if clean_layout:
-                # a byte copy of the input in which only the dust boxes are recomputed
-                try:
-                    if boxes:
-                        _patch_ser(reader, input_path, tmp, copy, flat, boxes, quantise, HEADER_SIZE,
-                                   mem_limit=mem_limit, progress_bar=progress_bar)
-                    copy.finish()
-                except BaseException:
-                    copy.cancel()
-                    raise
+                # a byte copy of the input (the kernel's copy: sendfile or copy_file_range, in one call)
+                # in which only the dust boxes are then recomputed
+                shutil.copyfile(input_path, tmp)
+                if boxes:
+                    _patch_ser(reader, input_path, tmp, flat, boxes, quantise, HEADER_SIZE,
+                               mem_limit=mem_limit, progress_bar=progress_bar)
                 stats["method"] = "copy+patch"
             else:
                 with SERWriter.like(reader, tmp, overwrite=True) as writer, \
@@ -370,28 +274,24 @@ def _apply_ser(flat, input_path, output_path, *, overwrite, progress_bar, mem_li
                         if bar is not None:
                             bar.update(1)
                 stats["method"] = "stream (input layout repaired)"
-            stats.update(n_frames=n, n_clipped=quantise.n_clipped)
+        stats.update(n_frames=n, n_clipped=quantise.n_clipped)
     return stats
 
 
-def _patch_ser(reader, input_path, tmp, copy, flat, boxes, quantise, header_size, *, mem_limit, progress_bar):
-    """Recompute the dust boxes of every frame in the (partly) copied output, block by block."""
+def _patch_ser(reader, input_path, tmp, flat, boxes, quantise, header_size, *, mem_limit, progress_bar):
+    """Recompute the dust boxes of every frame in the copied output, block by block."""
     n = reader.n_frames
-    frame_bytes = reader.header.frame_bytes
     # raw samples in file order (byte order and BGR channel order as stored)
-    mm_shape = (n,) + tuple(reader.frame_shape)
-    src = np.memmap(input_path, dtype=reader.file_dtype, mode="r", offset=header_size, shape=mm_shape)
-    out = np.memmap(tmp, dtype=reader.file_dtype, mode="r+", offset=header_size, shape=mm_shape)
+    shape = (n,) + tuple(reader.frame_shape)
+    src = np.memmap(input_path, dtype=reader.file_dtype, mode="r", offset=header_size, shape=shape)
+    out = np.memmap(tmp, dtype=reader.file_dtype, mode="r+", offset=header_size, shape=shape)
     try:
         rows = max(b[0].stop - b[0].start for b in boxes)
         width_bytes = reader.width * reader.planes * reader.file_dtype.itemsize
-        blocks = _frame_blocks(n, rows * width_bytes, mem_limit)
         with _progress(n, f"calibrate {reader.name}", "frame", progress_bar) as bar:
-            for i0, i1 in blocks:
-                corrected = [_correct_block(src[i0:i1, ys, xs], flat[ys, xs], quantise) for ys, xs in boxes]
-                copy.wait_for(header_size + i1 * frame_bytes)  # never patch what the copy will still write
-                for (ys, xs), values in zip(boxes, corrected):
-                    out[i0:i1, ys, xs] = values
+            for i0, i1 in _frame_blocks(n, rows * width_bytes, mem_limit):
+                for ys, xs in boxes:
+                    out[i0:i1, ys, xs] = _correct_block(src[i0:i1, ys, xs], flat[ys, xs], quantise)
                 if bar is not None:
                     bar.update(i1 - i0)
     finally:

@@ -364,14 +364,15 @@ class _PreadStrips:
 
     def read(self, r0, r1, out):
         nbytes = (r1 - r0) * self.row_bytes
+        from .io._base import pread_into
+
         with open(self.path, "rb", buffering=0) as f:
-            fd = f.fileno()
             for j, i in enumerate(self.indices):
                 view = memoryview(out[j]).cast("B")
                 pos = self.offset + i * self.frame_bytes + r0 * self.row_bytes
                 done = 0
                 while done < nbytes:
-                    got = _pread_into(f, fd, view[done:], pos + done)
+                    got = pread_into(f, view[done:], pos + done)
                     if got <= 0:
                         raise InputError(f"{self.path.name}: file ended while reading frame {i} "
                                          "(was it truncated while in use?)")
@@ -381,13 +382,6 @@ class _PreadStrips:
         if self.xor:
             out ^= self.native.type(self.xor)
         return out
-
-
-def _pread_into(f, fd, view, pos):
-    if hasattr(os, "preadv"):
-        return os.preadv(fd, [view], pos)
-    f.seek(pos)  # pragma: no cover - Windows
-    return f.readinto(view)  # pragma: no cover
 
 
 def _strip_median(src, indices, frame_shape, dtype, *, mem_bytes, offsets=(),

@@ -1,6 +1,9 @@
 """SER round trips: colour IDs, depths, writer options, SERWriter.like, astropy registry."""
 
+import json
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -253,3 +256,40 @@ def test_writer_like_bgr_and_8bit(tmp_path):
         for frame in reader:
             w.write(frame)
     assert dst.read_bytes() == src.read_bytes()
+
+
+_READ_ALL_SCRIPT = """
+import json, sys
+import numpy as np
+from aiflat_astro.io import SERReader
+
+def rss():
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return {k: int(fields[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM")}
+
+with SERReader(sys.argv[1]) as reader:
+    reader.read(0)
+    base = rss()["VmRSS"]
+    total = 0
+    for i in range(reader.n_frames):
+        total += int(reader.read(i)[7, 7])
+    rows = reader.read_rows(range(reader.n_frames), 10, 12)
+    print(json.dumps({"base": base, "peak": rss()["VmHWM"], "rss": rss()["VmRSS"], "total": total,
+                      "rows": list(rows.shape)}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_reading_every_frame_keeps_memory_bounded(tmp_path):
+    """Frames are read with positional reads: a full pass over a 100 MB video leaves nothing resident."""
+    n, shape = 100, (500, 1000)
+    path = tmp_path / "big.ser"
+    frame = (np.arange(shape[0] * shape[1], dtype=np.uint16).reshape(shape) % 4000)
+    write_ser(path, (frame + k for k in range(n)), pixel_depth=12)
+    proc = subprocess.run([sys.executable, "-c", _READ_ALL_SCRIPT, str(path)], capture_output=True, text=True,
+                          timeout=300, check=True)
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["total"] == sum(int(frame[7, 7]) + k for k in range(n))
+    assert report["rows"] == [n, 2, shape[1]]
+    assert report["peak"] - report["base"] < 20e6  # the data are 100 MB
+    assert report["rss"] - report["base"] < 10e6

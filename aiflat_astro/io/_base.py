@@ -1,16 +1,34 @@
 """The frame-source base class shared by SER videos, FITS cubes and FITS lists.
 
 A *frame source* is a read-only, random-access sequence of equally shaped
-frames.  Implementations keep the data on disk (memory maps or section reads)
+frames.  Implementations keep the data on disk (positional reads, memory maps or section reads)
 and hand out copies in native byte order, so that a caller never mutates the
 input and never holds more than it asked for.
 """
 
 import numbers
+import os
+import threading
 
 import numpy as np
 
 __all__ = ["FrameSource"]
+
+_SEEK_LOCK = threading.Lock()
+
+
+def pread_into(fh, view, pos):
+    """Read into ``view`` (a writable byte memoryview) from byte ``pos`` of the open file ``fh``.
+
+    A positional read (``os.preadv``) that leaves the file position alone, so
+    that threads can share one file; where there is none (Windows), a seek and
+    a read under a lock.  Returns the number of bytes read (0 at the end).
+    """
+    if hasattr(os, "preadv"):
+        return os.preadv(fh.fileno(), [view], pos)
+    with _SEEK_LOCK:  # pragma: no cover - Windows
+        fh.seek(pos)
+        return fh.readinto(view)
 
 
 class FrameSource:

@@ -38,7 +38,7 @@ from astropy.nddata import CCDData
 
 from ..utils._atomic import atomic_output
 from ..utils.exceptions import InputError, SERFormatError, SERFormatWarning, warn_user
-from ._base import FrameSource
+from ._base import FrameSource, pread_into
 
 __all__ = [
     "SERHeader",
@@ -611,7 +611,7 @@ class SERReader(FrameSource):
         if byte_order not in ("auto", "<", ">"):
             raise InputError(f"byte_order must be 'auto', '<' or '>', got {byte_order!r}")
         self.warnings_list = []
-        self._mm = None
+        self._closed = True
         try:
             self.file_size = os.path.getsize(self.path)
             with open(self.path, "rb") as fh:
@@ -675,14 +675,17 @@ class SERReader(FrameSource):
                 self._note(f"LittleEndian flag {header.little_endian_flag} is neither 0 nor 1")
             self.file_dtype = np.dtype(order + "u2")
         self.dtype = np.dtype(np.uint8 if header.bytes_per_sample == 1 else np.uint16)
-        mm_shape = (self.n_frames, self.height, self.width) + ((3,) if self.planes == 3 else ())
-        self._mm = np.memmap(self.path, dtype=self.file_dtype, mode="r", offset=HEADER_SIZE,
-                             shape=mm_shape)
+        # Frames are read with positional reads from a file opened for each call, not
+        # through a memory map (the pages of a memory-mapped multi-GB video would stay
+        # mapped and count in the resident memory) nor a file kept open (nothing to leak
+        # or to reopen in a worker process).
+        self._closed = False
 
         # -- measured depth ---------------------------------------------------
         vmax, vor = 0, 0
         for i in samples_idx:
-            f = self._mm[i]
+            with self._open() as fh:
+                f = self._read_raw(fh, i, 0, self.height)
             vmax = max(vmax, int(f.max()))
             vor |= int(np.bitwise_or.reduce(f, axis=None))
         self.sample_frames = samples_idx
@@ -775,24 +778,29 @@ class SERReader(FrameSource):
         self.timestamps = ticks_to_datetime64(self.timestamp_ticks)
 
     def _check_open(self):
-        if self._mm is None:
+        if self._closed:
             raise ValueError(f"SER file {self.name!r} is closed")
 
-    def __getstate__(self):
-        # Pickle (e.g. for worker processes) without the memory map: a pickled
-        # np.memmap would carry a copy of the whole video.
-        state = self.__dict__.copy()
-        state["_mm"] = None
-        state["_was_open"] = self._mm is not None
-        return state
+    def _open(self):
+        try:
+            return open(self.path, "rb", buffering=0)
+        except FileNotFoundError:
+            raise InputError(f"{self.name}: the file is gone (moved or deleted while in use?)") from None
 
-    def __setstate__(self, state):
-        was_open = state.pop("_was_open", False)
-        self.__dict__.update(state)
-        if was_open:
-            mm_shape = (self.n_frames,) + tuple(self.frame_shape)
-            self._mm = np.memmap(self.path, dtype=self.file_dtype, mode="r", offset=HEADER_SIZE,
-                                 shape=mm_shape)
+    def _read_raw(self, fh, i, r0, r1):
+        """Rows ``r0:r1`` of frame ``i`` as stored (file byte order and channel order)."""
+        row_bytes = self.width * self.planes * self.file_dtype.itemsize
+        buf = np.empty((r1 - r0) * row_bytes, np.uint8)
+        view = memoryview(buf)
+        pos = HEADER_SIZE + i * self.header.frame_bytes + r0 * row_bytes
+        done = 0
+        while done < buf.size:
+            got = pread_into(fh, view[done:], pos + done)
+            if got <= 0:
+                raise InputError(f"{self.name}: file ended while reading frame {i} "
+                                 "(was it truncated while in use?)")
+            done += got
+        return buf.view(self.file_dtype).reshape((r1 - r0, self.width) + ((3,) if self.planes == 3 else ()))
 
     # -- public API -----------------------------------------------------------
     @property
@@ -812,6 +820,8 @@ class SERReader(FrameSource):
         if self.header.color_id == 101:  # BGR on disk → RGB
             block = block[..., ::-1]
         if out is None:
+            if block.dtype == self.dtype and block.flags.c_contiguous and block.base is not None:
+                return block  # a fresh read in native order: no second copy
             return np.array(block, dtype=self.dtype)
         out[...] = block
         return out
@@ -824,14 +834,14 @@ class SERReader(FrameSource):
         """
         self._check_open()
         i = self._check_index(frame_index)
-        return self._to_native(self._mm[i])
+        with self._open() as fh:
+            return self._to_native(self._read_raw(fh, i, 0, self.height))
 
     def read_rows(self, indices, r0, r1, *, out=None):
         """Return rows ``r0:r1`` of frames ``indices`` as one native-order array.
 
-        Regular index sequences (ranges, slices, evenly spaced lists) are read
-        with a single strided copy from the memory map; this is the inner loop
-        of the temporal median.  See `FrameSource.read_rows`.
+        One positional read per frame (no memory map: nothing stays resident
+        after the call).  See `FrameSource.read_rows`.
         """
         self._check_open()
         idx = self._normalize_indices(indices)
@@ -839,11 +849,9 @@ class SERReader(FrameSource):
         out = self._output_array(len(idx), r0, r1, out)
         if len(idx) == 0:
             return out
-        if isinstance(idx, range):
-            self._to_native(self._mm[self._range_to_slice(idx), r0:r1], out)
-        else:
+        with self._open() as fh:
             for j, i in enumerate(idx):
-                self._to_native(self._mm[i, r0:r1], out[j])
+                self._to_native(self._read_raw(fh, i, r0, r1), out[j])
         return out
 
     def frame_header(self, frame_index):
@@ -939,8 +947,8 @@ class SERReader(FrameSource):
         }
 
     def close(self):
-        """Release the memory map (arrays already returned stay valid)."""
-        self._mm = None
+        """Close the reader (arrays already returned stay valid)."""
+        self._closed = True
 
 
 def read_ser(path, *, frame=0, byte_order="auto", unit="adu"):

@@ -21,6 +21,12 @@ quantisation, blur, noise).
 Usage::
 
     python benchmarks/bench_flat.py [--seeds 4] [--first-seed 0] [--detector] [--oracle]
+                                    [--variants poly2,harmonic] [--profiles radial]
+
+``poly2`` is the default of ``make_flat`` (on a solar disc: the disc model
+times the median of the ring, ``disc_poly_degree=0``); ``poly2 disc deg1``
+is the previous default (a degree-1 ring fit on the disc).  The pooled
+figure of a set of videos is the rms of the per-video figures.
 
 ``--oracle`` adds a diagnostic row per regime: the radial profile applied to
 the *true* clean image (median / true transmission, truth used on purpose,
@@ -49,6 +55,7 @@ LOCAL_VARIANTS = {
     "biharmonic": {"method": "biharmonic", "normalize": False},
     "poly1": {"method": "poly", "poly_degree": 1},
     "poly2": {"method": "poly", "poly_degree": 2},
+    "poly2 disc deg1": {"method": "poly", "poly_degree": 2, "disc_poly_degree": 1},
     "poly2 no disc": {"method": "poly", "poly_degree": 2, "disc": False},
 }
 
@@ -87,7 +94,7 @@ def bench_flats(args):
         if "bench-oracle" not in available_inpainters():
             register_inpainter("bench-oracle", _oracle_inpainter)
     with tempfile.TemporaryDirectory() as tmp:
-        for regime in ("solar", "deepsky"):
+        for regime in args.regimes:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 median, truth, path = simulate(tmp, regime, seed)
                 if args.detector:
@@ -98,8 +105,9 @@ def bench_flats(args):
                         mask = detect_dust(median, frames=path)
                 else:
                     mask = truth.labels > 0
+                variants = {k: v for k, v in LOCAL_VARIANTS.items() if not args.variants or k in args.variants}
                 runs = [(name, "local", opts, profile) for (name, opts), profile in
-                        itertools.product(LOCAL_VARIANTS.items(), ("none", "radial"))]
+                        itertools.product(variants.items(), args.profiles)]
                 if args.oracle:
                     runs.append(("true clean", "bench-oracle", {"transmission": truth.transmission}, "radial"))
                 for name, inpaint, opts, profile in runs:
@@ -181,9 +189,17 @@ def main():
     parser.add_argument("--detector", action="store_true", help="use the local detector's mask")
     parser.add_argument("--oracle", action="store_true",
                         help="diagnostic row: radial profile on the true clean image (uses the truth)")
+    parser.add_argument("--variants", type=lambda v: v.split(","), default=None,
+                        help=f"comma-separated clean estimates to run (default all: {', '.join(LOCAL_VARIANTS)})")
+    parser.add_argument("--profiles", type=lambda v: v.split(","), default=["none", "radial"],
+                        help="comma-separated transmission models (default none,radial)")
+    parser.add_argument("--regimes", type=lambda v: v.split(","), default=["solar", "deepsky"])
     parser.add_argument("--skip-flats", action="store_true")
     parser.add_argument("--skip-matching", action="store_true")
     args = parser.parse_args()
+    unknown = set(args.variants or ()) - set(LOCAL_VARIANTS)
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(LOCAL_VARIANTS)}")
     if not args.skip_flats:
         bench_flats(args)
     if not args.skip_matching:

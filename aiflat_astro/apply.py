@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -212,6 +213,58 @@ def output_name(input_path, *, suffix="_aiflat"):
     return f"{p.stem}{suffix}{p.suffix}"
 
 
+class _Copy:
+    """Copy a file with the kernel's copy in one call, in a background thread.
+
+    `shutil.copyfile` (``sendfile`` or ``copy_file_range`` in one call: split
+    into chunks, the same copy ran at half the speed on a 4 GB video here)
+    writes the output front to back, so on Linux the bytes below the
+    output's current size are final: `wait_for` polls that size, and a caller
+    patches the frames already copied while the kernel copies the rest.
+    Elsewhere (other platforms' copy routines may size the file first)
+    `wait_for` waits for the whole copy.
+    """
+
+    _POLL = 0.002
+
+    def __init__(self, src, dst):
+        import threading
+
+        self.size = os.path.getsize(src)
+        self.dst = dst
+        self.error = None
+        self.sequential = sys.platform.startswith("linux")
+        open(dst, "wb").close()
+        self._thread = threading.Thread(target=self._run, args=(src, dst), daemon=True)
+        self._thread.start()
+
+    def _run(self, src, dst):
+        try:
+            shutil.copyfile(src, dst)
+        except BaseException as exc:  # re-raised in the caller's thread
+            self.error = exc
+
+    def wait_for(self, offset):
+        """Block until the first ``offset`` bytes of the output are final; re-raise a copy error."""
+        offset = min(offset, self.size)
+        while self._thread.is_alive():
+            if self.sequential and os.path.getsize(self.dst) >= offset:
+                return
+            self._thread.join(self._POLL)
+        if self.error is not None:
+            raise self.error
+        if os.path.getsize(self.dst) < offset:
+            raise OSError(f"{self.dst}: the copy stopped short ({os.path.getsize(self.dst)} of {self.size} bytes)")
+
+    def finish(self):
+        """Wait for the whole copy; re-raise a copy error."""
+        self.wait_for(self.size)
+
+    def join(self):
+        """Wait for the copy thread, ignoring its errors (the caller is failing already)."""
+        self._thread.join()
+
+
 def _progress(total, desc, unit, enabled):
     if not enabled:
         return contextlib.nullcontext(None)
@@ -220,9 +273,9 @@ def _progress(total, desc, unit, enabled):
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False)
 
 
-def _frame_blocks(n_frames, per_frame_bytes, mem_limit):
+def _frame_blocks(n_frames, per_frame_bytes, mem_limit, *, max_frames=None):
     budget = parse_size(mem_limit)
-    block = int(max(1, min(n_frames, budget // max(6 * per_frame_bytes, 1))))
+    block = int(max(1, min(n_frames, budget // max(6 * per_frame_bytes, 1), max_frames or n_frames)))
     return [(i, min(i + block, n_frames)) for i in range(0, n_frames, block)]
 
 
@@ -256,12 +309,17 @@ def _apply_ser(flat, input_path, output_path, *, overwrite, progress_bar, mem_li
         quantise = _ser_quantiser(reader)
         with atomic_output(output_path, overwrite=overwrite) as tmp:
             if clean_layout:
-                # a byte copy of the input (the kernel's copy: sendfile or copy_file_range, in one call)
-                # in which only the dust boxes are then recomputed
-                shutil.copyfile(input_path, tmp)
-                if boxes:
-                    _patch_ser(reader, input_path, tmp, flat, boxes, quantise, HEADER_SIZE,
-                               mem_limit=mem_limit, progress_bar=progress_bar)
+                # a byte copy of the input in which only the dust boxes are recomputed, each block
+                # of frames as soon as the kernel's copy (in a background thread) has passed it
+                copy = _Copy(input_path, tmp)
+                try:
+                    if boxes:
+                        _patch_ser(reader, input_path, tmp, copy, flat, boxes, quantise, HEADER_SIZE,
+                                   mem_limit=mem_limit, progress_bar=progress_bar)
+                    copy.finish()
+                except BaseException:
+                    copy.join()  # let the copy end before the temporary output is removed
+                    raise
                 stats["method"] = "copy+patch"
             else:
                 with SERWriter.like(reader, tmp, overwrite=True) as writer, \
@@ -278,26 +336,34 @@ def _apply_ser(flat, input_path, output_path, *, overwrite, progress_bar, mem_li
     return stats
 
 
-def _patch_ser(reader, input_path, tmp, flat, boxes, quantise, header_size, *, mem_limit, progress_bar):
-    """Recompute the dust boxes of every frame in the copied output, block by block."""
+def _patch_ser(reader, input_path, tmp, copy, flat, boxes, quantise, header_size, *, mem_limit, progress_bar):
+    """Recompute the dust boxes of every frame in the output, block by block behind the copy."""
     n = reader.n_frames
+    frame_bytes = reader.header.frame_bytes
+    frame_shape = tuple(reader.frame_shape)
     # raw samples in file order (byte order and BGR channel order as stored)
-    shape = (n,) + tuple(reader.frame_shape)
-    src = np.memmap(input_path, dtype=reader.file_dtype, mode="r", offset=header_size, shape=shape)
-    out = np.memmap(tmp, dtype=reader.file_dtype, mode="r+", offset=header_size, shape=shape)
+    src = np.memmap(input_path, dtype=reader.file_dtype, mode="r", offset=header_size, shape=(n,) + frame_shape)
     try:
         rows = max(b[0].stop - b[0].start for b in boxes)
         width_bytes = reader.width * reader.planes * reader.file_dtype.itemsize
+        # blocks of at most ~32 MB of video, so that the patching follows the copy closely
+        blocks = _frame_blocks(n, rows * width_bytes, mem_limit, max_frames=max(1, (32 << 20) // frame_bytes))
         with _progress(n, f"calibrate {reader.name}", "frame", progress_bar) as bar:
-            for i0, i1 in _frame_blocks(n, rows * width_bytes, mem_limit):
-                for ys, xs in boxes:
-                    out[i0:i1, ys, xs] = _correct_block(src[i0:i1, ys, xs], flat[ys, xs], quantise)
+            for i0, i1 in blocks:
+                corrected = [_correct_block(src[i0:i1, ys, xs], flat[ys, xs], quantise) for ys, xs in boxes]
+                copy.wait_for(header_size + i1 * frame_bytes)  # never patch what the copy will still write
+                # map only these frames: the output is still growing beyond them
+                out = np.memmap(tmp, dtype=reader.file_dtype, mode="r+", offset=header_size + i0 * frame_bytes,
+                                shape=(i1 - i0,) + frame_shape)
+                for (ys, xs), values in zip(boxes, corrected):
+                    out[:, ys, xs] = values
+                # no msync: like the copy itself, the pages reach the disk through the page cache
+                # (a forced sync of the scattered patches would cost more than the copy)
+                del out
                 if bar is not None:
                     bar.update(i1 - i0)
     finally:
-        # no msync: like the copy itself, the pages reach the disk through the page cache
-        # (a forced sync of the scattered patches would cost more than the copy)
-        del out, src
+        del src
 
 
 def _fits_image_hdu(hdul, path):

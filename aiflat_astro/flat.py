@@ -45,6 +45,7 @@ from scipy import ndimage, optimize
 from .dq import DustDQ, expand_mask
 from .provenance import add_provenance_cards, params_hash, sha256_array
 from .utils._atomic import parse_size
+from .utils._colour import cfa_normalise, to_mono
 from .utils.exceptions import InputError, warn_user
 
 __all__ = ["make_flat", "multiply_master_flat", "evaluate_flat", "FLAT_PROFILES"]
@@ -84,10 +85,10 @@ def _as_median(median):
         data, header = median.data, fits.Header(median.meta) if median.meta else fits.Header()
     else:
         data, header = median, fits.Header()
-    data = np.asarray(data)
+    # RGB: the channel mean; a raw colour mosaic: its phases divided by their gains (dust is achromatic)
+    data = cfa_normalise(to_mono(np.asarray(data)), header.get("BAYERPAT"))
     if data.ndim != 2:
-        raise InputError(f"make_flat needs a 2-D median, got shape {data.shape} "
-                         "(for colour data make one flat per channel or use the CFA mosaic)")
+        raise InputError(f"make_flat needs a 2-D median (or RGB, ny x nx x 3), got shape {data.shape}")
     if not np.isfinite(data).any():
         raise InputError("the median has no finite pixel")
     return np.array(data, dtype=np.float32), header
@@ -361,9 +362,11 @@ def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_h
 # uncertainty from the temporal scatter of the frames
 # --------------------------------------------------------------------------------------
 def _temporal_sigma(frames, region, *, mem_limit="256MB", progress_bar=False):
-    """Standard error of the median at the ``region`` pixels from the frames' temporal scatter.
+    """Relative standard error of the median at the ``region`` pixels from the frames' temporal scatter.
 
     ``sigma_median = 1.2533 * std_t / sqrt(N)`` (normal approximation),
+    divided by the temporal mean (relative, so that it does not depend on
+    the scaling of the median: RGB channel mean, raw colour mosaic phases),
     computed in one streaming pass over row bands holding masked pixels, in
     bounded memory.  Returns a float64 map (0 outside ``region``).
     """
@@ -371,7 +374,8 @@ def _temporal_sigma(frames, region, *, mem_limit="256MB", progress_bar=False):
 
     source = open_frames(frames)
     try:
-        if tuple(source.frame_shape[:2]) != region.shape or len(source.frame_shape) != 2:
+        colour = len(source.frame_shape) == 3 and source.frame_shape[-1] == 3
+        if tuple(source.frame_shape[:2]) != region.shape or not (len(source.frame_shape) == 2 or colour):
             raise InputError(f"frames of shape {source.frame_shape} do not match the median shape {region.shape}")
         n = source.n_frames
         rows = np.flatnonzero(region.any(axis=1))
@@ -399,6 +403,8 @@ def _temporal_sigma(frames, region, *, mem_limit="256MB", progress_bar=False):
             shift = None
             for i in range(0, n, block):
                 chunk = source.read_rows(range(i, min(i + block, n)), r0, r1)[:, :, c0:c1].astype(np.float64)
+                if chunk.ndim == 4:  # RGB frames: the scatter of the channel mean, as the flat is made on
+                    chunk = chunk.mean(axis=-1)
                 if shift is None:
                     shift = chunk[0].copy()  # shifted sums: numerically stable variance
                 chunk -= shift
@@ -407,7 +413,9 @@ def _temporal_sigma(frames, region, *, mem_limit="256MB", progress_bar=False):
                 if bar is not None:
                     bar.update(chunk.shape[0])
             var = np.clip((s2 - s1 * s1 / n) / (n - 1), 0, None)
-            sigma[r0:r1, c0:c1] = 1.2533 * np.sqrt(var / n)
+            mean = np.abs(shift + s1 / n)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sigma[r0:r1, c0:c1] = np.where(mean > 0, 1.2533 * np.sqrt(var / n) / mean, 0.0)
         if bar is not None:
             bar.close()
         sigma[~region] = 0.0
@@ -597,9 +605,8 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, f
             gen = np.broadcast_to(np.asarray(generated, dtype=bool), med.shape) & region
             dq[gen] |= np.uint8(DustDQ.GENERATED)
         if frames is not None:
-            sig_med = _temporal_sigma(frames, region, mem_limit=mem_limit, progress_bar=progress_bar)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rel = np.where(valid, sig_med / np.abs(med.astype(np.float64)), 0.0)
+            rel = np.where(valid, _temporal_sigma(frames, region, mem_limit=mem_limit, progress_bar=progress_bar),
+                           0.0)
             # the plain ratio carries the median's noise; a radial model averages it over its bin
             noise = np.where(fallback, trans * rel, 0.0)
             sigma = w * np.sqrt(noise**2 + model_err**2)

@@ -20,6 +20,7 @@ from astropy.table import Table
 
 from ..dq import DustDQ, expand_mask, static_defects
 from ..provenance import sha256_array
+from ..utils._colour import cfa_normalise, is_colour, to_mono
 from ..utils.exceptions import InputError, NoDustDetectedWarning, warn_user
 
 __all__ = [
@@ -296,27 +297,36 @@ def _make_detector(detector, options):
 
 
 def _as_image(median):
-    """2-D float32 array (a new one) and a name from CCDData, ndarray or a FITS path."""
+    """2-D float32 array (a new one) and a name from CCDData, ndarray or a FITS path.
+
+    RGB: the channel mean; a raw colour mosaic (``BAYERPAT`` in the header):
+    its phases divided by their gains (`~aiflat_astro.utils._colour.cfa_normalise`).
+    """
     name = None
+    pattern = None
     if isinstance(median, (str, Path)):
         name = Path(median).name
         from astropy.io import fits
 
         try:
             with fits.open(median) as hdul:
-                hdu = next((h for h in hdul if h.data is not None and h.data.ndim == 2), None)
+                hdu = next((h for h in hdul if h.data is not None
+                            and (h.data.ndim == 2 or is_colour(h.data))), None)
                 if hdu is None:
-                    raise InputError(f"{str(median)!r} has no 2-D image to detect dust in")
+                    raise InputError(f"{str(median)!r} has no 2-D (or RGB) image to detect dust in")
                 data = np.array(hdu.data, dtype=np.float32)
+                pattern = hdu.header.get("BAYERPAT")
         except OSError as exc:
             raise InputError(f"cannot read {str(median)!r} as FITS: {exc}") from None
     elif isinstance(median, CCDData):
         data = np.array(median.data, dtype=np.float32)
         name = median.meta.get("FILENAME") if median.meta else None
+        pattern = median.meta.get("BAYERPAT") if median.meta else None
     else:
         data = np.array(median, dtype=np.float32)
+    data = cfa_normalise(to_mono(data), pattern)
     if data.ndim != 2:
-        raise InputError(f"the median must be a 2-D image, got shape {data.shape}")
+        raise InputError(f"the median must be a 2-D image (or RGB, ny x nx x 3), got shape {data.shape}")
     if min(data.shape) < 16:
         raise InputError(f"the median is too small for dust detection: shape {data.shape}")
     if not np.isfinite(data).any():

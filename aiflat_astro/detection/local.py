@@ -39,6 +39,8 @@ from astropy.table import Table
 from scipy import ndimage
 
 from ..dq import DustDQ
+from ..io._base import FrameSource
+from ..utils._colour import cfa_normalise
 from ..utils.exceptions import DetectorFallbackWarning, InputError, warn_user
 from ._base import DustDetection, DustDetector, empty_catalog
 
@@ -806,7 +808,31 @@ def _open_source(frames, shape):
             source.close()
         raise InputError(f"the frames ({source.frame_shape[0]}x{source.frame_shape[1]}) do not match "
                          f"the median ({shape[0]}x{shape[1]})")
+    pattern = getattr(source, "bayer_pattern", None) or (source.meta or {}).get("BAYERPAT")
+    if pattern and len(source.frame_shape) == 2:
+        source = _CFANormalised(source, pattern, own=own)
     return source, own
+
+
+class _CFANormalised(FrameSource):
+    """Frames of a raw colour mosaic with their phases divided by their gains (as the median is)."""
+
+    def __init__(self, source, pattern, *, own):
+        self._source, self._own, self.pattern = source, own, pattern
+        self.n_frames, self.frame_shape = source.n_frames, tuple(source.frame_shape)
+        self.dtype = np.dtype(np.float32)
+        self.paths, self.name = source.paths, source.name
+
+    @property
+    def meta(self):
+        return self._source.meta
+
+    def read(self, frame_index):
+        return cfa_normalise(self._source.read(frame_index), self.pattern)
+
+    def close(self):
+        if self._own:
+            self._source.close()
 
 
 def _inside(shape, m, h, w, s):

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..dq import DustDQ
 from ..utils._atomic import atomic_output
+from ..utils._colour import to_mono
 from ._base import CATALOG_COLUMNS
 
 __all__ = ["write_catalog", "write_regions", "write_preview", "REGION_COLORS"]
@@ -149,7 +150,7 @@ def write_preview(path, median, detection, *, overwrite=False, max_size=1600, ti
     from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
     from matplotlib.figure import Figure
 
-    data = np.asarray(getattr(median, "data", median), dtype=np.float32)
+    data = to_mono(np.asarray(getattr(median, "data", median), dtype=np.float32))
     h, w = data.shape
     finite = np.isfinite(data)
     shown = np.where(finite, data, np.nanmedian(data) if finite.any() else 0)

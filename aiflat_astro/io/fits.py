@@ -27,6 +27,7 @@ from astropy.io import fits
 from ..dq import dq_definitions_table
 from ..provenance import add_provenance_cards, provjson_hdu, read_provjson, verify_checksums
 from ..utils._atomic import atomic_output
+from ..utils._colour import is_colour
 from ..utils.exceptions import InputError
 
 __all__ = ["read_median", "write_mask", "read_mask", "write_flat", "read_flat"]
@@ -67,7 +68,7 @@ def _open_verified(path, what):
 def read_median(path):
     """Read a 2-D image (the temporal median) from a FITS file as float32 `~astropy.nddata.CCDData`.
 
-    The first HDU holding a 2-D image is used.  Checksums are verified when the
+    The first HDU holding a 2-D image (or an RGB image, ``ny x nx x 3``) is used.  Checksums are verified when the
     file has them (every aiflat product does); a file that is not FITS, or has
     no 2-D image, raises `~aiflat_astro.utils.exceptions.InputError`.
 
@@ -94,9 +95,9 @@ def read_median(path):
     with hdul:
         if any("CHECKSUM" in h.header for h in hdul):
             verify_checksums(hdul, filename=path.name)
-        hdu = next((h for h in hdul if h.data is not None and h.data.ndim == 2), None)
+        hdu = next((h for h in hdul if h.data is not None and (h.data.ndim == 2 or is_colour(h.data))), None)
         if hdu is None:
-            raise InputError(f"{str(path)!r} has no 2-D image (expected the median of aiflat median)")
+            raise InputError(f"{str(path)!r} has no 2-D (or RGB) image (expected the median of aiflat median)")
         header = hdu.header.copy()
         data = np.array(hdu.data, dtype=np.float32)
     return CCDData(data, unit=header.get("BUNIT") or "adu", meta=header)

@@ -854,12 +854,33 @@ def _shift_mask(mask, s):
     return ndimage.binary_erosion(out)
 
 
+def _staggered(g, ok, *, axis):
+    """Centre gradients → forward differences: the mean of pixels i and i+1 along ``axis`` (one alone
+    where only one is known, 0 where neither is; the last entry is unused by the solver)."""
+    g = np.where(ok, g, 0).astype(np.float64)
+    okf = ok.astype(np.float64)
+    a = [slice(None)] * g.ndim
+    b = [slice(None)] * g.ndim
+    a[axis], b[axis] = slice(None, -1), slice(1, None)
+    num = g[tuple(a)] + g[tuple(b)]
+    cnt = okf[tuple(a)] + okf[tuple(b)]
+    out = np.zeros_like(g)
+    out[tuple(a)] = np.divide(num, cnt, out=np.zeros_like(num), where=cnt > 0)
+    return out
+
+
 def _poisson_integrate(gy, gx, weight):
-    """Least-squares potential φ with ∇φ ≈ (gy, gx) (Neumann boundaries, DCT solver)."""
+    """Least-squares potential φ with ∇φ ≈ (gy, gx) (Neumann boundaries, DCT solver).
+
+    ``gy``, ``gx`` are gradients *at the pixel centres*; the solver works on
+    forward differences, which sit half-way between pixels, so each is first
+    averaged with its neighbour below/right (integrating centre gradients as
+    forward differences would shift φ by half a pixel on both axes).
+    """
     from scipy import fft
 
-    gy = np.where(weight > 0, gy, 0).astype(np.float64)
-    gx = np.where(weight > 0, gx, 0).astype(np.float64)
+    gy = _staggered(gy, weight > 0, axis=0)
+    gx = _staggered(gx, weight > 0, axis=1)
     # divergence with backward differences (the adjoint of the forward gradient)
     div = np.zeros_like(gy)
     div[0, :] += gy[0, :]

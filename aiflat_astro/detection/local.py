@@ -435,7 +435,7 @@ def _analyse(ctx, peak, diameter0):
     py, px = (peak[0] - sl[0].start - (bin_ - 1) / 2) / scale, (peak[1] - sl[1].start - (bin_ - 1) / 2) / scale
     rho = np.hypot(yy - py, xx - px) * scale         # full-resolution pixels
     # local baseline from an annulus well outside the candidate
-    ann = (rho > 0.8 * d0 + 3) & (rho < 1.4 * d0 + 6) & (wt > 0.5)
+    ann = (rho > 1.1 * d0 + 3) & (rho < 1.8 * d0 + 6) & (wt > 0.5)
     if ann.sum() < 8:
         ann = (rho > 0.6 * d0 + 2) & (wt > 0.5)
     if ann.sum() < 8:

@@ -102,7 +102,9 @@ def bench_flats(args):
 
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        mask = detect_dust(median, frames=path)
+                        # as `aiflat run` does when the optics are given: frames, f-ratio, pixel size
+                        mask = detect_dust(median, frames=path, f_ratio=truth.params["f_ratio"],
+                                           pixel_size=truth.params["pixel_size"])
                 else:
                     mask = truth.labels > 0
                 variants = {k: v for k, v in LOCAL_VARIANTS.items() if not args.variants or k in args.variants}

@@ -363,20 +363,13 @@ class _PreadStrips:
         self.frame_bytes = int(src.frame_shape[0]) * self.row_bytes
 
     def read(self, r0, r1, out):
-        nbytes = (r1 - r0) * self.row_bytes
-        from .io._base import pread_into
+        from .io._base import pread_frame_part
 
         with open(self.path, "rb", buffering=0) as f:
             for j, i in enumerate(self.indices):
-                view = memoryview(out[j]).cast("B")
-                pos = self.offset + i * self.frame_bytes + r0 * self.row_bytes
-                done = 0
-                while done < nbytes:
-                    got = pread_into(f, view[done:], pos + done)
-                    if got <= 0:
-                        raise InputError(f"{self.path.name}: file ended while reading frame {i} "
-                                         "(was it truncated while in use?)")
-                    done += got
+                pread_frame_part(f, memoryview(out[j]).cast("B")[:(r1 - r0) * self.row_bytes],
+                                 self.offset + i * self.frame_bytes + r0 * self.row_bytes,
+                                 name=self.path.name, frame=i)
         if self.swap:
             out.byteswap(inplace=True)
         if self.xor:

@@ -219,16 +219,14 @@ def evaluate_file(path, truth, **options):
     dict
         The evaluator's figures plus ``product`` (the kind of file).
     """
-    import importlib
     import inspect
+
+    from .utils._lazy import resolve
 
     kind = _product_kind(path)
     if kind not in EVALUATORS:
         raise InputError(f"evaluating a {kind} file is not available in this version")
-    func = EVALUATORS[kind]
-    if isinstance(func, str):
-        module, _, name = func.partition(":")
-        func = getattr(importlib.import_module(module), name)
+    func = resolve(EVALUATORS[kind], what=f"evaluating a {kind} file")
     accepted = inspect.signature(func).parameters
     options = {k: v for k, v in options.items() if k in accepted}   # e.g. min_depth_snr: masks only
     result = func(path, _as_truth(truth), **options)

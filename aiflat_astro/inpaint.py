@@ -29,7 +29,6 @@ Pixels with weight 0 are never changed by any method (the returned clean
 estimate equals the input there, bit for bit).
 """
 
-import importlib
 import logging
 
 import numpy as np
@@ -38,6 +37,7 @@ from scipy import optimize
 from scipy import sparse
 from scipy.sparse import linalg as splinalg
 
+from .utils._lazy import resolve
 from .utils.exceptions import InputError
 
 __all__ = [
@@ -718,12 +718,7 @@ def get_inpainter(name):
         raise InputError(f"unknown inpainting method {name!r}; available: "
                          f"{', '.join(available_inpainters())}") from None
     if isinstance(func, str):
-        module, _, attr = func.partition(":")
-        try:
-            func = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise InputError(f"inpainting method {name!r} is not available in this installation ({exc})") from None
-        _INPAINTERS[name] = func
+        func = _INPAINTERS[name] = resolve(func, what=f"inpainting method {name!r}")
     return func
 
 

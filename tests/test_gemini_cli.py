@@ -19,12 +19,8 @@ def responder(request):
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
+def clean_env(offline_gemini, monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
-    monkeypatch.setenv("AIFLAT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

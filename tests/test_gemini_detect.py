@@ -29,13 +29,7 @@ KEY = "AIzaSy-TEST-secret-key-0123456789"
 FAST = {"retries": 3, "initial_delay": 0.001, "max_delay": 0.002, "timeout": 30}
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    """No real key, no endpoint override, a private cache, no stray .env."""
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_GENAI_API_VERSION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AIFLAT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("offline_gemini")
 
 
 @pytest.fixture

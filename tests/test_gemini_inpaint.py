@@ -20,12 +20,7 @@ KEY = "AIzaSy-TEST-inpaint-key-000"
 FAST = {"retries": 2, "initial_delay": 0.001, "max_delay": 0.002, "timeout": 30, "image_size": "1K"}
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AIFLAT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("offline_gemini")
 
 
 def detection_from_truth(labels):

@@ -8,7 +8,6 @@ Detectors are looked up by name in a small registry, so that new ones
 (``'gemini'``, ``'consensus'``) plug in with `register_detector`.
 """
 
-import importlib
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from astropy.table import Table
 from ..dq import DustDQ, expand_mask, static_defects
 from ..provenance import sha256_array
 from ..utils._colour import cfa_normalise, is_colour, to_mono
+from ..utils._lazy import resolve
 from ..utils.exceptions import InputError, NoDustDetectedWarning, warn_user
 
 __all__ = [
@@ -287,13 +287,7 @@ def _make_detector(detector, options):
         factory = _DETECTORS[detector]
     except KeyError:
         raise InputError(f"unknown detector {detector!r}; available: {', '.join(available_detectors())}") from None
-    if isinstance(factory, str):
-        module, _, attr = factory.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise InputError(f"detector {detector!r} is not available in this installation ({exc})") from None
-    return factory(**options)
+    return resolve(factory, what=f"detector {detector!r}")(**options)
 
 
 def _as_image(median):

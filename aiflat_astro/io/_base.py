@@ -12,6 +12,8 @@ import threading
 
 import numpy as np
 
+from ..utils.exceptions import InputError
+
 __all__ = ["FrameSource"]
 
 _SEEK_LOCK = threading.Lock()
@@ -29,6 +31,19 @@ def pread_into(fh, view, pos):
     with _SEEK_LOCK:  # pragma: no cover - Windows
         fh.seek(pos)
         return fh.readinto(view)
+
+
+def pread_frame_part(fh, view, pos, *, name, frame):
+    """Fill ``view`` from byte ``pos`` of ``fh`` with positional reads; a short file is an error.
+
+    ``name`` and ``frame`` say in the error which file and frame ended early.
+    """
+    done = 0
+    while done < len(view):
+        got = pread_into(fh, view[done:], pos + done)
+        if got <= 0:
+            raise InputError(f"{name}: file ended while reading frame {frame} (was it truncated while in use?)")
+        done += got
 
 
 class FrameSource:

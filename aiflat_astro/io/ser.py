@@ -38,7 +38,7 @@ from astropy.nddata import CCDData
 
 from ..utils._atomic import atomic_output
 from ..utils.exceptions import InputError, SERFormatError, SERFormatWarning, warn_user
-from ._base import FrameSource, pread_into
+from ._base import FrameSource, pread_frame_part
 
 __all__ = [
     "SERHeader",
@@ -791,15 +791,8 @@ class SERReader(FrameSource):
         """Rows ``r0:r1`` of frame ``i`` as stored (file byte order and channel order)."""
         row_bytes = self.width * self.planes * self.file_dtype.itemsize
         buf = np.empty((r1 - r0) * row_bytes, np.uint8)
-        view = memoryview(buf)
-        pos = HEADER_SIZE + i * self.header.frame_bytes + r0 * row_bytes
-        done = 0
-        while done < buf.size:
-            got = pread_into(fh, view[done:], pos + done)
-            if got <= 0:
-                raise InputError(f"{self.name}: file ended while reading frame {i} "
-                                 "(was it truncated while in use?)")
-            done += got
+        pread_frame_part(fh, memoryview(buf), HEADER_SIZE + i * self.header.frame_bytes + r0 * row_bytes,
+                         name=self.name, frame=i)
         return buf.view(self.file_dtype).reshape((r1 - r0, self.width) + ((3,) if self.planes == 3 else ()))
 
     # -- public API -----------------------------------------------------------

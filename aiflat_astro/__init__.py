@@ -5,10 +5,12 @@ temporal median of a video or image stack; deterministic math sets the pixel
 values of a synthetic flat that is exactly 1.0 outside the dust, written as
 FITS with full provenance and applied with `ccdproc.flat_correct`.
 
-Exceptions, DQ bits and I/O (which registers the ``'ser'`` format with
-astropy's I/O registry) are imported eagerly; the heavier subpackages are
-imported on first use of one of their names (PEP 562), so that the ``aiflat``
-command starts fast.  ``from aiflat_astro import *`` sees every public name.
+Every public name is imported on first use (PEP 562), so that ``import
+aiflat_astro`` and the ``aiflat`` command start without loading astropy: the
+command starts copying a video before the libraries are loaded.  The ``'ser'``
+format is registered with `~astropy.nddata.CCDData` as soon as
+`astropy.nddata` is imported (see ``_registry_hook``).  ``from aiflat_astro
+import *`` sees every public name.
 """
 
 import importlib
@@ -18,15 +20,26 @@ try:
 except ImportError:  # pragma: no cover - only without setuptools_scm metadata
     __version__ = ""
 
-from .utils.exceptions import *  # noqa: F401,F403
-from .dq import *  # noqa: F401,F403
-from .io import *  # noqa: F401,F403
-from .utils import exceptions as _exceptions
-from . import dq as _dq, io as _io
+from . import _registry_hook
+
+_registry_hook.install()
 
 #: Public names of the lazily imported subpackages (each module's ``__all__``;
 #: ``tests/test_package.py`` checks that this table matches them).
 _LAZY = {
+    "utils.exceptions": (
+        'AiflatError', 'SERFormatError', 'InputError', 'DetectionError', 'GeminiError',
+        'ProvenanceError', 'AiflatWarning', 'AiflatUserWarning', 'SERFormatWarning',
+        'NoDustDetectedWarning', 'DetectorFallbackWarning',
+    ),
+    "dq": (
+        'DustDQ', 'DQ_BITS', 'dq_definitions_table', 'expand_mask', 'static_defects',
+    ),
+    "io": (
+        'read_ser', 'SERReader', 'write_ser', 'SERWriter', 'SERHeader', 'open_frames',
+        'FrameSource', 'write_flat', 'read_flat', 'write_flat_asdf', 'read_flat_asdf',
+        'write_flat_tiff',
+    ),
     "combine": (
         'median_combine',
     ),
@@ -69,12 +82,19 @@ _LAZY = {
 }
 _LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
 
-__all__ = [*_exceptions.__all__, *_dq.__all__, *_io.__all__, *_LAZY_NAMES]
+__all__ = list(_LAZY_NAMES)
+
+
+#: Subpackages and modules reachable as attributes (``aiflat_astro.io.read_ser``).
+_SUBMODULES = frozenset({"apply", "combine", "datasets", "detection", "dq", "evaluate", "flat", "inpaint",
+                         "io", "measured", "pipeline", "provenance", "registration", "utils"})
 
 
 def __getattr__(name):
     module = _LAZY_NAMES.get(name)
     if module is None:
+        if name in _SUBMODULES:
+            return importlib.import_module(f".{name}", __name__)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value

@@ -24,20 +24,19 @@ test, exactly ``ccdproc.flat_correct(frame, flat, norm_value=1)``.
 Outputs are written atomically; inputs are opened read-only and never changed.
 """
 
+import collections
 import contextlib
 import logging
 import os
-import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from astropy import units as u
 from astropy.io import fits
-from astropy.nddata import CCDData
 
-from .utils._atomic import atomic_output, parse_size
+from .io._base import ccddata_class, is_ccddata
+from .utils._atomic import atomic_output, output_name, parse_size  # noqa: F401 (output_name: used by callers)
+from .utils._copy import BackgroundCopy
 from .utils.exceptions import InputError
 
 __all__ = ["apply_flat", "apply_to_file", "flat_boxes"]
@@ -53,12 +52,36 @@ def _as_flat(flat):
         from .io.fits import read_flat
 
         return read_flat(flat)
-    if isinstance(flat, CCDData):
+    if is_ccddata(flat):
         return flat
     data = np.asarray(flat)
     if data.ndim != 2:
         raise InputError(f"a flat must be 2-D, got shape {data.shape}")
-    return CCDData(data.astype(np.float32, copy=False), unit=u.dimensionless_unscaled)
+    return ccddata_class()(data.astype(np.float32, copy=False), unit="")
+
+
+class _FlatParts(collections.namedtuple("_FlatParts", "data header name")):
+    """A flat already read (`~aiflat_astro.io.fits._read_flat_parts`): data, header, file name."""
+
+
+def _flat_data(flat):
+    """``(float32 data, header or None, name)`` of a flat given as a path, a CCDData or an array.
+
+    A path is read with checksum verification but without building a CCDData
+    (``aiflat apply`` does not import astropy.nddata)."""
+    if isinstance(flat, _FlatParts):
+        return np.asarray(flat.data, dtype=np.float32), flat.header, flat.name
+    if isinstance(flat, (str, os.PathLike)):
+        from .io.fits import _read_flat_parts
+
+        data, _, _, header = _read_flat_parts(flat, provenance=False)
+        return data, header, Path(flat).name
+    if is_ccddata(flat):
+        return np.asarray(flat.data, dtype=np.float32), flat.meta, "in-memory flat"
+    data = np.asarray(flat, dtype=np.float32)
+    if data.ndim != 2:
+        raise InputError(f"a flat must be 2-D, got shape {data.shape}")
+    return data, None, "in-memory flat"
 
 
 def apply_flat(frame, flat, *, add_keyword=True):
@@ -97,8 +120,8 @@ def apply_flat(frame, flat, *, add_keyword=True):
     import ccdproc
 
     flat = _as_flat(flat)
-    if not isinstance(frame, CCDData):
-        frame = CCDData(np.asarray(frame), unit="adu")
+    if not is_ccddata(frame):
+        frame = ccddata_class()(np.asarray(frame), unit="adu")
     if frame.shape != flat.shape:
         raise InputError(f"frame shape {frame.shape} does not match the flat shape {flat.shape}")
     result = ccdproc.flat_correct(frame, flat, norm_value=1, add_keyword=add_keyword)
@@ -201,70 +224,6 @@ def _ser_quantiser(reader):
 # --------------------------------------------------------------------------------------
 # files
 # --------------------------------------------------------------------------------------
-def output_name(input_path, *, suffix="_aiflat"):
-    """Default output name: ``<stem>_aiflat<ext>`` next to nothing (a bare name).
-
-    Examples
-    --------
-    >>> output_name("data/sun_0001.ser")
-    'sun_0001_aiflat.ser'
-    """
-    p = Path(input_path)
-    return f"{p.stem}{suffix}{p.suffix}"
-
-
-class _Copy:
-    """Copy a file with the kernel's copy in one call, in a background thread.
-
-    `shutil.copyfile` (``sendfile`` or ``copy_file_range`` in one call: split
-    into chunks, the same copy ran at half the speed on a 4 GB video here)
-    writes the output front to back, so on Linux the bytes below the
-    output's current size are final: `wait_for` polls that size, and a caller
-    patches the frames already copied while the kernel copies the rest.
-    Elsewhere (other platforms' copy routines may size the file first)
-    `wait_for` waits for the whole copy.
-    """
-
-    _POLL = 0.002
-
-    def __init__(self, src, dst):
-        import threading
-
-        self.size = os.path.getsize(src)
-        self.dst = dst
-        self.error = None
-        self.sequential = sys.platform.startswith("linux")
-        open(dst, "wb").close()
-        self._thread = threading.Thread(target=self._run, args=(src, dst), daemon=True)
-        self._thread.start()
-
-    def _run(self, src, dst):
-        try:
-            shutil.copyfile(src, dst)
-        except BaseException as exc:  # re-raised in the caller's thread
-            self.error = exc
-
-    def wait_for(self, offset):
-        """Block until the first ``offset`` bytes of the output are final; re-raise a copy error."""
-        offset = min(offset, self.size)
-        while self._thread.is_alive():
-            if self.sequential and os.path.getsize(self.dst) >= offset:
-                return
-            self._thread.join(self._POLL)
-        if self.error is not None:
-            raise self.error
-        if os.path.getsize(self.dst) < offset:
-            raise OSError(f"{self.dst}: the copy stopped short ({os.path.getsize(self.dst)} of {self.size} bytes)")
-
-    def finish(self):
-        """Wait for the whole copy; re-raise a copy error."""
-        self.wait_for(self.size)
-
-    def join(self):
-        """Wait for the copy thread, ignoring its errors (the caller is failing already)."""
-        self._thread.join()
-
-
 def _progress(total, desc, unit, enabled):
     if not enabled:
         return contextlib.nullcontext(None)
@@ -294,7 +253,7 @@ def _check_paths(input_path, output_path):
     return input_path, output_path
 
 
-def _apply_ser(flat, input_path, output_path, *, overwrite, progress_bar, mem_limit, byte_order):
+def _apply_ser(flat, input_path, output_path, *, overwrite, progress_bar, mem_limit, byte_order, started=None):
     from .io.ser import HEADER_SIZE, SERReader, SERWriter
 
     stats = {"format": "ser"}
@@ -307,21 +266,23 @@ def _apply_ser(flat, input_path, output_path, *, overwrite, progress_bar, mem_li
                              f"shape {flat.shape}")
         clean_layout = reader.header.frame_count == n and not reader.layout.notes
         quantise = _ser_quantiser(reader)
-        with atomic_output(output_path, overwrite=overwrite) as tmp:
+        with atomic_output(output_path, overwrite=overwrite, tmp=None if started is None else started.dst) as tmp:
             if clean_layout:
                 # a byte copy of the input in which only the dust boxes are recomputed, each block
                 # of frames as soon as the kernel's copy (in a background thread) has passed it
-                copy = _Copy(input_path, tmp)
+                copy = started if started is not None else BackgroundCopy(input_path, tmp)
                 try:
                     if boxes:
                         _patch_ser(reader, input_path, tmp, copy, flat, boxes, quantise, HEADER_SIZE,
                                    mem_limit=mem_limit, progress_bar=progress_bar)
                     copy.finish()
                 except BaseException:
-                    copy.join()  # let the copy end before the temporary output is removed
+                    copy.cancel()  # stop the copy before the temporary output is removed
                     raise
                 stats["method"] = "copy+patch"
             else:
+                if started is not None:
+                    started.cancel()  # a repaired file is written instead of the byte copy
                 with SERWriter.like(reader, tmp, overwrite=True) as writer, \
                         _progress(n, f"calibrate {reader.name}", "frame", progress_bar) as bar:
                     for i in range(n):
@@ -475,23 +436,39 @@ def apply_to_file(flat, input_path, output_path, *, overwrite=False, progress_ba
     ...     print(stats["n_frames"], out.read(3)[5, 5], out.read(3)[0, 0])
     5 800 800
     """
-    t0 = time.perf_counter()
-    flat_ccd = _as_flat(flat)
-    flat_id = (Path(flat).name if isinstance(flat, (str, os.PathLike)) else "in-memory flat",
-               flat_ccd.meta.get("PARAMSHA", "") if flat_ccd.meta else "")
-    data = np.asarray(flat_ccd.data, dtype=np.float32)
-    if not np.all(np.isfinite(data)) or np.any(data <= 0):
-        raise InputError("the flat has non-finite or non-positive values; it cannot be applied")
-    input_path, output_path = _check_paths(input_path, output_path)
-    from .io.frames import _kind
+    return _apply_to_file(flat, input_path, output_path, overwrite=overwrite, progress_bar=progress_bar,
+                          mem_limit=mem_limit, byte_order=byte_order)
 
-    kind = _kind(input_path)
-    if kind == "ser":
-        stats = _apply_ser(data, input_path, output_path, overwrite=overwrite, progress_bar=progress_bar,
-                           mem_limit=mem_limit, byte_order=byte_order)
-    else:
-        stats = _apply_fits(data, input_path, output_path, overwrite=overwrite, progress_bar=progress_bar,
-                            mem_limit=mem_limit, flat_id=flat_id)
+
+def _apply_to_file(flat, input_path, output_path, *, overwrite=False, progress_bar=False, mem_limit="256MB",
+                   byte_order="auto", started=None, t0=None):
+    """`apply_to_file`; ``started`` is a `BackgroundCopy` of a SER input already copying to a
+    temporary name next to the output (the command line starts it before loading the libraries):
+    it is adopted, or cancelled and its output removed if anything fails first."""
+    t0 = time.perf_counter() if t0 is None else t0
+    try:
+        data, meta, name = _flat_data(flat)
+        flat_id = (name, meta.get("PARAMSHA", "") if meta else "")
+        if not np.all(np.isfinite(data)) or np.any(data <= 0):
+            raise InputError("the flat has non-finite or non-positive values; it cannot be applied")
+        input_path, output_path = _check_paths(input_path, output_path)
+        from .io.frames import _kind
+
+        kind = _kind(input_path)
+        if kind == "ser":
+            stats = _apply_ser(data, input_path, output_path, overwrite=overwrite, progress_bar=progress_bar,
+                               mem_limit=mem_limit, byte_order=byte_order, started=started)
+        else:
+            if started is not None:
+                raise InputError(f"{input_path.name}: not a SER video")  # the command line only starts SER copies
+            stats = _apply_fits(data, input_path, output_path, overwrite=overwrite, progress_bar=progress_bar,
+                                mem_limit=mem_limit, flat_id=flat_id)
+    except BaseException:
+        if started is not None:
+            started.cancel()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(started.dst)
+        raise
     stats.update(input=str(input_path), output=str(output_path), seconds=time.perf_counter() - t0)
     if stats.get("n_clipped"):
         log.warning("%s: %d corrected sample(s) clipped to the output range", input_path.name,

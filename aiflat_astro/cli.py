@@ -17,7 +17,6 @@ import sys
 import warnings
 
 from . import __version__
-from .utils.exceptions import AiflatError
 
 __all__ = ["main"]
 
@@ -99,8 +98,11 @@ def main(argv=None):
         except KeyboardInterrupt:
             print("aiflat: interrupted", file=sys.stderr)
             return 130
-        except (AiflatError, OSError, ValueError) as exc:
-            if args.debug:
+        except Exception as exc:
+            # imported here: the command line starts without astropy (see _commands/apply.py)
+            from .utils.exceptions import AiflatError
+
+            if args.debug or not isinstance(exc, (AiflatError, OSError, ValueError)):
                 raise
             print(f"aiflat {args.command}: error: {_one_line(exc)}", file=sys.stderr)
             return EXIT_ERROR

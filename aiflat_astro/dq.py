@@ -15,28 +15,8 @@ array([False,  True, False,  True])
 """
 
 import numpy as np
-from astropy.nddata.bitmask import BitFlagNameMap
 
-__all__ = ["DustDQ", "DQ_BITS", "dq_definitions_table", "expand_mask", "static_defects"]
-
-
-class DustDQ(BitFlagNameMap):
-    """Names of the aiflat_astro DQ bits, for `astropy.nddata.bitmask` functions.
-
-    Use it as ``flag_name_map`` in
-    `~astropy.nddata.bitmask.bitfield_to_boolean_mask` and
-    `~astropy.nddata.bitmask.interpret_bit_flags`.
-    """
-
-    DUST = 1, "inside a dust shadow; corrected by the flat"
-    DUST_HALO = 2, "blending zone around a shadow"
-    LOW_TRANS = 4, "transmission below the floor: not reliably correctable"
-    HOT = 8, "static bright outlier pixel"
-    COLD = 16, "static dark/dead pixel"
-    SATURATED = 32, "saturated in the median"
-    REVIEW = 64, "detectors disagree, or a low-confidence detection"
-    GENERATED = 128, "flat value inside came from a generative model, not from data"
-
+__all__ = ["DustDQ", "DQ_BITS", "dq_definitions_table", "expand_mask", "static_defects"]  # noqa: F822 (DustDQ: module __getattr__)
 
 #: (bit, value, name, description) for every DQ bit, in bit order.
 DQ_BITS = tuple(
@@ -52,6 +32,36 @@ DQ_BITS = tuple(
         ("GENERATED", "flat value inside came from a generative model, not from data"),
     ])
 )
+
+#: Bit values by name (`DustDQ` is built from the same table on first use).
+_VALUE = {name: value for _, value, name, _ in DQ_BITS}
+
+_DUSTDQ_DOC = """Names of the aiflat_astro DQ bits, for `astropy.nddata.bitmask` functions.
+
+    A `~astropy.nddata.bitmask.BitFlagNameMap`: use it as ``flag_name_map`` in
+    `~astropy.nddata.bitmask.bitfield_to_boolean_mask` and
+    `~astropy.nddata.bitmask.interpret_bit_flags`.  Each attribute is the
+    bit's value with its description (``DustDQ.DUST == 1``).
+    """
+
+
+def _make_dustdq():
+    # built on first use (module __getattr__): importing astropy.nddata takes 0.3 s that
+    # the ``aiflat`` command does not need to copy a video
+    from astropy.nddata.bitmask import BitFlagNameMap
+
+    members = {"__module__": __name__, "__qualname__": "DustDQ", "__doc__": _DUSTDQ_DOC}
+    members.update({name: (value, desc) for _, value, name, desc in DQ_BITS})
+    return type(BitFlagNameMap)("DustDQ", (BitFlagNameMap,), members)
+
+
+def __getattr__(name):
+    if name == "DustDQ":
+        cls = globals().get("_DustDQ") or _make_dustdq()
+        globals()["_DustDQ"] = cls
+        globals()["DustDQ"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def dq_definitions_table():
@@ -189,7 +199,7 @@ def static_defects(median, *, nsigma=8.0, contrast=4.0):
         span = vmax - float(np.median(fill[finite]))
         below = finite & (data < vmax - 1e-6 * max(abs(vmax), 1.0)) & (data >= vmax - 0.005 * span)
         if span > 0 and n_max > 3 * int(below.sum()):
-            dq[at_max] |= np.uint8(DustDQ.SATURATED)
+            dq[at_max] |= np.uint8(_VALUE["SATURATED"])
     # -- hot and cold pixels against their 8 neighbours
     ring = np.ones((3, 3), bool)
     ring[1, 1] = False
@@ -203,7 +213,7 @@ def static_defects(median, *, nsigma=8.0, contrast=4.0):
     sigma = max(sigma, 1e-6 * max(abs(float(np.median(fill))), 1.0))
     hot = (fill - nmax > nsigma * sigma) & (fill - level > contrast * np.abs(nmax - level))
     cold = (nmin - fill > nsigma * sigma) & (level - fill > contrast * np.abs(level - nmin))
-    sat = (dq & DustDQ.SATURATED) > 0
-    dq[hot & finite & ~sat] |= np.uint8(DustDQ.HOT)
-    dq[cold & finite] |= np.uint8(DustDQ.COLD)
+    sat = (dq & _VALUE["SATURATED"]) > 0
+    dq[hot & finite & ~sat] |= np.uint8(_VALUE["HOT"])
+    dq[cold & finite] |= np.uint8(_VALUE["COLD"])
     return dq

@@ -4,10 +4,6 @@ import json
 import sys
 import warnings
 
-from ..io.frames import open_frames
-from ..io.ser import SERReader
-from ..utils.exceptions import SERFormatWarning
-
 __all__ = ["add_parser", "run"]
 
 
@@ -28,6 +24,8 @@ def add_parser(subparsers):
 
 
 def _source_info(src):
+    from ..io.ser import SERReader
+
     if isinstance(src, SERReader):
         return src.info()
     kind = type(src).__name__
@@ -101,6 +99,9 @@ def _fits_text(d):
 
 def run(args):
     """Print the description of ``args.inputs``; return 0."""
+    from ..io.frames import open_frames
+    from ..utils.exceptions import SERFormatWarning
+
     with warnings.catch_warnings():
         # Deviations are part of the report (``warnings``); do not repeat them on stderr.
         warnings.simplefilter("ignore", SERFormatWarning)

@@ -2,7 +2,6 @@
 
 import time
 
-from ..combine import median_combine
 from ..utils._atomic import atomic_output, check_output_path, parse_size
 
 __all__ = ["add_parser", "run"]
@@ -50,6 +49,7 @@ def add_parser(subparsers):
 
 def run(args):
     """Compute the median and write it; return the exit status."""
+    from ..combine import median_combine
     from ..io.frames import open_frames
 
     check_output_path(args.output, overwrite=args.overwrite)  # fail before the long part

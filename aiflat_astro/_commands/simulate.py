@@ -4,8 +4,6 @@ import argparse
 import re
 from pathlib import Path
 
-from ..utils.exceptions import InputError
-
 __all__ = ["add_parser", "run"]
 
 
@@ -58,6 +56,8 @@ def add_parser(subparsers):
 
 def run(args):
     """Run ``aiflat simulate``; return the exit status."""
+    from ..utils.exceptions import InputError
+
     output = Path(args.output)
     if output.suffix.lower() != ".ser":
         raise InputError(f"the output video must be a .ser file, got {str(output)!r}")

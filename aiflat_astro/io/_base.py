@@ -8,6 +8,7 @@ input and never holds more than it asked for.
 
 import numbers
 import os
+import sys
 import threading
 
 import numpy as np
@@ -186,3 +187,16 @@ class FrameSource:
         shape = "x".join(str(s) for s in self.frame_shape)
         return (f"<{type(self).__name__} {self.name!r}: {self.n_frames} frames of {shape} "
                 f"{self.dtype}>")
+
+
+def ccddata_class():
+    """`~astropy.nddata.CCDData`, imported on first use (astropy.nddata takes 0.3 s to import)."""
+    from astropy.nddata import CCDData
+
+    return CCDData
+
+
+def is_ccddata(obj):
+    """Whether ``obj`` is a `~astropy.nddata.CCDData` (without importing astropy.nddata)."""
+    nddata = sys.modules.get("astropy.nddata")
+    return nddata is not None and isinstance(obj, nddata.CCDData)

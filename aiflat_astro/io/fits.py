@@ -339,10 +339,23 @@ def read_flat(path):
     `~aiflat_astro.utils.exceptions.InputError`
         The file is not an aiflat flat.
     """
-    import json
-
     from astropy import units as u
     from astropy.nddata import CCDData, StdDevUncertainty
+
+    flat, flags, unc, header = _read_flat_parts(path)
+    unit = u.Unit(header.get("BUNIT", ""), format="fits") if header.get("BUNIT") else u.dimensionless_unscaled
+    unc = None if unc is None else StdDevUncertainty(unc)
+    return CCDData(flat, unit=unit, flags=flags, uncertainty=unc, meta=header)
+
+
+def _read_flat_parts(path, *, provenance=True):
+    """`read_flat` without building a `~astropy.nddata.CCDData` (for ``aiflat apply``).
+
+    Returns ``(flat, dq, uncertainty or None, header)``: the same checks and
+    checksum verification as `read_flat`, without importing `astropy.nddata`.
+    ``provenance=False`` leaves the ``PROVJSON`` record out of the header.
+    """
+    import json
 
     hdul = _open_verified(path, "flat")
     with hdul:
@@ -357,12 +370,9 @@ def read_flat(path):
         for key in ("CHECKSUM", "DATASUM"):
             header.remove(key, ignore_missing=True)
         flags = np.array(hdul["DQ"].data, dtype=np.uint8)
-        unc = None
-        if "UNCERT" in names:
-            unc = StdDevUncertainty(np.array(hdul["UNCERT"].data, dtype=np.float32))
-        if "PROVJSON" in names:
+        unc = np.array(hdul["UNCERT"].data, dtype=np.float32) if "UNCERT" in names else None
+        if provenance and "PROVJSON" in names:
             header["PROVJSON"] = json.dumps(read_provjson(hdul), sort_keys=True, ensure_ascii=True,
                                             separators=(",", ":"))
         flat = np.array(data, dtype=np.float32)
-    unit = u.Unit(header.get("BUNIT", ""), format="fits") if header.get("BUNIT") else u.dimensionless_unscaled
-    return CCDData(flat, unit=unit, flags=flags, uncertainty=unc, meta=header)
+    return flat, flags, unc, header

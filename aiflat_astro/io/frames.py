@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
-from astropy.nddata import CCDData
 
 from ..utils.exceptions import InputError
-from ._base import FrameSource
+from ._base import FrameSource, ccddata_class, is_ccddata
 from .ser import LUCAM_ID, SERReader
 
 __all__ = ["open_frames", "FrameSource", "FITSCubeSource", "FITSFilesSource", "ArraySource",
@@ -179,7 +178,7 @@ class FITSCubeSource(FrameSource):
     def frame_ccd(self, frame_index):
         """Frame ``frame_index`` as `~astropy.nddata.CCDData` with the cube's header."""
         i = self._check_index(frame_index)
-        return CCDData(self.read(i), unit=_unit_from(self.header),
+        return ccddata_class()(self.read(i), unit=_unit_from(self.header),
                        meta=_frame_header(self.header, i))
 
     @property
@@ -262,7 +261,7 @@ class FITSFilesSource(FrameSource):
             hdu = hdul[self._hdu_index[i]]
             data = np.array(hdu.section[:, :], dtype=self.dtype)
             header = hdu.header.copy()
-        return CCDData(data, unit=_unit_from(header), meta=_frame_header(header, i))
+        return ccddata_class()(data, unit=_unit_from(header), meta=_frame_header(header, i))
 
     @property
     def meta(self):
@@ -300,7 +299,7 @@ class ArraySource(FrameSource):
 
     def __init__(self, array, *, name="array"):
         array = np.asanyarray(array)
-        if isinstance(array, CCDData) or array.ndim not in (3, 4) or (
+        if is_ccddata(array) or array.ndim not in (3, 4) or (
                 array.ndim == 4 and array.shape[-1] != 3):
             raise InputError(f"an array of frames must be 3-D (n_frames, height, width), "
                              f"got shape {np.shape(array)}")
@@ -330,7 +329,7 @@ class ArraySource(FrameSource):
     def frame_ccd(self, frame_index):
         """Frame ``frame_index`` as `~astropy.nddata.CCDData` (unit adu)."""
         i = self._check_index(frame_index)
-        return CCDData(self.read(i), unit="adu", meta=fits.Header([("FRAMENUM", i)]))
+        return ccddata_class()(self.read(i), unit="adu", meta=fits.Header([("FRAMENUM", i)]))
 
     @property
     def meta(self):

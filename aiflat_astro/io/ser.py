@@ -33,12 +33,11 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits, registry
-from astropy.nddata import CCDData
+from astropy.io import fits
 
 from ..utils._atomic import atomic_output
 from ..utils.exceptions import InputError, SERFormatError, SERFormatWarning, warn_user
-from ._base import FrameSource, pread_frame_part
+from ._base import FrameSource, ccddata_class, is_ccddata, pread_frame_part
 
 __all__ = [
     "SERHeader",
@@ -883,7 +882,7 @@ class SERReader(FrameSource):
         """
         self._check_open()
         i = self._check_index(frame_index)
-        return CCDData(self.read(i), unit=unit, meta=self.frame_header(i))
+        return ccddata_class()(self.read(i), unit=unit, meta=self.frame_header(i))
 
     @property
     def meta(self):
@@ -1260,7 +1259,7 @@ def write_ser(path, frames, *, header=None, timestamps=None, overwrite=False, **
             options["byte_order"] = ">" if header["little_endian_flag"] == 1 else "<"
     options.update(kwargs)
 
-    if isinstance(frames, CCDData):
+    if is_ccddata(frames):
         frames = frames.data[np.newaxis]
     if isinstance(frames, np.ndarray) and frames.ndim not in (3, 4):
         raise InputError(f"frames must be an array (n_frames, height, width[, 3]), got shape "
@@ -1331,5 +1330,4 @@ def _identify_ser(origin, filepath, fileobj, *args, **kwargs):
     return isinstance(filepath, (str, os.PathLike)) and str(filepath).lower().endswith(".ser")
 
 
-registry.register_reader("ser", CCDData, _ccddata_ser_reader, force=True)
-registry.register_identifier("ser", CCDData, _identify_ser, force=True)
+# registered with CCDData by aiflat_astro._registry_hook when astropy.nddata is imported

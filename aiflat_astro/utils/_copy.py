@@ -16,12 +16,15 @@ __all__ = ["BackgroundCopy"]
 class BackgroundCopy:
     """Copy ``src`` to ``dst`` in a background thread.
 
-    On Linux the copy is ``os.sendfile`` in 256 MiB calls (the kernel copies
+    On Linux the copy is ``os.sendfile`` in calls of the kernel's largest
+    size, 2 GiB, as `shutil.copyfile` makes them (the kernel copies
     page-cache pages, nothing passes through Python; where the file system
-    refuses it, 8 MiB reads and writes): the output grows front to back, so
-    the bytes below its current size are final and `wait_for` lets a caller
-    patch the part already copied while the kernel copies the rest; `cancel`
-    stops it between two calls.  Elsewhere the copy is `shutil.copyfile` in
+    refuses it, 8 MiB reads and writes).  Smaller calls are slower: on a
+    4.2 GB video 256 MiB calls took 3.5–6.8 s where 2 GiB calls took
+    2.7–3.2 s and `shutil.copyfile` 2.2–4.9 s.  The output grows front to
+    back, so the bytes below its current size are final and `wait_for` lets
+    a caller patch the part already copied while the kernel copies the rest;
+    `cancel` stops it after the current call (at most 2 GiB, about a second).  Elsewhere the copy is `shutil.copyfile` in
     one call, and `wait_for` waits for all of it.
 
     Both files are opened before the thread starts, so the output exists
@@ -45,7 +48,7 @@ class BackgroundCopy:
     100000
     """
 
-    CHUNK = 256 << 20
+    CHUNK = 0x7FFFF000  # the kernel's largest read/write size (MAX_RW_COUNT)
     _POLL = 0.002
 
     def __init__(self, src, dst):

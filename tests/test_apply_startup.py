@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -86,10 +87,18 @@ def test_background_copy_copies_and_can_be_cancelled(tmp_path):
     copy.finish()
     assert (tmp_path / "b.bin").read_bytes() == data and copy.done
 
-    class Slow(BackgroundCopy):
-        CHUNK = 4096  # many kernel calls: the cancel lands between two of them
+    gate = threading.Event()
 
-    copy = Slow(src, tmp_path / "c.bin")
+    class Gated(BackgroundCopy):
+        CHUNK = 4096
+
+        def _run(self):
+            gate.wait()  # the copy starts only once the test has asked for the cancel
+            super()._run()
+
+    copy = Gated(src, tmp_path / "c.bin")
+    copy._cancelled.set()
+    gate.set()
     copy.cancel()
     assert copy.done
     if copy.sequential:

@@ -754,15 +754,20 @@ def run_inpainter(name, median, detection, *, frames=None, **options):
 
 
 def _local_inpainter(median, detection, *, frames=None, method="poly", normalize=True,
-                     poly_degree=2, ring_width=None, disc="auto", disc_poly_degree=0):
+                     poly_degree=2, ring_width=None, disc="auto", disc_poly_degree=0, jitter="auto"):
     """The ``local`` method; with a solar limb in the frame (``disc='auto'``, the default) the
     shadows on the disc are filled relative to `solar_disc_background` with a ring
     polynomial of degree ``disc_poly_degree`` (default 0: the median of the ring of
-    ``median / model``, a local level), the others as without it."""
+    ``median / model``, a local level), the others as without it.  With ``frames``
+    (``jitter='auto'``, the default), the shadows on a textured scene are then filled
+    from the scene's gradient measured from the seeing jitter
+    (`~aiflat_astro.jitter.jitter_clean`); ``jitter=False`` turns that off."""
     from .dq import DustDQ
 
     if disc not in ("auto", False, "off"):
         raise InputError(f"disc must be 'auto' or False, got {disc!r}")
+    if jitter not in ("auto", True, False, "off"):
+        raise InputError(f"jitter must be 'auto' or False, got {jitter!r}")
     dq = np.asarray(detection.dq)
     invalid = (dq & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
     weight = np.asarray(detection.weight)
@@ -794,6 +799,20 @@ def _local_inpainter(median, detection, *, frames=None, method="poly", normalize
         if model is not None:
             params["DISCDEG"] = int(disc_poly_degree)
         info["disc_regions"] = n_disc
+    use_jitter = frames is not None and jitter not in (False, "off")
+    params["LOCJITT"] = bool(use_jitter)
+    if use_jitter and np.any(weight > 0):
+        from .jitter import jitter_clean
+
+        region = weight > 0
+        jclean, report = jitter_clean(median, region, frames, invalid=invalid)
+        labels, _ = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
+        used = np.zeros(labels.max() + 1, dtype=bool)
+        for row in report:
+            used[row["label"]] = row["used"]
+        clean = np.where(used[labels], jclean, clean)
+        info["jitter_regions"] = int(used.sum())
+        info["jitter"] = report
     info["params"] = params
     return clean, info
 

@@ -1,0 +1,220 @@
+"""The clean estimate measured from the seeing jitter (aiflat_astro.jitter, and its use by ``local``)."""
+
+import json
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from aiflat_astro import make_dusty_video, make_flat, median_combine
+from aiflat_astro.io.frames import ArraySource
+from aiflat_astro.jitter import jitter_clean
+from aiflat_astro.utils.exceptions import InputError
+
+
+def _residual(flat, truth):
+    t = truth.transmission.astype(np.float64)
+    inside = truth.labels > 0
+    return float(np.sqrt(np.mean((t[inside] / flat[inside] - 1) ** 2) / np.mean((1 - t[inside]) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def solar(tmp_path_factory):
+    """A small solar video (granulation, jitter 1 px rms) with its truth and median."""
+    path = tmp_path_factory.mktemp("jitter") / "sun.ser"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        truth = make_dusty_video(path, shape=(112, 144), n_frames=30, n_dust=3, seed=5)
+    return path, truth, median_combine(path).data
+
+
+def test_jitter_beats_the_ring_estimate(solar):
+    path, truth, median = solar
+    mask = truth.labels > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ring = make_flat(median, mask, frames=path, inpaint_options={"jitter": False})
+        measured = make_flat(median, mask, frames=path)
+    r_ring, r_jit = _residual(ring.data, truth), _residual(measured.data, truth)
+    assert r_jit < 0.6 * r_ring, (r_ring, r_jit)
+    assert measured.meta["LOCJITT"] is True and ring.meta["LOCJITT"] is False
+    info = json.loads(measured.meta["PROVJSON"])["inpaint_info"]
+    assert info["jitter_regions"] == len(info["jitter"]) >= 1
+    assert all(row["used"] and row["r2"] > 0.5 for row in info["jitter"])
+
+
+def test_clean_estimate_close_to_truth_and_untouched_outside(solar):
+    path, truth, median = solar
+    mask = truth.labels > 0
+    clean, report = jitter_clean(median, mask, path)
+    assert all(row["used"] for row in report)
+    true_clean = median / truth.transmission
+    # the granulation under the shadows is 3 % rms; the estimate follows it to a few 0.1 %
+    err = np.log(clean[mask] / true_clean[mask])
+    assert np.std(err) < 0.008
+    assert abs(np.mean(err)) < 0.004
+    scene = np.log(true_clean[mask])
+    assert np.corrcoef(np.log(clean[mask]), scene)[0, 1] > 0.9
+    outside = ~mask
+    assert clean.dtype == np.float32
+    assert np.array_equal(clean[outside], median.astype(np.float32)[outside])
+
+
+def test_known_shifts_give_the_same_estimate(solar):
+    path, truth, median = solar
+    mask = truth.labels > 0
+    measured, _ = jitter_clean(median, mask, path)
+    known, report = jitter_clean(median, mask, path, shifts=truth.shifts)
+    assert all(row["used"] for row in report)
+    assert np.std(np.log(measured[mask] / known[mask])) < 0.003
+    with pytest.raises(InputError, match="shifts must have shape"):
+        jitter_clean(median, mask, path, shifts=truth.shifts[:-1])
+
+
+def test_flat_exactly_one_outside_the_mask(solar):
+    path, truth, median = solar
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flat = make_flat(median, truth.labels > 0, frames=path)
+    assert np.all(flat.data[flat.flags == 0] == 1.0)
+
+
+class _CountingSource(ArraySource):
+    """An in-memory source that records how it is read."""
+
+    def __init__(self, array):
+        super().__init__(array)
+        self.reads = []
+
+    def read(self, frame_index):
+        self.reads.append(int(frame_index))
+        return super().read(frame_index)
+
+    def read_rows(self, indices, r0, r1, *, out=None):  # pragma: no cover - must not be used
+        raise AssertionError("jitter_clean must stream whole frames one at a time")
+
+
+def _textured_video(n_frames=24, shape=(96, 120), seed=0, texture=0.03, jitter=1.0):
+    """Frames of a granulation-like scene moved by jitter (Fourier shift), a shadow fixed on them."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    base = ndimage.gaussian_filter(rng.normal(size=(h + 16, w + 16)), 2.0)
+    base = 1 + texture * base / base.std() if texture else np.ones_like(base)
+    yy, xx = np.mgrid[0:h, 0:w]
+    trans = 1 - 0.3 * np.clip(12 - np.hypot(yy - 48, xx - 60), 0, 1)
+    shifts = rng.normal(0, jitter, (n_frames, 2))
+    frames = np.empty((n_frames, h, w))
+    spec = np.fft.fft2(base)
+    for k, s in enumerate(shifts):
+        moved = np.fft.ifft2(ndimage.fourier_shift(spec, s)).real[8:8 + h, 8:8 + w]
+        frames[k] = 2000 * moved * trans + rng.normal(0, 20, (h, w))
+    return frames, trans, base[8:8 + h, 8:8 + w]
+
+
+def test_streams_frames_once_in_bounded_memory():
+    frames, trans, _ = _textured_video(n_frames=60, shape=(128, 160))
+    source = _CountingSource(frames)
+    median = np.median(frames, axis=0)
+    mask = trans < 0.999
+    tracemalloc.start()
+    try:
+        _, report = jitter_clean(median, mask, source)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report[0]["used"]
+    assert source.reads == list(range(60))            # each frame once, in order
+    assert peak < frames.nbytes / 4                    # never the whole video
+    source.reads.clear()
+    _, report = jitter_clean(median, mask, source, max_frames=20)
+    assert report[0]["used"]
+    assert len(source.reads) == 20 and source.reads[0] == 0 and source.reads[-1] == 59
+
+
+def test_no_texture_falls_back_to_the_ring_estimate():
+    frames, trans, _ = _textured_video(texture=0.0)
+    median = np.median(frames, axis=0)
+    mask = trans < 0.999
+    clean, report = jitter_clean(median, mask, frames)
+    assert report[0]["used"] is False and report[0]["reason"] == "no texture"
+    assert np.array_equal(clean, median.astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with_frames = make_flat(median, mask, frames=frames)
+        without = make_flat(median, mask, frames=frames, inpaint_options={"jitter": False})
+    assert np.array_equal(with_frames.data, without.data)
+    info = json.loads(with_frames.meta["PROVJSON"])["inpaint_info"]
+    assert info["jitter_regions"] == 0
+
+
+def test_textured_synthetic_scene_recovered():
+    frames, trans, scene = _textured_video()
+    median = np.median(frames, axis=0)
+    mask = trans < 0.999
+    clean, report = jitter_clean(median, mask, frames)
+    assert report[0]["used"], report
+    ratio = np.log(clean[mask] / (2000 * scene[mask]))
+    # the 3 % texture under the shadow is recovered to a fraction of it
+    assert np.std(ratio) < 0.2 * np.std(np.log(scene[mask]))
+
+
+def test_rgb_frames_use_the_channel_mean():
+    frames, trans, _ = _textured_video()
+    rgb = np.stack([frames * f for f in (0.8, 1.0, 1.2)], axis=-1)
+    median = np.median(frames, axis=0)
+    mask = trans < 0.999
+    mono, _ = jitter_clean(median, mask, frames)
+    colour, report = jitter_clean(median, mask, rgb)
+    assert report[0]["used"]
+    np.testing.assert_allclose(colour, mono, rtol=1e-5)
+
+
+def test_too_few_frames_or_a_drift_fall_back():
+    frames, trans, _ = _textured_video(n_frames=8)
+    median = np.median(frames, axis=0)
+    mask = trans < 0.999
+    clean, report = jitter_clean(median, mask, frames)
+    assert not report[0]["used"] and "frames" in report[0]["reason"]
+    assert np.array_equal(clean, median.astype(np.float32))
+    _, report = jitter_clean(median, mask, frames, min_frames=4, max_shift=0.1)
+    assert not report[0]["used"] and "shift rms" in report[0]["reason"]
+
+
+def test_bad_inputs():
+    frames, trans, _ = _textured_video(n_frames=12)
+    median = np.median(frames, axis=0)
+    with pytest.raises(InputError, match="do not match"):
+        jitter_clean(median[:-1], trans[:-1] < 0.999, frames)
+    with pytest.raises(InputError, match="one shape"):
+        jitter_clean(median, (trans < 0.999)[:-1], frames)
+    with pytest.raises(InputError, match="jitter must be"):
+        make_flat(median, trans < 0.999, frames=frames, inpaint_options={"jitter": "yes"})
+    clean, report = jitter_clean(median, np.zeros(median.shape, bool), frames)
+    assert report == [] and np.array_equal(clean, median.astype(np.float32))
+
+
+def test_raw_colour_mosaic(solar, tmp_path):
+    """A raw RGGB mosaic: the phases are divided by their gains, the estimate is on the median's scale."""
+    from aiflat_astro.io import SERReader, write_ser
+
+    path, truth, _ = solar
+    with SERReader(path) as reader:
+        mono = np.stack([reader.read(i) for i in range(reader.n_frames)]).astype(np.float64)
+    cfa = np.empty(mono.shape[1:])
+    cfa[0::2, 0::2], cfa[0::2, 1::2], cfa[1::2, 0::2], cfa[1::2, 1::2] = 1.3, 1.0, 1.0, 0.7
+    bayer = tmp_path / "bayer.ser"
+    write_ser(bayer, np.clip(np.rint(mono * cfa), 0, 4095).astype(np.uint16), pixel_depth=12, color_id=8)
+    median = median_combine(bayer)
+    assert median.meta["BAYERPAT"] == "RGGB"
+    mask = truth.labels > 0
+    clean, report = jitter_clean(median.data, mask, bayer)
+    assert all(row["used"] for row in report)
+    true_clean = median.data / truth.transmission          # raw scale, phases included
+    assert np.std(np.log(clean[mask] / true_clean[mask])) < 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flat = make_flat(median, mask, frames=bayer)
+        ring = make_flat(median, mask, frames=bayer, inpaint_options={"jitter": False})
+    assert _residual(flat.data, truth) < 0.6 * _residual(ring.data, truth)

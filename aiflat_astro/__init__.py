@@ -62,6 +62,9 @@ _LAZY = {
         'inpaint_local', 'solar_disc_background', 'match_photometry', 'register_inpainter',
         'get_inpainter', 'available_inpainters', 'run_inpainter', 'LOCAL_METHODS', 'MATCH_METHODS',
     ),
+    "jitter": (
+        'JITTER_MIN_R2', 'jitter_clean',
+    ),
     "flat": (
         'make_flat', 'multiply_master_flat', 'evaluate_flat', 'FLAT_PROFILES',
     ),
@@ -87,7 +90,7 @@ __all__ = list(_LAZY_NAMES)
 
 #: Subpackages and modules reachable as attributes (``aiflat_astro.io.read_ser``).
 _SUBMODULES = frozenset({"apply", "combine", "datasets", "detection", "dq", "evaluate", "flat", "inpaint",
-                         "io", "measured", "pipeline", "provenance", "registration", "utils"})
+                         "io", "jitter", "measured", "pipeline", "provenance", "registration", "utils"})
 
 
 def __getattr__(name):

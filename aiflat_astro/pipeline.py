@@ -3,7 +3,7 @@
 `run_pipeline` is what ``aiflat run`` and ``aiflat demo`` do.  Every step
 writes its product into one output folder and records a *step key*
 (``RUNSHA``: a hash of the step's inputs and parameters, chained through the
-steps) in the product's header, or in ``aiflat_run.json`` for products
+steps, and from the mask on of the aiflat_astro version) in the product's header, or in ``aiflat_run.json`` for products
 without a header.  On a rerun a product whose recorded key matches is reused
 (checksums verified on reading), and recomputed otherwise: change the
 detector and the mask, flat and calibrated video are redone, the median is
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from .provenance import params_hash
+from .provenance import params_hash, software_id
 from .utils.exceptions import InputError, ProvenanceError, warn_user
 
 __all__ = ["run_pipeline"]
@@ -226,8 +226,11 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
 
     # -- 2. dust detection ------------------------------------------------------------
     t0 = time.perf_counter()
+    # the software version enters here (and so every later step): the median is exact whatever the
+    # version, the detector and the flat improve between versions
     key_mask = params_hash({"step": "mask", "median": key_median, "detector": detector,
-                            "options": detector_options or {}, "f_ratio": f_ratio, "pixel_size": pixel_size})
+                            "options": detector_options or {}, "f_ratio": f_ratio, "pixel_size": pixel_size,
+                            "software": software_id()})
     detection = _reuse(paths["mask"], key_mask, read_mask, overwrite)
     if detection is not None:
         reused.append("mask")

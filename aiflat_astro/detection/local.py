@@ -55,6 +55,21 @@ DUST_DISTANCE_MM = (0.5, 30.0)
 # A pixel is "sky" when the smoothed image is below this fraction of the disc level
 _SKY_FRACTION = 0.12
 
+#: DUST pixels are those darker than this fraction of a shadow's depth (most of the soft edge;
+#: the halo of `~aiflat_astro.dq.expand_mask` covers the rest).
+DUST_LEVEL = 0.1
+#: Extent from the radial profile (`_refine_extent`): the profile has flattened at the first
+#: ring (beyond the half-depth radius) that is not above the median of the next rings, a window
+#: of this fraction of the outline radius (at least 4 rings), by more than ...
+EXTENT_WINDOW = 0.3
+#: ... this many standard errors of a ring's median (from the ring-to-ring scatter), nor by
+#: more than this fraction of the depth.
+EXTENT_TOL, EXTENT_TOL_DEPTH = 2.0, 0.02
+#: Profile and centre are measured again about the new centre at most this many times.
+EXTENT_ITERATIONS = 3
+#: A refined mask is kept only when its area is within these factors of the first one.
+EXTENT_AREA_RANGE = (0.5, 4.0)
+
 
 def expected_diameters(f_ratio, pixel_size, *, distance_mm=DUST_DISTANCE_MM):
     """Range of dust-shadow diameters (pixels) for the given optics.
@@ -469,7 +484,7 @@ def _analyse(ctx, peak, diameter0):
     if area_f < 3:
         return None
     # DUST pixels: a lower threshold for the full extent of the soft edge
-    lab2, _ = ndimage.label((ds > max(0.1 * depth, 2.5 * noise_s)) & (rho < 2 * d0 + 3))
+    lab2, _ = ndimage.label((ds > max(DUST_LEVEL * depth, 2.5 * noise_s)) & (rho < 2 * d0 + 3))
     keep = np.unique(lab2[shape_mask & (lab2 > 0)])
     pix_mask = np.isin(lab2, keep)
     # pixels left out of the measurement (stars, defects) inside the shadow are still shadowed
@@ -577,6 +592,136 @@ def _baseline_plane(values, yy, xx, sel, py, px):
     resid = v - a @ coef
     plane = coef[0] + coef[1] * (yy - py) + coef[2] * (xx - px)
     return plane.astype(np.float32), float(coef[0]), _robust_sigma(resid[keep] if keep.any() else resid)
+
+
+def _ring_medians(values, rho, step, n_rings, min_count=6):
+    """Median of ``values`` in rings of width ``step`` (the units of ``rho``); NaN where too few."""
+    idx = (rho / step).astype(np.int64)
+    sel = idx < n_rings
+    idx, v = idx[sel], values[sel]
+    counts = np.bincount(idx, minlength=n_rings)
+    order = np.argsort(idx, kind="stable")
+    idx, v = idx[order], v[order]
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    med = np.full(n_rings, np.nan)
+    for i in np.flatnonzero(counts >= min_count):
+        med[i] = np.median(v[starts[i]:starts[i + 1]])
+    return med, counts
+
+
+def _refine_extent(ctx, c, others):
+    """DUST pixels of an accepted shadow with the baseline where its own radial profile flattens.
+
+    The first measurement takes the baseline from an annulus at a fixed multiple
+    of the scale-space diameter: inside the wing of a large soft shadow whose
+    size was underestimated, or on the neighbouring shadows of a dense field.
+    Here the azimuthal medians of the darkness about the centroid (the other
+    shadows, ``others``, left out) are followed outwards from the half-depth
+    radius to where they stop falling; the baseline is a robust plane fitted on
+    the next rings, the centroid is measured again above it (and the profile
+    with it, until the centre settles), and the DUST pixels are those deeper
+    than 10 % of the depth above it, within the flattening radius.
+
+    Returns ``(slices, pixels, info)``, or None when the profile does not flatten
+    inside the cut-out (the first measurement is kept).
+    """
+    f = c["feat"]
+    r0 = 0.5 * max(f["diameter"], f.get("d50", 0.0), 3.0)
+    reach = 3.0 * r0 + 12
+    bin_ = max(1, int(reach // 80))
+    sl = _box((f["y"], f["x"]), reach, ctx.shape)
+    dk = ctx.darkness[sl]
+    wt = ctx.weight[sl]
+    wx = np.where(others[sl], 0.0, wt).astype(np.float32)
+    if bin_ > 1:
+        dk, wt = _block(dk, bin_, wt)
+        wx = _block(np.zeros_like(ctx.darkness[sl]), bin_, ctx.weight[sl] * ~others[sl])[1]
+    scale = float(bin_)
+    ny, nx = dk.shape
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32)
+    py = (f["y"] - sl[0].start - (bin_ - 1) / 2) / scale
+    px = (f["x"] - sl[1].start - (bin_ - 1) / 2) / scale
+    use = wx > 0.5
+    step = scale
+    n_rings = int(reach / step)
+    width = max(4, round(EXTENT_WINDOW * r0 / step))
+    depth1 = float(f["depth"])
+    sigma = max(0.6, float(f["sigma"]) / scale)
+    noise_bin = ctx.noise_pix / scale
+    noise_s = noise_bin / (2 * np.sqrt(np.pi) * sigma) if sigma > 0.5 else noise_bin
+    result = None
+    for _ in range(EXTENT_ITERATIONS):
+        rho = np.hypot(yy - py, xx - px) * scale
+        prof, _ = _ring_medians(dk[use], rho[use], step, n_rings)
+        if not np.isfinite(prof).sum() > 8:
+            break
+        smooth = ndimage.median_filter(np.nan_to_num(prof, nan=np.nanmedian(prof)), size=3, mode="nearest")
+        smooth[~np.isfinite(prof)] = np.nan
+        inner = np.arange(n_rings) * step < max(r0, 2 * step)
+        if not np.isfinite(smooth[inner]).any():
+            break
+        top = float(np.nanmax(smooth[inner]))
+        # start where the profile has fallen by half of the first depth
+        below = np.flatnonzero((smooth < top - 0.5 * depth1) & ~inner)
+        i0 = int(below[0]) if below.size else int(np.ceil(r0 / step))
+        # noise of one ring median from its ring-to-ring scatter beyond the start
+        d = np.diff(prof[i0:])
+        sig_ring = _robust_sigma(d[np.isfinite(d)]) / np.sqrt(2) if np.isfinite(d).sum() >= 10 else np.nan
+        if not np.isfinite(sig_ring):
+            sig_ring = 0.0
+        tol = max(EXTENT_TOL * sig_ring, EXTENT_TOL_DEPTH * depth1)
+        # the first ring (median of three) not above the rings beyond it
+        edge = None
+        for i in range(i0, n_rings - width):
+            nxt = prof[i + 1:i + 1 + width]
+            if not (np.isfinite(smooth[i]) and np.isfinite(nxt).sum() >= width // 2):
+                continue
+            if smooth[i] - np.nanmedian(nxt) < tol:
+                edge = i
+                break
+        if edge is None:
+            break
+        r_edge = edge * step
+        ann = use & (rho >= r_edge) & (rho < r_edge + width * step)
+        if ann.sum() < 8:
+            break
+        plane, base, _ = _baseline_plane(dk, yy, xx, ann, py, px)
+        ds = _normconv((dk - plane).astype(np.float32), wt, sigma)
+        core = (rho < max(1.1 * r0, 2 * scale)) & (wt > 0.5)
+        if not core.any():
+            break
+        depth = float(np.percentile(ds[core], 95))
+        if not depth > 3 * noise_s:
+            break
+        outline = ndimage.binary_fill_holes((ds > 0.25 * depth) & (rho < 1.2 * r0 + 2 * scale))
+        lab, _ = ndimage.label((ds > max(DUST_LEVEL * depth, 2.5 * noise_s)) & (rho < r_edge + 2 * scale))
+        keep = np.unique(lab[outline & (lab > 0)])
+        if keep.size == 0:
+            break
+        result = (lab, keep, r_edge, base, depth, tol)
+        # the centre above the new baseline (measured again about it when it moved): the
+        # geometric centre of the half-depth region: the steepest, best-defined contour
+        wts = ndimage.binary_fill_holes((ds > 0.5 * depth) & outline).astype(np.float32)
+        tot = float(wts.sum())
+        if tot <= 0:
+            break
+        ny_, nx_ = float((wts * yy).sum() / tot), float((wts * xx).sum() / tot)
+        moved = np.hypot(ny_ - py, nx_ - px) * scale
+        py, px = ny_, nx_
+        if moved < 0.5:
+            break
+    if result is None:
+        return None
+    lab, keep, r_edge, base, depth, tol = result
+    pix = np.isin(lab, keep)
+    # pixels left out of the measurement inside the shadow are still shadowed
+    holes = ndimage.binary_fill_holes(pix) & ~pix & (wt <= 0.5)
+    pix = (pix & (wt > 0)) | holes
+    if bin_ > 1:
+        pix = _unblock(pix, bin_, (sl[0].stop - sl[0].start, sl[1].stop - sl[1].start))
+    info = {"r_edge": r_edge, "base": base, "depth": depth, "tol": tol,
+            "y": sl[0].start + (py + 0.5) * scale - 0.5, "x": sl[1].start + (px + 0.5) * scale - 0.5}
+    return sl, pix & ctx.valid[sl], info
 
 
 #: Features of a candidate rejected early as a ridge (only shape and depth are measured).
@@ -1208,6 +1353,13 @@ class LocalDustDetector(DustDetector):
         motion tests (bounded memory and time); default 24.
     progress_bar : bool, optional
         Show a progress bar while reading frames.
+    refine_extent : bool, optional
+        Experimental, off by default: take the DUST pixels and the centre of
+        each accepted shadow from its own radial profile, with the baseline
+        where the profile flattens, rather than from the first measurement's
+        annulus at a fixed multiple of the scale-space diameter.  Better masks
+        for large soft shadows, but not better flats on every held-out set
+        (see :ref:`detect`).
 
     Examples
     --------
@@ -1223,7 +1375,7 @@ class LocalDustDetector(DustDetector):
     name = "local"
 
     def __init__(self, *, threshold=5.0, accept=0.5, review_below=0.8, min_diameter=None,
-                 max_diameter=None, max_frames=24, progress_bar=False):
+                 max_diameter=None, max_frames=24, progress_bar=False, refine_extent=False):
         if not threshold > 0:
             raise InputError(f"threshold must be positive, got {threshold!r}")
         if not 0 <= accept <= review_below <= 1:
@@ -1235,6 +1387,7 @@ class LocalDustDetector(DustDetector):
         self.max_diameter = max_diameter
         self.max_frames = int(max_frames)
         self.progress_bar = bool(progress_bar)
+        self.refine_extent = bool(refine_extent)
 
     def _size_range(self, shape, f_ratio, pixel_size):
         lo, hi = 3.0, min(0.6 * min(shape), 400.0)
@@ -1291,7 +1444,8 @@ class LocalDustDetector(DustDetector):
                                   _pixel_noise(darkness, usable), d_lo, d_hi)}
         cands = self._candidates(ctx["median"], diameters, "median")
         params = {"THRESH": self.threshold, "NSCALES": len(diameters), "DMIN": round(float(d_lo), 2),
-                  "DMAX": round(float(d_hi), 2), "NOISEPIX": float(f"{ctx['median'].noise_pix:.4g}")}
+                  "DMAX": round(float(d_hi), 2), "NOISEPIX": float(f"{ctx['median'].noise_pix:.4g}"),
+                  "EXTPROF": self.refine_extent}
         drift = None
         if frames is not None:
             drift, static = self._use_frames(frames, data, usable, weight, cands)
@@ -1374,7 +1528,7 @@ class LocalDustDetector(DustDetector):
                     logit = min(logit, 2.2)   # shape alone never gives more than ~0.9
             c["confidence"] = float(_sigmoid(logit))
         return self._build(data, cands, f_ratio=f_ratio, pixel_size=pixel_size, drift=drift,
-                           params=params, used_frames=drift is not None)
+                           params=params, used_frames=drift is not None, ctx=ctx)
 
     def _use_frames(self, frames, data, usable, weight, cands):
         """Register the frames and build the static (sensor-fixed) darkness map."""
@@ -1451,7 +1605,7 @@ class LocalDustDetector(DustDetector):
             return None
         return {"feat": feat, "sl": sl, "pix": pix, "template": tmpl}
 
-    def _build(self, data, cands, *, f_ratio, pixel_size, drift, params, used_frames):
+    def _build(self, data, cands, *, f_ratio, pixel_size, drift, params, used_frames, ctx=None):
         shape = data.shape
         dq = np.zeros(shape, np.uint8)
         labels = np.zeros(shape, np.int32)
@@ -1459,23 +1613,34 @@ class LocalDustDetector(DustDetector):
         catalog = empty_catalog(with_distance=with_distance)
         rejected = []
         accepted = []
+        duplicates = []
         # most confident first; a candidate mostly covered by a more confident one is a duplicate
         for c in sorted(cands, key=lambda c: -c["confidence"]):
-            f = c["feat"]
             reason = None
             if c["confidence"] < self.accept:
                 reason = min(c["terms"], key=c["terms"].get)
-            else:
-                npix = int(c["pix"].sum())
-                for a in accepted:
-                    if _overlap(c, a) > 0.3 * min(npix, int(a["pix"].sum())):
-                        reason = "overlaps a better shadow"
-                        break
+            elif _duplicate(c, accepted):
+                duplicates.append(c)
+                continue
             if reason:
-                rejected.append((f["x"], f["y"], f["diameter"], f["depth"], c["confidence"], reason,
-                                 c["beta"], c["map"]))
+                rejected.append((c, reason))
             else:
                 accepted.append(c)
+        if ctx is not None and self.refine_extent and accepted:
+            _refine_accepted(accepted, ctx, shape)
+            # a "duplicate" that only the first, too large outline of a neighbour covered is a
+            # shadow of its own
+            for c in duplicates:
+                if not _duplicate(c, accepted):
+                    _refine_accepted(accepted + [c], ctx, shape, only=c)
+                    if not _duplicate(c, accepted):
+                        accepted.append(c)
+                        continue
+                rejected.append((c, "overlaps a better shadow"))
+        else:
+            rejected += [(c, "overlaps a better shadow") for c in duplicates]
+        rejected = [(c["feat"]["x"], c["feat"]["y"], c["feat"]["diameter"], c["feat"]["depth"], c["confidence"],
+                     reason, c["beta"], c["map"]) for c, reason in sorted(rejected, key=lambda r: -r[0]["confidence"])]
         n = 0
         for c in sorted(accepted, key=lambda c: (c["feat"]["y"], c["feat"]["x"])):
             f = c["feat"]
@@ -1505,6 +1670,39 @@ class LocalDustDetector(DustDetector):
         log.info("local detector: %d candidates, %d accepted", len(cands), n)
         return DustDetection(dq=dq, weight=(dq > 0).astype(np.float32), catalog=catalog,
                              detector=self.name, provenance=prov, labels=labels, rejected=rej)
+
+
+def _duplicate(c, accepted):
+    """Whether candidate ``c`` is mostly covered by one of the ``accepted`` shadows."""
+    npix = int(c["pix"].sum())
+    return any(_overlap(c, a) > 0.3 * min(npix, int(a["pix"].sum())) for a in accepted)
+
+
+def _refine_accepted(accepted, ctx, shape, only=None):
+    """Replace the DUST pixels of the accepted shadows (or of ``only``) by those of `_refine_extent`.
+
+    Each shadow's profile leaves out the others' pixels, grown by 3 px.
+    """
+    owner = np.zeros(shape, np.int32)
+    for k, c in enumerate(accepted, start=1):
+        owner[c["sl"]][c["pix"]] = k
+    grown = ndimage.grey_dilation(owner, size=7)
+    todo = [(k, c) for k, c in enumerate(accepted, start=1) if only is None or c is only]
+    results = []
+    for k, c in todo:
+        m = ctx.get(c["map"], ctx["median"])
+        others = (grown > 0) & (grown != k) | (owner > 0) & (owner != k)
+        results.append(_refine_extent(m, c, others))
+    for (_, c), res in zip(todo, results):
+        n0 = int(c["pix"].sum())
+        if res is None or not EXTENT_AREA_RANGE[0] * n0 <= int(res[1].sum()) <= EXTENT_AREA_RANGE[1] * n0:
+            log.debug("extent of the shadow at (%.1f, %.1f) kept", c["feat"]["x"], c["feat"]["y"])
+            continue
+        sl, pix, info = res
+        log.debug("shadow at (%.1f, %.1f): profile flat from %.1f px, %d -> %d pixels", c["feat"]["x"],
+                  c["feat"]["y"], info["r_edge"], n0, int(pix.sum()))
+        c["sl"], c["pix"] = sl, pix
+        c["feat"]["y"], c["feat"]["x"] = info["y"], info["x"]
 
 
 def _peaks(smax, dbest, inside):

@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 
 from .io._base import ccddata_class, is_ccddata
 from .utils._atomic import atomic_output, output_name, parse_size  # noqa: F401 (output_name: used by callers)
@@ -60,6 +59,25 @@ def _as_flat(flat):
     return ccddata_class()(data.astype(np.float32, copy=False), unit="")
 
 
+def _read_flat_data(path):
+    """The flat's data and primary header, checksums verified, read as fast as possible.
+
+    A ``flat.fits`` as aiflat writes it is read with NumPy alone
+    (``aiflat_astro.io._fastflat``: the command line does not wait 0.25 s for
+    `astropy.io.fits`); any other file, or one whose checksums do not verify,
+    with `~aiflat_astro.io.fits.read_flat`'s checks and errors.
+    """
+    from .io._fastflat import read_flat_fast
+
+    fast = read_flat_fast(path)
+    if fast is not None:
+        return fast[0], fast[2]
+    from .io.fits import _read_flat_parts
+
+    data, _, _, header = _read_flat_parts(path, provenance=False)
+    return data, header
+
+
 class _FlatParts(collections.namedtuple("_FlatParts", "data header name")):
     """A flat already read (`~aiflat_astro.io.fits._read_flat_parts`): data, header, file name."""
 
@@ -72,9 +90,7 @@ def _flat_data(flat):
     if isinstance(flat, _FlatParts):
         return np.asarray(flat.data, dtype=np.float32), flat.header, flat.name
     if isinstance(flat, (str, os.PathLike)):
-        from .io.fits import _read_flat_parts
-
-        data, _, _, header = _read_flat_parts(flat, provenance=False)
+        data, header = _read_flat_data(flat)
         return data, header, Path(flat).name
     if is_ccddata(flat):
         return np.asarray(flat.data, dtype=np.float32), flat.meta, "in-memory flat"
@@ -335,6 +351,8 @@ def _fits_image_hdu(hdul, path):
 
 
 def _apply_fits(flat, input_path, output_path, *, overwrite, progress_bar, mem_limit, flat_id):
+    from astropy.io import fits
+
     stats = {"format": "fits"}
     with fits.open(input_path, memmap=True, do_not_scale_image_data=True, mode="readonly") as hdul:
         idx = _fits_image_hdu(hdul, input_path)
@@ -452,9 +470,12 @@ def _apply_to_file(flat, input_path, output_path, *, overwrite=False, progress_b
         if not np.all(np.isfinite(data)) or np.any(data <= 0):
             raise InputError("the flat has non-finite or non-positive values; it cannot be applied")
         input_path, output_path = _check_paths(input_path, output_path)
-        from .io.frames import _kind
+        if input_path.suffix.lower() == ".ser":
+            kind = "ser"
+        else:
+            from .io.frames import _kind
 
-        kind = _kind(input_path)
+            kind = _kind(input_path)
         if kind == "ser":
             stats = _apply_ser(data, input_path, output_path, overwrite=overwrite, progress_bar=progress_bar,
                                mem_limit=mem_limit, byte_order=byte_order, started=started)

@@ -158,3 +158,100 @@ def test_apply_command_early_copy_of_a_damaged_video_is_replaced_by_a_repaired_o
             got = cal.read(3)
     assert np.array_equal(got, np.clip(np.rint(frames[3] / flat.astype(np.float64)), 0, 4095).astype(np.uint16))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.ser", "flat.fits", "in.ser"]
+
+
+def _full_flat(path, shape=(24, 32)):
+    """A flat as make_flat writes it: DQ, UNCERT, PROVJSON, long provenance cards."""
+    from astropy.nddata import StdDevUncertainty
+
+    flat = np.ones(shape, np.float32)
+    flat[5:11, 7:15] = 0.6
+    flat[6, 8] = 1.03
+    dq = (flat != 1).astype(np.uint8)
+    meta = {"PARAMSHA": "0123456789abcdef", "AIPROMPT": "a long prompt " * 20, "OBJECT": "it's the Sun"}
+    write_flat(path, CCDData(flat, unit="", flags=dq, uncertainty=StdDevUncertainty(flat * 0.01), meta=meta))
+    return flat, dq
+
+
+def test_fast_flat_reader_agrees_with_astropy(tmp_path):
+    from aiflat_astro.io._fastflat import read_flat_fast
+    from aiflat_astro.io.fits import read_flat
+
+    flat, dq = _full_flat(tmp_path / "flat.fits")
+    fast = read_flat_fast(tmp_path / "flat.fits")
+    ref = read_flat(tmp_path / "flat.fits")
+    assert fast is not None
+    assert np.array_equal(fast[0], ref.data) and fast[0].dtype == np.float32 and np.array_equal(fast[0], flat)
+    assert np.array_equal(fast[1], ref.flags) and np.array_equal(fast[1], dq)
+    for key in ("PARAMSHA", "OBJECT", "BUNIT", "ROWORDER"):
+        assert fast[2][key] == ref.meta[key], key
+
+
+@pytest.mark.parametrize("damage", ["data bit", "header card", "no checksum", "mask extension", "float64",
+                                    "truncated", "not fits"])
+def test_fast_flat_reader_leaves_every_doubt_to_astropy(tmp_path, damage):
+    from astropy.io import fits
+
+    from aiflat_astro.io._fastflat import read_flat_fast
+
+    path = tmp_path / "flat.fits"
+    _full_flat(path)
+    raw = bytearray(path.read_bytes())
+    if damage == "data bit":
+        with fits.open(path) as hdul:
+            start = hdul.fileinfo(0)["datLoc"]
+        raw[start + 5 * 32 * 4 + 40] ^= 0x01
+        path.write_bytes(bytes(raw))
+    elif damage == "header card":
+        at = raw.index(b"OBJECT  = ")
+        raw[at + 12:at + 15] = b"XYZ"
+        path.write_bytes(bytes(raw))
+    elif damage == "no checksum":
+        with fits.open(path) as hdul:
+            for hdu in hdul:
+                for key in ("CHECKSUM", "DATASUM"):
+                    hdu.header.remove(key, ignore_missing=True)
+            hdul.writeto(tmp_path / "plain.fits")
+        path = tmp_path / "plain.fits"
+    elif damage == "mask extension":
+        with fits.open(path) as hdul:
+            hdul.append(fits.ImageHDU(np.zeros((24, 32), np.uint8), name="MASK"))
+            hdul.writeto(tmp_path / "mask.fits", checksum=True)
+        path = tmp_path / "mask.fits"
+    elif damage == "float64":
+        with fits.open(path) as hdul:
+            hdul[0].data = hdul[0].data.astype(np.float64)
+            hdul.writeto(tmp_path / "f64.fits", checksum=True)
+        path = tmp_path / "f64.fits"
+    elif damage == "truncated":
+        path.write_bytes(bytes(raw[:-2880]))
+    else:
+        path.write_bytes(b"SIMPLE  =  nothing like FITS" * 200)
+    assert read_flat_fast(path) is None
+
+
+def test_fast_flat_card_values():
+    from aiflat_astro.io._fastflat import _value
+
+    def card(text):
+        return text.ljust(80).encode("ascii")
+
+    assert _value(card("NAXIS   =                    2 / number of axes")) == 2
+    assert _value(card("BZERO   =              32768.0")) == 32768.0
+    assert _value(card("SIMPLE  =                    T")) is True
+    assert _value(card("OBJECT  = 'it''s / the Sun  '  / a comment")) == "it's / the Sun"
+    assert _value(card("BUNIT   = ''")) == ""
+    assert _value(card("COMMENT no value here")) is None
+
+
+def test_apply_command_reads_a_ser_video_without_astropy_io_fits(tmp_path):
+    src = tmp_path / "in.ser"
+    _video(src)
+    _full_flat(tmp_path / "flat.fits")
+    out = _run("import sys; from aiflat_astro.cli import main; "
+               f"rc = main(['-q', 'apply', {str(tmp_path / 'flat.fits')!r}, {str(src)!r}, '-o', "
+               f"{str(tmp_path / 'out.ser')!r}]); "
+               "print(rc, sorted(m for m in ('astropy.io.fits', 'astropy.units', 'astropy.nddata') "
+               "if m in sys.modules))")
+    assert out.splitlines()[-1] == "0 []"
+    assert (tmp_path / "out.ser").exists()

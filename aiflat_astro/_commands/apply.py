@@ -87,10 +87,9 @@ def run(args):
         check_output_path(target, overwrite=args.overwrite)
     started = _start_copy(*targets[0], args.overwrite)
     try:
-        from ..apply import _apply_to_file, _FlatParts
-        from ..io.fits import _read_flat_parts
+        from ..apply import _apply_to_file, _FlatParts, _read_flat_data
 
-        flat, _, _, header = _read_flat_parts(args.flat, provenance=False)
+        flat, header = _read_flat_data(args.flat)
     except BaseException:
         _drop(started)
         raise

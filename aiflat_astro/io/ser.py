@@ -33,7 +33,6 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 
 from ..utils._atomic import atomic_output
 from ..utils.exceptions import InputError, SERFormatError, SERFormatWarning, warn_user
@@ -848,6 +847,8 @@ class SERReader(FrameSource):
 
     def frame_header(self, frame_index):
         """FITS header describing frame ``frame_index`` (see `frame_ccd`)."""
+        from astropy.io import fits  # imported here: ``aiflat apply`` reads SER files without it
+
         i = self._check_index(frame_index)
         h = self.header
         hdr = fits.Header()

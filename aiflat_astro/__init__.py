@@ -13,14 +13,13 @@ format is registered with `~astropy.nddata.CCDData` as soon as
 import *`` sees every public name.
 """
 
-import importlib
-
 try:
     from ._version import version as __version__
 except ImportError:  # pragma: no cover - only without setuptools_scm metadata
     __version__ = ""
 
 from . import _registry_hook
+from .utils._lazy import lazy_attributes
 
 _registry_hook.install()
 
@@ -93,16 +92,4 @@ _SUBMODULES = frozenset({"apply", "combine", "datasets", "detection", "dq", "eva
                          "io", "jitter", "measured", "pipeline", "provenance", "registration", "utils"})
 
 
-def __getattr__(name):
-    module = _LAZY_NAMES.get(name)
-    if module is None:
-        if name in _SUBMODULES:
-            return importlib.import_module(f".{name}", __name__)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_NAMES, submodules=_SUBMODULES)

@@ -79,17 +79,7 @@ from aiflat_astro.jitter import jitter_clean
 METHODS = ("local", "jitter", "global", "true")
 
 
-def residuals(flat, truth):
-    """As ``bench_flat.residuals``: pooled figure and one figure a shadow."""
-    t = truth.transmission.astype(np.float64)
-    inside = truth.labels > 0
-    res = t[inside] / flat[inside] - 1
-    pooled = np.sqrt(np.mean(res**2) / np.mean((1 - t[inside]) ** 2))
-    per = []
-    for k in np.unique(truth.labels[inside]):
-        px = truth.labels == k
-        per.append(np.sqrt(np.mean((t[px] / flat[px] - 1) ** 2) / np.mean((1 - t[px]) ** 2)))
-    return pooled, np.array(per)
+from bench_flat import residuals  # noqa: E402 (same folder: the same figure as bench_flat.py)
 
 
 def _has_jitter_option():

@@ -5,7 +5,7 @@ The names are imported from their modules on first use (PEP 562), so that
 writers.
 """
 
-import importlib
+from ..utils._lazy import lazy_attributes
 
 _NAMES = {
     "read_ser": "ser", "SERReader": "ser", "write_ser": "ser", "SERWriter": "ser", "SERHeader": "ser",
@@ -18,14 +18,4 @@ __all__ = ["read_ser", "SERReader", "write_ser", "SERWriter", "SERHeader", "open
            "write_flat_tiff"]
 
 
-def __getattr__(name):
-    module = _NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _NAMES)

@@ -5,8 +5,6 @@ warning classes, and the ``aiflat`` command starts copying a video before it
 spends the tenth of a second that importing astropy takes.
 """
 
-import importlib
-
 #: The names of `aiflat_astro.utils.exceptions` (``tests/test_package.py`` checks the list).
 __all__ = [
     "AiflatError", "SERFormatError", "InputError", "DetectionError", "GeminiError", "ProvenanceError",
@@ -14,10 +12,6 @@ __all__ = [
     "DetectorFallbackWarning",
 ]
 
+from ._lazy import lazy_attributes  # noqa: E402 (after __all__, which it reads)
 
-def __getattr__(name):
-    if name in __all__:
-        value = getattr(importlib.import_module(".exceptions", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(__all__, "exceptions"))

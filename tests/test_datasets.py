@@ -77,7 +77,7 @@ class TestTransmission:
     """Random dust maps."""
 
     def test_ranges_at_nominal_optics(self):
-        for regime in ("solar", "deepsky"):
+        for regime in ("solar-soft", "deepsky"):
             cfg = DUST_REGIMES[regime]
             _, _, sh = make_dust_transmission((1600, 1600), regime=regime, n_dust=12, seed=5)
             assert len(sh) == 12
@@ -92,8 +92,9 @@ class TestTransmission:
         assert set(sh["kind"]) == {"annulus"}
         assert sh["hole_diameter"] == pytest.approx(0.35 * sh["diameter"])
 
-    def test_optics_scale_the_same_grains(self):
-        kw = {"n_dust": 8, "seed": 11, "diffraction": False}
+    @pytest.mark.parametrize("regime", ["solar", "solar-soft"])
+    def test_optics_scale_the_same_grains(self, regime):
+        kw = {"n_dust": 8, "seed": 11, "diffraction": False, "regime": regime}
         _, _, slow = make_dust_transmission((900, 900), f_ratio=30, **kw)
         _, _, fast = make_dust_transmission((900, 900), f_ratio=15, **kw)
         # same dust population (distance, grain size); at f/15 shadows are 2x larger, 4x shallower
@@ -101,10 +102,13 @@ class TestTransmission:
         assert fast["distance_mm"][order_f] == pytest.approx(slow["distance_mm"][order_s])
         assert fast["grain_size"][order_f] == pytest.approx(slow["grain_size"][order_s])
         assert fast["diameter"][order_f] == pytest.approx(2 * slow["diameter"][order_s])
-        assert fast["depth"][order_f] == pytest.approx(slow["depth"][order_s] / 4, rel=0.05)
+        # pixel-integrated depth: the plateau is reached by all but the tiniest shadows
+        big = slow["diameter"][order_s] > 8
+        assert np.count_nonzero(big) >= 3
+        assert fast["depth"][order_f][big] == pytest.approx(slow["depth"][order_s][big] / 4, rel=0.05)
 
     def test_scaled_to_small_frames(self):
-        for regime, fit in (("solar", 0.25), ("deepsky", 0.4)):
+        for regime, fit in (("solar", 0.25), ("solar-soft", 0.25), ("deepsky", 0.4)):
             trans, labels, sh = make_dust_transmission((96, 128), regime=regime, n_dust=4, seed=2)
             assert np.all(sh["diameter"] <= fit * 96 + 1e-9)
             # entirely inside the frame
@@ -116,7 +120,7 @@ class TestTransmission:
     @pytest.mark.parametrize("diffraction", [False, True])
     def test_exactly_one_outside_and_no_overlap(self, diffraction):
         trans, labels, sh = make_dust_transmission((200, 240), n_dust=10, seed=4,
-                                                   diffraction=diffraction)
+                                                   diffraction=diffraction, regime="solar-soft")
         assert trans.dtype == np.float32 and labels.dtype == np.int32
         yy, xx = np.mgrid[0:200, 0:240]
         near = np.zeros(trans.shape, bool)
@@ -135,7 +139,8 @@ class TestTransmission:
         assert set(np.unique(labels)) == {0, *sh["id"]}
 
     def test_depth_column_and_label_rule(self):
-        trans, labels, sh = make_dust_transmission((300, 300), n_dust=6, seed=8, diffraction=False)
+        trans, labels, sh = make_dust_transmission((300, 300), n_dust=6, seed=8, diffraction=False,
+                                                   regime="solar-soft")
         for row in sh:
             dark = 1 - trans[labels == row["id"]]
             assert dark.max() == pytest.approx(row["depth"], rel=1e-5)
@@ -203,11 +208,11 @@ class TestTransmission:
 
 class TestScenes:
     def test_solar_scene_limb_and_lookalikes(self):
-        scene = make_solar_scene((200, 260), seed=1)
+        scene = make_solar_scene((200, 260), seed=1, style="soft")
         assert scene.dtype == np.float32 and scene.shape == (200, 260)
         assert scene.min() >= 0 and scene.max() < 1.5
         assert np.mean(scene < 0.1) > 0.02               # some sky beyond the limb
-        full = make_solar_scene((200, 260), seed=1, limb=False)
+        full = make_solar_scene((200, 260), seed=1, limb=False, style="soft")
         assert np.mean(full < 0.1) < 0.01                # pores and spot umbrae only
         bare = make_solar_scene((200, 260), seed=1, limb=False, features=False)
         assert bare.min() > 0.8                          # granulation only

@@ -417,8 +417,8 @@ def _ellipse_grain(rng, y, x, size, sigma_q):
 
 
 def _fibre_grains(rng, diameter, depth):
-    """A fibre: a curved thread 1–3 footprints long whose width gives the plateau ``depth``."""
-    length = diameter * rng.uniform(1.0, 3.0)
+    """A fibre: a curved thread 0.7–2.5 footprints long whose width gives the plateau ``depth``."""
+    length = diameter * rng.uniform(0.7, 2.5)
     width = max(0.4, depth * np.pi * diameter / 4.0)       # blocked ≈ w D / (π D² / 4)
     phi, bend = rng.uniform(0, np.pi), rng.uniform(-0.25, 0.25) * length
     t = np.linspace(-0.5, 0.5, 24)
@@ -477,7 +477,7 @@ def _derive_speck(kind, diameter, grains, distance, optics):
         if fresnel < 1.0:
             s["rim_amplitude"] = RIM_STRENGTH * min(s["plateau"], 0.5) * (1.0 - fresnel)
             s["rim_width"] = float(np.clip(0.5 * np.sqrt(lam_dz) / pixel_size, 0.75,
-                                           max(0.75, diameter / 4)))
+                                           max(0.75, diameter / 6)))
     s["radius"] = _grain_extent(grains) + diameter / 2.0 + 2.5 * s["rim_width"] + 1.0
     return s
 
@@ -540,7 +540,7 @@ def _render_speck(s, yc, xc, frame_shape, k=4):
     blocked = blocked.reshape(ny, k, nx, k).mean(axis=(1, 3))
     rim = rim.reshape(ny, k, nx, k).mean(axis=(1, 3))
     blocked[blocked < 1e-6] = 0.0
-    rim[rim < 1e-6] = 0.0
+    rim[rim < 0.01 * max(float(rim.max()), 1e-6)] = 0.0        # a compact ring: no faint tails
     return (slice(y0, y1), slice(x0, x1)), blocked, rim
 
 
@@ -632,7 +632,7 @@ def make_dust_transmission(shape, *, regime="solar", f_ratio=None, pixel_size=NO
         ``'solar'`` (default): realistic specks calibrated on a real dusty
         solar median: pupil-footprint diameter and depth drawn from the real
         quantiles (about 3–40 px, 7–56 % deep at f/40), about 100 per Mpx of
-        ``allowed``, 5 % fibres (threads 1–3 footprints long) and 6 % clumps
+        ``allowed``, 5 % fibres (threads 0.7–2.5 footprints long) and 6 % clumps
         of 2–5 touching grains; every shadow is its grain silhouette
         convolved with the pupil footprint, with a Fresnel ring.
         ``'solar-soft'``: the former solar population (f/30: round soft

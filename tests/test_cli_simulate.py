@@ -73,3 +73,25 @@ def test_simulate_dust_seed_shares_dust(tmp_path):
     a, b = read_truth(tmp_path / "a_truth.fits"), read_truth(tmp_path / "b_truth.fits")
     assert np.array_equal(a.transmission, b.transmission) and a.params["dust_seed"] == 9
     assert not np.array_equal(a.scene, b.scene)
+
+
+def test_simulate_scenarios(tmp_path, capsys):
+    assert main(["simulate", "-o", str(tmp_path / "r.ser"), "--frames", "1", "--shape", "300x400",
+                 "--seed", "4"]) == 0
+    assert "solar" in capsys.readouterr().out
+    real = read_truth(tmp_path / "r_truth.fits")
+    assert real.params["regime"] == "solar" and real.params["f_ratio"] == 40
+    assert len(real.shadows) > 3 and real.transmission.max() > 1.0     # specks with a ring
+    assert main(["simulate", "-o", str(tmp_path / "s.ser"), "--frames", "1", "--shape", "300x400",
+                 "--seed", "4", "--regime", "solar-soft"]) == 0
+    soft = read_truth(tmp_path / "s_truth.fits")
+    assert soft.params["regime"] == "solar-soft" and len(soft.shadows) == 10
+    assert main(["simulate", "-o", str(tmp_path / "x.ser"), "--regime", "sun"]) == 2
+    assert "solar-soft" in capsys.readouterr().err
+
+
+def test_simulate_scenario_names_match_the_library():
+    from aiflat_astro._commands.simulate import REGIME_HELP
+    from aiflat_astro.datasets import DUST_REGIMES
+
+    assert list(REGIME_HELP) == list(DUST_REGIMES)

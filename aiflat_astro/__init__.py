@@ -44,7 +44,7 @@ _LAZY = {
     ),
     "datasets": (
         'shadow_diameter', 'shadow_depth', 'shadow_profile', 'make_dust_transmission',
-        'DUST_REGIMES', 'LABEL_FRACTION', 'make_solar_scene', 'make_deepsky_scene',
+        'measure_dust', 'DUST_REGIMES', 'LABEL_FRACTION', 'make_solar_scene', 'make_deepsky_scene',
         'make_vignetting', 'DustyVideoTruth', 'make_dusty_video', 'write_truth',
         'read_truth',
     ),

@@ -552,3 +552,26 @@ class TestRealisticScene:
         elapsed = time.perf_counter() - t0
         assert 150 < len(truth.shadows) < 320
         assert elapsed < 30        # ~3 s on an idle 2-core machine; generous for a shared one
+
+
+def _contrast(image, disc, sigma=30.0):
+    """I / (smooth local background) − 1 on ``disc``, 40 px inside its edge."""
+    image, m = np.asarray(image, np.float32), disc.astype(np.float32)
+    bg = ndimage.gaussian_filter(image * m, sigma) / np.maximum(ndimage.gaussian_filter(m, sigma), 1e-6)
+    return (image / np.maximum(bg, 1e-6) - 1)[ndimage.binary_erosion(disc, iterations=40)]
+
+
+def test_scene_texture_is_like_the_real_xu2016(xu2016):
+    """Feature contrast of the realistic scene within a factor ~2 of the real Hα full disc."""
+    frame = xu2016.frames[0][300:1700, 300:1700]          # inside the disc
+    real = _contrast(frame, frame > 0.5 * np.percentile(frame, 60))
+    truth = make_dusty_video(None, shape=(800, 1000), n_frames=1, seed=6)
+    sim = _contrast(truth.scene * truth.transmission, truth.scene > 0.05)
+    spread_real = np.subtract(*np.percentile(real, [95, 5]))
+    spread_sim = np.subtract(*np.percentile(sim, [95, 5]))
+    assert 0.4 < spread_sim / spread_real < 1.5
+    assert 0.4 < np.std(sim) / np.std(real) < 2.0
+    soft = make_dusty_video(None, shape=(800, 1000), n_frames=1, seed=6, regime="solar-soft")
+    spread_soft = np.subtract(*np.percentile(_contrast(soft.scene * soft.transmission,
+                                                       soft.scene > 0.05), [95, 5]))
+    assert spread_soft < spread_sim                      # the former scene was too smooth

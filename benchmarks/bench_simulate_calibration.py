@@ -44,9 +44,9 @@ REAL_DENSITY = 238 / (1920 * 1200 / 1e6)
 PERCENTS = (5, 25, 50, 75, 95)
 
 
-def ring_fraction(transmission, mask_table_shape_mask):
+def ring_fraction(transmission, mask):
     """Share of mask components with T > 1 somewhere within 3 px outside them."""
-    comps, n = ndimage.label(mask_table_shape_mask, structure=np.ones((3, 3)))
+    comps, n = ndimage.label(mask, structure=np.ones((3, 3)))
     grown = ndimage.grey_dilation(comps, size=(7, 7))
     ring = (grown > 0) & (comps == 0)
     if n == 0:
@@ -67,7 +67,8 @@ def contrast_stats(image, disc, sigma=30.0):
     """Percentiles of I / (smooth local background) − 1 over ``disc`` (normalised convolution)."""
     image = np.asarray(image, np.float32)
     m = disc.astype(np.float32)
-    bg = ndimage.gaussian_filter(image * m, sigma) / np.maximum(ndimage.gaussian_filter(m, sigma), 1e-6)
+    bg = ndimage.gaussian_filter(image * m, sigma)
+    bg /= np.maximum(ndimage.gaussian_filter(m, sigma), 1e-6)
     inner = ndimage.binary_erosion(disc, iterations=40)
     c = (image / np.maximum(bg, 1e-6) - 1)[inner]
     return {f"p{p}": float(np.percentile(c, p)) for p in (0.1, 1, 5, 50, 95, 99, 99.9)} | {
@@ -115,7 +116,8 @@ def print_table(rows, density, rings, times):
     for col, r in rows.items():
         fmt = "{:6.2f}/{:<6.2f} " if col in ("depth", "elongation") else "{:6.1f}/{:<6.1f} "
         print(f"{col:22s}" + "".join(fmt.format(s, q) for s, q in zip(r["sim"], r["real"])))
-    print(f"{'density per Mpx':22s}{np.mean(density):6.0f} ± {np.std(density):.0f} / {REAL_DENSITY:.0f}")
+    print(f"{'density per Mpx':22s}{np.mean(density):6.0f} ± {np.std(density):.0f} / "
+          f"{REAL_DENSITY:.0f}")
     print(f"{'Fresnel ring T > 1':22s}{100 * np.nanmean(rings):5.0f} % of specks / 'most'")
     print(f"{'time per 1 frame':22s}{np.median(times):6.1f} s (median)")
 

@@ -107,7 +107,8 @@ class TestTransmission:
         # pixel-integrated depth: the plateau is reached by all but the tiniest shadows
         big = slow["diameter"][order_s] > 8
         assert np.count_nonzero(big) >= 3
-        assert fast["depth"][order_f][big] == pytest.approx(slow["depth"][order_s][big] / 4, rel=0.05)
+        expected = slow["depth"][order_s][big] / 4
+        assert fast["depth"][order_f][big] == pytest.approx(expected, rel=0.05)
 
     def test_scaled_to_small_frames(self):
         for regime, fit in (("solar", 0.25), ("solar-soft", 0.25), ("deepsky", 0.4)):
@@ -405,7 +406,7 @@ class TestTruthFile:
 
 
 class TestDustSeed:
-    """``dust_seed``: several videos share one dust (same place) with their own scene/motion/noise."""
+    """``dust_seed``: videos share one dust (same place), each with its own scene/motion/noise."""
 
     def test_shared_dust_different_scene(self, tmp_path):
         kw = dict(shape=(96, 128), n_frames=3, n_dust=5, jitter=1.0)
@@ -557,7 +558,8 @@ class TestRealisticScene:
 def _contrast(image, disc, sigma=30.0):
     """I / (smooth local background) − 1 on ``disc``, 40 px inside its edge."""
     image, m = np.asarray(image, np.float32), disc.astype(np.float32)
-    bg = ndimage.gaussian_filter(image * m, sigma) / np.maximum(ndimage.gaussian_filter(m, sigma), 1e-6)
+    bg = ndimage.gaussian_filter(image * m, sigma)
+    bg /= np.maximum(ndimage.gaussian_filter(m, sigma), 1e-6)
     return (image / np.maximum(bg, 1e-6) - 1)[ndimage.binary_erosion(disc, iterations=40)]
 
 

@@ -335,7 +335,8 @@ def _place_specks(rng, shadows, frame_shape, room, margin, optics, max_tries):
                 yc, xc = yc + rng.uniform(-0.5, 0.5), xc + rng.uniform(-0.5, 0.5)
                 gy, gx = int(yc // cell), int(xc // cell)
                 reach = int(np.ceil((2 * s["radius"] + margin) / cell))
-                near = [p for dy in range(-reach - 1, reach + 2) for dx in range(-reach - 1, reach + 2)
+                cells = range(-reach - 1, reach + 2)
+                near = [p for dy in cells for dx in cells
                         for p in grid.get((gy + dy, gx + dx), ())]
                 if all(np.hypot(yc - p["y"], xc - p["x"]) > s["radius"] + p["radius"] + margin
                        for p in near):
@@ -361,7 +362,7 @@ def _shrunk(s, optics, factor=0.8):
 # --- realistic specks ('solar' regime): any grain silhouette convolved with the pupil footprint ---
 
 def _quantile_draw(rng, probs, knots, size=None):
-    """Draw from the distribution whose quantiles ``knots`` (at ``probs``) are given, log-linear between."""
+    """Draw from the distribution of quantiles ``knots`` at ``probs`` (log-linear between)."""
     return np.exp(np.interp(rng.uniform(0.0, 1.0, size), probs, np.log(knots)))
 
 
@@ -417,7 +418,7 @@ def _ellipse_grain(rng, y, x, size, sigma_q):
 
 
 def _fibre_grains(rng, diameter, depth):
-    """A fibre: a curved thread 0.7–2.5 footprints long whose width gives the plateau ``depth``."""
+    """A fibre: a curved thread 0.7–2.5 footprints long; its width sets the plateau ``depth``."""
     length = diameter * rng.uniform(0.7, 2.5)
     width = max(0.4, depth * np.pi * diameter / 4.0)       # blocked ≈ w D / (π D² / 4)
     phi, bend = rng.uniform(0, np.pi), rng.uniform(-0.25, 0.25) * length
@@ -673,7 +674,8 @@ def make_dust_transmission(shape, *, regime="solar", f_ratio=None, pixel_size=NO
         One row a shadow: ``id``, ``x_centroid``, ``y_centroid`` (0-based
         pixels), ``diameter`` and ``hole_diameter`` (px, at half depth),
         ``depth`` (1 − minimum transmission on the pixel grid), ``kind``
-        (``'disc'``, ``'annulus'``, ``'fibre'`` or ``'clump'``), ``distance_mm``, ``grain_size`` (µm),
+        (``'disc'``, ``'annulus'``, ``'fibre'`` or ``'clump'``), ``distance_mm``,
+        ``grain_size`` (µm),
         ``rim_amplitude`` (peak transmission − 1 of the diffraction rim).
 
     Examples

@@ -92,7 +92,7 @@ def _granulation_grid(shape, rng, granule_size, contrast):
 
 
 def _smooth_noise(rng, shape, sigma):
-    """Gaussian-filtered white noise of correlation length ``sigma``, unit rms (made on a coarse grid)."""
+    """Gaussian-filtered white noise, correlation length ``sigma``, unit rms (coarse grid)."""
     step = max(1, int(sigma / 3))
     coarse = (int(np.ceil(shape[0] / step)) + 2, int(np.ceil(shape[1] / step)) + 2)
     field = ndimage.gaussian_filter(rng.standard_normal(coarse).astype(np.float32), sigma / step)
@@ -131,7 +131,7 @@ def _large_scale(shape, rng, amplitude, n_waves=8):
     h, w = shape
     yy, xx = np.arange(h), np.arange(w)
     out = np.zeros(shape, np.float32)
-    for _ in range(n_waves):          # cos(a(x) + b(y)) = cos a cos b − sin a sin b: outer products
+    for _ in range(n_waves):      # cos(a(x) + b(y)) = cos a cos b − sin a sin b: outer products
         lam, phi = rng.uniform(0.3, 1.5) * max(h, w), rng.uniform(0, np.pi)
         a = 2 * np.pi / lam * np.cos(phi) * xx + rng.uniform(0, 2 * np.pi)
         b = 2 * np.pi / lam * np.sin(phi) * yy
@@ -309,7 +309,7 @@ def _solar_scene_real(shape, rng, *, limb, granule_size=6.0, granulation=0.03):
         g = rng.uniform(0.2, 0.5) * np.exp(-0.5 * ((by - y) ** 2 + (bx - x) ** 2) / sigma**2)
         img[box] *= (1 - g).astype(np.float32)
         feats.append({"kind": "pore", "y": y, "x": x, "size": 2.355 * sigma})
-    for _ in range(count(1.5, 1)):                                   # plage: bright ridges, dark lanes
+    for _ in range(count(1.5, 1)):                          # plage: bright ridges, dark lanes
         size = min(rng.uniform(40.0, 150.0), 0.2 * scale)
         y, x = _on_disc_point(rng, shape, r_disc, 2)
         _add_plage(img, rng, y, x, size, rng.uniform(0.2, 0.5))

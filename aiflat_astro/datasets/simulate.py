@@ -185,7 +185,8 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
                      pixel_size=NOMINAL_PIXEL_SIZE, obstruction=None, n_dust=None, drift=0.0,
                      jitter=1.0,
                      bit_depth=12, noise=True, level=0.55, limb=True, dust_free=False, seed=0,
-                     dust_seed=None, frame_rate=50.0, truth_path=None, overwrite=False, progress_bar=False):
+                     dust_seed=None, frame_rate=50.0, truth_path=None, overwrite=False,
+                     progress_bar=False):
     """Write a simulated dusty SER video and return its ground truth.
 
     A static scene is sampled on a grid larger than the sensor, shifted per
@@ -339,7 +340,8 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     e_per_adu = FULL_WELL / full_scale
     params = {
         "regime": regime, "shape": list(shape), "n_frames": n_frames, "f_ratio": f_ratio,
-        "pixel_size": float(pixel_size), "obstruction": obstruction, "n_dust": None if n_dust is None else int(n_dust),
+        "pixel_size": float(pixel_size), "obstruction": obstruction,
+        "n_dust": None if n_dust is None else int(n_dust),
         "n_shadows": len(shadows), "drift": float(drift), "jitter": float(jitter),
         "bit_depth": bit_depth, "noise": noise_mode or "none", "level": float(level),
         "limb": bool(limb) and regime != "deepsky", "scene_features": features,

@@ -442,7 +442,8 @@ REAL_QUANTILES = {
 class TestRealisticDust:
     """The default 'solar' scenario against the real dust, measured the way the notes did."""
 
-    @pytest.mark.parametrize("seed", [0, 7, 31])
+    @pytest.mark.parametrize("seed", [0, pytest.param(7, marks=pytest.mark.slow),
+                                      pytest.param(31, marks=pytest.mark.slow)])
     def test_distributions_match_the_real_quantiles(self, seed):
         trans, labels, sh = make_dust_transmission((1200, 1600), seed=seed)
         m = measure_dust(trans)
@@ -545,6 +546,7 @@ class TestRealisticScene:
         with pytest.raises(InputError, match="solar-soft"):
             make_dusty_video(None, shape=(64, 64), n_frames=1, regime="sun")
 
+    @pytest.mark.slow
     def test_large_frame_is_fast(self):
         import time
 
@@ -563,6 +565,7 @@ def _contrast(image, disc, sigma=30.0):
     return (image / np.maximum(bg, 1e-6) - 1)[ndimage.binary_erosion(disc, iterations=40)]
 
 
+@pytest.mark.slow
 def test_scene_texture_is_like_the_real_xu2016(xu2016):
     """Feature contrast of the realistic scene within a factor ~2 of the real Hα full disc."""
     frame = xu2016.frames[0][300:1700, 300:1700]          # inside the disc

@@ -22,7 +22,8 @@ def videos(tmp_path_factory):
     d = tmp_path_factory.mktemp("colour")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        truth = make_dusty_video(d / "mono.ser", shape=(160, 200), n_frames=20, n_dust=5, seed=21)
+        truth = make_dusty_video(d / "mono.ser", shape=(160, 200), n_frames=20, n_dust=5, seed=21,
+                                 regime="solar-soft")
     with SERReader(d / "mono.ser") as reader:
         mono = np.stack([reader.read(i) for i in range(reader.n_frames)]).astype(np.float64)
     rgb = np.clip(np.rint(np.stack([g * mono for g in GAINS], axis=-1)), 0, 4095).astype(np.uint16)

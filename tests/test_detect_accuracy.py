@@ -29,10 +29,10 @@ from aiflat_astro.evaluate import evaluate_mask
 SEEDS = (31, 32, 33, 34)
 SHAPE = (256, 320)
 SCENARIOS = {
-    "solar_static": {"regime": "solar", "drift": 0.0, "jitter": 1.0},
-    "solar_drift": {"regime": "solar", "drift": 30.0, "jitter": 1.0},
+    "solar_static": {"regime": "solar-soft", "drift": 0.0, "jitter": 1.0},
+    "solar_drift": {"regime": "solar-soft", "drift": 30.0, "jitter": 1.0},
     "deepsky": {"regime": "deepsky", "drift": 0.0, "jitter": 1.0, "n_dust": 4},
-    "control": {"regime": "solar", "drift": 0.0, "jitter": 1.0, "dust_free": True},
+    "control": {"regime": "solar-soft", "drift": 0.0, "jitter": 1.0, "dust_free": True},
 }
 
 
@@ -98,7 +98,7 @@ def test_large_soft_shadows_are_covered(tmp_path):
     path = tmp_path / "big_soft.ser"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        truth = make_dusty_video(path, seed=123)
+        truth = make_dusty_video(path, seed=123, regime="solar-soft")
         median = median_combine(path)
         detection = detect_dust(median, frames=path, f_ratio=30, pixel_size=3.75)
     dust = (detection.dq & 1) > 0

@@ -17,7 +17,8 @@ def fixture_sim(tmp_path_factory):
     """A 160x200 solar video with 6 shadows, its truth, and its median."""
     d = tmp_path_factory.mktemp("detectcli")
     video, truth = d / "sun.ser", d / "truth.fits"
-    make_dusty_video(video, shape=(160, 200), n_frames=24, n_dust=6, seed=4, truth_path=truth)
+    make_dusty_video(video, shape=(160, 200), n_frames=24, n_dust=6, seed=4, truth_path=truth,
+                     regime="solar-soft")
     median = d / "median.fits"
     assert main(["median", str(video), "-o", str(median)]) == 0
     return video, truth, median

@@ -21,7 +21,7 @@ def _simulate(tmp_path, seed):
     path = tmp_path / f"sim{seed}.ser"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        truth = make_dusty_video(path, seed=seed)
+        truth = make_dusty_video(path, seed=seed, regime="solar-soft")
         median = median_combine(path)
     return path, truth, median
 

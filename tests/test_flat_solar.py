@@ -102,7 +102,7 @@ def _simulated_residual(tmp_path, seed):
     path = tmp_path / f"sun{seed}.ser"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        truth = make_dusty_video(path, shape=(192, 224), n_frames=24, regime="solar", n_dust=6, seed=seed)
+        truth = make_dusty_video(path, shape=(192, 224), n_frames=24, regime="solar-soft", n_dust=6, seed=seed)
     median = median_combine(path)
     inside = truth.labels > 0
     with warnings.catch_warnings():

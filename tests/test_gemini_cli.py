@@ -32,7 +32,7 @@ def server():
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     path = tmp_path_factory.mktemp("video") / "sun.ser"
-    make_dusty_video(path, shape=(96, 128), n_frames=12, regime="solar", n_dust=4, seed=5, limb=False)
+    make_dusty_video(path, shape=(96, 128), n_frames=12, regime="solar-soft", n_dust=4, seed=5, limb=False)
     return path
 
 

@@ -70,7 +70,7 @@ def truth_responder(det, median, truth):
 
 @pytest.fixture(scope="module")
 def dusty():
-    truth = make_dusty_video(None, shape=(256, 320), n_frames=2, regime="solar", n_dust=8, seed=3)
+    truth = make_dusty_video(None, shape=(256, 320), n_frames=2, regime="solar-soft", n_dust=8, seed=3)
     median = (truth.scene * truth.vignetting * truth.transmission * 3000).astype(np.float32)
     return median, truth
 

@@ -29,7 +29,8 @@ def detection_from_truth(labels):
 
 
 def make_case(regime, seed=1):
-    truth = make_dusty_video(None, shape=(256, 320), n_frames=2, regime=regime, seed=seed)
+    truth = make_dusty_video(None, shape=(256, 320), n_frames=2, regime={"solar": "solar-soft"}.get(regime, regime),
+                             seed=seed)
     clean = (truth.scene * truth.vignetting * 3000).astype(np.float64)
     median = (clean * truth.transmission).astype(np.float32)
     return median, clean, truth.transmission, detection_from_truth(truth.labels)

@@ -21,7 +21,7 @@ def video(tmp_path_factory):
     d = tmp_path_factory.mktemp("video")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        truth = make_dusty_video(d / "sun.ser", shape=(128, 160), n_frames=16, n_dust=4, seed=3,
+        truth = make_dusty_video(d / "sun.ser", shape=(128, 160), n_frames=16, n_dust=4, seed=3, regime="solar-soft",
                                  truth_path=d / "truth.fits")
     return d / "sun.ser", d / "truth.fits", truth
 

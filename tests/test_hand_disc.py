@@ -52,7 +52,7 @@ def test_background_divides_and_keeps_unmasked_pixels():
 def test_disc_model_improves_solar_flat_near_limb(tmp_path, seed):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        truth = make_dusty_video(tmp_path / "v.ser", shape=(128, 160), n_frames=12, regime="solar", seed=seed)
+        truth = make_dusty_video(tmp_path / "v.ser", shape=(128, 160), n_frames=12, regime="solar-soft", seed=seed)
     median = median_combine(tmp_path / "v.ser")
     inside = truth.labels > 0
     t = truth.transmission.astype(float)

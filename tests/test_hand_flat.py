@@ -226,7 +226,7 @@ def test_errors():
         make_flat(median, np.zeros((32, 32), bool), inpaint="nope")
 
 
-@pytest.mark.parametrize("regime, target", [("deepsky", 0.1), ("solar", 0.35)])
+@pytest.mark.parametrize("regime, target", [("deepsky", 0.1), ("solar-soft", 0.35)])
 def test_residual_dust_on_simulated_video(tmp_path, regime, target):
     """Residual dust in the calibrated median, rms inside the true shadows, relative to the dust.
 

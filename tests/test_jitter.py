@@ -26,7 +26,7 @@ def solar(tmp_path_factory):
     path = tmp_path_factory.mktemp("jitter") / "sun.ser"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        truth = make_dusty_video(path, shape=(112, 144), n_frames=30, n_dust=3, seed=5)
+        truth = make_dusty_video(path, shape=(112, 144), n_frames=30, n_dust=3, seed=5, regime="solar-soft")
     return path, truth, median_combine(path).data
 
 

@@ -13,7 +13,8 @@ from aiflat_astro.provenance import read_provjson
 def fixture_products(tmp_path_factory):
     """A small drifting video, its median and the local detector's mask."""
     d = tmp_path_factory.mktemp("mcli")
-    make_dusty_video(d / "v.ser", shape=(128, 160), n_frames=60, drift=50.0, n_dust=4, seed=2)
+    make_dusty_video(d / "v.ser", shape=(128, 160), n_frames=60, drift=50.0, n_dust=4, seed=2,
+                     regime="solar-soft")
     assert main(["median", str(d / "v.ser"), "-o", str(d / "median.fits")]) == 0
     assert main(["detect", str(d / "median.fits"), "-o", str(d / "mask.fits")]) == 0
     return d

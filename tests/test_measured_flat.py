@@ -49,7 +49,7 @@ def _truth_detection(truth):
 
 def _video(tmp_path_factory, name, **options):
     path = tmp_path_factory.mktemp("measured") / f"{name}.ser"
-    truth = make_dusty_video(path, shape=SHAPE, **options)
+    truth = make_dusty_video(path, shape=SHAPE, **{"regime": "solar-soft", **options})
     median = median_combine(path)
     return path, truth, median, _truth_detection(truth)
 
@@ -294,7 +294,8 @@ def test_array_frames_with_nan_and_defects(tmp_path):
     from aiflat_astro.io import open_frames
 
     path = tmp_path / "v.ser"
-    truth = make_dusty_video(path, shape=(128, 160), n_frames=50, drift=40.0, n_dust=4, seed=2)
+    truth = make_dusty_video(path, shape=(128, 160), n_frames=50, drift=40.0, n_dust=4, seed=2,
+                             regime="solar-soft")
     with open_frames(path) as source:
         cube = np.array([source.read(i) for i in range(source.n_frames)], dtype=np.float32)
     rng = np.random.default_rng(0)

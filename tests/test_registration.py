@@ -32,7 +32,8 @@ def _centred_error(measured, true):
 def fixture_drifting(tmp_path_factory):
     """A 60-frame solar video drifting 40 px with 10 dust shadows, and its truth."""
     path = tmp_path_factory.mktemp("reg") / "drift.ser"
-    truth = make_dusty_video(path, shape=(160, 200), n_frames=60, drift=40.0, n_dust=10, seed=5)
+    truth = make_dusty_video(path, shape=(160, 200), n_frames=60, drift=40.0, n_dust=10, seed=5,
+                             regime="solar-soft")
     return path, truth
 
 

@@ -9,9 +9,10 @@ __all__ = ["add_parser", "run", "DEMO_VIDEO", "DEMO_TRUTH"]
 DEMO_VIDEO = "sun_dusty.ser"
 DEMO_TRUTH = "sun_dusty_truth.fits"
 
-#: The simulated video: a 640x512 solar field (limb, granulation, sunspots, pores), 12-bit, f/30,
-#: seeing jitter, 10 dust shadows.
-DEMO_SIMULATION = {"shape": (512, 640), "n_frames": 100, "regime": "solar", "n_dust": 10, "jitter": 1.0,
+#: The simulated video: a 640x512 solar field in the realistic 'solar' scenario (a sunspot, pores,
+#: plage, filaments, granulation, the limb; dust drawn from the real distributions, about 100 small
+#: specks per Mpx of the disc, f/40), 12-bit, seeing jitter.
+DEMO_SIMULATION = {"shape": (512, 640), "n_frames": 100, "regime": "solar", "n_dust": None, "jitter": 1.0,
                    "bit_depth": 12, "seed": 2024}
 
 
@@ -40,6 +41,8 @@ def _simulate(outdir, progress):
         try:
             truth = read_truth(truth_path)
             if truth.params.get("seed") == DEMO_SIMULATION["seed"] and \
+                    truth.params.get("regime") == DEMO_SIMULATION["regime"] and \
+                    "scene_features" in truth.params and \
                     tuple(truth.params.get("shape", ())) == DEMO_SIMULATION["shape"]:
                 return video, truth, False
         except Exception:  # noqa: BLE001 - an unreadable truth is simply simulated again

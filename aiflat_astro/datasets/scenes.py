@@ -10,6 +10,7 @@ import numpy as np
 from scipy import ndimage, special
 from scipy.spatial import cKDTree
 
+from ..utils.exceptions import InputError
 from .dust import _check_shape
 
 __all__ = ["make_solar_scene", "make_deepsky_scene", "make_vignetting"]
@@ -19,6 +20,7 @@ LIMB_DARKENING = 0.6
 
 _SKY_LEVEL = 0.02          # off-disk scattered light next to the limb (fraction of disc centre)
 _LIMB_SIGMA = 0.8          # limb softness (seeing), px
+_MOTTLES = 0.04            # rms of the Hα-like mottles (3 px correlation) of the realistic scene
 
 
 def _smoothstep(x):
@@ -48,6 +50,94 @@ def _granulation(shape, rng, granule_size, contrast):
     cell = ndimage.gaussian_filter(cell.astype(np.float32), 0.12 * granule_size)
     cell -= cell.mean()
     return (contrast / max(cell.std(), 1e-6)) * cell
+
+
+def _granulation_grid(shape, rng, granule_size, contrast):
+    """`_granulation` on a jittered grid of cells (one granule a cell): same look, much faster."""
+    h, w = shape
+    g = float(granule_size)
+    ny, nx = int(np.ceil(h / g)) + 2, int(np.ceil(w / g)) + 2
+    py = (((np.arange(ny)[:, None] - 1) + rng.uniform(0, 1, (ny, nx))) * g).astype(np.float32)
+    px = (((np.arange(nx)[None, :] - 1) + rng.uniform(0, 1, (ny, nx))) * g).astype(np.float32)
+    strength = rng.uniform(0.7, 1.0, (ny, nx)).astype(np.float32)
+    yy = np.arange(h, dtype=np.float32)[:, None]
+    xx = np.arange(w, dtype=np.float32)[None, :]
+    cy = (np.arange(h) // g).astype(int) + 1
+    cx = (np.arange(w) // g).astype(int) + 1
+    d1 = np.full(shape, np.inf, np.float32)        # squared distances to the nearest two points
+    d2 = np.full(shape, np.inf, np.float32)
+    s1 = np.zeros(shape, np.float32)
+    d, tmp = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    closer = np.empty(shape, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            iy, ix = cy + dy, cx + dx
+            np.subtract(py[iy].take(ix, axis=1), yy, out=d)
+            np.square(d, out=d)
+            np.subtract(px[iy].take(ix, axis=1), xx, out=tmp)
+            np.square(tmp, out=tmp)
+            d += tmp
+            np.less(d, d1, out=closer)
+            np.minimum(d2, d, out=d2)
+            np.copyto(d2, d1, where=closer)
+            np.copyto(s1, strength[iy].take(ix, axis=1), where=closer)
+            np.copyto(d1, d, where=closer)
+    np.sqrt(d1, out=d1)
+    np.sqrt(d2, out=d2)
+    d2 -= d1
+    cell = s1 * (1 - np.exp(-d2 / np.float32(0.2 * g)))
+    cell = ndimage.gaussian_filter(cell, 0.12 * g)
+    cell -= cell.mean()
+    return (contrast / max(float(cell.std()), 1e-6)) * cell
+
+
+def _smooth_noise(rng, shape, sigma):
+    """Gaussian-filtered white noise of correlation length ``sigma``, unit rms (made on a coarse grid)."""
+    step = max(1, int(sigma / 3))
+    coarse = (int(np.ceil(shape[0] / step)) + 2, int(np.ceil(shape[1] / step)) + 2)
+    field = ndimage.gaussian_filter(rng.standard_normal(coarse).astype(np.float32), sigma / step)
+    if step > 1:
+        field = ndimage.zoom(field, step, order=1)
+    field = field[:shape[0], :shape[1]]
+    return field / max(float(field.std()), 1e-6)
+
+
+def _add_filament_fast(img, rng, yc, xc, length, width, depth):
+    """`_add_filament` with distances from a distance transform (for long filaments)."""
+    t = np.linspace(-0.5, 0.5, 400)
+    phi = rng.uniform(0, np.pi)
+    bend = rng.uniform(-0.15, 0.15) * length * (1 - 4 * t**2)
+    bend += 0.03 * length * np.sin(2 * np.pi * (rng.uniform(1.5, 3) * t + rng.uniform()))
+    py = yc + t * length * np.sin(phi) + bend * np.cos(phi)
+    px = xc + t * length * np.cos(phi) - bend * np.sin(phi)
+    box, yy, xx = _bbox(img.shape, yc, xc, 0.75 * length + 4 * width)
+    y0, x0 = int(yy[0, 0]), int(xx[0, 0])
+    iy, ix = np.rint(py - y0).astype(int), np.rint(px - x0).astype(int)
+    ok = (iy >= 0) & (iy < yy.shape[0]) & (ix >= 0) & (ix < yy.shape[1])
+    if not ok.any():
+        return
+    tmap = np.zeros(yy.shape, np.float32)
+    line = np.ones(yy.shape, bool)
+    line[iy[ok], ix[ok]] = False
+    tmap[iy[ok], ix[ok]] = t[ok]
+    d, (ny, nx) = ndimage.distance_transform_edt(line, return_indices=True)
+    taper = np.clip(1.3 - np.abs(2 * tmap[ny, nx]) ** 2, 0, 1)
+    prof = depth * taper * np.exp(-0.5 * (d / width) ** 2)
+    img[box] *= (1 - prof).astype(np.float32)
+
+
+def _large_scale(shape, rng, amplitude, n_waves=8):
+    """Smooth large-scale brightness changes: a few random plane waves of 0.3–1.5 frame sizes."""
+    h, w = shape
+    yy, xx = np.arange(h), np.arange(w)
+    out = np.zeros(shape, np.float32)
+    for _ in range(n_waves):          # cos(a(x) + b(y)) = cos a cos b − sin a sin b: outer products
+        lam, phi = rng.uniform(0.3, 1.5) * max(h, w), rng.uniform(0, np.pi)
+        a = 2 * np.pi / lam * np.cos(phi) * xx + rng.uniform(0, 2 * np.pi)
+        b = 2 * np.pi / lam * np.sin(phi) * yy
+        out += np.outer(np.cos(b), np.cos(a)).astype(np.float32)
+        out -= np.outer(np.sin(b), np.sin(a)).astype(np.float32)
+    return amplitude * out / max(float(out.std()), 1e-6)
 
 
 def _disc_geometry(shape, rng, limb):
@@ -154,14 +244,107 @@ def _solar_scene(shape, rng, *, limb, features, granule_size, granulation):
     return img.astype(np.float32), (float(cy), float(cx), float(radius))
 
 
+
+def _add_plage(img, rng, yc, xc, size, amplitude):
+    """A plage patch: bright curved ridges with dark lanes between them (Hα fibril-like)."""
+    box, yy, xx = _bbox(img.shape, yc, xc, 2.5 * size)
+    wavelength = rng.uniform(7.0, 14.0)                        # ridge spacing, px
+    phi = rng.uniform(0, np.pi)
+    warp = 12.0 * _smooth_noise(rng, yy.shape, 0.15 * size)    # ridges bend and break up
+    u_ = (xx - xc) * np.cos(phi) + (yy - yc) * np.sin(phi)
+    ridges = np.clip(np.cos(2 * np.pi * u_ / wavelength + warp), 0, None) ** 2
+    blobs = np.clip(_smooth_noise(rng, yy.shape, 0.12 * size) + 0.3, 0, 1.5) / 1.5
+    env = np.exp(-0.5 * ((yy - yc) ** 2 + (xx - xc) ** 2) / size**2)
+    img[box] *= (1 + amplitude * env * blobs * (0.4 + ridges) / 1.4).astype(np.float32)
+
+
+def _solar_scene_real(shape, rng, *, limb, granule_size=6.0, granulation=0.03):
+    """The realistic solar scene, its disc geometry and the list of its dust look-alikes.
+
+    Features have sizes in pixels (not fractions of the frame), as on a real
+    sensor: granulation (3 % rms) and Hα-like mottles (4 % rms, 3 px), a
+    sunspot umbra of 60–220 px (a few times the largest dust) in its
+    penumbra with plage around it, pores of 3–10 px (the dust's own size),
+    plage ridges 7–14 px apart with dark lanes between them, filaments
+    80–400 px long, faculae, smooth large-scale brightness changes (2 %
+    rms), and the limb.  Sizes are capped so that
+    they fit a small frame.
+    """
+    h, w = shape
+    cy, cx, radius = _disc_geometry(shape, rng, limb)
+    yy, xx = np.ogrid[0:h, 0:w]
+    r = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2, dtype=np.float32)
+    mu = np.sqrt(np.clip(1 - (r / radius) ** 2, 0, 1))
+    disc = 1 - LIMB_DARKENING * (1 - mu)
+    img = (1 + _granulation_grid(shape, rng, granule_size, granulation)).astype(np.float32) * disc
+    img *= 1 + _MOTTLES * _smooth_noise(rng, shape, 3.0)             # chromospheric mottles
+    img *= 1 + _large_scale(shape, rng, 0.02)
+    r_disc = r - radius
+    scale, mpx = min(shape), h * w / 1e6
+    feats = []
+
+    def count(per_mpx, minimum):
+        return max(minimum, int(rng.poisson(per_mpx * mpx)))
+
+    spots = []
+    for _ in range(count(0.4, 1)):                                   # sunspots, with plage around
+        r_umbra = min(rng.uniform(30.0, 110.0), 0.1 * scale + 2.0)
+        for _ in range(20):                                          # apart from the other spots
+            y, x = _on_disc_point(rng, shape, r_disc, 2.6 * r_umbra + 2)
+            if all(np.hypot(y - sy, x - sx) > 2.6 * (r_umbra + sr) for sy, sx, sr in spots):
+                break
+        spots.append((y, x, r_umbra))
+        for _ in range(int(rng.integers(1, 4))):
+            size = min(rng.uniform(1.5, 3.0) * r_umbra, 0.25 * scale)
+            ang, dist = rng.uniform(0, 2 * np.pi), rng.uniform(2.5, 4.0) * r_umbra
+            py, px = y + dist * np.sin(ang), x + dist * np.cos(ang)
+            _add_plage(img, rng, py, px, size, rng.uniform(0.3, 0.6))
+            feats.append({"kind": "plage", "y": py, "x": px, "size": 2 * size})
+        _add_sunspot(img, rng, y, x, r_umbra)
+        feats.append({"kind": "umbra", "y": y, "x": x, "size": 2 * r_umbra})
+    for _ in range(count(25.0, 3)):                                  # pores
+        sigma = rng.uniform(0.8, 2.5)
+        y, x = _on_disc_point(rng, shape, r_disc, 4 * sigma + 2)
+        box, by, bx = _bbox(shape, y, x, 4 * sigma)
+        g = rng.uniform(0.2, 0.5) * np.exp(-0.5 * ((by - y) ** 2 + (bx - x) ** 2) / sigma**2)
+        img[box] *= (1 - g).astype(np.float32)
+        feats.append({"kind": "pore", "y": y, "x": x, "size": 2.355 * sigma})
+    for _ in range(count(1.5, 1)):                                   # plage: bright ridges, dark lanes
+        size = min(rng.uniform(40.0, 150.0), 0.2 * scale)
+        y, x = _on_disc_point(rng, shape, r_disc, 2)
+        _add_plage(img, rng, y, x, size, rng.uniform(0.2, 0.5))
+        feats.append({"kind": "plage", "y": y, "x": x, "size": 2 * size})
+    for _ in range(count(1.5, 1)):                                   # filaments
+        length = min(rng.uniform(80.0, 400.0), 0.5 * scale)
+        y, x = _on_disc_point(rng, shape, r_disc, 0.1 * length + 4)
+        _add_filament_fast(img, rng, y, x, length, rng.uniform(1.5, 4.0), rng.uniform(0.15, 0.35))
+        feats.append({"kind": "filament", "y": y, "x": x, "size": length})
+    for _ in range(count(3.0, 1)):                                   # faculae
+        size = min(rng.uniform(20.0, 60.0), 0.1 * scale)
+        y, x = _on_disc_point(rng, shape, r_disc, 2)
+        _add_facula(img, rng, y, x, size, rng.uniform(0.06, 0.14))
+        feats.append({"kind": "facula", "y": y, "x": x, "size": 2 * size})
+    on_disc = 0.5 * (1 + special.erf(-r_disc / (np.sqrt(2) * _LIMB_SIGMA)))
+    sky = _SKY_LEVEL * np.exp(-np.clip(r_disc, 0, None) / (0.15 * np.hypot(h, w)))
+    img = img * on_disc + sky * (1 - on_disc)
+    if limb:
+        feats.append({"kind": "limb", "y": float(cy), "x": float(cx), "size": 2 * float(radius)})
+    for f in feats:
+        f.update(y=float(f["y"]), x=float(f["x"]), size=float(f["size"]))
+    return img.astype(np.float32), (float(cy), float(cx), float(radius)), feats
+
+
 def make_solar_scene(shape, *, limb=True, features=True, granule_size=6.0, granulation=0.03,
-                     seed=None):
+                     style="realistic", seed=None):
     """A solar photosphere scene with features that look like dust.
 
     The disc is limb-darkened (`LIMB_DARKENING`) and textured with
     granulation.  Dust look-alikes are added at random on the disc: pores
     (small, round, Gaussian profile, no plateau), sunspots (dark umbra inside
-    a filamentary penumbra), dark elongated filaments and bright faculae.
+    a filamentary penumbra), dark elongated filaments and bright faculae;
+    the realistic style adds plage (bright ridges with dark lanes between
+    them) and smooth large-scale brightness changes, with feature sizes in
+    pixels as on a real sensor (umbra 60–220 px, pores 3–10 px).
     With ``limb=True`` the limb crosses a corner of the frame, with faint
     scattered light on the sky beyond it.
 
@@ -177,6 +360,10 @@ def make_solar_scene(shape, *, limb=True, features=True, granule_size=6.0, granu
         Typical granule diameter in pixels.
     granulation : float, optional
         Relative rms contrast of the granulation.
+    style : {'realistic', 'soft'}, optional
+        ``'realistic'``: the scene of the default ``'solar'`` scenario;
+        ``'soft'``: the former scene (feature sizes as fractions of the
+        frame, no plage), used by the ``'solar-soft'`` scenario.
     seed : int or `numpy.random.Generator`, optional
         Random seed or generator.
 
@@ -194,8 +381,15 @@ def make_solar_scene(shape, *, limb=True, features=True, granule_size=6.0, granu
     True
     """
     shape = _check_shape(shape)
-    img, _ = _solar_scene(shape, np.random.default_rng(seed), limb=limb, features=features,
-                          granule_size=float(granule_size), granulation=float(granulation))
+    if style not in ("realistic", "soft"):
+        raise InputError(f"style must be 'realistic' or 'soft', got {style!r}")
+    rng = np.random.default_rng(seed)
+    if style == "realistic" and features:
+        img, _, _ = _solar_scene_real(shape, rng, limb=limb, granule_size=float(granule_size),
+                                      granulation=float(granulation))
+    else:
+        img, _ = _solar_scene(shape, rng, limb=limb, features=features,
+                              granule_size=float(granule_size), granulation=float(granulation))
     return img
 
 

@@ -30,7 +30,7 @@ from .dust import (
     _shadow_table,
     make_dust_transmission,
 )
-from .scenes import _solar_scene, make_deepsky_scene, make_vignetting
+from .scenes import _solar_scene, _solar_scene_real, make_deepsky_scene, make_vignetting
 
 __all__ = ["DustyVideoTruth", "make_dusty_video", "write_truth", "read_truth"]
 
@@ -173,19 +173,19 @@ def _check_options(shape, n_frames, regime, bit_depth, drift, jitter, noise, lev
     return shape, modes[noise]
 
 
-def _check_seed(seed):
+def _check_seed(seed, name="seed"):
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer or None, got {seed!r}")
+        raise InputError(f"{name} must be a non-negative integer or None, got {seed!r}")
     return int(seed)
 
 
 def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_ratio=None,
-                     pixel_size=NOMINAL_PIXEL_SIZE, obstruction=None, n_dust=10, drift=0.0,
+                     pixel_size=NOMINAL_PIXEL_SIZE, obstruction=None, n_dust=None, drift=0.0,
                      jitter=1.0,
                      bit_depth=12, noise=True, level=0.55, limb=True, dust_free=False, seed=0,
-                     frame_rate=50.0, truth_path=None, overwrite=False, progress_bar=False):
+                     dust_seed=None, frame_rate=50.0, truth_path=None, overwrite=False, progress_bar=False):
     """Write a simulated dusty SER video and return its ground truth.
 
     A static scene is sampled on a grid larger than the sensor, shifted per
@@ -196,9 +196,11 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     noise, quantised to ``bit_depth`` bits (LSB-aligned) and streamed to a
     mono SER file with UTC timestamps.  Only one frame is in memory at a time.
 
-    Dust follows geometric optics (`make_dust_transmission`): diameter
-    Δz/(N p), plateau depth (a/D)²/(1 − ε²), discs or donuts, soft edges,
-    faint diffraction rims in the solar regime.
+    Dust follows geometric optics (`make_dust_transmission`): each shadow is
+    the grain silhouette convolved with the pupil footprint of diameter
+    Δz/(N p), plateau depth (grain area)/(footprint area), discs, fibres,
+    clumps or donuts, with a faint bright Fresnel ring (transmission > 1)
+    in the solar scenarios.
 
     Parameters
     ----------
@@ -208,18 +210,27 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
         Frame ``(height, width)``.
     n_frames : int, optional
         Number of frames.
-    regime : {'solar', 'deepsky'}, optional
-        ``'solar'``: limb-darkened disc with granulation and dust look-alikes
-        (pores, sunspots, filaments, faculae), f/30, small deep shadows.
+    regime : {'solar', 'solar-soft', 'deepsky'}, optional
+        The scenario (`DUST_REGIMES`).  ``'solar'`` (default): dust drawn
+        from the distributions measured on a real dusty solar median (about
+        100 small sharp specks per Mpx, 3–40 px, 7–56 % deep, some fibres
+        and clumps, Fresnel ring), f/40, over a scene with the real hard
+        negatives: a sunspot umbra and penumbra far larger than the dust,
+        pores, plage ridges with dark lanes between them, filaments,
+        faculae, granulation, smooth large-scale structure, the limb.
+        ``'solar-soft'``: the former solar scenario, a few large soft discs
+        (4–60 px) at f/30 over a scene whose features scale with the frame.
         ``'deepsky'``: sky with stars and a gradient, f/5, large faint donuts.
     f_ratio : float, optional
-        Focal ratio; 30 (solar) or 5 (deep-sky) by default.
+        Focal ratio; 40 (solar), 30 (solar-soft) or 5 (deep-sky) by default.
     pixel_size : float, optional
         Pixel size in µm.
     obstruction : float, optional
         Linear central obstruction; 0 (solar) or 0.35 (deep-sky) by default.
     n_dust : int, optional
         Number of dust shadows (fewer if they do not fit without overlapping).
+        Default: drawn from 100 per Mpx of the disc in the frame (``'solar'``),
+        10 otherwise.
     drift : float, optional
         Peak-to-peak amplitude, in pixels, of a 2-D Lissajous drift of the
         scene over the video (both axes); 0 for none.
@@ -276,6 +287,7 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     shape, noise_mode = _check_options(shape, n_frames, regime, bit_depth, drift, jitter, noise,
                                        level, frame_rate)
     n_frames, bit_depth, seed = int(n_frames), int(bit_depth), _check_seed(seed)
+    dust_seed = None if dust_seed is None else _check_seed(dust_seed, "dust_seed")
     if path is not None:
         path = check_output_path(path, overwrite=overwrite)
     if truth_path is not None:
@@ -289,13 +301,21 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     seq = np.random.SeedSequence(seed)
     # independent streams: a dust-free control shares scene, vignetting, motion and noise
     rng_scene, rng_vign, rng_dust, rng_shift, rng_noise = map(np.random.default_rng, seq.spawn(5))
+    if dust_seed is not None:   # shared dust: its own stream, placed independently of the scene
+        rng_dust = np.random.default_rng(np.random.SeedSequence(dust_seed).spawn(5)[2])
     shifts = _shift_path(rng_shift, n_frames, float(drift), float(jitter))
     margin = int(np.ceil(np.abs(shifts).max(initial=0.0))) + 2
     h, w = shape
     big_shape = (h + 2 * margin, w + 2 * margin)
+    features = []
     if regime == "solar":
+        big, (cy, cx, radius), features = _solar_scene_real(big_shape, rng_scene, limb=limb)
+        for f in features:
+            f["y"], f["x"] = f["y"] - margin, f["x"] - margin     # sensor coordinates at zero shift
+    if regime == "solar-soft":
         big, (cy, cx, radius) = _solar_scene(big_shape, rng_scene, limb=limb, features=True,
                                              granule_size=6.0, granulation=0.03)
+    if regime in ("solar", "solar-soft"):
         yy, xx = np.ogrid[0:h, 0:w]
         allowed = np.hypot(yy + margin - cy, xx + margin - cx) < radius - margin - 3
     else:
@@ -311,7 +331,7 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     else:
         transmission, labels, shadows = make_dust_transmission(
             shape, regime=regime, f_ratio=f_ratio, pixel_size=pixel_size, obstruction=obstruction,
-            n_dust=n_dust, allowed=allowed, seed=rng_dust)
+            n_dust=n_dust, allowed=allowed if dust_seed is None else None, seed=rng_dust)
 
     full_scale = 2**bit_depth - 1
     lit = scene > 0.1 * np.percentile(scene, 99)
@@ -319,11 +339,12 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     e_per_adu = FULL_WELL / full_scale
     params = {
         "regime": regime, "shape": list(shape), "n_frames": n_frames, "f_ratio": f_ratio,
-        "pixel_size": float(pixel_size), "obstruction": obstruction, "n_dust": int(n_dust),
+        "pixel_size": float(pixel_size), "obstruction": obstruction, "n_dust": None if n_dust is None else int(n_dust),
         "n_shadows": len(shadows), "drift": float(drift), "jitter": float(jitter),
         "bit_depth": bit_depth, "noise": noise_mode or "none", "level": float(level),
-        "limb": bool(limb) and regime == "solar",
-        "dust_free": bool(dust_free), "seed": int(seq.entropy), "frame_rate": float(frame_rate),
+        "limb": bool(limb) and regime != "deepsky", "scene_features": features,
+        "dust_free": bool(dust_free), "seed": int(seq.entropy), "dust_seed": dust_seed,
+        "frame_rate": float(frame_rate),
         "start_time": START_TIME, "gain": gain, "full_scale": full_scale, "full_well": FULL_WELL,
         "e_per_adu": e_per_adu, "read_noise": READ_NOISE, "vignetting_amplitude": vign_amp,
         "margin": margin, "video": None if path is None else str(Path(path).resolve()),
@@ -401,7 +422,8 @@ def write_truth(path, truth, *, overwrite=False):
              ("SIMGAIN", p.get("gain"), "[adu] per unit of scene"),
              ("EGAIN", p.get("e_per_adu"), "[electron/adu]"),
              ("RDNOISE", p.get("read_noise"), "[electron] read noise"),
-             ("SEED", p.get("seed"), "random seed")]
+             ("SEED", p.get("seed"), "random seed"),
+             ("DUSTSEED", p.get("dust_seed"), "random seed of the dust")]
     for key, value, comment in cards:
         if value is not None:
             if isinstance(value, int) and abs(value) >= 2**63:   # a 128-bit entropy seed

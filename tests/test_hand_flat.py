@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from astropy import units as u
 from astropy.nddata import CCDData
 
@@ -132,10 +133,26 @@ def test_radial_profile_removes_texture():
     assert res["radial"] < 0.1 * depth
 
 
-def test_non_round_shadow_is_flagged_review():
+def test_elongated_shadow_gets_an_elliptical_profile():
+    # real specks are elongated by 1.15 (median), fibres by up to 3.5: the profile follows ellipses
     shape = (96, 96)
     y, x = np.mgrid[0:96, 0:96]
-    ell = np.hypot((y - 48) / 8.0, (x - 48) / 26.0) < 1     # a fibre-like shadow
+    ell = np.hypot((y - 48) / 8.0, (x - 48) / 20.0) < 1     # a fibre-like shadow, elongation 2.5
+    t = np.where(ell, 0.7, 1.0)
+    median = (_scene(shape) * t).astype(np.float32)
+    flat = make_flat(median, ell)
+    rec = json.loads(flat.meta["PROVJSON"])["shadows"][0]
+    assert 2.3 < rec["elongation"] < 2.7
+    inner = ndimage.binary_erosion(ell, iterations=2)
+    assert np.abs(flat.data[inner] / t[inner] - 1).max() < 0.01
+    assert not np.any(flat.flags[ell] & DustDQ.REVIEW)
+
+
+def test_non_elliptical_shadow_is_flagged_review():
+    shape = (96, 96)
+    y, x = np.mgrid[0:96, 0:96]
+    # an L-shaped fibre: no ellipse fits it
+    ell = ((np.abs(y - 40) < 4) & (x > 20) & (x < 70)) | ((np.abs(x - 66) < 4) & (y > 36) & (y < 80))
     t = np.where(ell, 0.7, 1.0)
     median = (_scene(shape) * t).astype(np.float32)
     flat = make_flat(median, ell)

@@ -253,7 +253,9 @@
     var s = byId[el.getAttribute("data-id")];
     if (!s || el.getAttribute("data-shown")) { return; }
     el.setAttribute("data-shown", "1");
-    el.querySelector(".thumbs img").src = "data:image/png;base64," + s.thumb;
+    var im = el.querySelector(".thumbs img");
+    im.decoding = "async";
+    im.src = "data:image/png;base64," + s.thumb;
     drawProfile(el.querySelector(".profile"), s);
   }
   if ("IntersectionObserver" in window) {

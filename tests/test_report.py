@@ -184,21 +184,36 @@ def _open(driver, path):
     return time.perf_counter() - t0
 
 
+def _image_offset(driver, x, y):
+    """Offset of image pixel (x, y) from the viewer's centre in screen pixels, and the zoom."""
+    return driver.execute_script(
+        "var v = document.getElementById('viewer').getBoundingClientRect(),"
+        " s = document.getElementById('stage').getBoundingClientRect(),"
+        " k = s.width / JSON.parse(document.getElementById('report-data').textContent).overview.width;"
+        " return [s.left + (arguments[0] + 0.5) * k - (v.left + v.width / 2),"
+        "         s.top + (arguments[1] + 0.5) * k - (v.top + v.height / 2), k];", x, y)
+
+
 def _click_image(driver, x, y):
-    """Click on the overview at image pixel (x, y) (0-based, rows top-down)."""
+    """Zoom in with the mouse wheel over image pixel (x, y) (0-based, rows top-down), then click it.
+
+    Returns the zoom (screen pixels per image pixel) at the click.
+    """
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
     from selenium.webdriver.common.by import By
 
     viewer = driver.find_element(By.ID, "viewer")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", viewer)
-    ox, oy = driver.execute_script(
-        "var v = document.getElementById('viewer').getBoundingClientRect(),"
-        " s = document.getElementById('stage').getBoundingClientRect(), k = s.width / arguments[2];"
-        " return [s.left + (arguments[0] + 0.5) * k - (v.left + v.width / 2),"
-        "         s.top + (arguments[1] + 0.5) * k - (v.top + v.height / 2)];", x, y,
-        driver.execute_script("return JSON.parse(document.getElementById('report-data').textContent)"
-                              ".overview.width"))
+    for _ in range(10):
+        ox, oy, k = _image_offset(driver, x, y)
+        if k >= 3:
+            break
+        ActionChains(driver).scroll_from_origin(ScrollOrigin.from_element(viewer, int(round(ox)), int(round(oy))),
+                                                0, -400).perform()
+    ox, oy, k = _image_offset(driver, x, y)
     ActionChains(driver).move_to_element_with_offset(viewer, int(round(ox)), int(round(oy))).click().perform()
+    return k
 
 
 def _wait_files(folder, names, timeout=20):
@@ -243,7 +258,8 @@ def _review_round_trip(driver, out, shots):
     driver.find_element(By.CSS_SELECTOR, f"#card-{accept} button[data-act=accept]").click()
     x, y = _empty_spot(out, catalog)
     driver.find_element(By.ID, "add-mode").click()
-    _click_image(driver, x, y)
+    zoom = _click_image(driver, x, y)
+    assert zoom >= 3, "the mouse wheel did not zoom in"
     counts = " ".join(driver.execute_script("return document.getElementById('counts').textContent").split())
     assert "2 rejected" in counts and "1 added" in counts and "1 accepted" in counts, counts
     driver.execute_script("document.getElementById('card-%d').scrollIntoView({block: 'center'})" % reject[0])

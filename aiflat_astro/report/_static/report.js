@@ -95,8 +95,14 @@
   svg.appendChild(addedG);
 
   var view = {s: 1, tx: 0, ty: 0};
+  var markScale = null;
   function applyView() {
     stage.style.transform = "translate(" + view.tx + "px," + view.ty + "px) scale(" + view.s + ")";
+    if (markScale !== view.s) {  // circles never smaller than 10 screen pixels: small shadows stay visible
+      markScale = view.s;
+      var minR = 10 / view.s;
+      R.shadows.forEach(function (s) { marks[s.id].setAttribute("r", Math.max(markRadius(s), minR)); });
+    }
   }
   function fit() {
     var vw = viewer.clientWidth, vh = viewer.clientHeight;
@@ -234,7 +240,7 @@
     function Y(v) { return y1 - (y1 - y0) * (Math.min(v, hi) - lo) / (hi - lo); }
     var out = ['<line x1="' + x0 + '" x2="' + x1 + '" y1="' + Y(1) + '" y2="' + Y(1) +
                '" stroke="#bbb" stroke-dasharray="3 2"/>',
-               '<text x="2" y="' + (Y(1) + 3) + '">1</text><text x="2" y="' + (Y(lo) + 3) + '">' + lo.toFixed(1) +
+               '<text x="2" y="' + (Y(1) + 3) + '">1</text><text x="2" y="' + (Y(lo) + 3) + '">' + lo.toFixed(2) +
                '</text><text x="' + x0 + '" y="90">0</text><text x="' + (x1 - 40) + '" y="90">r = ' + (n - 1) + ' px</text>'];
     var colours = {observed: "#888", flat: "#f80", calibrated: "#2a2"};
     Object.keys(p).forEach(function (k) {

@@ -339,3 +339,39 @@ def test_browser_review_xu2016(xu2016, browser, tmp_path):
     reg, reject, xy, ids, seconds = _review_round_trip(browser, out, tmp_path)
     assert seconds < 10
     _rerun_and_check(cube, out, reg, reject, xy, ids, extra=["--no-apply"], redone=("mask", "flat"))
+
+
+@pytest.mark.slow
+def test_demo_writes_the_report(tmp_path, monkeypatch, capsys):
+    """``aiflat demo``, the first thing a new user types, ends with the report and says where it is."""
+    from aiflat_astro._commands import demo
+
+    monkeypatch.setattr(demo, "DEMO_SIMULATION", {**demo.DEMO_SIMULATION, "shape": (128, 160), "n_frames": 16,
+                                                  "n_dust": 4})
+    assert main(["-q", "demo", str(tmp_path / "d")]) == 0
+    text = capsys.readouterr().out
+    assert f"open {tmp_path / 'd' / 'report.html'} in a browser" in text
+    data, _ = _report_data(tmp_path / "d" / "report.html")
+    assert data["headline"]["residual"]["truth"] == demo.DEMO_TRUTH
+
+
+def test_drift_plot_and_ai_provenance(sim_run, tmp_path):
+    """The drift plot of a measured flat is shown; the model and prompt of an AI eye are listed."""
+    from matplotlib.figure import Figure
+
+    from aiflat_astro.io.fits import read_mask, write_mask
+
+    _, out = sim_run
+    work = tmp_path / "out"
+    shutil.copytree(out, work)
+    fig = Figure(figsize=(2, 1))
+    fig.add_subplot().plot([0, 1], [0, 1])
+    fig.savefig(work / "drift.png")
+    det = read_mask(work / "mask.fits")
+    det.provenance.update(ai_model="gemini-test-model", ai_prompt="Find the dust shadows.", prompt_sha256="ab" * 32)
+    write_mask(work / "mask.fits", det, overwrite=True)
+    data, _ = _report_data(write_report(work))
+    assert data["figures"]["drift"].startswith("data:image/png;base64,")
+    ai = data["provenance"]["ai"]
+    assert ai["ai_model"] == "gemini-test-model" and ai["ai_prompt"] == "Find the dust shadows."
+    assert "drift" not in _report_data(out / "report.html")[0]["figures"]

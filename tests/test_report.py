@@ -375,3 +375,20 @@ def test_drift_plot_and_ai_provenance(sim_run, tmp_path):
     ai = data["provenance"]["ai"]
     assert ai["ai_model"] == "gemini-test-model" and ai["ai_prompt"] == "Find the dust shadows."
     assert "drift" not in _report_data(out / "report.html")[0]["figures"]
+
+
+def test_no_shadow_and_no_flat(tmp_path):
+    """A folder after detection only, with nothing found: the report still opens (add-a-shadow only)."""
+    from astropy.nddata import CCDData
+
+    from aiflat_astro.detection import DustDetection
+    from aiflat_astro.detection._base import empty_catalog
+    from aiflat_astro.io.fits import write_mask
+
+    img = np.random.default_rng(0).normal(1000, 10, (40, 50)).astype(np.float32)
+    CCDData(img, unit="adu").write(tmp_path / "median.fits", checksum=True)
+    write_mask(tmp_path / "mask.fits", DustDetection(dq=np.zeros(img.shape, np.uint8),
+                                                     weight=np.zeros(img.shape, np.float32), catalog=empty_catalog()))
+    data, text = _report_data(write_report(tmp_path))
+    assert data["shadows"] == [] and data["overview"]["layers"] == [] and data["headline"]["residual"] is None
+    assert data["provenance"]["inpaint"] == "" and "The detector found no shadow" in text

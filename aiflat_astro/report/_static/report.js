@@ -228,6 +228,10 @@
   gallery.innerHTML = R.shadows.map(cardHTML).join("");
   var cards = {};
   Array.prototype.forEach.call(gallery.children, function (el) { cards[el.getAttribute("data-id")] = el; });
+  if (!R.shadows.length) {
+    gallery.insertAdjacentHTML("beforebegin", '<p class="empty">The detector found no shadow. If you see one ' +
+      "on the image, press <b>+ add a shadow</b> and click on it, then Export.</p>");
+  }
 
   function drawProfile(el, s) {
     var p = s.profile, n = 0;

@@ -21,7 +21,7 @@ from . import __version__
 __all__ = ["main"]
 
 #: Sub-command modules, in the order ``aiflat --help`` lists them.
-COMMANDS = ("info", "median", "detect", "flat", "apply", "run", "simulate", "evaluate", "demo")
+COMMANDS = ("info", "median", "detect", "flat", "apply", "run", "report", "simulate", "evaluate", "demo")
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -134,6 +134,16 @@ def _reuse(path, key, reader, overwrite):
         return None
 
 
+def _region_files(options):
+    """SHA-256 of the review region files among the detector options (an edited file redoes the mask)."""
+    from .provenance import sha256_file
+
+    files = {k: sha256_file(v) for k, v in (options or {}).items()
+             if k in ("exclude_regions", "include_regions") and isinstance(v, (str, os.PathLike))
+             and Path(v).is_file()}
+    return {"regions": files} if files else {}  # no region file: the key of earlier versions
+
+
 def _side_products(detection, median, paths):
     """dust.ecsv, dust.reg (DS9) and preview.png from the detection."""
     from .detection.outputs import write_catalog, write_preview, write_regions
@@ -230,7 +240,7 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
     # version, the detector and the flat improve between versions
     key_mask = params_hash({"step": "mask", "median": key_median, "detector": detector,
                             "options": detector_options or {}, "f_ratio": f_ratio, "pixel_size": pixel_size,
-                            "software": software_id()})
+                            "software": software_id(), **_region_files(detector_options)})
     detection = _reuse(paths["mask"], key_mask, read_mask, overwrite)
     if detection is not None:
         reused.append("mask")

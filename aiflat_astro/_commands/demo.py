@@ -59,7 +59,7 @@ def run(args):
     from ..flat import evaluate_flat
     from ..pipeline import run_pipeline
     from ._gemini import gemini_detector_options, gemini_inpaint_options
-    from .run import print_products
+    from .run import print_products, region_options, write_report_of
 
     t0 = time.perf_counter()
     outdir = Path(args.output)
@@ -74,8 +74,9 @@ def run(args):
                           pixel_size=args.pixel_size or truth.params.get("pixel_size"),
                           max_frames=args.max_frames, step=args.step, mem_limit=args.mem_limit, floor=args.floor,
                           byte_order=args.byte_order, overwrite=args.overwrite, progress_bar=args.progress,
-                          detector_options=gemini_detector_options(args, args.detector) or None,
+                          detector_options=region_options(args, gemini_detector_options(args, args.detector)),
                           inpaint_options=gemini_inpaint_options(args, args.inpaint) or None)
+    write_report_of(args, result)
     print_products(result)
     ev = evaluate_flat(result["flat"], truth)
     if "residual_ratio" in ev:
@@ -86,6 +87,8 @@ def run(args):
               "are exactly 1.0")
     paths = result["paths"]
     print(f"\ndone in {time.perf_counter() - t0:.0f} s.  Look at the results:")
+    if "report" in paths:
+        print(f"  check every shadow:      open {paths['report']} in a browser (accept, reject, add, Export)")
     print(f"  the shadows found:       open {paths['preview']}")
     print(f"  in DS9:                  ds9 {paths['median']} -regions {paths['regions']}")
     print(f"  the flat and its DQ:     ds9 -multiframe {paths['flat']}")

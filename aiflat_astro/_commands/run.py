@@ -23,6 +23,12 @@ def add_run_options(p):
                    help="byte order of 16-bit SER data (default: auto)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace files in OUTDIR that aiflat run did not make (its own are reused or redone)")
+    p.add_argument("--exclude-regions", metavar="FILE.reg",
+                   help="DS9 regions: shadows whose centre falls inside are dropped (the report's review.reg)")
+    p.add_argument("--include-regions", metavar="FILE.reg",
+                   help="DS9 regions: each is added as a shadow (the report's review.reg)")
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="do not write OUTDIR/report.html (the HTML review)")
     from ._gemini import add_gemini_options
 
     add_gemini_options(p)
@@ -55,6 +61,23 @@ def print_products(result):
         print(f"  {name:<{width}}  {path}")
 
 
+def region_options(args, options):
+    """Detector options with ``--exclude-regions``/``--include-regions`` added."""
+    options = dict(options or {})
+    for name in ("exclude_regions", "include_regions"):
+        if getattr(args, name, None):
+            options[name] = getattr(args, name)
+    return options or None
+
+
+def write_report_of(args, result):
+    """``OUTDIR/report.html`` unless ``--no-report``; its path is added to the printed products."""
+    if getattr(args, "report", True):
+        from ..report import write_report
+
+        result["paths"]["report"] = write_report(args.output)
+
+
 def run(args):
     """Run the pipeline; return the exit status."""
     from ..pipeline import run_pipeline
@@ -64,8 +87,9 @@ def run(args):
     result = run_pipeline(args.video, args.output, detector=args.detector, inpaint=args.inpaint, apply=args.apply,
                           f_ratio=args.f_ratio, pixel_size=args.pixel_size, max_frames=args.max_frames,
                           step=args.step, mem_limit=args.mem_limit, floor=args.floor, byte_order=args.byte_order,
-                          detector_options=gemini_detector_options(args, args.detector) or None,
+                          detector_options=region_options(args, gemini_detector_options(args, args.detector)),
                           inpaint_options=gemini_inpaint_options(args, args.inpaint) or None,
                           overwrite=args.overwrite, progress_bar=args.progress)
+    write_report_of(args, result)
     print_products(result)
     return 0

@@ -11,7 +11,11 @@ at the median in DS9 with the detector's regions, then
   replaces the detector.
 
 Region files use image coordinates (DS9 ``image``; `regions` converts them to
-0-based pixels); rows are top-down, as in the median FITS file.
+0-based pixels); rows are top-down, as in the median FITS file.  One file can
+hold both edits (the ``review.reg`` that ``aiflat report``'s Export button
+saves): regions tagged ``tag={include}`` are ignored as exclude regions and
+regions tagged ``tag={reject}`` are ignored as include regions, so the same
+file goes to ``--exclude-regions`` and ``--include-regions``.
 """
 
 import logging
@@ -68,6 +72,12 @@ def read_regions(regions):
             raise InputError("regions must be in image (pixel) coordinates, not sky coordinates: "
                              "save them from DS9 with coordinate system 'image'")
     return items
+
+
+def _tagged(region, tag):
+    """True if a region carries the DS9 tag ``tag`` (``# tag={include}``)."""
+    tags = region.meta.get("tag", ()) if region.meta else ()
+    return tag in ([tags] if isinstance(tags, str) else tags)
 
 
 def _region_mask(region, shape):
@@ -253,7 +263,8 @@ def apply_region_edits(detection, median, *, exclude=None, include=None, f_ratio
     if exclude is not None:
         ex = np.zeros(shape, bool)
         for reg in read_regions(exclude):
-            ex |= _region_mask(reg, shape)
+            if not _tagged(reg, "include"):
+                ex |= _region_mask(reg, shape)
         drop = []
         for i, row in enumerate(catalog):
             iy = int(np.clip(round(float(row["y_centroid"])), 0, shape[0] - 1))
@@ -274,6 +285,8 @@ def apply_region_edits(detection, median, *, exclude=None, include=None, f_ratio
                           max((int(i) for i in detection.catalog["id"]), default=0))) + 1
         new_ids = []
         for reg in read_regions(include):
+            if _tagged(reg, "reject"):
+                continue
             m = _region_mask(reg, shape) & (labels == 0)
             if not m.any():
                 continue

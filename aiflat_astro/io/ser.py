@@ -94,7 +94,7 @@ BYTE_ORDER_MIN_TV = 0.02
 #: At most this many bytes in each of the (up to three) bands of rows sampled in
 #: each of the first, middle and last frames to decide the byte order and
 #: measure the bit depth: ``aiflat info`` reads a few MB whatever the frame size.
-SAMPLE_BAND_BYTES = 1 << 20
+SAMPLE_BAND_BYTES = 1 << 19
 
 
 # ---------------------------------------------------------------------------
@@ -433,15 +433,19 @@ def _byte_tv(frame_bytes_2d, phase=(1, 1)):
     evidence.  Returns (tv0, tv1).
     """
     sy, sx = phase
-    b = frame_bytes_2d.astype(np.int16)
     tv = np.zeros(2)
     count = 0
-    if b.shape[0] > sy:
-        tv += np.abs(b[sy:] - b[:-sy]).sum(axis=(0, 1))
-        count += (b.shape[0] - sy) * b.shape[1]
-    if b.shape[1] > sx:
-        tv += np.abs(b[:, sx:] - b[:, :-sx]).sum(axis=(0, 1))
-        count += b.shape[0] * (b.shape[1] - sx)
+    h, w = frame_bytes_2d.shape[:2]
+    for k in (0, 1):  # each byte as a contiguous int16 plane: fast reductions
+        b = frame_bytes_2d[..., k].astype(np.int16)
+        if h > sy:
+            tv[k] += np.abs(b[sy:] - b[:-sy]).sum(dtype=np.int64)
+        if w > sx:
+            tv[k] += np.abs(b[:, sx:] - b[:, :-sx]).sum(dtype=np.int64)
+    if h > sy:
+        count += (h - sy) * w
+    if w > sx:
+        count += h * (w - sx)
     return tv / max(count, 1)
 
 
@@ -796,7 +800,7 @@ class SERReader(FrameSource):
         run of columns of very wide frames), starts on an even row and column
         (the CFA phase of Bayer files is kept) and is returned as uint8 of shape
         ``(rows, columns * planes, bytes_per_sample)``.  A small frame is read
-        whole.  Whatever the frame size, the sample is at most ~3 MB a frame.
+        whole.  Whatever the frame size, the sample is at most ~1.5 MB a frame.
         """
         bps, planes = self.header.bytes_per_sample, self.planes
         px = planes * bps
@@ -1196,7 +1200,8 @@ class SERWriter:
         self.path = Path(path)
         self.n_written = 0
         self._ticks = []
-        self._atomic = atomic_output(self.path, overwrite=overwrite)
+        # an anonymous temporary file where the OS allows (O_TMPFILE): a killed writer leaves nothing
+        self._atomic = atomic_output(self.path, overwrite=overwrite, anonymous=True)
         self._tmp = self._atomic.__enter__()
         self._fh = open(self._tmp, "wb")
         self._fh.write(b"\0" * HEADER_SIZE)

@@ -250,6 +250,9 @@ def _progress(total, desc, unit, enabled):
 
 def _frame_blocks(n_frames, per_frame_bytes, mem_limit, *, max_frames=None):
     budget = parse_size(mem_limit)
+    if budget < 6 * per_frame_bytes:  # honoured, or refused: never silently exceeded
+        raise InputError(f"mem_limit {mem_limit} is too small to correct the dust of one frame "
+                         f"(needs {6 * per_frame_bytes / 1e6:.1f} MB)")
     block = int(max(1, min(n_frames, budget // max(6 * per_frame_bytes, 1), max_frames or n_frames)))
     return [(i, min(i + block, n_frames)) for i in range(0, n_frames, block)]
 
@@ -471,8 +474,9 @@ def _apply_to_file(flat, input_path, output_path, *, overwrite=False, progress_b
     try:
         data, meta, name = _flat_data(flat)
         flat_id = (name, meta.get("PARAMSHA", "") if meta else "")
-        if not np.all(np.isfinite(data)) or np.any(data <= 0):
-            raise InputError("the flat has non-finite or non-positive values; it cannot be applied")
+        from ._commands._checks import check_flat_values
+
+        check_flat_values(data, name=name)
         input_path, output_path = _check_paths(input_path, output_path)
         if input_path.suffix.lower() == ".ser":
             kind = "ser"

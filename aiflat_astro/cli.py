@@ -208,6 +208,10 @@ def main(argv=None):
             warnings.showwarning = _show_warning
         stdout = sys.stdout
         try:
+            if getattr(args, "mem_limit", None) is not None:  # refused the same way by every command
+                from ._commands._checks import check_mem_limit
+
+                check_mem_limit(args.mem_limit)
             for path in _clean_output_folders(args):
                 logging.getLogger(__name__).info("removed %s, left by an interrupted run", path)
             if quiet_stdout:

@@ -604,6 +604,12 @@ def decide_byte_order(samples, little_endian_flag, *, byte_order="auto", phase=(
 # Reader
 # ---------------------------------------------------------------------------
 
+def _mjd(t):
+    """Modified Julian Date of a `numpy.datetime64` (UTC), to the microsecond."""
+    us = (np.datetime64(t, "us") - np.datetime64("1858-11-17T00:00:00", "us")).astype(np.int64)
+    return round(int(us) / 86_400e6, 11)
+
+
 def _fits_text(text):
     """Make a header string safe for a FITS card (printable ASCII)."""
     return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
@@ -1018,6 +1024,10 @@ class SERReader(FrameSource):
         if self.timestamps is not None:
             hdr["DATE-BEG"] = (str(self.timestamps.min()), "first frame time (UTC)")
             hdr["DATE-END"] = (str(self.timestamps.max()), "last frame time (UTC)")
+            # the MJD twins, so that astropy.wcs has nothing to fix (no FITSFixedWarning 'datfix'
+            # each time CCDData.read opens a median)
+            hdr["MJD-BEG"] = (_mjd(self.timestamps.min()), "[d] first frame time (UTC), MJD")
+            hdr["MJD-END"] = (_mjd(self.timestamps.max()), "[d] last frame time (UTC), MJD")
         return hdr
 
     def info(self):

@@ -91,6 +91,8 @@ TICKS_MAX = _ticks_at(2100)
 BYTE_ORDER_RATIO = 2.0
 #: Below this mean absolute byte difference a frame is too flat to decide.
 BYTE_ORDER_MIN_TV = 0.02
+#: Fewer same-channel neighbour pairs than this in the samples (tiny frames) is no evidence.
+BYTE_ORDER_MIN_PAIRS = 64
 #: At most this many bytes in each of the (up to three) bands of rows sampled in
 #: each of the first, middle and last frames to decide the byte order and
 #: measure the bit depth: ``aiflat info`` reads a few MB whatever the frame size.
@@ -489,8 +491,13 @@ def _decide_byte_order(samples, little_endian_flag, *, byte_order="auto", phase=
         tv += _byte_tv(s, phase)
     tv /= max(len(samples), 1)
     tv0, tv1 = float(tv[0]), float(tv[1])
+    sy, sx = phase
+    pairs = sum(max(s.shape[0] - sy, 0) * s.shape[1] + s.shape[0] * max(s.shape[1] - sx, 0)
+                for s in samples)
     data = None
-    if max(tv0, tv1) < BYTE_ORDER_MIN_TV:
+    if pairs < BYTE_ORDER_MIN_PAIRS:
+        why = f"only {pairs} same-channel neighbour pairs: too few samples to tell"
+    elif max(tv0, tv1) < BYTE_ORDER_MIN_TV:
         why = "nearly constant frames"
     elif min(tv0, tv1) == 0:
         # One byte never changes.  A constant non-zero byte can only be the high

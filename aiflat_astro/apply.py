@@ -252,7 +252,7 @@ def _frame_blocks(n_frames, per_frame_bytes, mem_limit, *, max_frames=None):
     budget = parse_size(mem_limit)
     if budget < 6 * per_frame_bytes:  # honoured, or refused: never silently exceeded
         raise InputError(f"mem_limit {mem_limit} is too small to correct the dust of one frame "
-                         f"(needs {6 * per_frame_bytes / 1e6:.1f} MB)")
+                         f"(needs {6 * per_frame_bytes:,} bytes)")
     block = int(max(1, min(n_frames, budget // max(6 * per_frame_bytes, 1), max_frames or n_frames)))
     return [(i, min(i + block, n_frames)) for i in range(0, n_frames, block)]
 

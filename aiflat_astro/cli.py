@@ -72,6 +72,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 #: Commands whose result *is* their standard output (kept with ``-q``).
 _STDOUT_COMMANDS = ("info", "evaluate")
+#: Commands whose ``-o`` is a folder.
+_FOLDER_OUTPUT_COMMANDS = ("run", "demo")
 #: Options naming output files or folders: their folders are cleaned of our stale temporary files.
 _OUTPUT_OPTIONS = ("output", "catalog", "regions", "preview", "tiff", "asdf", "drift_plot", "truth",
                    "outdir")
@@ -126,24 +128,42 @@ def _quiet_astropy_conf(conf, quiet):
 
 
 def _tame_astropy(quiet):
-    """Keep astropy's logger out of our warnings (see `_AstropyLogHook`); return the hook or None."""
-    if "astropy.logger" in sys.modules:
-        import astropy
+    """Keep astropy's logger out of our warnings (see `_AstropyLogHook`).
 
-        _quiet_astropy_conf(sys.modules["astropy.logger"].conf, quiet)
-        log = getattr(astropy, "log", None)
-        if log is not None:
+    Returns a function that undoes it (for a caller that runs `main` in its
+    own process with astropy already imported, as the tests do).
+    """
+    if "astropy.logger" not in sys.modules:
+        hook = _AstropyLogHook(quiet)
+        sys.meta_path.insert(0, hook)
+
+        def undo():
+            if hook in sys.meta_path:
+                sys.meta_path.remove(hook)
+        return undo
+    import astropy
+
+    log = getattr(astropy, "log", None)
+    if log is None:
+        return lambda: None
+    level, disabled = log.level, False
+    try:
+        if log.warnings_logging_enabled():
+            log.disable_warnings_logging()
+            disabled = True
+    except Exception:  # showwarning was overridden by someone else: ours is set anyway
+        pass
+    if quiet:
+        log.setLevel("ERROR")
+
+    def undo():
+        log.setLevel(level)
+        if disabled and not log.warnings_logging_enabled():
             try:
-                if log.warnings_logging_enabled():
-                    log.disable_warnings_logging()
-            except Exception:  # showwarning was overridden by someone else: ours is set below anyway
+                log.enable_warnings_logging()
+            except Exception:  # pragma: no cover
                 pass
-            if quiet:
-                log.setLevel("ERROR")
-        return None
-    hook = _AstropyLogHook(quiet)
-    sys.meta_path.insert(0, hook)
-    return hook
+    return undo
 
 
 def _progress_enabled(args):
@@ -167,7 +187,10 @@ def _clean_output_folders(args):
         if not isinstance(value, (str, os.PathLike)) or not str(value):
             continue
         p = Path(value)
-        folders.add(p if p.is_dir() else p.parent)
+        if p.is_dir():
+            folders.add(p)
+        elif not (name == "output" and args.command in _FOLDER_OUTPUT_COMMANDS):
+            folders.add(p.parent)  # a file: its folder (an OUTDIR still to be made: nothing to clean)
     removed = []
     for folder in sorted(folders):
         if folder.is_dir():
@@ -198,7 +221,14 @@ def main(argv=None):
         return EXIT_USAGE
     _setup_logging(args)
     args.progress = _progress_enabled(args)
-    hook = _tame_astropy(args.quiet) if not args.debug else None
+    undo = _tame_astropy(args.quiet) if not args.debug else (lambda: None)
+    try:
+        return _run_command(args)
+    finally:
+        undo()
+
+
+def _run_command(args):
     quiet_stdout = args.quiet and args.command not in _STDOUT_COMMANDS
     with warnings.catch_warnings():
         if not args.debug:
@@ -232,8 +262,6 @@ def main(argv=None):
             if sys.stdout is not stdout:
                 sys.stdout.close()
                 sys.stdout = stdout
-            if hook is not None and hook in sys.meta_path:
-                sys.meta_path.remove(hook)
 
 
 _PART_NAME = re.compile(r"^\.(?P<name>.+)\.(?:aiflat-\d+-)?[A-Za-z0-9_]+\.part$")

@@ -96,7 +96,7 @@ def test_mem_limit_refused_the_same_way_everywhere(capsys, tmp_path, video, prod
             "run": ["run", video, "-o", tmp_path / "run"]}[command]
     code, out, err = aiflat(capsys, *args, "--mem-limit", "1KB")
     assert code == 1 and out == ""
-    one_error_line(err, "--mem-limit 1KB is below the minimum of 1 MB")
+    one_error_line(err, "--mem-limit 1KB is too small: the minimum is 1 MB")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".part")) == []
 
 

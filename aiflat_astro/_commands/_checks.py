@@ -60,13 +60,13 @@ def check_mem_limit(value, *, option="--mem-limit"):
     >>> check_mem_limit("1KB")
     Traceback (most recent call last):
     ...
-    aiflat_astro.utils.exceptions.InputError: --mem-limit 1KB is below the minimum of 1 MB
+    aiflat_astro.utils.exceptions.InputError: --mem-limit 1KB is too small: the minimum is 1 MB
     """
     from ..utils._atomic import parse_size
 
     size = parse_size(value)
     if size < MIN_MEM_LIMIT:
-        raise _error(f"{option} {value} is below the minimum of {MIN_MEM_LIMIT // 1_000_000} MB")
+        raise _error(f"{option} {value} is too small: the minimum is {MIN_MEM_LIMIT // 1_000_000} MB")
     return size
 
 

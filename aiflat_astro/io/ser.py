@@ -18,8 +18,8 @@ ways; `SERReader` handles all the known deviations (see ``docs/ser.rst``):
   truncated: the complete frames are used, with a warning;
 - header strings may carry junk after the terminating NUL and non-ASCII bytes.
 
-Frames are memory-mapped: opening a file of any size reads only the header,
-the trailer and up to three sample frames.  Rows are top-down (the first row
+Frames are read on demand: opening a file of any size reads only the header,
+the trailer and a bounded sample of rows of three frames.  Rows are top-down (the first row
 of a frame is the top of the image) and are never flipped; FITS headers made
 here carry ``ROWORDER = 'TOP-DOWN'``.
 """
@@ -625,9 +625,11 @@ def _fits_text(text):
 class SERReader(FrameSource):
     """Memory-mapped, lazy reader of a SER video.
 
-    Opening reads the 178-byte header, the timestamp trailer and up to three
-    sample frames (first, middle, last) used to decide the byte order and
-    measure the bit depth; frames are read on demand from a memory map.
+    Opening reads the 178-byte header, the timestamp trailer and a bounded
+    sample of up to three frames (first, middle, last: small frames whole,
+    large ones in three bands of rows of at most 512 KB) used to decide the
+    byte order and measure the bit depth; frames are read on demand with
+    positional reads.
     Deviations from the specification are collected in `warnings_list` and
     emitted as `~aiflat_astro.utils.exceptions.SERFormatWarning`.
 
@@ -656,8 +658,11 @@ class SERReader(FrameSource):
         The on-disk sample type (``'u1'``, ``'<u2'`` or ``'>u2'``).
     byte_order, byte_order_reason : str
         The decided order (``'<'`` or ``'>'``) and why.
+    byte_order_inconclusive : bool
+        True when the data could not tell the order and the flag decided
+        (a warning is given unless the flag is 0).
     measured_depth : int
-        Bits needed for the largest sample in the sample frames.
+        Bits needed for the largest sample in the sampled rows.
     unused_low_bits : int
         Low bits that are zero in every sample (e.g. 4 for MSB-aligned 12-bit).
     timestamps : `numpy.ndarray` of ``datetime64[us]`` or None

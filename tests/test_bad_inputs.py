@@ -76,6 +76,13 @@ def test_step_leaving_one_frame_refused(capsys, tmp_path, video):
     assert not (tmp_path / "run" / "median.fits").exists()
 
 
+def test_run_outdir_that_is_a_file_refused(capsys, tmp_path, video):
+    (tmp_path / "afile").write_text("x")
+    code, _, err = aiflat(capsys, "run", video, "-o", tmp_path / "afile")
+    assert code == 1
+    one_error_line(err, "afile", "is a file, not a folder")
+
+
 def test_run_usage_errors_like_median(capsys, tmp_path, video):
     for command in ("median", "run"):
         code, _, err = aiflat(capsys, command, video, "-o", tmp_path / "x", "--step", 0)

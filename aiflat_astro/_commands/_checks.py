@@ -232,8 +232,18 @@ def check_flat_values(data, *, name):
 
 
 def check_run_inputs(args):
-    """``aiflat run``/``demo``: the frame selection of the video, before any computation."""
+    """``aiflat run``: OUTDIR usable and the frame selection of the video, before any computation."""
+    import os
+    from pathlib import Path
+
     from ..io.frames import open_frames
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise _error(f"OUTDIR {str(out)!r} is a file, not a folder")
+    existing = out if out.is_dir() else next((p for p in out.parents if p.exists()), None)
+    if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
+        raise _error(f"cannot write into {str(out)!r}: {str(existing)!r} is not a writable folder")
 
     with open_frames(args.video, byte_order=getattr(args, "byte_order", "auto")) as source:
         check_frame_selection(source.n_frames, step=getattr(args, "step", 1),

@@ -61,7 +61,8 @@ def _ser_text(d):
         ("  decided", d["byte_order_reason"]
          + (" -- a guess: check the frames, or set --byte-order" if d.get("byte_order_inconclusive") else "")),
         ("bit depth", f"header {d['header_depth']}, measured {d['measured_depth']} "
-                      f"(max value {d['max_value']} in frames "
+                      f"(max value {d['max_value']} in "
+                      f"{'frames' if d.get('sampled_fraction', 1) >= 1 else 'sampled rows of frames'} "
                       f"{', '.join(str(i) for i in d['depth_sample_frames'])})"
          + (f"; low {d['unused_low_bits']} bits unused (MSB-aligned?)"
             if d["unused_low_bits"] else "")),

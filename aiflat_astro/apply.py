@@ -250,6 +250,9 @@ def _progress(total, desc, unit, enabled):
 
 def _frame_blocks(n_frames, per_frame_bytes, mem_limit, *, max_frames=None):
     budget = parse_size(mem_limit)
+    if budget < 6 * per_frame_bytes:  # honoured, or refused: never silently exceeded
+        raise InputError(f"mem_limit {mem_limit} is too small to correct the dust of one frame "
+                         f"(needs {6 * per_frame_bytes:,} bytes)")
     block = int(max(1, min(n_frames, budget // max(6 * per_frame_bytes, 1), max_frames or n_frames)))
     return [(i, min(i + block, n_frames)) for i in range(0, n_frames, block)]
 
@@ -282,10 +285,12 @@ def _apply_ser(flat, input_path, output_path, *, overwrite, progress_bar, mem_li
                              f"shape {flat.shape}")
         clean_layout = reader.header.frame_count == n and not reader.layout.notes
         quantise = _ser_quantiser(reader)
-        with atomic_output(output_path, overwrite=overwrite, tmp=None if started is None else started.dst) as tmp:
-            if clean_layout:
-                # a byte copy of the input in which only the dust boxes are recomputed, each block
-                # of frames as soon as the kernel's copy (in a background thread) has passed it
+        if clean_layout:
+            # a byte copy of the input in which only the dust boxes are recomputed, each block of
+            # frames as soon as the kernel's copy (in a background thread) has passed it; into an
+            # anonymous temporary file where the OS allows (nothing left behind by a kill)
+            with atomic_output(output_path, overwrite=overwrite, anonymous=True,
+                               tmp=None if started is None else started.tmp) as tmp:
                 copy = started if started is not None else BackgroundCopy(input_path, tmp)
                 try:
                     if boxes:
@@ -295,20 +300,21 @@ def _apply_ser(flat, input_path, output_path, *, overwrite, progress_bar, mem_li
                 except BaseException:
                     copy.cancel()  # stop the copy before the temporary output is removed
                     raise
-                stats["method"] = "copy+patch"
-            else:
-                if started is not None:
-                    started.cancel()  # a repaired file is written instead of the byte copy
-                with SERWriter.like(reader, tmp, overwrite=True) as writer, \
-                        _progress(n, f"calibrate {reader.name}", "frame", progress_bar) as bar:
-                    for i in range(n):
-                        frame = reader.read(i)
-                        for ys, xs in boxes:
-                            frame[ys, xs] = _correct_block(frame[None, ys, xs], flat[ys, xs], quantise)[0]
-                        writer.write(frame)
-                        if bar is not None:
-                            bar.update(1)
-                stats["method"] = "stream (input layout repaired)"
+            stats["method"] = "copy+patch"
+        else:
+            if started is not None:
+                started.cancel()  # a repaired file is written instead of the byte copy
+                started.tmp.discard()
+            with SERWriter.like(reader, output_path, overwrite=overwrite) as writer, \
+                    _progress(n, f"calibrate {reader.name}", "frame", progress_bar) as bar:
+                for i in range(n):
+                    frame = reader.read(i)
+                    for ys, xs in boxes:
+                        frame[ys, xs] = _correct_block(frame[None, ys, xs], flat[ys, xs], quantise)[0]
+                    writer.write(frame)
+                    if bar is not None:
+                        bar.update(1)
+            stats["method"] = "stream (input layout repaired)"
         stats.update(n_frames=n, n_clipped=quantise.n_clipped)
     return stats
 
@@ -461,14 +467,16 @@ def apply_to_file(flat, input_path, output_path, *, overwrite=False, progress_ba
 def _apply_to_file(flat, input_path, output_path, *, overwrite=False, progress_bar=False, mem_limit="256MB",
                    byte_order="auto", started=None, t0=None):
     """`apply_to_file`; ``started`` is a `BackgroundCopy` of a SER input already copying to a
-    temporary name next to the output (the command line starts it before loading the libraries):
-    it is adopted, or cancelled and its output removed if anything fails first."""
+    temporary file for the output (its ``tmp``, a `~aiflat_astro.utils._atomic.TemporaryOutput`;
+    the command line starts it before loading the libraries): it is adopted, or cancelled and
+    its output dropped if anything fails first."""
     t0 = time.perf_counter() if t0 is None else t0
     try:
         data, meta, name = _flat_data(flat)
         flat_id = (name, meta.get("PARAMSHA", "") if meta else "")
-        if not np.all(np.isfinite(data)) or np.any(data <= 0):
-            raise InputError("the flat has non-finite or non-positive values; it cannot be applied")
+        from ._commands._checks import check_flat_values
+
+        check_flat_values(data, name=name)
         input_path, output_path = _check_paths(input_path, output_path)
         if input_path.suffix.lower() == ".ser":
             kind = "ser"
@@ -487,8 +495,7 @@ def _apply_to_file(flat, input_path, output_path, *, overwrite=False, progress_b
     except BaseException:
         if started is not None:
             started.cancel()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(started.dst)
+            started.tmp.discard()
         raise
     stats.update(input=str(input_path), output=str(output_path), seconds=time.perf_counter() - t0)
     if stats.get("n_clipped"):

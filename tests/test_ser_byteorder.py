@@ -89,14 +89,32 @@ def test_constant_frames_keep_the_flag(tmp_path):
     frames = np.full((2, 8, 8), 0x0102, np.uint16)
     path = tmp_path / "flat.ser"
     write_ser(path, frames, pixel_depth=16, byte_order=">", little_endian_flag=1)
-    ser = SERReader(path)
+    # the data cannot tell: the flag decides, and the guess is said out loud
+    with pytest.warns(SERFormatWarning, match=r"inconclusive.*reading big-endian.*--byte-order '<'"):
+        ser = SERReader(path)
     assert ser.byte_order == ">" and "nearly constant" in ser.byte_order_reason
+    assert ser.byte_order_inconclusive and ser.info()["byte_order_inconclusive"]
     assert ser.read(0)[0, 0] == 0x0102
     # the same big-endian bytes flagged 0: without evidence in the data the flag decides
     write_ser(path, frames, pixel_depth=16, byte_order=">", little_endian_flag=0, overwrite=True)
-    ser = SERReader(path)
-    assert ser.byte_order == "<" and ser.warnings_list == []
+    ser = SERReader(path)  # flag 0 is little-endian for every known x86 writer: no warning
+    assert ser.byte_order == "<" and ser.warnings_list == [] and ser.byte_order_inconclusive
     assert ser.read(0)[0, 0] == 0x0201
+    # both bytes equal: both orders give the same values, nothing to warn about
+    write_ser(path, np.full((2, 8, 8), 0x0707, np.uint16), pixel_depth=16, overwrite=True)
+    ser = SERReader(path)
+    assert ser.warnings_list == [] and not ser.byte_order_inconclusive
+
+
+def test_constant_frames_decided_by_header_depth(tmp_path):
+    # 800 = 0x0320 fits 12 bits; read big-endian it would be 0x2003 = 8195: too large, low bits set
+    frames = np.full((2, 8, 8), 800, np.uint16)
+    path = tmp_path / "c12.ser"
+    write_ser(path, frames, pixel_depth=12, byte_order="<", little_endian_flag=1)
+    with pytest.warns(SERFormatWarning, match="clearly little-endian"):
+        ser = SERReader(path)
+    assert ser.byte_order == "<" and "header depth of 12 bits" in ser.byte_order_reason
+    np.testing.assert_array_equal(ser.read(1), frames[1])
 
 
 def test_constant_high_byte_decides(tmp_path):
@@ -117,14 +135,22 @@ def test_zero_byte_is_undecidable(tmp_path, flag):
     path = tmp_path / "small.ser"
     order = "<" if flag == 0 else ">"
     write_ser(path, small, pixel_depth=16, byte_order=order, little_endian_flag=flag)
-    ser = SERReader(path)
+    if flag:
+        with pytest.warns(SERFormatWarning, match="inconclusive"):
+            ser = SERReader(path)
+    else:
+        ser = SERReader(path)
     assert ser.byte_order == order and "inconclusive" in ser.byte_order_reason
-    assert ser.warnings_list == []
+    assert len(ser.warnings_list) == flag
     np.testing.assert_array_equal(ser.read(0), small[0])
     # MSB-aligned 8-bit data in 16-bit samples, flagged by the de-facto convention
     write_ser(path, small << 8, pixel_depth=16, byte_order=order, little_endian_flag=flag,
               overwrite=True)
-    ser = SERReader(path)
+    if flag:
+        with pytest.warns(SERFormatWarning, match="inconclusive"):
+            ser = SERReader(path)
+    else:
+        ser = SERReader(path)
     assert ser.byte_order == order and ser.unused_low_bits == 8 and ser.measured_depth == 16
     np.testing.assert_array_equal(ser.read(0), small[0] << 8)
 

@@ -90,8 +90,19 @@ def test_other_file_id_warns_but_reads(tmp_path, file_id):
     assert ser.n_frames == 2 and ser.read(1).max() == 9
 
 
+@pytest.mark.parametrize("color_id", [1, 2, 7, 12, 99, 255, -1])
+def test_unknown_color_id_read_as_mono(tmp_path, color_id):
+    path = tmp_path / "odd.ser"
+    frames = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_ser(path, frames)
+    _patch(path, 18, struct.pack("<i", color_id))
+    with pytest.warns(SERFormatWarning, match=f"unknown ColorID {color_id}: read as mono"):
+        ser = SERReader(path)
+    assert ser.frame_shape == (3, 4) and ser.bayer_pattern is None
+    np.testing.assert_array_equal(ser.read(1), frames[1])
+
+
 @pytest.mark.parametrize("offset, value, match", [
-    (18, 5, "unknown ColorID 5"),
     (34, 0, "PixelDepthPerPlane 0"),
     (34, 17, "PixelDepthPerPlane 17"),
     (26, 0, "image size 0x2"),

@@ -12,6 +12,7 @@ from astropy.nddata import CCDData
 
 from aiflat_astro.io import SERReader, SERWriter, read_ser, write_ser
 from aiflat_astro.io.ser import HEADER_SIZE, datetime_to_ticks
+from aiflat_astro.utils.exceptions import SERFormatWarning
 from aiflat_astro.utils.exceptions import InputError, SERFormatWarning
 
 T0 = datetime_to_ticks("2025-03-29T10:50:00")
@@ -112,7 +113,8 @@ def test_read_rows_paths(tmp_path):
     frames = ramp(9, (6, 5), 65535, np.uint16)
     path = tmp_path / "r.ser"
     write_ser(path, frames, byte_order=">", little_endian_flag=1)
-    ser = SERReader(path)
+    with pytest.warns(SERFormatWarning, match="inconclusive"):  # a steep ramp on 6x5 pixels
+        ser = SERReader(path)
     for idx in ([0, 1, 2], range(1, 9, 3), slice(None, None, 2), [8, 3, 4], np.arange(9)[::-2],
                 [5], [], 4, [-1, -2]):
         want = frames[idx if not isinstance(idx, range) else list(idx)][..., 2:5, :]

@@ -61,7 +61,7 @@ def _start_copy(source, target, overwrite):
 
     Standard library only.  Nothing starts when a check fails: the error is
     then raised by the full checks, in their words."""
-    from ..utils._atomic import temporary_path
+    from ..utils._atomic import TemporaryOutput
     from ..utils._copy import BackgroundCopy
 
     try:
@@ -69,8 +69,14 @@ def _start_copy(source, target, overwrite):
             return None
         if target.exists() and (not overwrite or os.path.samefile(source, target)):
             return None
-        tmp = temporary_path(target)
-        return BackgroundCopy(source, tmp)
+        tmp = TemporaryOutput(target)  # anonymous (O_TMPFILE) where the OS allows
+        try:
+            copy = BackgroundCopy(source, tmp.path)
+        except BaseException:
+            tmp.discard()
+            raise
+        copy.tmp = tmp
+        return copy
     except OSError:
         return None
 
@@ -109,7 +115,4 @@ def run(args):
 def _drop(started):
     if started is not None:
         started.cancel()
-        try:
-            os.unlink(started.dst)
-        except FileNotFoundError:
-            pass
+        started.tmp.discard()

@@ -93,6 +93,9 @@ def run(args):
         raise InputError("two outputs have the same file name")
     t0 = time.perf_counter()
     median = read_median(args.median)
+    from ._checks import check_median
+
+    check_median(median, name=str(args.median))  # NaN/inf, a negative median: refused up front
     detection = detect_dust(median, detector=args.detector, frames=args.frames, f_ratio=args.f_ratio,
                             pixel_size=args.pixel_size, dilate=args.dilate, soft_edge=args.soft_edge,
                             exclude_regions=args.exclude_regions, include_regions=args.include_regions,

@@ -60,6 +60,8 @@ def add_parser(subparsers):
     p.add_argument("--mem-limit", default="256MB", metavar="SIZE",
                    help="memory limit for reading --video (default: 256MB)")
     p.add_argument("--overwrite", action="store_true", help="replace output files that exist")
+    p.add_argument("--force", action="store_true",
+                   help="use a mask made from another median (its INPSHA differs) anyway")
     from ._gemini import add_gemini_options
 
     add_gemini_options(p, consensus=False)
@@ -86,6 +88,11 @@ def run(args):
     t0 = time.perf_counter()
     median = read_median(args.median)
     detection = read_mask(args.mask)
+    from ._checks import check_mask_matches, check_median
+
+    check_median(median, name=str(args.median))  # up front: NaN/inf, negative, another video's mask
+    check_mask_matches(detection, median, mask_name=str(args.mask), median_name=str(args.median),
+                       force=args.force)
     from ._gemini import gemini_inpaint_options
 
     options = gemini_inpaint_options(args, args.inpaint) or {}
@@ -106,10 +113,9 @@ def run(args):
         product.meta["MASTSHA"] = sha256_file(args.master_flat)
     write_flat(args.output, product, overwrite=args.overwrite)
     if args.tiff:
-        n = write_flat_tiff(args.tiff, product, dtype="float32" if args.tiff_float else "uint16",
-                            overwrite=args.overwrite)
-        if n:
-            print(f"TIFF: {n} value(s) above 1.0 clipped (use --tiff-float to keep them)")
+        # clipped values: write_flat_tiff's warning says it, once
+        write_flat_tiff(args.tiff, product, dtype="float32" if args.tiff_float else "uint16",
+                        overwrite=args.overwrite)
     if args.asdf:
         write_flat_asdf(args.asdf, product, detection=detection, overwrite=args.overwrite)
     n_in = int((flat.data != 1.0).sum())

@@ -58,9 +58,11 @@ def _ser_text(d):
         ("data type", d["dtype"]),
         ("byte order", (f"{d['byte_order']}-endian" if d["byte_order"] else "n/a")
          + f" (LittleEndian flag {d['little_endian_flag']})"),
-        ("  decided", d["byte_order_reason"]),
+        ("  decided", d["byte_order_reason"]
+         + (" -- a guess: check the frames, or set --byte-order" if d.get("byte_order_inconclusive") else "")),
         ("bit depth", f"header {d['header_depth']}, measured {d['measured_depth']} "
-                      f"(max value {d['max_value']} in frames "
+                      f"(max value {d['max_value']} in "
+                      f"{'frames' if d.get('sampled_fraction', 1) >= 1 else 'sampled rows of frames'} "
                       f"{', '.join(str(i) for i in d['depth_sample_frames'])})"
          + (f"; low {d['unused_low_bits']} bits unused (MSB-aligned?)"
             if d["unused_low_bits"] else "")),
@@ -99,14 +101,23 @@ def _fits_text(d):
 
 def run(args):
     """Print the description of ``args.inputs``; return 0."""
-    from ..io.frames import open_frames
     from ..utils.exceptions import SERFormatWarning
 
     with warnings.catch_warnings():
         # Deviations are part of the report (``warnings``); do not repeat them on stderr.
         warnings.simplefilter("ignore", SERFormatWarning)
-        with open_frames(args.inputs, byte_order=args.byte_order) as src:
-            info = _source_info(src)
+        if len(args.inputs) == 1 and str(args.inputs[0]).lower().endswith(".ser"):
+            # a SER video: its reader alone (no astropy.io.fits to import), a bounded
+            # sample of the data whatever the frame size
+            from ..io.ser import SERReader
+
+            with SERReader(args.inputs[0], byte_order=args.byte_order) as src:
+                info = src.info()
+        else:
+            from ..io.frames import open_frames
+
+            with open_frames(args.inputs, byte_order=args.byte_order) as src:
+                info = _source_info(src)
     if args.json:
         json.dump(info, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -47,6 +47,24 @@ def add_parser(subparsers):
     return p
 
 
+def _check_inputs(args, source):
+    """--step/--max-frames that leave too few frames; NaN/inf in --bias/--dark: refused up front."""
+    from ._checks import check_frame_selection, check_image_values
+
+    check_frame_selection(source.n_frames, step=args.step, max_frames=args.max_frames, name=source.name)
+    for option, path in (("bias", args.bias), ("dark", args.dark)):
+        if path:
+            from astropy.io import fits
+
+            from ..utils.exceptions import InputError
+
+            try:
+                data = fits.getdata(path)
+            except (OSError, IndexError, TypeError) as exc:
+                raise InputError(f"cannot read the --{option} {str(path)!r} as FITS: {exc}") from None
+            check_image_values(data, what=option, name=str(path))
+
+
 def run(args):
     """Compute the median and write it; return the exit status."""
     from ..combine import median_combine
@@ -57,6 +75,7 @@ def run(args):
     t0 = time.perf_counter()
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     with open_frames(inputs, byte_order=args.byte_order) as source:
+        _check_inputs(args, source)  # before the long part
         median = median_combine(source, max_frames=args.max_frames, step=args.step,
                                 mem_limit=args.mem_limit, progress_bar=args.progress,
                                 bias=args.bias, dark=args.dark)

@@ -5,9 +5,10 @@ __all__ = ["add_parser", "run", "add_run_options", "print_products"]
 
 def add_run_options(p):
     """Options shared by ``aiflat run`` and ``aiflat demo``."""
-    from .._constants import BUILTIN_INPAINTERS
+    from .._constants import BUILTIN_DETECTORS, BUILTIN_INPAINTERS
+    from ._checks import positive_int
 
-    p.add_argument("--detector", default="local",
+    p.add_argument("--detector", default="local", choices=BUILTIN_DETECTORS,
                    help="dust detector: local (default, offline), gemini or consensus")
     p.add_argument("--inpaint", default="local", choices=BUILTIN_INPAINTERS,
                    help="clean estimate inside the dust: local (default), measured, gemini")
@@ -15,8 +16,8 @@ def add_run_options(p):
                    help="stop after the flat (do not write the calibrated video)")
     p.add_argument("--f-ratio", type=float, metavar="N", help="focal ratio (expected shadow size; dust distance)")
     p.add_argument("--pixel-size", type=float, metavar="UM", help="pixel size in micrometres")
-    p.add_argument("--max-frames", type=int, metavar="N", help="use at most N frames for the median")
-    p.add_argument("--step", type=int, default=1, metavar="K", help="use every K-th frame for the median")
+    p.add_argument("--max-frames", type=positive_int, metavar="N", help="use at most N frames for the median")
+    p.add_argument("--step", type=positive_int, default=1, metavar="K", help="use every K-th frame for the median")
     p.add_argument("--floor", type=float, default=0.05, help="lowest corrected transmission (default: 0.05)")
     p.add_argument("--mem-limit", default="256MB", metavar="SIZE", help="working-memory limit (default: 256MB)")
     p.add_argument("--byte-order", choices=("auto", "<", ">"), default="auto",
@@ -82,8 +83,10 @@ def run(args):
     """Run the pipeline; return the exit status."""
     from ..pipeline import run_pipeline
 
+    from ._checks import check_run_inputs
     from ._gemini import gemini_detector_options, gemini_inpaint_options
 
+    check_run_inputs(args)  # before any computation
     result = run_pipeline(args.video, args.output, detector=args.detector, inpaint=args.inpaint, apply=args.apply,
                           f_ratio=args.f_ratio, pixel_size=args.pixel_size, max_frames=args.max_frames,
                           step=args.step, mem_limit=args.mem_limit, floor=args.floor, byte_order=args.byte_order,

@@ -141,6 +141,8 @@ def write_mask(path, detection, *, overwrite=False, header=None):
     prov.setdefault("detector", detection.detector)
     add_provenance_cards(hdr, prov)
     hdr["ROWORDER"] = ROWORDER
+    # explicit, as in flat.fits: CCDData.read(mask.fits) then needs no unit=
+    hdr["BUNIT"] = ("", "dimensionless: data-quality bit flags")
     hdr["EXTNAME"] = ("DQ", "data-quality bits (see DQ_DEF)")
     primary = fits.PrimaryHDU(dq, header=hdr)
     weight = fits.ImageHDU(np.asarray(detection.weight, dtype=np.float32), name="WEIGHT")

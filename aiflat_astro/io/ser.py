@@ -18,8 +18,8 @@ ways; `SERReader` handles all the known deviations (see ``docs/ser.rst``):
   truncated: the complete frames are used, with a warning;
 - header strings may carry junk after the terminating NUL and non-ASCII bytes.
 
-Frames are memory-mapped: opening a file of any size reads only the header,
-the trailer and up to three sample frames.  Rows are top-down (the first row
+Frames are read on demand: opening a file of any size reads only the header,
+the trailer and a bounded sample of rows of three frames.  Rows are top-down (the first row
 of a frame is the top of the image) and are never flipped; FITS headers made
 here carry ``ROWORDER = 'TOP-DOWN'``.
 """
@@ -91,6 +91,12 @@ TICKS_MAX = _ticks_at(2100)
 BYTE_ORDER_RATIO = 2.0
 #: Below this mean absolute byte difference a frame is too flat to decide.
 BYTE_ORDER_MIN_TV = 0.02
+#: Fewer same-channel neighbour pairs than this in the samples (tiny frames) is no evidence.
+BYTE_ORDER_MIN_PAIRS = 64
+#: At most this many bytes in each of the (up to three) bands of rows sampled in
+#: each of the first, middle and last frames to decide the byte order and
+#: measure the bit depth: ``aiflat info`` reads a few MB whatever the frame size.
+SAMPLE_BAND_BYTES = 1 << 19
 
 
 # ---------------------------------------------------------------------------
@@ -319,8 +325,6 @@ class SERHeader:
     def validate(self):
         """Raise `SERFormatError` when the header cannot describe any SER file."""
         problems = []
-        if self.color_id not in COLOR_IDS:
-            problems.append(f"unknown ColorID {self.color_id}")
         if not 1 <= self.pixel_depth <= 16:
             problems.append(f"PixelDepthPerPlane {self.pixel_depth} outside 1..16")
         if self.width <= 0 or self.height <= 0:
@@ -419,55 +423,161 @@ def ser_layout(file_size, frame_count, frame_bytes, *, trailer_ok=None):
 # Byte order
 # ---------------------------------------------------------------------------
 
-def _byte_tv(frame_bytes_2d):
-    """Mean absolute neighbour difference of each byte of 16-bit samples.
+def _byte_tv(frame_bytes_2d, phase=(1, 1)):
+    """Mean absolute difference of each byte of 16-bit samples between same-phase neighbours.
 
     ``frame_bytes_2d`` is a uint8 array of shape (H, W*planes, 2) holding the
-    two bytes of each sample in file order.  Returns (tv0, tv1).
+    two bytes of each sample in file order.  ``phase = (sy, sx)`` is the
+    period of the channel pattern: neighbours are ``sy`` rows and ``sx``
+    samples apart, so that only samples of the same channel are compared
+    ((1, 3) for RGB/BGR, (2, 2) for a Bayer or CMY mosaic, (1, 1) for mono):
+    the level differences between colour channels would otherwise blur the
+    evidence.  Returns (tv0, tv1).
     """
-    b = frame_bytes_2d.astype(np.int16)
+    sy, sx = phase
     tv = np.zeros(2)
     count = 0
-    if b.shape[0] > 1:
-        tv += np.abs(np.diff(b, axis=0)).sum(axis=(0, 1))
-        count += (b.shape[0] - 1) * b.shape[1]
-    if b.shape[1] > 1:
-        tv += np.abs(np.diff(b, axis=1)).sum(axis=(0, 1))
-        count += b.shape[0] * (b.shape[1] - 1)
+    h, w = frame_bytes_2d.shape[:2]
+    for k in (0, 1):  # each byte as a contiguous int16 plane: fast reductions
+        b = frame_bytes_2d[..., k].astype(np.int16)
+        if h > sy:
+            tv[k] += np.abs(b[sy:] - b[:-sy]).sum(dtype=np.int64)
+        if w > sx:
+            tv[k] += np.abs(b[:, sx:] - b[:, :-sx]).sum(dtype=np.int64)
+    if h > sy:
+        count += (h - sy) * w
+    if w > sx:
+        count += h * (w - sx)
     return tv / max(count, 1)
 
 
-def decide_byte_order(samples, little_endian_flag, *, byte_order="auto"):
+def _depth_consistent(samples, order, depth):
+    """Whether every sample, read in ``order``, fits a ``depth``-bit value (LSB- or MSB-aligned)."""
+    if not 8 < depth < 16:
+        return True
+    low = (1 << (16 - depth)) - 1
+    lsb = msb = True
+    for s in samples:
+        v = s.view(order + "u2")[..., 0] if s.shape[-1] == 2 else s
+        lsb = lsb and int(v.max(initial=0)) < (1 << depth)
+        msb = msb and not np.any(v & np.uint16(low))
+    return lsb or msb
+
+
+@dataclasses.dataclass
+class _ByteOrderDecision:
+    order: str
+    reason: str
+    disagree: bool = False
+    #: the data could not tell and both orders give different values: the choice is a guess
+    inconclusive: bool = False
+
+
+def _decide_byte_order(samples, little_endian_flag, *, byte_order="auto", phase=(1, 1), pixel_depth=16):
+    if byte_order in ("<", ">"):
+        name = "little" if byte_order == "<" else "big"
+        return _ByteOrderDecision(byte_order, f"{name}-endian forced by byte_order={byte_order!r}")
+    if byte_order != "auto":
+        raise InputError(f"byte_order must be 'auto', '<' or '>', got {byte_order!r}")
+    if little_endian_flag == 0:
+        prior, prior_text = "<", "LittleEndian flag 0 (de-facto convention: little-endian data)"
+    elif little_endian_flag == 1:
+        prior, prior_text = ">", "LittleEndian flag 1 (de-facto convention: big-endian data)"
+    else:
+        prior, prior_text = "<", (f"LittleEndian flag {little_endian_flag} is neither 0 nor 1 "
+                                  "(assuming little-endian, the usual x86 order)")
+    tv = np.zeros(2)
+    for s in samples:
+        tv += _byte_tv(s, phase)
+    tv /= max(len(samples), 1)
+    tv0, tv1 = float(tv[0]), float(tv[1])
+    sy, sx = phase
+    pairs = sum(max(s.shape[0] - sy, 0) * s.shape[1] + s.shape[0] * max(s.shape[1] - sx, 0)
+                for s in samples)
+    data = None
+    if pairs < BYTE_ORDER_MIN_PAIRS:
+        why = f"only {pairs} same-channel neighbour pairs: too few samples to tell"
+    elif max(tv0, tv1) < BYTE_ORDER_MIN_TV:
+        why = "nearly constant frames"
+    elif min(tv0, tv1) == 0:
+        # One byte never changes.  A constant non-zero byte can only be the high
+        # byte; a byte that is always 0 is either the high byte of small values
+        # or the low byte of MSB-aligned data of 8 bits or less: undecidable.
+        k = 0 if tv0 == 0 else 1
+        values = {int(s[0, 0, k]) for s in samples if s.size}
+        if values == {0}:
+            why = (f"byte {k} of every sample is 0: values below 256 or MSB-aligned data of at "
+                   "most 8 bits")
+        else:
+            data, ratio_text = ("<" if k == 1 else ">"), f"byte {k} constant and non-zero"
+    else:
+        ratio = tv0 / tv1
+        ratio_text = f"byte smoothness ratio {ratio:.3g}"
+        if ratio > BYTE_ORDER_RATIO:
+            data = "<"
+        elif ratio < 1 / BYTE_ORDER_RATIO:
+            data = ">"
+        else:
+            why = ratio_text
+    if data is None:
+        # second evidence: a header depth below 16 bits that only one order fits
+        fits = [o for o in ("<", ">") if _depth_consistent(samples, o, pixel_depth)]
+        if len(fits) == 1:
+            data = fits[0]
+            ratio_text = (f"{why}, but only {'little' if data == '<' else 'big'}-endian values fit "
+                          f"the header depth of {pixel_depth} bits")
+        else:
+            same = all(np.array_equal(s[..., 0], s[..., 1]) for s in samples)
+            return _ByteOrderDecision(prior, f"{prior_text}; data inconclusive ({why})",
+                                      inconclusive=not same)
+    data_name = "little" if data == "<" else "big"
+    if data == prior:
+        return _ByteOrderDecision(prior, f"{prior_text}; data agree ({ratio_text})")
+    return _ByteOrderDecision(data, f"{prior_text}, but the data are clearly {data_name}-endian "
+                                    f"({ratio_text}); using {data_name}-endian", disagree=True)
+
+
+def decide_byte_order(samples, little_endian_flag, *, byte_order="auto", phase=(1, 1), pixel_depth=16):
     """Decide the byte order of 16-bit SER data from the header flag and the data.
 
     The flag is read in its de-facto meaning (0 = little-endian, 1 = big-endian:
     the inverse of the specification, as written by FireCapture, SharpCap,
     Siril, PIPP ...) and used as a prior.  The data decide when they clearly
     disagree: in natural images the high byte of a sample varies far more
-    slowly between neighbouring pixels than the low byte, so the mean absolute
-    neighbour difference (``tv``) of the byte stored second is smaller for
-    little-endian data.  If ``tv_first / tv_second > 2`` the data are
-    little-endian, if it is below 1/2 big-endian, otherwise (or when the
-    frames are nearly constant) the prior stands.  A byte that never changes
-    is the high byte when it is non-zero; when it is always 0 the data are
-    undecidable (values below 256, or MSB-aligned data of at most 8 bits) and
-    the prior stands.
+    slowly between neighbouring samples of the same channel than the low
+    byte, so the mean absolute neighbour difference (``tv``) of the byte
+    stored second is smaller for little-endian data.  Neighbours are taken
+    within one channel phase (``phase``: every third sample of RGB/BGR data,
+    the same CFA position of a Bayer mosaic).  If ``tv_first / tv_second > 2``
+    the data are little-endian, if it is below 1/2 big-endian.  A byte that
+    never changes is the high byte when it is non-zero.  Otherwise (ratio
+    between 1/2 and 2, nearly constant frames, a byte always 0), a header
+    depth below 16 bits that the values fit in only one order decides; failing
+    that the prior stands and the decision is *inconclusive* (the reader
+    then warns, unless both orders give the same values).
 
     Parameters
     ----------
     samples : list of `numpy.ndarray`
-        Raw bytes of 1-3 frames, each uint8 of shape ``(H, W*planes, 2)``.
+        Raw bytes of sample blocks, each uint8 of shape ``(h, w*planes, 2)``
+        (whole frames or bands of rows starting on an even row and column).
     little_endian_flag : int
         The header's LittleEndian field.
     byte_order : {'auto', '<', '>'}
         ``'<'`` or ``'>'`` force the order.
+    phase : tuple of int, optional
+        ``(rows, samples)`` period of the channel pattern: (1, 1) mono,
+        (1, 3) RGB/BGR, (2, 2) Bayer/CMY mosaics.
+    pixel_depth : int, optional
+        The header's PixelDepthPerPlane (16: no depth evidence).
 
     Returns
     -------
     order : str
         ``'<'`` or ``'>'``.
     reason : str
-        One line explaining the decision.
+        One line explaining the decision (contains ``inconclusive`` when the
+        data could not tell).
     disagree : bool
         True when the data overruled the flag (the caller warns).
 
@@ -482,55 +592,30 @@ def decide_byte_order(samples, little_endian_flag, *, byte_order="auto"):
     >>> order, reason, disagree = decide_byte_order([raw], 1)
     >>> order, disagree
     ('<', True)
+
+    An RGGB mosaic whose green pixels are twice as bright as the red and blue
+    ones: only the same-phase comparison sees the smooth high byte.
+
+    >>> cfa = (np.add.outer(np.arange(48), np.arange(64)) * 3 + 3000).astype(float)
+    >>> cfa[0::2, 1::2] *= 2; cfa[1::2, 0::2] *= 2
+    >>> raw = cfa.astype('<u2').view(np.uint8).reshape(48, 64, 2)
+    >>> decide_byte_order([raw], 1, phase=(2, 2))[0]
+    '<'
     """
-    if byte_order in ("<", ">"):
-        name = "little" if byte_order == "<" else "big"
-        return byte_order, f"{name}-endian forced by byte_order={byte_order!r}", False
-    if byte_order != "auto":
-        raise InputError(f"byte_order must be 'auto', '<' or '>', got {byte_order!r}")
-    if little_endian_flag == 0:
-        prior, prior_text = "<", "LittleEndian flag 0 (de-facto convention: little-endian data)"
-    elif little_endian_flag == 1:
-        prior, prior_text = ">", "LittleEndian flag 1 (de-facto convention: big-endian data)"
-    else:
-        prior, prior_text = "<", (f"LittleEndian flag {little_endian_flag} is neither 0 nor 1 "
-                                  "(assuming little-endian, the usual x86 order)")
-    tv = np.zeros(2)
-    for s in samples:
-        tv += _byte_tv(s)
-    tv /= max(len(samples), 1)
-    tv0, tv1 = float(tv[0]), float(tv[1])
-    if max(tv0, tv1) < BYTE_ORDER_MIN_TV:
-        return prior, f"{prior_text}; data inconclusive (nearly constant frames)", False
-    if min(tv0, tv1) == 0:
-        # One byte never changes.  A constant non-zero byte can only be the high
-        # byte; a byte that is always 0 is either the high byte of small values
-        # or the low byte of MSB-aligned data of 8 bits or less: undecidable.
-        k = 0 if tv0 == 0 else 1
-        values = {int(s[0, 0, k]) for s in samples}
-        if values == {0}:
-            return prior, (f"{prior_text}; data inconclusive (byte {k} of every sample is 0: "
-                           "values below 256 or MSB-aligned data of at most 8 bits)"), False
-        data, ratio_text = ("<" if k == 1 else ">"), f"byte {k} constant and non-zero"
-    else:
-        ratio = tv0 / tv1
-        ratio_text = f"byte smoothness ratio {ratio:.3g}"
-        if ratio > BYTE_ORDER_RATIO:
-            data = "<"
-        elif ratio < 1 / BYTE_ORDER_RATIO:
-            data = ">"
-        else:
-            return prior, f"{prior_text}; data inconclusive ({ratio_text})", False
-    data_name = "little" if data == "<" else "big"
-    if data == prior:
-        return prior, f"{prior_text}; data agree ({ratio_text})", False
-    return data, (f"{prior_text}, but the data are clearly {data_name}-endian ({ratio_text}); "
-                  f"using {data_name}-endian"), True
+    d = _decide_byte_order(samples, little_endian_flag, byte_order=byte_order, phase=phase,
+                           pixel_depth=pixel_depth)
+    return d.order, d.reason, d.disagree
 
 
 # ---------------------------------------------------------------------------
 # Reader
 # ---------------------------------------------------------------------------
+
+def _mjd(t):
+    """Modified Julian Date of a `numpy.datetime64` (UTC), to the microsecond."""
+    us = (np.datetime64(t, "us") - np.datetime64("1858-11-17T00:00:00", "us")).astype(np.int64)
+    return round(int(us) / 86_400e6, 11)
+
 
 def _fits_text(text):
     """Make a header string safe for a FITS card (printable ASCII)."""
@@ -540,9 +625,11 @@ def _fits_text(text):
 class SERReader(FrameSource):
     """Memory-mapped, lazy reader of a SER video.
 
-    Opening reads the 178-byte header, the timestamp trailer and up to three
-    sample frames (first, middle, last) used to decide the byte order and
-    measure the bit depth; frames are read on demand from a memory map.
+    Opening reads the 178-byte header, the timestamp trailer and a bounded
+    sample of up to three frames (first, middle, last: small frames whole,
+    large ones in three bands of rows of at most 512 KB) used to decide the
+    byte order and measure the bit depth; frames are read on demand with
+    positional reads.
     Deviations from the specification are collected in `warnings_list` and
     emitted as `~aiflat_astro.utils.exceptions.SERFormatWarning`.
 
@@ -571,8 +658,11 @@ class SERReader(FrameSource):
         The on-disk sample type (``'u1'``, ``'<u2'`` or ``'>u2'``).
     byte_order, byte_order_reason : str
         The decided order (``'<'`` or ``'>'``) and why.
+    byte_order_inconclusive : bool
+        True when the data could not tell the order and the flag decided
+        (a warning is given unless the flag is 0).
     measured_depth : int
-        Bits needed for the largest sample in the sample frames.
+        Bits needed for the largest sample in the sampled rows.
     unused_low_bits : int
         Low bits that are zero in every sample (e.g. 4 for MSB-aligned 12-bit).
     timestamps : `numpy.ndarray` of ``datetime64[us]`` or None
@@ -631,6 +721,8 @@ class SERReader(FrameSource):
         self.header = header
         if header.file_id != LUCAM_ID:
             self._note(f"FileID is {header.file_id!r}, not {LUCAM_ID!r}; reading it as SER anyway")
+        if header.color_id not in COLOR_IDS:
+            self._note(f"unknown ColorID {header.color_id}: read as mono (one sample per pixel)")
 
         self.width, self.height = header.width, header.height
         self.planes = header.planes
@@ -649,44 +741,54 @@ class SERReader(FrameSource):
                 f"{self.name!r} contains no complete frame ({self.file_size} bytes; one "
                 f"{self.width}x{self.height} frame needs {header.frame_bytes} bytes)")
 
-        # -- byte order and sample frames ------------------------------------
+        # -- byte order, bit depth: from bounded bands of rows of three frames ---
         samples_idx = sorted({0, self.n_frames // 2, self.n_frames - 1})
+        self.sample_frames = samples_idx
+        self.dtype = np.dtype(np.uint8 if header.bytes_per_sample == 1 else np.uint16)
+        self._closed = False
+        blocks = [b for i in samples_idx for b in self._sample_blocks(i)]
+        self.sampled_fraction = min(1.0, sum(b.size for b in blocks) /
+                                    max(len(samples_idx) * header.frame_bytes, 1))
         if header.bytes_per_sample == 1:
             self.byte_order = "<"
             self.byte_order_reason = "8-bit samples: byte order does not apply"
+            self.byte_order_inconclusive = False
             self.file_dtype = np.dtype("u1")
         else:
-            raw_mm = np.memmap(self.path, dtype=np.uint8, mode="r", offset=HEADER_SIZE,
-                               shape=(self.n_frames, self.height, self.width * self.planes, 2))
-            # at most 256 central rows of each sample frame: plenty of evidence (the byte
-            # smoothness ratio of natural images is >= 16, the threshold 2), bounded cost
-            r0 = max(0, self.height // 2 - 128)
-            samples = [np.array(raw_mm[i, r0:r0 + 256]) for i in samples_idx]
-            del raw_mm
-            order, reason, disagree = decide_byte_order(samples, header.little_endian_flag,
-                                                        byte_order=byte_order)
+            phase = (1, 3) if self.planes == 3 else (2, 2) if 8 <= header.color_id <= 19 else (1, 1)
+            decision = _decide_byte_order(blocks, header.little_endian_flag, byte_order=byte_order,
+                                          phase=phase, pixel_depth=header.pixel_depth)
+            order, reason = decision.order, decision.reason
             self.byte_order, self.byte_order_reason = order, reason
-            if disagree:
+            self.byte_order_inconclusive = decision.inconclusive
+            if decision.disagree:
                 self._note(reason + " (file probably written by a spec-literal writer such as "
-                           "INDI; pass byte_order to override)")
-            elif header.little_endian_flag not in (0, 1) and byte_order == "auto":
+                           "INDI; pass byte_order (--byte-order) to override)")
+            elif decision.inconclusive and header.little_endian_flag != 0:
+                # flag 1 is ambiguous in practice (de-facto big-endian, or INDI/CSERIO's
+                # spec-literal little-endian): a guess is said out loud.  Flag 0 means
+                # little-endian for every known writer on x86 hosts: the reason says
+                # "inconclusive", without a warning.
+                other = ">" if order == "<" else "<"
+                self._note(f"byte order inconclusive from the data; reading "
+                           f"{'little' if order == '<' else 'big'}-endian as the LittleEndian flag "
+                           f"{header.little_endian_flag} says (de-facto meaning). If the frames look "
+                           f"like noise, pass --byte-order '{other}' (byte_order='{other}')")
+            if header.little_endian_flag not in (0, 1) and byte_order == "auto":
                 self._note(f"LittleEndian flag {header.little_endian_flag} is neither 0 nor 1")
             self.file_dtype = np.dtype(order + "u2")
-        self.dtype = np.dtype(np.uint8 if header.bytes_per_sample == 1 else np.uint16)
         # Frames are read with positional reads from a file opened for each call, not
         # through a memory map (the pages of a memory-mapped multi-GB video would stay
         # mapped and count in the resident memory) nor a file kept open (nothing to leak
         # or to reopen in a worker process).
-        self._closed = False
 
-        # -- measured depth ---------------------------------------------------
+        # -- measured depth (on the same bands) ------------------------------
         vmax, vor = 0, 0
-        for i in samples_idx:
-            with self._open() as fh:
-                f = self._read_raw(fh, i, 0, self.height)
-            vmax = max(vmax, int(f.max()))
-            vor |= int(np.bitwise_or.reduce(f, axis=None))
-        self.sample_frames = samples_idx
+        for b in blocks:
+            v = np.ascontiguousarray(b).view(self.file_dtype)
+            if v.size:
+                vmax = max(vmax, int(v.max()))
+                vor |= int(np.bitwise_or.reduce(v, axis=None))
         self.max_value = vmax
         self.measured_depth = max(vmax.bit_length(), 1)
         self.unused_low_bits = (vor & -vor).bit_length() - 1 if vor else 0
@@ -709,6 +811,46 @@ class SERReader(FrameSource):
                   self.frame_shape, self.file_dtype, self.byte_order, self.byte_order_reason)
 
     # -- helpers --------------------------------------------------------------
+    def _sample_blocks(self, i):
+        """Raw bytes of a bounded sample of frame ``i``: up to three bands of rows.
+
+        Each band holds at most `SAMPLE_BAND_BYTES` (whole rows, or a central
+        run of columns of very wide frames), starts on an even row and column
+        (the CFA phase of Bayer files is kept) and is returned as uint8 of shape
+        ``(rows, columns * planes, bytes_per_sample)``.  A small frame is read
+        whole.  Whatever the frame size, the sample is at most ~1.5 MB a frame.
+        """
+        bps, planes = self.header.bytes_per_sample, self.planes
+        px = planes * bps
+        h, w = self.height, self.width
+        ncols = w
+        if 2 * w * px > SAMPLE_BAND_BYTES:  # very wide frames: a central run of columns
+            ncols = max(2, (SAMPLE_BAND_BYTES // (2 * px)) & ~1)
+        c0 = ((w - ncols) // 2) & ~1
+        nrows = min(h, max(2, SAMPLE_BAND_BYTES // (ncols * px)))
+        if nrows >= h or 3 * nrows >= h:
+            starts = [0] if nrows >= h else [0, ((h - nrows) // 2) & ~1, (h - nrows) & ~1]
+            nrows = min(nrows, h)
+        else:
+            starts = [(h // 4 - nrows // 2) & ~1, ((h - nrows) // 2) & ~1,
+                      (3 * h // 4 - nrows // 2) & ~1]
+        row_bytes = w * px
+        base = HEADER_SIZE + i * self.header.frame_bytes
+        out = []
+        with open(self.path, "rb", buffering=0) as fh:
+            for r0 in dict.fromkeys(max(0, r) for r in starts):
+                r1 = min(h, r0 + nrows)
+                buf = np.empty((r1 - r0, ncols * px), np.uint8)
+                if ncols == w:
+                    pread_frame_part(fh, memoryview(buf).cast("B"), base + r0 * row_bytes,
+                                     name=self.name, frame=i)
+                else:
+                    for r in range(r0, r1):
+                        pread_frame_part(fh, memoryview(buf[r - r0]), base + r * row_bytes + c0 * px,
+                                         name=self.name, frame=i)
+                out.append(buf.reshape(r1 - r0, ncols * planes, bps))
+        return out
+
     def _note(self, message):
         self.warnings_list.append(message)
 
@@ -894,6 +1036,10 @@ class SERReader(FrameSource):
         if self.timestamps is not None:
             hdr["DATE-BEG"] = (str(self.timestamps.min()), "first frame time (UTC)")
             hdr["DATE-END"] = (str(self.timestamps.max()), "last frame time (UTC)")
+            # the MJD twins, so that astropy.wcs has nothing to fix (no FITSFixedWarning 'datfix'
+            # each time CCDData.read opens a median)
+            hdr["MJD-BEG"] = (_mjd(self.timestamps.min()), "[d] first frame time (UTC), MJD")
+            hdr["MJD-END"] = (_mjd(self.timestamps.max()), "[d] last frame time (UTC), MJD")
         return hdr
 
     def info(self):
@@ -922,11 +1068,13 @@ class SERReader(FrameSource):
             "byte_order": None if self.file_dtype.itemsize == 1 else
             ("little" if self.byte_order == "<" else "big"),
             "byte_order_reason": self.byte_order_reason,
+            "byte_order_inconclusive": self.byte_order_inconclusive,
             "header_depth": h.pixel_depth,
             "measured_depth": self.measured_depth,
             "max_value": self.max_value,
             "unused_low_bits": self.unused_low_bits,
             "depth_sample_frames": list(self.sample_frames),
+            "sampled_fraction": self.sampled_fraction,
             "observer": h.observer,
             "instrument": h.instrument,
             "telescope": h.telescope,
@@ -1074,7 +1222,8 @@ class SERWriter:
         self.path = Path(path)
         self.n_written = 0
         self._ticks = []
-        self._atomic = atomic_output(self.path, overwrite=overwrite)
+        # an anonymous temporary file where the OS allows (O_TMPFILE): a killed writer leaves nothing
+        self._atomic = atomic_output(self.path, overwrite=overwrite, anonymous=True)
         self._tmp = self._atomic.__enter__()
         self._fh = open(self._tmp, "wb")
         self._fh.write(b"\0" * HEADER_SIZE)

@@ -64,3 +64,12 @@ def test_simulate_errors(tmp_path, capsys):
     assert "HEIGHTxWIDTH" in capsys.readouterr().err
     assert main(["simulate", "-o", str(tmp_path / "nodir" / "x.ser")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_simulate_dust_seed_shares_dust(tmp_path):
+    for name, seed in (("a", "1"), ("b", "2")):
+        assert main(["simulate", "-o", str(tmp_path / f"{name}.ser"), "--frames", "2",
+                     "--shape", "64x80", "--dust", "3", "--seed", seed, "--dust-seed", "9"]) == 0
+    a, b = read_truth(tmp_path / "a_truth.fits"), read_truth(tmp_path / "b_truth.fits")
+    assert np.array_equal(a.transmission, b.transmission) and a.params["dust_seed"] == 9
+    assert not np.array_equal(a.scene, b.scene)

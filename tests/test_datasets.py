@@ -395,3 +395,29 @@ class TestTruthFile:
         (tmp_path / "junk.fits").write_bytes(b"junk" * 100)
         with pytest.raises(InputError):
             read_truth(tmp_path / "junk.fits")
+
+
+class TestDustSeed:
+    """``dust_seed``: several videos share one dust (same place) with their own scene/motion/noise."""
+
+    def test_shared_dust_different_scene(self, tmp_path):
+        kw = dict(shape=(96, 128), n_frames=3, n_dust=5, jitter=1.0)
+        a = make_dusty_video(tmp_path / "a.ser", seed=1, dust_seed=7, **kw)
+        b = make_dusty_video(tmp_path / "b.ser", seed=2, dust_seed=7, **kw)
+        c = make_dusty_video(None, seed=1, dust_seed=8, **kw)
+        assert np.array_equal(a.transmission, b.transmission)
+        assert np.array_equal(a.labels, b.labels) and len(a.shadows) == len(b.shadows) > 0
+        assert not np.array_equal(a.scene, b.scene) and not np.array_equal(a.shifts, b.shifts)
+        assert not np.array_equal(a.transmission, c.transmission)
+        assert np.array_equal(a.scene, c.scene) and np.array_equal(a.shifts, c.shifts)
+        assert a.params["dust_seed"] == 7 and a.params["seed"] == 1
+        assert not np.array_equal(read_all(a.path), read_all(b.path))
+
+    def test_dust_seed_recorded_and_checked(self, tmp_path):
+        truth = make_dusty_video(None, shape=(64, 64), n_frames=1, n_dust=2, seed=0, dust_seed=5,
+                                 truth_path=tmp_path / "t.fits")
+        assert read_truth(tmp_path / "t.fits").params["dust_seed"] == 5
+        assert fits.getheader(tmp_path / "t.fits")["DUSTSEED"] == 5
+        assert truth.params["dust_seed"] == 5
+        with pytest.raises(InputError, match="dust_seed"):
+            make_dusty_video(None, shape=(64, 64), n_frames=1, dust_seed=-1)

@@ -27,6 +27,9 @@ def add_parser(subparsers):
                    help="ground-truth FITS file (default: <output stem>_truth.fits next to the "
                         "video)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--dust-seed", type=int, default=None, metavar="SEED",
+                   help="draw the dust from this seed (scene, motion and noise still from --seed), "
+                        "so that several videos share the same dust at the same place")
     p.add_argument("--regime", choices=("solar", "deepsky"), default="solar",
                    help="solar: disc with pores, spots, filaments, small deep shadows (f/30); "
                         "deepsky: stars, large faint donuts (f/5). Default: solar")
@@ -67,7 +70,8 @@ def run(args):
     truth = make_dusty_video(
         output, shape=args.shape, n_frames=args.frames, regime=args.regime, f_ratio=args.f_ratio,
         pixel_size=args.pixel_size, n_dust=args.dust, drift=args.drift, jitter=args.jitter,
-        bit_depth=args.bit_depth, dust_free=args.no_dust, seed=args.seed, truth_path=truth_path,
+        bit_depth=args.bit_depth, dust_free=args.no_dust, seed=args.seed,
+        dust_seed=args.dust_seed, truth_path=truth_path,
         overwrite=args.overwrite, progress_bar=args.progress)
     h, w = truth.transmission.shape
     print(f"wrote {output} ({truth.n_frames} frames, {w}x{h}, {args.bit_depth}-bit, {args.regime}, "

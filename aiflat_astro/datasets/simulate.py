@@ -173,11 +173,11 @@ def _check_options(shape, n_frames, regime, bit_depth, drift, jitter, noise, lev
     return shape, modes[noise]
 
 
-def _check_seed(seed):
+def _check_seed(seed, name="seed"):
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer or None, got {seed!r}")
+        raise InputError(f"{name} must be a non-negative integer or None, got {seed!r}")
     return int(seed)
 
 
@@ -185,7 +185,7 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
                      pixel_size=NOMINAL_PIXEL_SIZE, obstruction=None, n_dust=10, drift=0.0,
                      jitter=1.0,
                      bit_depth=12, noise=True, level=0.55, limb=True, dust_free=False, seed=0,
-                     frame_rate=50.0, truth_path=None, overwrite=False, progress_bar=False):
+                     dust_seed=None, frame_rate=50.0, truth_path=None, overwrite=False, progress_bar=False):
     """Write a simulated dusty SER video and return its ground truth.
 
     A static scene is sampled on a grid larger than the sensor, shifted per
@@ -276,6 +276,7 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     shape, noise_mode = _check_options(shape, n_frames, regime, bit_depth, drift, jitter, noise,
                                        level, frame_rate)
     n_frames, bit_depth, seed = int(n_frames), int(bit_depth), _check_seed(seed)
+    dust_seed = None if dust_seed is None else _check_seed(dust_seed, "dust_seed")
     if path is not None:
         path = check_output_path(path, overwrite=overwrite)
     if truth_path is not None:
@@ -289,6 +290,8 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     seq = np.random.SeedSequence(seed)
     # independent streams: a dust-free control shares scene, vignetting, motion and noise
     rng_scene, rng_vign, rng_dust, rng_shift, rng_noise = map(np.random.default_rng, seq.spawn(5))
+    if dust_seed is not None:   # shared dust: its own stream, placed independently of the scene
+        rng_dust = np.random.default_rng(np.random.SeedSequence(dust_seed).spawn(5)[2])
     shifts = _shift_path(rng_shift, n_frames, float(drift), float(jitter))
     margin = int(np.ceil(np.abs(shifts).max(initial=0.0))) + 2
     h, w = shape
@@ -311,7 +314,7 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     else:
         transmission, labels, shadows = make_dust_transmission(
             shape, regime=regime, f_ratio=f_ratio, pixel_size=pixel_size, obstruction=obstruction,
-            n_dust=n_dust, allowed=allowed, seed=rng_dust)
+            n_dust=n_dust, allowed=allowed if dust_seed is None else None, seed=rng_dust)
 
     full_scale = 2**bit_depth - 1
     lit = scene > 0.1 * np.percentile(scene, 99)
@@ -323,7 +326,8 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
         "n_shadows": len(shadows), "drift": float(drift), "jitter": float(jitter),
         "bit_depth": bit_depth, "noise": noise_mode or "none", "level": float(level),
         "limb": bool(limb) and regime == "solar",
-        "dust_free": bool(dust_free), "seed": int(seq.entropy), "frame_rate": float(frame_rate),
+        "dust_free": bool(dust_free), "seed": int(seq.entropy), "dust_seed": dust_seed,
+        "frame_rate": float(frame_rate),
         "start_time": START_TIME, "gain": gain, "full_scale": full_scale, "full_well": FULL_WELL,
         "e_per_adu": e_per_adu, "read_noise": READ_NOISE, "vignetting_amplitude": vign_amp,
         "margin": margin, "video": None if path is None else str(Path(path).resolve()),
@@ -401,7 +405,8 @@ def write_truth(path, truth, *, overwrite=False):
              ("SIMGAIN", p.get("gain"), "[adu] per unit of scene"),
              ("EGAIN", p.get("e_per_adu"), "[electron/adu]"),
              ("RDNOISE", p.get("read_noise"), "[electron] read noise"),
-             ("SEED", p.get("seed"), "random seed")]
+             ("SEED", p.get("seed"), "random seed"),
+             ("DUSTSEED", p.get("dust_seed"), "random seed of the dust")]
     for key, value, comment in cards:
         if value is not None:
             if isinstance(value, int) and abs(value) >= 2**63:   # a 128-bit entropy seed

@@ -244,13 +244,19 @@ def flat_task(outdir, videos, selections, *, key_median, detector, inpaint, f_ra
     median = read_median(paths["median"])
     key_mask = mask_key(key_median, detector=detector, detector_options=detector_options, f_ratio=f_ratio,
                         pixel_size=pixel_size)
+    notes = []
     with ConcatFrames(videos, selections=selections, byte_order=byte_order) as frames:
         detection = _reuse(paths["mask"], key_mask, read_mask, overwrite)
         if detection is not None:
             reused.append("mask")
         else:
-            detection = detect_dust(median, detector=detector, frames=frames, f_ratio=f_ratio,
-                                    pixel_size=pixel_size, **(detector_options or {}))
+            detection, frames_used = _with_frames(
+                lambda f: detect_dust(median, detector=detector, frames=f, f_ratio=f_ratio,
+                                      pixel_size=pixel_size, **(detector_options or {})),
+                frames, videos, selections, byte_order)
+            if frames_used is not frames:
+                notes.append(f"motion test of the detector on the frames of {Path(videos[0]).name} only: "
+                             "the videos do not register together")
             header = fits.Header()
             for card in ("OBSERVER", "INSTRUME", "TELESCOP", "DATE-OBS", "NCOMBINE"):
                 if card in median.meta:
@@ -270,17 +276,56 @@ def flat_task(outdir, videos, selections, *, key_median, detector, inpaint, f_ra
             if inpaint == "measured":
                 options.setdefault("drift_plot", str(outdir / "drift.png"))
                 options.setdefault("overwrite", True)
-            flat = make_flat(median, detection, inpaint=inpaint, frames=frames, floor=floor,
-                             inpaint_options=options or None, mem_limit=mem_limit)
+            flat, frames_used = _with_frames(
+                lambda f: make_flat(median, detection, inpaint=inpaint, frames=f, floor=floor,
+                                    inpaint_options=options or None, mem_limit=mem_limit),
+                frames, videos, selections, byte_order)
+            if frames_used is not frames:
+                notes.append(f"clean estimate from the frames of {Path(videos[0]).name} only: "
+                             "the videos do not register together")
             flat.meta[_KEY] = (key_flat, _KEY_COMMENT)
             write_flat(paths["flat"], flat, overwrite=True)
             computed.append("flat")
     n_dust = len(detection.catalog) if detection.catalog is not None else 0
+    for note in notes:
+        log.info("%s", note)
     return {"computed": computed, "reused": reused, "n_dust": n_dust, "key_mask": key_mask,
-            "key_flat": key_flat, "seconds": time.perf_counter() - t0}
+            "key_flat": key_flat, "notes": notes, "seconds": time.perf_counter() - t0}
 
 
-def check_task(outdir, cheap_median, *, check_options):
+def _with_frames(step, frames, videos, selections, byte_order):
+    """``step(frames)`` with the frames of every video; with those of the first video when they do not register.
+
+    The detector's motion test and the clean estimates register all the
+    frames they are given to one reference; videos of other pointings (other
+    targets of the night) do not register together, and the step then falls
+    back to a weaker method with a `DetectorFallbackWarning`.  Then the step
+    is redone with the frames of the first video, which do register (the
+    median stays the exact median of every video's frames).
+    """
+    import warnings
+
+    from .utils.exceptions import DetectorFallbackWarning
+
+    if len(videos) == 1:
+        return step(frames), frames
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DetectorFallbackWarning)
+        result = step(frames)
+    failed = [w for w in caught if issubclass(w.category, DetectorFallbackWarning)
+              and "registration" in str(w.message)]
+    for w in caught:
+        if w not in failed:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not failed:
+        return result, frames
+    log.info("the frames of the %d videos do not register together (%s); using those of %s",
+             len(videos), failed[0].message, Path(videos[0]).name)
+    with ConcatFrames(videos[:1], selections=selections[:1], byte_order=byte_order) as first:
+        return step(first), first
+
+
+def check_task(outdir, video, cheap_median, check_frames, *, byte_order, check_options):
     """The dust-change check of one video (its cheap median against the shared mask and flat)."""
     from .io.fits import read_flat, read_mask, read_median
 
@@ -289,7 +334,8 @@ def check_task(outdir, cheap_median, *, check_options):
     detection = read_mask(outdir / "mask.fits")
     flat = read_flat(outdir / "flat.fits")
     own = np.load(cheap_median)
-    return check_dust(own, median.data, detection.dq, flat.data, **(check_options or {}))
+    with ConcatFrames([video], selections=[check_frames], byte_order=byte_order) as frames:
+        return check_dust(own, median.data, detection.dq, flat.data, frames=frames, **(check_options or {}))
 
 
 def calibrate_task(flat_path, video, output, *, byte_order, mem_limit):
@@ -314,8 +360,8 @@ def _ring_ratio(image, core, ring):
     return float(np.median(a) / ref) if ref > 0 else np.nan
 
 
-def check_dust(own_median, shared_median, dq, flat, *, min_depth=0.02, keep_fraction=0.5, new_depth=None,
-               max_missing=0, max_new=0):
+def check_dust(own_median, shared_median, dq, flat, *, frames=None, min_depth=0.02, keep_fraction=0.5,
+               new_depth=None, new_fraction=0.25, max_missing=0, max_new=0):
     """Whether a video's dust matches the shared flat's.
 
     Each shadow of the shared mask (a connected region of DUST pixels) is
@@ -325,8 +371,12 @@ def check_dust(own_median, shared_median, dq, flat, *, min_depth=0.02, keep_frac
     in the shared median is *missing* from the video when it is less than
     ``keep_fraction`` of that depth there.  A *new* shadow is a dark region
     of the video's median corrected by the flat (``own / flat``) outside the
-    shared mask, found by the local detector and at least ``new_depth`` deep
-    (default: ``2 * min_depth``).
+    shared mask, found by the local detector, at least ``new_depth`` deep
+    (default: ``2 * min_depth``) and less than ``new_fraction`` of that in
+    the shared median over the flat (new dust in one video of several
+    hardly shows in the median of all their frames; a shadow that the shared
+    mask missed shows in both, and is not new); with ``frames`` (those of the cheap
+    median) the detector's motion test tells the static dust from the scene.
 
     Parameters
     ----------
@@ -334,7 +384,9 @@ def check_dust(own_median, shared_median, dq, flat, *, min_depth=0.02, keep_frac
         The video's cheap median (a frame subset).
     shared_median, dq, flat : `~numpy.ndarray`
         The shared median, its DQ mask and the flat.
-    min_depth, keep_fraction, new_depth : float, optional
+    frames : frame source, optional
+        The frames of the cheap median, for the detector's motion test.
+    min_depth, keep_fraction, new_depth, new_fraction : float, optional
         Thresholds above.
     max_missing, max_new : int, optional
         Shadows missing and new shadows tolerated before the video is a
@@ -406,7 +458,7 @@ def check_dust(own_median, shared_median, dq, flat, *, min_depth=0.02, keep_frac
 
     safe = np.where(flat > 0, flat, 1.0)
     new = _new_shadows(own / safe, ref / safe, anydust, 2 * min_depth if new_depth is None else new_depth,
-                       keep_fraction)
+                       new_fraction, frames)
     match = len(missing) <= max_missing and len(new) <= max_new
     parts = [f"{n_tested} shadows tested"]
     if missing:
@@ -431,12 +483,12 @@ def _disk_depth(image, x, y, radius, exclude):
     return 1 - _ring_ratio(image[y0:y1, x0:x1], core, ring)
 
 
-def _new_shadows(corrected, shared, known, depth, keep_fraction):
+def _new_shadows(corrected, shared, known, depth, fraction, frames=None):
     """Centres ``[x, y]`` of shadows in ``corrected`` but not in ``shared``, outside ``known``.
 
     Candidates are the local detector's shadows in ``corrected`` (the video's
     cheap median over the flat) outside the shared mask; a candidate is new
-    when it is at least ``depth`` deep there and less than ``keep_fraction``
+    when it is at least ``depth`` deep there and less than ``fraction``
     of that in ``shared`` (the shared median over the flat): a shadow the
     shared detection missed is in both and is not new dust.
     """
@@ -450,7 +502,7 @@ def _new_shadows(corrected, shared, known, depth, keep_fraction):
     grown = ndimage.binary_dilation(known, iterations=3) if known.any() else known
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AiflatUserWarning)  # no dust found, fallbacks: a verdict follows
-        det = detect_dust(corrected.astype(np.float32), detector="local")
+        det = detect_dust(corrected.astype(np.float32), detector="local", frames=frames)
     out = []
     cat = det.catalog
     if cat is None or len(cat) == 0:
@@ -466,7 +518,7 @@ def _new_shadows(corrected, shared, known, depth, keep_fraction):
         d_shared = _disk_depth(shared, x, y, radius, known)
         if not np.isfinite(d_own) or d_own < depth:
             continue
-        if np.isfinite(d_shared) and d_shared >= keep_fraction * d_own:
+        if np.isfinite(d_shared) and d_shared >= fraction * d_own:
             continue  # in the shared median too: dust the shared mask missed, not new dust
         out.append([round(x, 1), round(y, 1)])
     return out
@@ -765,8 +817,9 @@ def run_night(videos, outdir, *, client=None, detector="local", inpaint="local",
                 entries[i]["dust_check"] = rec["result"]
                 continue
             todo.append((i, ckey))
-            calls.append((check_task, (str(outdir), surveys[i]["cheap_median"]),
-                          {"check_options": check_options}))
+            calls.append((check_task, (str(outdir), str(videos[i]), surveys[i]["cheap_median"],
+                                       surveys[i]["check_frames"]),
+                          {"byte_order": byte_order, "check_options": check_options}))
         bar.update(len(videos) - len(calls))
         for (i, ckey), (res, exc) in zip(todo, runner.map("check", calls)):
             if exc is not None:

@@ -500,28 +500,35 @@ def _new_shadows(corrected, shared, known, depth, fraction, frames=None):
     from .utils.exceptions import AiflatUserWarning
 
     grown = ndimage.binary_dilation(known, iterations=3) if known.any() else known
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AiflatUserWarning)  # no dust found, fallbacks: a verdict follows
-        det = detect_dust(corrected.astype(np.float32), detector="local", frames=frames)
-    out = []
-    cat = det.catalog
-    if cat is None or len(cat) == 0:
+
+    def candidates(with_frames):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AiflatUserWarning)  # no dust found, fallbacks: a verdict follows
+            det = detect_dust(corrected.astype(np.float32), detector="local", frames=with_frames)
+        cat = det.catalog
+        out = []
+        for row in (cat if cat is not None else ()):
+            x, y = float(row["x_centroid"]), float(row["y_centroid"])
+            iy = min(max(int(round(y)), 0), known.shape[0] - 1)
+            ix = min(max(int(round(x)), 0), known.shape[1] - 1)
+            if grown[iy, ix]:
+                continue
+            radius = float(np.sqrt(max(float(row["area"]), 1.0) / np.pi))
+            d_own = _disk_depth(corrected, x, y, radius, known)
+            d_shared = _disk_depth(shared, x, y, radius, known)
+            if not np.isfinite(d_own) or d_own < depth:
+                continue
+            if np.isfinite(d_shared) and d_shared >= fraction * d_own:
+                continue  # in the shared median too: dust the shared mask missed, not new dust
+            out.append([round(x, 1), round(y, 1)])
         return out
-    for row in cat:
-        x, y = float(row["x_centroid"]), float(row["y_centroid"])
-        iy = min(max(int(round(y)), 0), known.shape[0] - 1)
-        ix = min(max(int(round(x)), 0), known.shape[1] - 1)
-        if grown[iy, ix]:
-            continue
-        radius = float(np.sqrt(max(float(row["area"]), 1.0) / np.pi))
-        d_own = _disk_depth(corrected, x, y, radius, known)
-        d_shared = _disk_depth(shared, x, y, radius, known)
-        if not np.isfinite(d_own) or d_own < depth:
-            continue
-        if np.isfinite(d_shared) and d_shared >= fraction * d_own:
-            continue  # in the shared median too: dust the shared mask missed, not new dust
-        out.append([round(x, 1), round(y, 1)])
-    return out
+
+    # the detector on the image alone is cheap; only when it finds something new is its motion test
+    # (the frames: static dust, moving scene) run to confirm it
+    found = candidates(None)
+    if found and frames is not None:
+        found = candidates(frames)
+    return found
 
 
 # --------------------------------------------------------------------------- step keys

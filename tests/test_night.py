@@ -220,9 +220,18 @@ def test_worker_killed_mid_run(videos, in_process, cluster, tmp_path):
     """SIGKILL a worker while it runs a task of the night: the run completes (the task is redone)."""
     from aiflat_astro.pipeline import run_pipeline
 
-    _, ref = in_process
+    src, ref = in_process
     lc, client = cluster
     out = tmp_path / "killed"
+    # the shared median, mask and flat are reused: the checks and calibrations run again (on the cluster)
+    shutil.copytree(src, out)
+    state = json.loads((out / "aiflat_run.json").read_text())
+    del state["night"]["check"]
+    for name in [n for n in state["products"] if n.startswith("calibrated:")]:
+        del state["products"][name]
+    (out / "aiflat_run.json").write_text(json.dumps(state))
+    for p in out.glob("*_aiflat.ser"):
+        p.unlink()
     killed = {}
 
     def killer():
@@ -245,6 +254,7 @@ def test_worker_killed_mid_run(videos, in_process, cluster, tmp_path):
     finally:
         thread.join()
     assert killed, "no worker was busy"
+    assert {"median", "mask", "flat"} <= set(result["reused"])
     client.wait_for_workers(2, timeout=30)  # the nanny restarts it: the cluster stays whole
     for entry, want in zip(result["videos"], ref["videos"]):
         if entry["status"] == "failed":  # a task can give up after the kills: then only its entry fails

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 #: Folder (inside the output folder) of the intermediate pieces: cheap medians, median bands.
 PARTS = ".aiflat_parts"
+#: What the detector and the clean estimate get when the videos do not register together.
+_FALLBACK = "first"
 #: Frames of each video in its cheap median (the dust-change check).
 CHECK_FRAMES = 25
 
@@ -309,6 +311,11 @@ def _with_frames(step, frames, videos, selections, byte_order):
 
     if len(videos) == 1:
         return step(frames), frames
+    if _FALLBACK == "never":
+        return step(None), None
+    if _FALLBACK == "firstonly":
+        with ConcatFrames(videos[:1], selections=selections[:1], byte_order=byte_order) as first:
+            return step(first), first
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DetectorFallbackWarning)
         result = step(frames)
@@ -321,6 +328,8 @@ def _with_frames(step, frames, videos, selections, byte_order):
         return result, frames
     log.info("the frames of the %d videos do not register together (%s); using those of %s",
              len(videos), failed[0].message, Path(videos[0]).name)
+    if _FALLBACK == "none":
+        return step(None), None
     with ConcatFrames(videos[:1], selections=selections[:1], byte_order=byte_order) as first:
         return step(first), first
 
@@ -396,7 +405,8 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, min_depth=0.
     -------
     dict
         ``match`` (bool), ``n_tested``, ``n_missing``, ``n_new``,
-        ``missing`` and ``new`` (lists of ``[x, y]`` centres), ``depth_ratio``
+        ``missing`` and ``new`` (lists of ``[x, y]`` centres), ``tested``
+        (``[label, x, y, present]`` of each tested shadow), ``depth_ratio``
         (median over the tested shadows of the video's depth over the shared
         depth) and ``message``.
 
@@ -431,7 +441,7 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, min_depth=0.
     dust = (dq & int(DustDQ.DUST)) > 0
     anydust = (dq & int(DustDQ.DUST | DustDQ.DUST_HALO)) > 0
     labels, n = ndimage.label(dust)
-    missing, ratios = [], []
+    missing, ratios, tested = [], [], []
     n_tested = 0
     for k, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:
@@ -452,9 +462,12 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, min_depth=0.
         n_tested += 1
         d_own = 1 - _ring_ratio(own[win], core, ring)
         ratios.append(d_own / d_ref if np.isfinite(d_own) else 0.0)
-        if not np.isfinite(d_own) or d_own < keep_fraction * d_ref:
-            cy, cx = ndimage.center_of_mass(region)
-            missing.append([round(float(cx) + win[1].start, 1), round(float(cy) + win[0].start, 1)])
+        present = bool(np.isfinite(d_own) and d_own >= keep_fraction * d_ref)
+        cy, cx = ndimage.center_of_mass(region)
+        centre = [round(float(cx) + win[1].start, 1), round(float(cy) + win[0].start, 1)]
+        tested.append([k, *centre, present])
+        if not present:
+            missing.append(centre)
 
     safe = np.where(flat > 0, flat, 1.0)
     new = _new_shadows(own / safe, ref / safe, anydust, 2 * min_depth if new_depth is None else new_depth,
@@ -466,7 +479,7 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, min_depth=0.
     if new:
         parts.append(f"{len(new)} new (at x, y {', '.join(f'{x:.0f} {y:.0f}' for x, y in new[:5])})")
     return {"match": bool(match), "n_tested": n_tested, "n_missing": len(missing), "n_new": len(new),
-            "missing": missing, "new": new,
+            "missing": missing, "new": new, "tested": tested,
             "depth_ratio": float(np.median(ratios)) if ratios else None, "message": "; ".join(parts)}
 
 
@@ -835,6 +848,7 @@ def run_night(videos, outdir, *, client=None, detector="local", inpaint="local",
             entries[i]["dust_check"] = res
             checks[str(surveys[i]["ident"]["path"])] = {"key": ckey, "result": res}
         state.save()
+        _night_verdict([entries[i] for i in used if alive[i]], check_options)
         mismatched = [i for i in used if alive[i] and not entries[i]["dust_check"]["match"]]
         for i in mismatched:
             entries[i]["status"] = "dust-mismatch"
@@ -895,6 +909,41 @@ def run_night(videos, outdir, *, client=None, detector="local", inpaint="local",
     paths["manifest"] = outdir / MANIFEST
     return {"paths": paths, "computed": computed, "reused": reused, "n_dust": n_dust, "seconds": seconds,
             "manifest": manifest, "videos": manifest["videos"]}
+
+
+def _night_verdict(entries, check_options):
+    """Count as missing only the shared shadows that most videos of the night show.
+
+    A shadow of the shared mask that most videos do not show is not the
+    night's dust (a scene feature of one video taken for dust, or dust of a
+    few videos only): that a video lacks it says nothing about its dust.
+    Updates each entry's ``dust_check`` (``match``, ``n_missing``,
+    ``missing``, ``unconfirmed``, ``message``).
+    """
+    checks = [e["dust_check"] for e in entries if e.get("dust_check") and "tested" in e["dust_check"]]
+    if len(checks) < 3:  # no majority to speak of
+        return
+    counts = {}
+    for c in checks:
+        for label, _x, _y, present in c["tested"]:
+            counts[label] = counts.get(label, 0) + bool(present)
+    confirmed = {label for label, n in counts.items() if n * 2 > len(checks)}
+    opts = check_options or {}
+    for c in checks:
+        missing = [[x, y] for label, x, y, present in c["tested"] if label in confirmed and not present]
+        c["unconfirmed"] = sum(1 for t in c["tested"] if t[0] not in confirmed)
+        c["missing"], c["n_missing"] = missing, len(missing)
+        c["match"] = bool(len(missing) <= opts.get("max_missing", 0) and c["n_new"] <= opts.get("max_new", 0))
+        parts = [f"{c['n_tested']} shadows tested"]
+        if c["unconfirmed"]:
+            parts[0] += f" ({c['unconfirmed']} not shown by most videos, not counted)"
+        if missing:
+            parts.append(f"{len(missing)} missing (at x, y "
+                         + ", ".join(f"{x:.0f} {y:.0f}" for x, y in missing[:5]) + ")")
+        if c["n_new"]:
+            parts.append(f"{c['n_new']} new (at x, y "
+                         + ", ".join(f"{x:.0f} {y:.0f}" for x, y in c["new"][:5]) + ")")
+        c["message"] = "; ".join(parts)
 
 
 def _mark_calibrated(entry, mismatched):

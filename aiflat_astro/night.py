@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 #: Folder (inside the output folder) of the intermediate pieces: cheap medians, median bands.
 PARTS = ".aiflat_parts"
-#: What the detector and the clean estimate get when the videos do not register together.
-_FALLBACK = "first"
 #: Frames of each video in its cheap median (the dust-change check).
 CHECK_FRAMES = 25
 
@@ -311,11 +309,6 @@ def _with_frames(step, frames, videos, selections, byte_order):
 
     if len(videos) == 1:
         return step(frames), frames
-    if _FALLBACK == "never":
-        return step(None), None
-    if _FALLBACK == "firstonly":
-        with ConcatFrames(videos[:1], selections=selections[:1], byte_order=byte_order) as first:
-            return step(first), first
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DetectorFallbackWarning)
         result = step(frames)
@@ -328,8 +321,6 @@ def _with_frames(step, frames, videos, selections, byte_order):
         return result, frames
     log.info("the frames of the %d videos do not register together (%s); using those of %s",
              len(videos), failed[0].message, Path(videos[0]).name)
-    if _FALLBACK == "none":
-        return step(None), None
     with ConcatFrames(videos[:1], selections=selections[:1], byte_order=byte_order) as first:
         return step(first), first
 
@@ -1011,5 +1002,5 @@ def local_cluster(n_workers, *, mem_limit="256MB", overhead="1GB"):
         raise InputError(f"--workers must be at least 1, got {n_workers}")
     return LocalCluster(n_workers=int(n_workers), processes=True, threads_per_worker=1,
                         memory_limit=parse_size(mem_limit) + parse_size(overhead), host="127.0.0.1",
-                        dashboard_address=None)
+                        dashboard_address="127.0.0.1:0")
 

@@ -48,6 +48,11 @@ def cluster():
         warnings.filterwarnings("ignore", message=".*unclosed.*", category=RuntimeWarning)
         with local_cluster(2, mem_limit="256MB") as lc, distributed.Client(lc) as client:
             assert all(addr.startswith("tcp://127.0.0.1:") for addr in client.nthreads())
+            assert lc.scheduler_address.startswith("tcp://127.0.0.1:")
+            import psutil
+
+            listening = [c.laddr.ip for c in psutil.Process().net_connections() if c.status == "LISTEN"]
+            assert listening and set(listening) == {"127.0.0.1"}
             yield lc, client
 
 

@@ -45,7 +45,7 @@ from .io._base import FrameSource
 from .provenance import params_hash, software_id
 from .utils.exceptions import InputError, warn_user
 
-__all__ = ["run_night", "check_dust", "ConcatFrames", "MANIFEST"]
+__all__ = ["run_night", "check_dust", "local_cluster", "ConcatFrames", "MANIFEST"]
 
 log = logging.getLogger(__name__)
 

@@ -156,14 +156,18 @@ def _side_products(detection, median, paths):
 def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True, f_ratio=None,
                  pixel_size=None, max_frames=None, step=1, mem_limit="256MB", floor=0.05,
                  detector_options=None, inpaint_options=None, byte_order="auto", overwrite=False,
-                 progress_bar=False):
-    """Run every step on a video and write the products into ``outdir``.
+                 progress_bar=False, client=None, force=False, check_options=None):
+    """Run every step on a video (or a night of videos) and write the products into ``outdir``.
 
     Parameters
     ----------
-    video : str or `pathlib.Path`
+    video : str, `pathlib.Path` or list of them
         A SER video or a FITS cube (anything `~aiflat_astro.io.open_frames`
-        accepts as one file).
+        accepts as one file).  A list of several videos (or any list with
+        ``client``) is a night: one shared flat from all of them, a
+        dust-change check and each video calibrated, as
+        `aiflat_astro.night.run_night` describes; a list of one video without
+        ``client`` is the one-video run.
     outdir : str or `pathlib.Path`
         Output folder, created if needed.
     detector : str, optional
@@ -188,14 +192,44 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
         Replace files in ``outdir`` that aiflat run did not make.
     progress_bar : bool, optional
         Show progress bars.
+    client : `distributed.Client`, optional
+        A night only: run its tasks on this dask.distributed cluster.
+    force : bool, optional
+        A night only: calibrate the videos whose dust does not match too.
+    check_options : dict, optional
+        A night only: thresholds of `aiflat_astro.night.check_dust`.
 
     Returns
     -------
     dict
         ``paths`` (product name → path), ``computed`` and ``reused`` (step
         names), ``n_dust``, ``seconds`` (per step) and ``apply`` (the
-        statistics of `~aiflat_astro.apply.apply_to_file`, or None).
+        statistics of `~aiflat_astro.apply.apply_to_file`, or None).  A night
+        returns the dict of `~aiflat_astro.night.run_night` (with
+        ``manifest`` and ``videos``).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from aiflat_astro.datasets import make_dusty_video
+    >>> d = tempfile.mkdtemp()
+    >>> _ = make_dusty_video(os.path.join(d, "sun.ser"), shape=(64, 80), n_frames=10, n_dust=2)
+    >>> result = run_pipeline(os.path.join(d, "sun.ser"), os.path.join(d, "out"))  # doctest: +SKIP
+    >>> sorted(result["computed"])                                                  # doctest: +SKIP
+    ['apply', 'flat', 'mask', 'median']
     """
+    videos = list(video) if isinstance(video, (list, tuple)) else [video]
+    if len(videos) > 1 or client is not None:
+        from .night import run_night
+
+        return run_night(videos, outdir, client=client, detector=detector, inpaint=inpaint, apply=apply,
+                         f_ratio=f_ratio, pixel_size=pixel_size, max_frames=max_frames, step=step,
+                         mem_limit=mem_limit, floor=floor, detector_options=detector_options,
+                         inpaint_options=inpaint_options, byte_order=byte_order, overwrite=overwrite,
+                         force=force, check_options=check_options, progress_bar=progress_bar)
+    if not videos:
+        raise InputError("no video given")
+    video = videos[0]
     from .apply import apply_to_file, output_name
     from .combine import median_combine
     from .detection._base import detect_dust

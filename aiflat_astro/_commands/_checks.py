@@ -247,6 +247,8 @@ def check_run_inputs(args):
     if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
         raise _error(f"cannot write into {str(out)!r}: {str(existing)!r} is not a writable folder")
 
-    with open_frames(args.video, byte_order=getattr(args, "byte_order", "auto")) as source:
-        check_frame_selection(source.n_frames, step=getattr(args, "step", 1),
-                              max_frames=getattr(args, "max_frames", None), name=source.name)
+    videos = args.video if isinstance(args.video, (list, tuple)) else [args.video]
+    for video in videos:  # each video of a night is selected from on its own
+        with open_frames(video, byte_order=getattr(args, "byte_order", "auto")) as source:
+            check_frame_selection(source.n_frames, step=getattr(args, "step", 1),
+                                  max_frames=getattr(args, "max_frames", None), name=source.name)

@@ -42,21 +42,35 @@ def add_parser(subparsers):
         description="Run the whole job on a video and write OUTDIR/median.fits, mask.fits, dust.ecsv, "
                     "dust.reg, preview.png, flat.fits and OUTDIR/<stem>_aiflat.ser.  Each product records "
                     "a hash of its inputs and parameters (RUNSHA); a rerun reuses the products that are "
-                    "up to date and redoes the others.")
-    p.add_argument("video", metavar="VIDEO", help="SER video (or FITS cube)")
+                    "up to date and redoes the others.  Several videos are a night: one shared flat from "
+                    "all of them, a dust-change check of each, each matching video calibrated, and "
+                    "OUTDIR/manifest.json; --workers or --scheduler run it on dask.distributed.")
+    p.add_argument("video", metavar="VIDEO", nargs="+", help="SER video(s) (or FITS cubes)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if needed)")
     add_run_options(p)
+    night = p.add_argument_group("a night of videos")
+    where = night.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="run on a local dask.distributed cluster of N worker processes")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on an existing dask.distributed cluster, e.g. tcp://host:8786 (OUTDIR and "
+                            "the videos must be on storage every worker sees at the same path)")
+    night.add_argument("--force", action="store_true",
+                       help="calibrate the videos whose dust does not match the shared flat too")
     p.set_defaults(func=run)
     return p
 
 
 def print_products(result):
     """Print what was computed, what was reused, and where the products are."""
-    paths = result["paths"]
+    paths = dict(result["paths"])
     computed = ", ".join(result["computed"]) or "nothing (everything was up to date)"
     reused = ", ".join(result["reused"]) or "nothing"
     print(f"computed: {computed}; reused: {reused}")
     print(f"dust shadows found: {result['n_dust']}")
+    for entry in result.get("videos", ()):
+        extra = f": {entry['message']}" if entry.get("message") else ""
+        print(f"  {entry['status']:<13}  {entry['input']}{extra}")
     width = max(len(k) for k in paths)
     for name, path in paths.items():
         print(f"  {name:<{width}}  {path}")
@@ -79,6 +93,39 @@ def write_report_of(args, result):
         result["paths"]["report"] = write_report(args.output)
 
 
+def _client(args):
+    """A context manager giving the distributed.Client of --workers / --scheduler, or None."""
+    import contextlib
+
+    if args.workers is None and args.scheduler is None:
+        return contextlib.nullcontext(None)
+    try:
+        from distributed import Client
+    except ImportError:
+        from ..utils.exceptions import InputError
+
+        raise InputError("--workers and --scheduler need dask.distributed: pip install distributed") from None
+
+    @contextlib.contextmanager
+    def connect():
+        if args.scheduler is not None:
+            from ..utils.exceptions import InputError
+
+            try:
+                client = Client(args.scheduler, timeout="10s")
+            except (OSError, TimeoutError) as exc:
+                raise InputError(f"cannot reach the scheduler {args.scheduler}: {exc}") from None
+            with client:
+                yield client
+        else:
+            from ..night import local_cluster
+
+            with local_cluster(args.workers, mem_limit=args.mem_limit) as cluster, Client(cluster) as client:
+                yield client
+
+    return connect()
+
+
 def run(args):
     """Run the pipeline; return the exit status."""
     from ..pipeline import run_pipeline
@@ -87,12 +134,17 @@ def run(args):
     from ._gemini import gemini_detector_options, gemini_inpaint_options
 
     check_run_inputs(args)  # before any computation
-    result = run_pipeline(args.video, args.output, detector=args.detector, inpaint=args.inpaint, apply=args.apply,
-                          f_ratio=args.f_ratio, pixel_size=args.pixel_size, max_frames=args.max_frames,
-                          step=args.step, mem_limit=args.mem_limit, floor=args.floor, byte_order=args.byte_order,
-                          detector_options=region_options(args, gemini_detector_options(args, args.detector)),
-                          inpaint_options=gemini_inpaint_options(args, args.inpaint) or None,
-                          overwrite=args.overwrite, progress_bar=args.progress)
+    videos = args.video if len(args.video) > 1 else args.video[0]
+    with _client(args) as client:
+        result = run_pipeline(videos, args.output, detector=args.detector, inpaint=args.inpaint,
+                              apply=args.apply, f_ratio=args.f_ratio, pixel_size=args.pixel_size,
+                              max_frames=args.max_frames, step=args.step, mem_limit=args.mem_limit,
+                              floor=args.floor, byte_order=args.byte_order,
+                              detector_options=region_options(args, gemini_detector_options(args, args.detector)),
+                              inpaint_options=gemini_inpaint_options(args, args.inpaint) or None,
+                              overwrite=args.overwrite, progress_bar=args.progress, client=client,
+                              force=args.force)
     write_report_of(args, result)
     print_products(result)
-    return 0
+    failed = [v for v in result.get("videos", ()) if v["status"] == "failed"]
+    return 1 if failed else 0

@@ -113,7 +113,7 @@ def _disc(shape, radius):
 
 def make_kll_set(*, shape=(1024, 1024), n_frames=16, min_offset=5.0, max_offset=330.0,
                  disc_radius=None, prnu=0.01, vignetting=0.05, n_dust=6, level=80000.0,
-                 read_noise=10.0, transparency=0.02, seed=None):
+                 read_noise=10.0, transparency=0.02, seeing=1.0, seed=None):
     """Render an off-pointed (KLL) set of full-disc frames with a known gain table.
 
     The scene is a solar disc (limb-darkened, with the granulation, sunspots,
@@ -145,6 +145,10 @@ def make_kll_set(*, shape=(1024, 1024), n_frames=16, min_offset=5.0, max_offset=
         Electrons rms.  Default 10.
     transparency : float, optional
         Rms of the frame levels.  Default 0.02.
+    seeing : float, optional
+        Gaussian sigma (px) of the seeing and optics blur of the scene (a
+        full-disc image at about 1 arcsec/px under 2 arcsec seeing).
+        Default 1.0.
     seed : int or `numpy.random.Generator`, optional
 
     Returns
@@ -167,6 +171,8 @@ def make_kll_set(*, shape=(1024, 1024), n_frames=16, min_offset=5.0, max_offset=
     canvas = (shape[0] + 2 * margin, shape[1] + 2 * margin)
     texture = make_solar_scene(canvas, limb=False, features=True, seed=rng)
     scene = texture * _disc(canvas, radius)
+    if seeing:
+        scene = ndimage.gaussian_filter(scene, float(seeing))
 
     prnu_map = (1 + float(prnu) * rng.standard_normal(shape)).astype(np.float32)
     vig = make_vignetting(shape, amplitude=float(vignetting), seed=rng)

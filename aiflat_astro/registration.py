@@ -574,13 +574,14 @@ class _Coarse:
     """Binned, dust-filled, high-passed and windowed frames for the coarse step."""
 
     def __init__(self, frame_shape, dust_mask):
-        self.bin = max(1, int(np.ceil(max(frame_shape) / _COARSE_SIZE)))
+        # at least 2 x 2: binning and the taper below suppress the static pixel response
+        self.bin = max(2, int(np.ceil(max(frame_shape) / _COARSE_SIZE)))
         valid = np.ones(frame_shape, bool) if dust_mask is None else ~dust_mask
         # a binned pixel is valid when most of it is outside the dust
         self.valid = _bin_mean(valid.astype(np.float64), self.bin) > 0.75
         shape = self.valid.shape
         self.window = np.outer(tukey(shape[0], 0.5), tukey(shape[1], 0.5))
-        self.taper = _taper(shape, 0.25)
+        self.taper = _taper(shape, 0.12)
 
     def spectrum(self, frame):
         img = _bin_mean(_as_mono(frame), self.bin)
@@ -597,7 +598,7 @@ class _Coarse:
     def shift(self, ref_spec, frame):
         """Integer-bin shift of ``frame`` against the reference spectrum, in full pixels."""
         shift, peak = _correlate(ref_spec, self.spectrum(frame), taper=self.taper,
-                                 upsample_factor=1, whiten=1.0)
+                                 upsample_factor=1, whiten=0.75)
         return shift * self.bin, peak
 
 
@@ -630,7 +631,7 @@ def _register_large(source, idx, coarse, frame_shape, dust_mask, *, max_size, hi
     centre = np.median(coarse, axis=0)
     r = int(np.argmin(np.sum((coarse - centre) ** 2, axis=1)))
     ref_frame = _as_mono(source.read(int(idx[r])))
-    search = 2 * max(1, int(np.ceil(max(frame_shape) / _COARSE_SIZE))) + 2
+    search = 2 * max(2, int(np.ceil(max(frame_shape) / _COARSE_SIZE))) + 2
     for k in _progress(range(n), progress_bar, "registering", total=n):
         d = np.round(coarse[k] - coarse[r]).astype(int)
         if np.any(np.abs(d) >= np.array(frame_shape) - 32):
@@ -736,7 +737,8 @@ def register_frames(
     -----
     Any shift size.  A coarse step first probes up to 9 frames spread over
     the selection on a binned grid (at most 512 px a side; dust-filled,
-    high-passed, Tukey window, classical phase correlation).  When every
+    high-passed, Tukey window, low-pass tapered, partly whitened phase
+    correlation).  When every
     probe shift is below 15 % of the frame size (4 % for fewer than 25
     frames: a set that is no video), the drifting or seeing-limited case,
     the procedure above runs unchanged.  Otherwise (an off-pointed,

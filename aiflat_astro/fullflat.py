@@ -156,7 +156,7 @@ def _robust_sigma(values):
 
 
 def solve_gain(frames, shifts, *, valid=None, frame_levels=True, min_signal=0.3, min_frames=2,
-               robust=True, kernel=3.0, n_robust=3, n_iter=60, tol=1e-5, progress_bar=False):
+               robust=True, kernel=3.0, n_robust=3, n_iter=60, tol=1e-5):
     """Solve ``log I_k(x) = g(x) + o(x - s_k) + c_k`` for the log-gain ``g`` (robust CGLS).
 
     Parameters
@@ -185,7 +185,6 @@ def solve_gain(frames, shifts, *, valid=None, frame_levels=True, min_signal=0.3,
         CGLS iterations per round (the first round gets twice as many).  Default 60.
     tol : float, optional
         Relative tolerance on the normal-equation residual.  Default 1e-5.
-    progress_bar : bool, optional
 
     Returns
     -------
@@ -392,6 +391,7 @@ def full_flat(frames, *, drift=None, dust_mask=None, max_frames=20, bin=None, me
     registration : dict, optional
         Options for `~aiflat_astro.registration.register_frames`.
     progress_bar : bool, optional
+        A progress bar for the registration.
 
     Returns
     -------
@@ -439,7 +439,7 @@ def full_flat(frames, *, drift=None, dust_mask=None, max_frames=20, bin=None, me
     # binned shifts: a binned pixel j covers sensor pixels b j .. b j + b - 1
     gain_b, err_b, cov_b, levels, info = solve_gain(
         stack, shifts / b, frame_levels=frame_levels, min_signal=min_signal,
-        min_frames=min_frames, robust=robust, progress_bar=progress_bar)
+        min_frames=min_frames, robust=robust)
     del stack
     if b > 1:
         gain = np.ones(shape, np.float32)

@@ -530,7 +530,7 @@ def _json_safe(value):
 # public
 # --------------------------------------------------------------------------------------
 def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, floor=0.05, profile="auto",
-              min_signal=None, inpaint_options=None, mem_limit="256MB", progress_bar=False):
+              min_signal=None, inpaint_options=None, mem_limit="256MB", progress_bar=False, full=False):
     """Make a synthetic dust flat from a temporal median and a dust mask.
 
     Parameters
@@ -572,6 +572,11 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, f
         Memory bound for reading ``frames`` (default ``'256MB'``).
     progress_bar : bool, optional
         Show a progress bar while reading ``frames``.
+    full : bool, optional
+        Instead of the dust flat, the whole gain table from the shifted
+        ``frames`` (`aiflat_astro.fullflat.make_full_flat`; ``inpaint_options``
+        go to `~aiflat_astro.fullflat.full_flat`): NOT 1.0 outside the
+        dust, ``FLATTYPE = 'FULL'``.  Default `False`.
 
     Returns
     -------
@@ -596,6 +601,11 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, f
     >>> bool(np.all(flat.data[flat.flags == 0] == 1.0))
     True
     """
+    if full:  # the whole gain table from shifted images: aiflat_astro.fullflat (owner: kll)
+        from .fullflat import make_full_flat
+
+        return make_full_flat(median, frames, dust_mask=dust_mask, progress_bar=progress_bar,
+                              **(inpaint_options or {}))
     from .inpaint import get_inpainter, run_inpainter
 
     get_inpainter(inpaint)  # an unknown method is an error even when the mask is empty

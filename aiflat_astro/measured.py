@@ -296,6 +296,8 @@ def _robust_surface(values, ys, xs, *, degree=2, nsigma=3.0, n_iter=4):
 
     Coordinates are scaled to about [-1, 1] for conditioning.
     """
+    if np.size(values) == 0:  # nothing to fit: a flat surface of 1
+        return lambda yy, xx: np.ones(np.shape(yy))
     cy, cx = np.mean(ys), np.mean(xs)
     sy = max(np.ptp(ys) / 2, 1.0)
     sx = max(np.ptp(xs) / 2, 1.0)
@@ -591,6 +593,122 @@ def _solve_region(region, shifts, *, n_min, min_signal, n_iter, surface_degree, 
     return trans / surface, err / surface, n_used
 
 
+#: a measured transmission outside this range (1st..99th percentile) is not trusted: local instead
+_PLAUSIBLE = (0.0, 1.5)
+_MIN_FRAMES_ONE_PASS = 20  # below this many frames in one pass, pass over the frames per batch
+
+
+def _default_min_frames(n):
+    """``n_min``: 5 (or a tenth of the frames) on videos, fewer on small sets (KLL-class)."""
+    return max(min(5, max(3, int(0.4 * n))), n // 10)
+
+
+def _region_storage(r):
+    y0, y1, x0, x1 = r.box
+    v0, v1, u0, u1 = r.sbox
+    return 4 * (y1 - y0) * (x1 - x0) + 6 * (v1 - v0) * (u1 - u0)
+
+
+def _stream_boxes(source, regions, use_idx, shifts, excl, near, excl_any, progress_bar):
+    """One pass over the frames: the sensor and scene boxes of ``regions``."""
+    n = use_idx.size
+    for r in regions:
+        y0, y1, x0, x1 = r.box
+        v0, v1, u0, u1 = r.sbox
+        r.clean = ~excl[y0:y1, x0:x1]
+        r.ring = ~near[y0:y1, x0:x1]
+        r.raw = np.empty((n, y1 - y0, x1 - x0), np.float32)
+        r.reg = np.empty((n, v1 - v0, u1 - u0), np.float32)
+        r.reg_ok = np.empty((n, v1 - v0, u1 - u0), bool)
+        r.reg_inframe = np.empty((n, v1 - v0, u1 - u0), bool)
+
+    order = np.argsort(use_idx, kind="stable")  # stream in file order
+    iterator = order
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(order, desc="measuring", unit="frame", leave=False)
+    for k in iterator:
+        frame = _as_mono(source.read(int(use_idx[k])))
+        bad_px = ~np.isfinite(frame)
+        frame_excl = excl_any
+        if bad_px.any():  # a NaN would spread along its row and column in the spline
+            frame = np.where(bad_px, np.nanmedian(frame) if (~bad_px).any() else 0.0, frame)
+            frame_excl = excl_any | ndi.binary_dilation(bad_px, iterations=3)
+        coeffs = ndi.spline_filter(frame, order=3, mode="nearest")
+        dy, dx = shifts[k]
+        for r in regions:
+            y0, y1, x0, x1 = r.box
+            v0, v1, u0, u1 = r.sbox
+            r.raw[k] = np.where(bad_px[y0:y1, x0:x1], np.nan, frame[y0:y1, x0:x1])
+            values, inside = _sample_box(coeffs, v0, v1, u0, u1, dy, dx, order=3,
+                                         prefiltered=True)
+            dusty = _sample_mask(frame_excl, v0, v1, u0, u1, dy, dx)
+            r.reg[k] = values
+            r.reg_inframe[k] = inside
+            r.reg_ok[k] = inside & ~dusty
+
+
+def _solve_batch(batch, shifts, transmission, uncertainty, measured, *, n_min, min_signal,
+                 n_iter, surface_degree, estimator, radial, chi2_max, min_coverage, extent):
+    """Measure the regions of one pass; fill the maps in place; return the catalog rows."""
+    major, minor = extent
+    rows = []
+    for r in batch:
+        y0, y1, x0, x1 = r.box
+        reason = ""
+        trans, err, n_used = _solve_region(r, shifts, n_min=n_min, min_signal=float(min_signal),
+                                           n_iter=int(n_iter),
+                                           surface_degree=int(surface_degree),
+                                           estimator=estimator)
+        good = (n_used >= n_min) & np.isfinite(trans)
+        cover = float(good[r.pixels].mean()) if r.pixels.any() else 0.0
+        method = "measured" if cover >= float(min_coverage) else "local"
+        chi2_red, profile = np.nan, "plain"
+        if method == "measured" and radial:
+            t_ok = np.where(good, trans, np.nan)
+            trans_r, err_r, chi2_red, used = _radial_denoise(
+                t_ok, np.where(good, err, np.nan), r.pixels & good, r.clean & good,
+                chi2_max=np.inf if radial is True else float(chi2_max))
+            if used:
+                trans, err, profile = np.where(r.pixels & good, trans_r, trans), err_r, "radial"
+        if method == "measured" and not good[r.pixels].all():
+            # a few pixels without enough frames: interpolate them from measured neighbours
+            from .inpaint import inpaint_local
+
+            missing = r.pixels & ~good
+            trans = inpaint_local(np.where(good, trans, 1.0).astype(np.float32), missing,
+                                  normalize=False)
+            known = err[good & r.pixels]
+            err = np.where(missing, np.nanmax(known) if known.size else np.nan, err)
+        if method == "measured":
+            inside = trans[r.pixels & good]
+            lo, hi = (np.nanpercentile(inside, [1, 99]) if np.isfinite(inside).any()
+                      else (np.nan, np.nan))
+            if not (lo > _PLAUSIBLE[0] and hi < _PLAUSIBLE[1]):
+                method = "local"
+                reason = (f"implausible measured transmission {lo:.3g}..{hi:.3g} (scene too "
+                          "dark or too few frames there)")
+        if method == "local":
+            reason = reason or (f"coverage {cover:.2f} < {min_coverage}: drift extent "
+                                f"{major:.1f} x {minor:.1f} px vs diameter {r.diameter:.0f} px")
+        else:
+            sub = (slice(y0, y1), slice(x0, x1))
+            transmission[sub][r.pixels] = trans[r.pixels].astype(np.float32)
+            uncertainty[sub][r.pixels] = np.nan_to_num(err[r.pixels]).astype(np.float32)
+            measured[sub][r.pixels] = True
+        terr = float(np.nanmedian(err[r.pixels & good])) if np.any(r.pixels & good) else np.nan
+        mdepth = (float(1.0 - np.nanpercentile(trans[r.pixels & good], 1.0))
+                  if method == "measured" and np.any(r.pixels & good) else np.nan)
+        rows.append((r.id, r.centroid[1], r.centroid[0], r.diameter,
+                     bool(minor >= r.diameter), cover,
+                     int(np.median(n_used[r.pixels])) if r.pixels.any() else 0,
+                     terr, mdepth, profile if method == "measured" else "", chi2_red, method,
+                     reason))
+        r.raw = r.reg = r.reg_ok = r.reg_inframe = None
+    return rows
+
+
 def measure_transmission(
     frames,
     dust_mask,
@@ -642,7 +760,8 @@ def measure_transmission(
         the video (default 400; the memory limit may lower it).
     min_frames : int, optional
         ``n_min``: frames that must see a scene point clean, and usable frames
-        a shadow pixel needs.  Default ``max(5, n_used // 10)``.
+        a shadow pixel needs.  Default ``max(5, n_used // 10)`` on 13 frames or
+        more; ``max(3, int(0.4 n_used))`` on smaller (KLL-class) sets.
     min_coverage : float, optional
         Fraction of a shadow's pixels that must reach ``n_min`` for the drift
         to count as constraining it.  Default 0.98 (the few missing pixels
@@ -682,8 +801,11 @@ def measure_transmission(
         dark features outside the dust mask -- dust the detector missed --
         and keep them out of the clean samples of the scene.  Default `True`.
     mem_limit : str or int, optional
-        Memory for the boxes (e.g. ``'256MB'``); fewer frames are used if
-        needed.  Default ``'1GB'``.
+        Memory for the boxes (e.g. ``'256MB'``).  When the boxes of all
+        shadows with at least 20 frames (or all frames) do not fit (large
+        offsets make large scene boxes), the frames are read once per batch
+        of shadows that fits; beyond that fewer frames are used.  Default
+        ``'1GB'``.
     registration : dict, optional
         Options for `~aiflat_astro.registration.register_frames`.
     progress_bar : bool, optional
@@ -771,6 +893,21 @@ def measure_transmission(
             storage += 4 * box_px + 6 * scene_px  # raw f4, reg f4, two bool maps
             work = max(work, 16 * box_px + 16 * scene_px)  # float32 work stacks, one region
         n_fit = max(1, int(budget // max(1, storage + work)))
+        batches = [regions]
+        if n_fit < min(idx.size, _MIN_FRAMES_ONE_PASS) and len(regions) > 1:
+            # large offsets make big scene boxes: several passes over the frames, each for the
+            # regions that fit, rather than too few frames
+            sizes = [_region_storage(r) for r in regions]
+            n_fit = max(1, min(idx.size, int(budget // max(1, max(sizes) + work))))
+            batches, current, used = [], [], 0
+            for r, size in zip(regions, sizes, strict=True):
+                if current and (used + size) * n_fit + work > budget:
+                    batches.append(current)
+                    current, used = [], 0
+                current.append(r)
+                used += size
+            batches.append(current)
+            log.info("memory limit %s: %d passes over the frames", mem_limit, len(batches))
         if idx.size > n_fit:
             pick = np.unique(np.round(np.linspace(0, idx.size - 1, n_fit)).astype(int))
             log.info("memory limit %s: using %d of %d registered frames", mem_limit, pick.size,
@@ -780,94 +917,23 @@ def measure_transmission(
         use_idx = idx[pick]
         shifts = shifts_all[pick]
         n = use_idx.size
-        for r in regions:
-            y0, y1, x0, x1 = r.box
-            v0, v1, u0, u1 = r.sbox
-            r.clean = ~excl[y0:y1, x0:x1]
-            r.ring = ~near[y0:y1, x0:x1]
-            r.raw = np.empty((n, y1 - y0, x1 - x0), np.float32)
-            r.reg = np.empty((n, v1 - v0, u1 - u0), np.float32)
-            r.reg_ok = np.empty((n, v1 - v0, u1 - u0), bool)
-            r.reg_inframe = np.empty((n, v1 - v0, u1 - u0), bool)
+        n_min = int(min_frames) if min_frames is not None else _default_min_frames(n)
+        if n_min < 1:
+            raise InputError(f"min_frames must be >= 1, got {min_frames}")
+        major, minor, _ = drift.extent
 
-        order = np.argsort(use_idx, kind="stable")  # stream in file order
-        iterator = order
-        if progress_bar:
-            from tqdm.auto import tqdm
+        transmission = np.ones(shape, np.float32)
+        uncertainty = np.zeros(shape, np.float32)
+        measured = np.zeros(shape, bool)
+        rows = []
+        for batch in batches:
+            _stream_boxes(source, batch, use_idx, shifts, excl, near, excl_any, progress_bar)
+            rows += _solve_batch(batch, shifts, transmission, uncertainty, measured,
+                                 n_min=n_min, min_signal=min_signal, n_iter=n_iter,
+                                 surface_degree=surface_degree, estimator=estimator,
+                                 radial=radial, chi2_max=chi2_max, min_coverage=min_coverage,
+                                 extent=(major, minor))
 
-            iterator = tqdm(order, desc="measuring", unit="frame", leave=False)
-        for k in iterator:
-            frame = _as_mono(source.read(int(use_idx[k])))
-            bad_px = ~np.isfinite(frame)
-            frame_excl = excl_any
-            if bad_px.any():  # a NaN would spread along its row and column in the spline
-                frame = np.where(bad_px, np.nanmedian(frame) if (~bad_px).any() else 0.0, frame)
-                frame_excl = excl_any | ndi.binary_dilation(bad_px, iterations=3)
-            coeffs = ndi.spline_filter(frame, order=3, mode="nearest")
-            dy, dx = shifts[k]
-            for r in regions:
-                y0, y1, x0, x1 = r.box
-                v0, v1, u0, u1 = r.sbox
-                r.raw[k] = np.where(bad_px[y0:y1, x0:x1], np.nan, frame[y0:y1, x0:x1])
-                values, inside = _sample_box(coeffs, v0, v1, u0, u1, dy, dx, order=3,
-                                             prefiltered=True)
-                dusty = _sample_mask(frame_excl, v0, v1, u0, u1, dy, dx)
-                r.reg[k] = values
-                r.reg_inframe[k] = inside
-                r.reg_ok[k] = inside & ~dusty
-
-    n_min = int(min_frames) if min_frames is not None else max(5, n // 10)
-    if n_min < 1:
-        raise InputError(f"min_frames must be >= 1, got {min_frames}")
-    major, minor, _ = drift.extent
-
-    transmission = np.ones(shape, np.float32)
-    uncertainty = np.zeros(shape, np.float32)
-    measured = np.zeros(shape, bool)
-    rows = []
-    for r in regions:
-        y0, y1, x0, x1 = r.box
-        reason = ""
-        trans, err, n_used = _solve_region(r, shifts, n_min=n_min, min_signal=float(min_signal),
-                                           n_iter=int(n_iter),
-                                           surface_degree=int(surface_degree),
-                                           estimator=estimator)
-        good = (n_used >= n_min) & np.isfinite(trans)
-        cover = float(good[r.pixels].mean()) if r.pixels.any() else 0.0
-        method = "measured" if cover >= float(min_coverage) else "local"
-        chi2_red, profile = np.nan, "plain"
-        if method == "measured" and radial:
-            t_ok = np.where(good, trans, np.nan)
-            trans_r, err_r, chi2_red, used = _radial_denoise(
-                t_ok, np.where(good, err, np.nan), r.pixels & good, r.clean & good,
-                chi2_max=np.inf if radial is True else float(chi2_max))
-            if used:
-                trans, err, profile = np.where(r.pixels & good, trans_r, trans), err_r, "radial"
-        if method == "measured" and not good[r.pixels].all():
-            # a few pixels without enough frames: interpolate them from measured neighbours
-            from .inpaint import inpaint_local
-
-            missing = r.pixels & ~good
-            trans = inpaint_local(np.where(good, trans, 1.0).astype(np.float32), missing,
-                                  normalize=False)
-            err = np.where(missing, np.nanmax(err[good & r.pixels]), err)
-        if method == "local":
-            reason = (f"coverage {cover:.2f} < {min_coverage}: drift extent "
-                      f"{major:.1f} x {minor:.1f} px vs diameter {r.diameter:.0f} px")
-        else:
-            sub = (slice(y0, y1), slice(x0, x1))
-            transmission[sub][r.pixels] = trans[r.pixels].astype(np.float32)
-            uncertainty[sub][r.pixels] = np.nan_to_num(err[r.pixels]).astype(np.float32)
-            measured[sub][r.pixels] = True
-        terr = float(np.nanmedian(err[r.pixels & good])) if np.any(r.pixels & good) else np.nan
-        mdepth = (float(1.0 - np.nanpercentile(trans[r.pixels & good], 1.0))
-                  if method == "measured" and np.any(r.pixels & good) else np.nan)
-        rows.append((r.id, r.centroid[1], r.centroid[0], r.diameter,
-                     bool(minor >= r.diameter), cover,
-                     int(np.median(n_used[r.pixels])) if r.pixels.any() else 0,
-                     terr, mdepth, profile if method == "measured" else "", chi2_red, method,
-                     reason))
-        r.raw = r.reg = r.reg_ok = r.reg_inframe = None
     shadows = Table(rows=rows or None,
                     names=("id", "x_centroid", "y_centroid", "diameter", "drift_ok", "coverage",
                            "n_frames_used", "trans_err", "measured_depth", "profile", "chi2",

@@ -160,8 +160,11 @@ def _taper(shape, cutoff):
     return np.exp(-0.5 * (fy**2 + fx**2) / cutoff**2)
 
 
-def _correlate(ref_spec, mov_spec, *, taper, upsample_factor, whiten=0.5):
+def _correlate(ref_spec, mov_spec, *, taper, upsample_factor, whiten=0.5, search=None):
     """Return (shift, peak): ``mov(y) ~ ref(y - shift)``; peak in 0..1.
+
+    ``search`` (px), when given, restricts the peak to shifts within that
+    distance of zero on each axis (a refinement around a known coarse shift).
 
     ``whiten`` is the power of the cross-power amplitude divided out: 1 is
     classical phase correlation, 0 plain cross-correlation.  0.5 is robust
@@ -174,7 +177,12 @@ def _correlate(ref_spec, mov_spec, *, taper, upsample_factor, whiten=0.5):
     product *= taper
     corr = np.fft.ifft2(product)
     shape = np.array(corr.shape)
-    peak_idx = np.unravel_index(np.argmax(corr.real), corr.shape)
+    if search is None:
+        peak_idx = np.unravel_index(np.argmax(corr.real), corr.shape)
+    else:
+        lag = [np.minimum(np.arange(n), n - np.arange(n)) for n in corr.shape]
+        near = (lag[0][:, None] <= search) & (lag[1][None, :] <= search)
+        peak_idx = np.unravel_index(np.argmax(np.where(near, corr.real, -np.inf)), corr.shape)
     shift = np.array(peak_idx, dtype=float)
     wrap = shift > shape // 2
     shift[wrap] -= shape[wrap]
@@ -544,6 +552,115 @@ def _progress(iterable, enabled, desc, total=None):
     return tqdm(iterable, desc=desc, total=total, unit="frame", leave=False)
 
 
+
+# ---------------------------------------------------------------------------
+# Large offsets: coarse step on a binned grid, refinement on the overlap
+# ---------------------------------------------------------------------------
+_COARSE_SIZE = 512      # px per side of the binned grid of the coarse step
+_PROBE_FRAMES = 9       # frames (spread over the selection) probed for large offsets
+_LARGE_FRACTION = 0.15  # a probe shift above this fraction of the frame size: off-pointed set
+_FEW_FRAMES = 25        # a set this small (no video) is off-pointed above _FEW_FRACTION
+_FEW_FRACTION = 0.04
+
+
+def _bin_mean(image, b):
+    if b == 1:
+        return image
+    h, w = (image.shape[0] // b) * b, (image.shape[1] // b) * b
+    return image[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
+
+
+class _Coarse:
+    """Binned, dust-filled, high-passed and windowed frames for the coarse step."""
+
+    def __init__(self, frame_shape, dust_mask):
+        # at least 2 x 2: binning and the taper below suppress the static pixel response
+        self.bin = max(2, int(np.ceil(max(frame_shape) / _COARSE_SIZE)))
+        valid = np.ones(frame_shape, bool) if dust_mask is None else ~dust_mask
+        # a binned pixel is valid when most of it is outside the dust
+        self.valid = _bin_mean(valid.astype(np.float64), self.bin) > 0.75
+        shape = self.valid.shape
+        self.window = np.outer(tukey(shape[0], 0.5), tukey(shape[1], 0.5))
+        self.taper = _taper(shape, 0.12)
+
+    def spectrum(self, frame):
+        img = _bin_mean(_as_mono(frame), self.bin)
+        good = self.valid & np.isfinite(img)
+        img = np.where(good, img, 0.0)
+        level = np.median(img[good]) if good.any() else 1.0
+        level = level if np.isfinite(level) and level != 0 else 1.0
+        hp = _fill_highpass(img / level, good, 8.0)
+        rms = np.sqrt(np.mean(hp[good] ** 2)) if good.any() else 0.0
+        if rms > 0:
+            hp /= rms
+        return _spectrum(hp * self.window * _soft_weight(good))
+
+    def shift(self, ref_spec, frame):
+        """Integer-bin shift of ``frame`` against the reference spectrum, in full pixels."""
+        shift, peak = _correlate(ref_spec, self.spectrum(frame), taper=self.taper,
+                                 upsample_factor=1, whiten=0.75)
+        return shift * self.bin, peak
+
+
+def _overlap(frame_shape, d, max_size):
+    """Slices (ref, moving) of the overlap of two frames offset by integer ``d``.
+
+    ``moving(y) = ref(y - d)``: the scene at ref row ``y`` is at moving row
+    ``y + d``.  The overlap is cut to its central ``max_size`` per side.
+    """
+    ref_sl, mov_sl = [], []
+    for n, di in zip(frame_shape, d, strict=True):
+        lo, hi = max(0, -di), min(n, n - di)
+        size = hi - lo if max_size is None else min(hi - lo, int(max_size))
+        start = lo + ((hi - lo) - size) // 2
+        ref_sl.append(slice(start, start + size))
+        mov_sl.append(slice(start + di, start + di + size))
+    return tuple(ref_sl), tuple(mov_sl)
+
+
+def _register_large(source, idx, coarse, frame_shape, dust_mask, *, max_size, highpass, lowpass,
+                    whiten, apodize, upsample_factor, progress_bar):
+    """Shifts of an off-pointed set: coarse binned correlation, then sub-pixel on the overlaps.
+
+    The reference is the frame nearest the median coarse position (the
+    largest overlaps).  Returns (shifts, peaks, reference frame index).
+    """
+    n = idx.size
+    shifts = np.empty((n, 2))
+    peaks = np.empty(n)
+    centre = np.median(coarse, axis=0)
+    r = int(np.argmin(np.sum((coarse - centre) ** 2, axis=1)))
+    ref_frame = _as_mono(source.read(int(idx[r])))
+    search = 2 * max(2, int(np.ceil(max(frame_shape) / _COARSE_SIZE))) + 2
+    for k in _progress(range(n), progress_bar, "registering", total=n):
+        d = np.round(coarse[k] - coarse[r]).astype(int)
+        if np.any(np.abs(d) >= np.array(frame_shape) - 32):
+            raise InputError(f"frame {int(idx[k])} does not overlap the reference frame "
+                             f"{int(idx[r])} (offset {d[0]} x {d[1]} px)")
+        ref_sl, mov_sl = _overlap(frame_shape, d, max_size)
+        frame = ref_frame if k == r else _as_mono(source.read(int(idx[k])))
+        size = (ref_sl[0].stop - ref_sl[0].start, ref_sl[1].stop - ref_sl[1].start)
+        full = (slice(0, size[0]), slice(0, size[1]))
+        masks = []
+        for sl in (ref_sl, mov_sl):
+            m = None if dust_mask is None else dust_mask[sl]
+            masks.append(m)
+        # one window for both crops: the union of both dust masks, in overlap coordinates
+        union = None
+        if dust_mask is not None:
+            union = masks[0] | masks[1]
+        prep = _Preprocessor(size, dust_mask=union, region=full, highpass=highpass,
+                             apodize=apodize)
+        ref_img = prep(ref_frame[ref_sl]) * prep.window
+        mov_img = prep(frame[mov_sl]) * prep.window
+        resid, peaks[k] = _correlate(_spectrum(ref_img), _spectrum(mov_img),
+                                     taper=_taper(size, lowpass),
+                                     upsample_factor=upsample_factor, whiten=whiten,
+                                     search=search)
+        shifts[k] = coarse[r] + d + resid
+    return shifts, peaks, int(idx[r])
+
+
 def register_frames(
     frames,
     *,
@@ -616,6 +733,21 @@ def register_frames(
     InputError
         If the frames cannot be read or the options are invalid.
 
+    Notes
+    -----
+    Any shift size.  A coarse step first probes up to 9 frames spread over
+    the selection on a binned grid (at most 512 px a side; dust-filled,
+    high-passed, Tukey window, low-pass tapered, partly whitened phase
+    correlation).  When every
+    probe shift is below 15 % of the frame size (4 % for fewer than 25
+    frames: a set that is no video), the drifting or seeing-limited case,
+    the procedure above runs unchanged.  Otherwise (an off-pointed,
+    KLL-class set, offsets up to most of the frame) every frame gets its
+    coarse shift, to one binned pixel, against the frame nearest the median
+    position, and is then refined to ``1/upsample_factor`` px on the overlap
+    of the two frames (dust masked, peak searched within two binned pixels
+    of the coarse shift).  ``params['mode']`` says which path ran.
+
     Examples
     --------
     >>> import numpy as np
@@ -644,6 +776,22 @@ def register_frames(
                 raise InputError(
                     f"dust_mask shape {dust_mask.shape} does not match the frames {frame_shape}"
                 )
+        coarse_step = _Coarse(frame_shape, dust_mask)
+        probe = idx[np.unique(np.round(np.linspace(0, idx.size - 1,
+                                                   min(_PROBE_FRAMES, idx.size))).astype(int))]
+        probe_ref = coarse_step.spectrum(source.read(int(probe[0])))
+        probe_shifts = np.array([coarse_step.shift(probe_ref, source.read(int(i)))[0]
+                                 for i in probe[1:]]).reshape(-1, 2)
+        biggest = float(np.abs(probe_shifts).max()) if probe_shifts.size else 0.0
+        large = (biggest > _LARGE_FRACTION * min(frame_shape)
+                 or (idx.size < _FEW_FRAMES and biggest > _FEW_FRACTION * min(frame_shape)))
+        if large:
+            return _large_path(source, idx, coarse_step, probe, frame_shape, dust_mask,
+                               n_frames=n_frames, step=step, max_frames=max_frames,
+                               max_size=max_size, highpass=float(highpass),
+                               lowpass=float(lowpass), whiten=float(whiten),
+                               apodize=float(apodize), upsample_factor=upsample_factor,
+                               progress_bar=progress_bar)
         region = _central_region(frame_shape, max_size)
         prep = _Preprocessor(frame_shape, dust_mask=dust_mask, region=region,
                              highpass=float(highpass), apodize=float(apodize))
@@ -699,6 +847,7 @@ def register_frames(
     shifts -= np.median(shifts, axis=0)
     params = {
         "method": "phase correlation, upsampled DFT",
+        "mode": "drift",
         "upsample_factor": upsample_factor,
         "highpass_sigma_px": float(highpass),
         "lowpass_cycles_per_px": float(lowpass),
@@ -714,6 +863,46 @@ def register_frames(
                       reference_frames=[int(i) for i in ref_frames], params=params)
     log.info("registered %d frames: drift extent %.1f x %.1f px, rms %.2f px",
              idx.size, drift.extent[0], drift.extent[1], drift.rms)
+    return drift
+
+
+def _large_path(source, idx, coarse_step, probe, frame_shape, dust_mask, *, n_frames, step,
+                max_frames, max_size, highpass, lowpass, whiten, apodize, upsample_factor,
+                progress_bar):
+    """`register_frames` for an off-pointed set (offsets of up to most of the frame)."""
+    # coarse shifts of every frame against the first, then against the central frame
+    first = coarse_step.spectrum(source.read(int(idx[0])))
+    coarse = np.array([coarse_step.shift(first, source.read(int(i)))[0] for i in idx])
+    centre = int(np.argmin(np.sum((coarse - np.median(coarse, axis=0)) ** 2, axis=1)))
+    if centre != 0:
+        ref = coarse_step.spectrum(source.read(int(idx[centre])))
+        coarse = np.array([coarse_step.shift(ref, source.read(int(i)))[0] for i in idx])
+    shifts, peaks, ref_index = _register_large(
+        source, idx, coarse, frame_shape, dust_mask, max_size=max_size, highpass=highpass,
+        lowpass=lowpass, whiten=whiten, apodize=apodize, upsample_factor=upsample_factor,
+        progress_bar=progress_bar)
+    shifts -= np.median(shifts, axis=0)
+    params = {
+        "method": "coarse binned phase correlation + upsampled-DFT refinement on the overlaps",
+        "mode": "large offsets",
+        "coarse_bin": int(coarse_step.bin),
+        "coarse_dy": [round(float(v), 1) for v in coarse[:, 0] - np.median(coarse[:, 0])],
+        "coarse_dx": [round(float(v), 1) for v in coarse[:, 1] - np.median(coarse[:, 1])],
+        "upsample_factor": upsample_factor,
+        "highpass_sigma_px": highpass,
+        "lowpass_cycles_per_px": lowpass,
+        "whiten": whiten,
+        "apodize": apodize,
+        "max_size": None if max_size is None else int(max_size),
+        "dust_masked": dust_mask is not None,
+        "static_masked_px": 0,
+        "step": int(step),
+        "max_frames": None if max_frames is None else int(max_frames),
+    }
+    drift = DriftPath(frame_index=idx, shifts=shifts, peak=peaks, n_frames=n_frames,
+                      reference_frames=[ref_index], params=params)
+    log.info("registered %d frames with large offsets (coarse bin %d): extent %.1f x %.1f px",
+             idx.size, coarse_step.bin, drift.extent[0], drift.extent[1])
     return drift
 
 
@@ -756,6 +945,10 @@ def plot_drift(drift, path=None, *, diameters=None, title=None, overwrite=False)
     sc = ax2.scatter(drift.shifts[:, 1], drift.shifts[:, 0], c=drift.frame_index, s=6,
                      cmap="viridis")
     ax2.plot(drift.shifts[:, 1], drift.shifts[:, 0], lw=0.4, color="0.6", zorder=0)
+    if drift.frame_index.size <= 30:  # an off-pointed set: label each offset
+        for i, (dy, dx) in zip(drift.frame_index, drift.shifts, strict=True):
+            ax2.annotate(f"{int(i)}: {dy:+.1f}, {dx:+.1f}", (dx, dy), fontsize=6,
+                         xytext=(3, 3), textcoords="offset points")
     major, minor, angle = drift.extent
     centre = np.median(drift.shifts, axis=0)
     th = np.radians(angle)

@@ -59,6 +59,10 @@ def add_parser(subparsers):
                    help="also write an ASDF sidecar: flat, DQ, weight, catalog, provenance")
     p.add_argument("--mem-limit", default="256MB", metavar="SIZE",
                    help="memory limit for reading --video (default: 256MB)")
+    p.add_argument("--full-flat", action="store_true",
+                   help="the whole gain table (pixel response, vignetting and dust) from the shifted frames "
+                        "of --video (KLL/Chae-style robust least squares): NOT 1.0 outside the dust "
+                        "(FLATTYPE = 'FULL'); --mask keeps the dust out of the registration")
     p.add_argument("--overwrite", action="store_true", help="replace output files that exist")
     p.add_argument("--force", action="store_true",
                    help="use a mask made from another median (its INPSHA differs) anyway")
@@ -79,7 +83,7 @@ def run(args):
     from ..provenance import sha256_file
 
     outputs = [args.output] + [p for p in (args.tiff, args.asdf, args.drift_plot, args.catalog) if p]
-    if (args.drift_plot or args.catalog) and args.inpaint != "measured":
+    if (args.drift_plot or args.catalog) and args.inpaint != "measured" and not args.full_flat:
         from ..utils.exceptions import InputError
 
         raise InputError("--drift-plot and --catalog go with --inpaint measured")
@@ -95,6 +99,8 @@ def run(args):
                        force=args.force)
     from ._gemini import gemini_inpaint_options
 
+    if getattr(args, "full_flat", False):
+        return _run_full(args, median, detection, t0)
     options = gemini_inpaint_options(args, args.inpaint) or {}
     if args.inpaint == "measured":
         options["progress_bar"] = args.progress
@@ -123,6 +129,43 @@ def run(args):
           f"transmission {float(flat.data.min()):.3f}..{float(flat.data.max()):.3f}"
           + (f", multiplied into {args.master_flat}" if args.master_flat else "")
           + f" -> {args.output} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _run_full(args, median, detection, t0):
+    """``--full-flat``: the whole gain table from the shifted frames of ``--video``."""
+    import json
+
+    from ..flat import make_flat
+    from ..io.export import write_flat_asdf, write_flat_tiff
+    from ..io.fits import write_flat
+    from ..utils.exceptions import InputError
+
+    if not args.video:
+        raise InputError("--full-flat needs the shifted frames: --video VIDEO (SER, FITS cube or files)")
+    if args.inpaint != "local" or args.master_flat or args.catalog:
+        raise InputError("--full-flat does not combine with --inpaint, --master-flat or --catalog")
+    flat = make_flat(median, detection, frames=args.video, full=True, progress_bar=args.progress,
+                     inpaint_options={"mem_limit": args.mem_limit} if args.mem_limit != "256MB" else None)
+    write_flat(args.output, flat, overwrite=args.overwrite)
+    if args.drift_plot:
+        from ..registration import DriftPath, plot_drift
+
+        d = json.loads(flat.meta["PROVJSON"])["inpaint_info"]["drift"]
+        import numpy as np
+
+        drift = DriftPath(frame_index=np.array(d["frame_index"]), shifts=np.c_[d["dy"], d["dx"]],
+                          peak=np.array(d["peak"]), n_frames=d["summary"]["n_frames"])
+        plot_drift(drift, args.drift_plot, overwrite=args.overwrite)
+    if args.tiff:
+        write_flat_tiff(args.tiff, flat, dtype="float32", overwrite=args.overwrite)
+    if args.asdf:
+        write_flat_asdf(args.asdf, flat, detection=detection, overwrite=args.overwrite)
+    info = json.loads(flat.meta["PROVJSON"])["inpaint_info"]
+    n_kll = info["pixel_methods"]["kll"]
+    print(f"full flat (KLL, {info['params']['n_frames_used']} frames, bin {info['params']['bin']}): "
+          f"{n_kll} px constrained, gain {float(flat.data.min()):.3f}..{float(flat.data.max()):.3f}; "
+          f"NOT 1.0 outside the dust -> {args.output} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 

@@ -293,6 +293,35 @@ def flat_task(outdir, videos, selections, *, key_median, detector, inpaint, f_ra
             "key_flat": key_flat, "notes": notes, "seconds": time.perf_counter() - t0}
 
 
+def _mono_frame(source, index):
+    frame = np.asarray(source.read(index), dtype=np.float64)
+    return frame.mean(axis=-1) if frame.ndim == 3 else frame
+
+
+def _same_pointing(videos, byte_order, *, fraction=0.8):
+    """Whether every video shows the first one's scene (one pointing), from one frame of each.
+
+    The normalised correlation peak of the first video's first frame with
+    each other video's first frame must reach ``fraction`` of its peak with
+    a later frame of its own video (the seeing and noise of one scene): the
+    registration inside the motion test and the clean estimates is
+    meaningless across other targets or pointings (issue: a night of several
+    targets).
+    """
+    from .io.frames import open_frames
+    from .registration import measure_shift
+
+    with open_frames(videos[0], byte_order=byte_order) as src:
+        ref = _mono_frame(src, 0)
+        own = _mono_frame(src, src.n_frames - 1) if src.n_frames > 1 else ref
+    within = measure_shift(ref, own)[1]
+    for video in videos[1:]:
+        with open_frames(video, byte_order=byte_order) as src:
+            if measure_shift(ref, _mono_frame(src, 0))[1] < fraction * within:
+                return False
+    return True
+
+
 def _with_frames(step, frames, videos, selections, byte_order):
     """``step(frames)`` with the frames of every video; with those of the first video when they do not register.
 
@@ -309,6 +338,10 @@ def _with_frames(step, frames, videos, selections, byte_order):
 
     if len(videos) == 1:
         return step(frames), frames
+    if not _same_pointing(videos, byte_order):
+        log.info("the videos do not show one scene; the frames of %s feed this step", Path(videos[0]).name)
+        with ConcatFrames(videos[:1], selections=selections[:1], byte_order=byte_order) as first:
+            return step(first), first
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DetectorFallbackWarning)
         result = step(frames)
@@ -360,6 +393,17 @@ def _ring_ratio(image, core, ring):
     return float(np.median(a) / ref) if ref > 0 else np.nan
 
 
+def _lit(own, ref, ring, fraction=0.5):
+    """Whether the video's scene lights ``ring`` at least ``fraction`` as brightly as the shared median.
+
+    A shadow over the sky (or off the disc) in this video cannot show its
+    dust, so it is no evidence that the dust is missing.
+    """
+    a, b = own[ring], ref[ring]
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    return a.size >= 4 and b.size >= 4 and np.median(a) >= fraction * np.median(b)
+
+
 def check_dust(own_median, shared_median, dq, flat, *, frames=None, min_depth=0.02, keep_fraction=0.5,
                new_depth=None, new_fraction=0.25, max_missing=0, max_new=0):
     """Whether a video's dust matches the shared flat's.
@@ -369,7 +413,8 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, min_depth=0.
     (where the flat is below its median over the shadow) over the median of
     a ring around it, outside the halo.  A shadow at least ``min_depth`` deep
     in the shared median is *missing* from the video when it is less than
-    ``keep_fraction`` of that depth there.  A *new* shadow is a dark region
+    ``keep_fraction`` of that depth there; a shadow whose surroundings the
+    video does not light (the sky beyond the limb) is not tested.  A *new* shadow is a dark region
     of the video's median corrected by the flat (``own / flat``) outside the
     shared mask, found by the local detector, at least ``new_depth`` deep
     (default: ``2 * min_depth``) and less than ``new_fraction`` of that in
@@ -448,7 +493,7 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, min_depth=0.
         outer = ndimage.binary_dilation(region, iterations=gap + width)
         ring = outer & ~inner & ~anydust[win]
         d_ref = 1 - _ring_ratio(ref[win], core, ring)
-        if not np.isfinite(d_ref) or d_ref < min_depth:
+        if not np.isfinite(d_ref) or d_ref < min_depth or not _lit(own[win], ref[win], ring):
             continue
         n_tested += 1
         d_own = 1 - _ring_ratio(own[win], core, ring)

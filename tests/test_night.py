@@ -32,7 +32,7 @@ def videos(tmp_path_factory):
     for k, dust_seed in enumerate(DUST_SEEDS):
         p = d / f"night{k}.ser"
         truths.append(make_dusty_video(p, shape=SHAPE, n_frames=N_FRAMES, n_dust=5, seed=k + 1,
-                                       dust_seed=dust_seed))
+                                       dust_seed=dust_seed, regime="solar-soft"))
         paths.append(p)
     return {"paths": paths, "truths": truths, "sha": [sha256_file(p) for p in paths]}
 
@@ -203,7 +203,7 @@ def test_cli_scheduler_and_workers(videos, in_process, cluster, tmp_path, capsys
     lc, _ = cluster
     out = tmp_path / "cli"
     shutil.copytree(src, out)
-    args = ["-q", "run", *map(str, videos["paths"]), "-o", str(out)]
+    args = ["run", *map(str, videos["paths"]), "-o", str(out)]  # not -q: it silences the warning line
     assert main(args + ["--scheduler", lc.scheduler_address]) == 0
     captured = capsys.readouterr()
     lines = [ln for ln in captured.err.splitlines() if "dust does not match" in ln]

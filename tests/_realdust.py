@@ -45,8 +45,8 @@ def umbra_transmission(shape, y, x, rng, *, diameter=200):
     theta = np.arctan2(yy - y, xx - x)
     wobble = 1 + 0.08 * np.sin(3 * theta + rng.uniform(0, 6)) + 0.05 * np.sin(7 * theta + rng.uniform(0, 6))
     r = np.hypot(yy - y, xx - x) / wobble
-    umbra = 1 / (1 + np.exp((r - 0.3 * diameter) / 2.0))
-    penumbra = 1 / (1 + np.exp((r - 0.5 * diameter) / 3.0))
+    umbra = 1 / (1 + np.exp(np.clip((r - 0.3 * diameter) / 2.0, -50, 50)))
+    penumbra = 1 / (1 + np.exp(np.clip((r - 0.5 * diameter) / 3.0, -50, 50)))
     t = 1 - 0.35 * penumbra - 0.4 * umbra
     return t.astype(np.float32), r < 0.5 * diameter + 6
 

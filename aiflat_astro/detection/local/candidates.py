@@ -34,8 +34,9 @@ class Candidate:
     pix: np.ndarray                 # DUST footprint within the patch (bool)
     area: float
     diameter: float                 # equivalent diameter of the filled outline
-    depth: float                    # deepest smoothed darkness in the footprint (1 − transmission)
+    depth: float                    # 75th percentile of the darkness in its core (1 − transmission)
     z: float                        # peak significance (robust sigmas of its scale)
+    core_area: float = np.inf       # pixels darker than half its depth
     elongation: float = 1.0
     ring: float = 0.0               # mean darkness just outside, in sigmas (negative: bright ring)
     isolation: float = 1.0          # core over its darkest surrounding sector (1 isolated, 0 a lane)
@@ -125,9 +126,12 @@ def _candidate(maps, index, sl, pix, diameter, pad):
     if wgt.sum() <= 0:
         wgt = own.astype(np.float32)
     cy, cx = ndimage.center_of_mass(wgt)
+    smooth = maps.smooth[big]
+    core = own & (smooth >= 0.5 * smooth[own].max())
+    depth = float(np.percentile(dark[core], 75))
     return Candidate(y=float(cy + big[0].start), x=float(cx + big[1].start), scale=float(maps.d_max), scale_index=index,
                      sl=big, pix=own, area=float(own.sum()), diameter=diameter,
-                     depth=float(maps.smooth[big][own].max()), z=float(maps.z[big][own].max()))
+                     depth=depth, core_area=float(np.count_nonzero(own & (dark > 0.5 * depth))), z=float(maps.z[big][own].max()))
 
 
 def merge_scales(per_scale):

@@ -24,6 +24,10 @@ DUST_DISTANCE_MM = (0.5, 30.0)
 #: Seeds are this far (px) inside the limb at least: the limb band (seeing-blurred, drift-smeared,
 #: spicules) is scene, and the backgrounds are least sure there.
 LIMB_MARGIN = 8.0
+#: Pixels this many sigmas brighter than their background (and their neighbours) seed no candidate.
+BRIGHT_SIGMA = 8.0
+#: ... nor do pixels within this many pixels of them (a star's wings, a cosmic ray's halo).
+BRIGHT_GROW = 8
 #: Hysteresis: a candidate region extends down to this many sigmas around its seeds.
 K_LOW = 2.5
 
@@ -145,7 +149,7 @@ class LocalDustDetector(DustDetector):
             params["STATMAP"] = bool(used and summary["method"] == "centroid")
         for c in cands:
             score(c, has_limb=has_limb, frames_used=used)
-            log.debug("candidate y=%.0f x=%.0f d=%.1f depth=%.3f z=%.1f beta=%.2f+-%.2f conf=%.2f %s", c.y, c.x,
+            log.debug("candidate y=%.0f x=%.0f core=%.0f d=%.1f depth=%.3f z=%.1f beta=%.2f+-%.2f conf=%.2f %s", c.y, c.x, c.core_area,
                       c.diameter, c.depth, c.z, c.beta, c.beta_sigma, c.confidence, c.terms)
         return self._build(data, cands, f_ratio=f_ratio, pixel_size=pixel_size, params=params,
                            used_frames=used, motion_summary=summary)
@@ -154,18 +158,22 @@ class LocalDustDetector(DustDetector):
         """Candidates of every scale, described, merged and given their DUST footprint."""
         diameters = scale_diameters(d_lo, d_hi)
         maps = [scale_maps(data, valid, d) for d in diameters]
+        # dark pixels beside a strongly bright one (a star, a cosmic ray, a hot pixel) are its
+        # ringing or its background's dip, not a shadow
+        bright = ndimage.binary_dilation(maps[0].z < -BRIGHT_SIGMA, iterations=BRIGHT_GROW)
         per_scale = []
         for k, (d, m) in enumerate(zip(diameters, maps)):
             margin = max(LIMB_MARGIN, 0.25 * d + 3) if has_limb else 2.0
-            d_min = 0.7 * d_lo if k == 0 else diameters[k - 1] / 1.4
+            d_min = d_lo if k == 0 else diameters[k - 1] / 1.4
             d_cap = 1.15 * d if k < len(diameters) - 1 else 1.3 * d
-            cands = extract(m, valid & (edge > margin), index=k, d_min=d_min, d_cap=d_cap,
+            cands = extract(m, valid & (edge > margin) & ~bright, index=k, d_min=d_min, d_cap=d_cap,
                             k_hi=self.threshold, k_lo=K_LOW, min_seed=2 if k == 0 else 3)
             per_scale.append([describe(maps, k, c, edge) for c in cands])
         merged = merge_scales(per_scale)
         for c in merged:
             c.pix = footprint(maps[c.scale_index], c)
             c.area = float(c.pix.sum())
+            c.diameter = float(np.sqrt(4 * ndimage.binary_fill_holes(c.pix).sum() / np.pi))
         log.debug("local detector: %d candidates on %d scales", len(merged), len(maps))
         return merged, maps
 

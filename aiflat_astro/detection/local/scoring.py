@@ -26,6 +26,9 @@ MOTION_MAX = 3.0
 BETA_SPLIT = 0.25
 #: Shadows at least this large (px) that the frames cannot decide stay as REVIEW shadows.
 UNDECIDED_LARGE = 20.0
+#: A shadow is blurred by the optics: its core (darker than half its depth) covers at least a
+#: 3 px disc, π 1.5² ≈ 7 px (the smallest real specks, notes §1: 5 % below 3.1 px).  Fewer: a defect.
+MIN_CORE_AREA = 7
 #: A motion measurement decides when its uncertainty is below this.
 BETA_DECISIVE = 0.1
 
@@ -53,6 +56,8 @@ def shape_terms(c):
         terms["ring"] = 1.0
     elif c.ring > 1.5:
         terms["continues outward"] = -0.7 * (c.ring - 1.5)
+    if c.core_area < MIN_CORE_AREA:
+        terms["sharper than a shadow"] = -4.0
     if c.diameter < SMALL and c.depth < MIN_SMALL_DEPTH:
         terms["too faint for a speck"] = -(MIN_SMALL_DEPTH - c.depth) / 0.01
     if c.diameter > LARGE and c.depth > MAX_LARGE_DEPTH:

@@ -19,6 +19,8 @@ __all__ = ["darkness_map"]
 
 #: A pixel is "sky" when the smoothed image is below this fraction of the disc level.
 SKY_FRACTION = 0.12
+#: Smallest scatter of a darkness map (0.1 %): a noise-free image still has its quantisation.
+SIGMA_FLOOR = 1e-3
 #: Width of a background window in blocks (the median runs over this many blocks a side).
 BLOCKS_PER_WINDOW = 5
 
@@ -120,10 +122,11 @@ def local_sigma(values, valid, block):
     good = np.isfinite(sig) & (count >= 0.2 * tiles.shape[2]) & (sig > 0)
     if not good.any():
         sig_all = robust_sigma(values[valid])
-        return np.full(values.shape, sig_all if np.isfinite(sig_all) and sig_all > 0 else 1.0, np.float32)
+        sig_all = sig_all if np.isfinite(sig_all) else SIGMA_FLOOR
+        return np.full(values.shape, max(sig_all, SIGMA_FLOOR), np.float32)
     sig = fill_invalid(np.where(good, sig, 0), good)
     sig = ndimage.median_filter(sig, size=3, mode="nearest")
-    return np.maximum(upsample(sig.astype(np.float32), block, values.shape), 1e-6)
+    return np.maximum(upsample(sig.astype(np.float32), block, values.shape), SIGMA_FLOOR)
 
 
 def valid_region(data, bad):

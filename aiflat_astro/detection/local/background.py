@@ -1,0 +1,208 @@
+"""Backgrounds of the scene at several scales, the usable region, robust scatter.
+
+A dust shadow is a dip of the transmission *relative to the scene around it*.
+The scene has structure on every scale (granulation, plage, filaments,
+sunspots, the limb; stars and nebulae on the sky), so the background of a
+speck of diameter ``d`` is a robust median of the image over a window a few
+times ``d``: large enough that the speck does not pull it down, small enough
+to follow the scene.  `median_background` computes it fast on a block grid.
+"""
+
+import warnings
+
+import numpy as np
+from scipy import ndimage
+
+from ...utils.exceptions import InputError
+
+__all__ = ["darkness_map"]
+
+#: A pixel is "sky" when the smoothed image is below this fraction of the disc level.
+SKY_FRACTION = 0.12
+#: Smallest scatter of a darkness map (0.1 %): a noise-free image still has its quantisation.
+SIGMA_FLOOR = 1e-3
+#: Width of a background window in blocks (the median runs over this many blocks a side).
+BLOCKS_PER_WINDOW = 5
+
+
+def block_mean(a, b, w=None):
+    """Block means of ``a`` (weighted by ``w``) over b×b blocks; returns (mean, weight fraction)."""
+    ww = np.ones(a.shape, np.float32) if w is None else w.astype(np.float32)
+    if b == 1:
+        return np.where(ww > 0, a, 0).astype(np.float32), ww
+    h, wd = a.shape
+    ph, pw = (-h) % b, (-wd) % b
+    aw = np.where(ww > 0, a, 0).astype(np.float32) * ww
+    if ph or pw:
+        aw = np.pad(aw, ((0, ph), (0, pw)))
+        ww = np.pad(ww, ((0, ph), (0, pw)))
+    hb, wb = aw.shape[0] // b, aw.shape[1] // b
+    s = aw.reshape(hb, b, wb, b).sum(axis=(1, 3))
+    n = ww.reshape(hb, b, wb, b).sum(axis=(1, 3))
+    mean = np.where(n > 0, s / np.maximum(n, 1e-12), 0).astype(np.float32)
+    return mean, (n / (b * b)).astype(np.float32)
+
+
+def _axis_weights(n, b, m):
+    """Indices and weights of a linear interpolation from ``m`` block centres to ``n`` pixels."""
+    pos = np.clip((np.arange(n, dtype=np.float32) + 0.5) / b - 0.5, 0, m - 1)
+    i0 = np.floor(pos).astype(np.intp)
+    i1 = np.minimum(i0 + 1, m - 1)
+    return i0, i1, (pos - i0).astype(np.float32)
+
+
+def upsample(grid, b, shape):
+    """Bilinear expansion of a block grid (values at block centres) back to ``shape``."""
+    grid = np.asarray(grid, np.float32)
+    if b == 1:
+        return grid[: shape[0], : shape[1]]
+    y0, y1, fy = _axis_weights(shape[0], b, grid.shape[0])
+    x0, x1, fx = _axis_weights(shape[1], b, grid.shape[1])
+    rows = grid[y0] * (1 - fy)[:, None] + grid[y1] * fy[:, None]
+    return rows[:, x0] * (1 - fx)[None, :] + rows[:, x1] * fx[None, :]
+
+
+def fill_invalid(grid, good):
+    """Grid values where ``good`` is False replaced by the nearest good value."""
+    if good.all() or not good.any():
+        return grid
+    idx = ndimage.distance_transform_edt(~good, return_distances=False, return_indices=True)
+    return grid[tuple(idx)]
+
+
+def median_background(data, valid, size):
+    """Robust background of ``data`` over windows of about ``size`` pixels.
+
+    The image is averaged over blocks of ``size / 5`` pixels (valid pixels
+    only), the blocks are median-filtered over 5×5 blocks and the result is
+    expanded bilinearly.  Invalid pixels (sky, defects) take the nearest valid
+    block, so the background does not sink at the limb.
+    """
+    b = max(1, int(round(size / BLOCKS_PER_WINDOW)))
+    grid, frac = block_mean(data, b, valid)
+    good = frac > 0.5
+    if not good.any():
+        return np.full(data.shape, np.float32(np.median(data[valid])) if valid.any() else 1.0)
+    grid = fill_invalid(grid, good)
+    n = max(3, int(round(size / b)) | 1)
+    grid = ndimage.median_filter(grid, size=n, mode="nearest")
+    return upsample(grid, b, data.shape)
+
+
+def robust_sigma(values):
+    """MAD scatter (Gaussian-equivalent) of the finite values; NaN when too few."""
+    values = values[np.isfinite(values)]
+    if values.size < 10:
+        return np.nan
+    if values.size > 400_000:
+        values = values[:: values.size // 200_000]
+    med = np.median(values)
+    return 1.4826 * float(np.median(np.abs(values - med)))
+
+
+def local_sigma(values, valid, block):
+    """Map of the robust scatter of ``values`` over ``block``-pixel tiles (valid pixels only).
+
+    The scene's texture varies over the field (quiet Sun, plage, umbra): a
+    speck must stand out of the scatter *where it is*.
+    """
+    h, w = values.shape
+    block = int(max(16, min(block, h, w)))
+    ph, pw = (-h) % block, (-w) % block
+    v = np.pad(np.where(valid, values, np.nan), ((0, ph), (0, pw)), constant_values=np.nan)
+    hb, wb = v.shape[0] // block, v.shape[1] // block
+    tiles = v.reshape(hb, block, wb, block).transpose(0, 2, 1, 3).reshape(hb, wb, -1)
+    step = max(1, tiles.shape[2] // 1024)
+    tiles = tiles[:, :, ::step]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # all-NaN tiles (sky) are expected
+        med = np.nanmedian(tiles, axis=2)
+        sig = 1.4826 * np.nanmedian(np.abs(tiles - med[:, :, None]), axis=2)
+        count = np.sum(np.isfinite(tiles), axis=2)
+    good = np.isfinite(sig) & (count >= 0.2 * tiles.shape[2]) & (sig > 0)
+    if not good.any():
+        sig_all = robust_sigma(values[valid])
+        sig_all = sig_all if np.isfinite(sig_all) else SIGMA_FLOOR
+        return np.full(values.shape, max(sig_all, SIGMA_FLOOR), np.float32)
+    sig = fill_invalid(np.where(good, sig, 0), good)
+    sig = ndimage.median_filter(sig, size=3, mode="nearest")
+    return np.maximum(upsample(sig.astype(np.float32), block, values.shape), SIGMA_FLOOR)
+
+
+def valid_region(data, bad):
+    """Pixels on the solar/planetary disc (or everywhere for a sky field).
+
+    Returns ``valid`` (bool) and whether the frame holds a limb.
+    """
+    h, w = data.shape
+    b = max(1, min(h, w) // 128)
+    fill = np.where(bad, np.nan, data)
+    coarse, frac = block_mean(np.nan_to_num(fill), b, np.isfinite(fill))
+    good = frac > 0.5
+    if not good.any():
+        raise InputError("the median has no usable pixel")
+    level = float(np.percentile(coarse[good], 90))
+    if not level > 0:
+        level = float(np.max(coarse[good])) if np.max(coarse[good]) > 0 else 1.0
+    smooth = ndimage.gaussian_filter(np.nan_to_num(fill).astype(np.float32), 2.0)
+    valid = smooth > SKY_FRACTION * level
+    if valid.mean() < 0.999:
+        # keep the disc: fill enclosed dark holes (umbrae, deep dust), drop small islands
+        valid = ndimage.binary_fill_holes(valid)
+        lab, n = ndimage.label(valid)
+        if n > 1:
+            sizes = ndimage.sum_labels(valid, lab, np.arange(1, n + 1))
+            valid = np.isin(lab, 1 + np.flatnonzero(sizes >= 0.01 * valid.size))
+    if valid.mean() < 0.02:
+        raise InputError("the median is almost entirely dark: no disc or sky background to search for dust")
+    return valid & ~bad, bool(valid.mean() < 0.98)
+
+
+def darkness_map(median, *, valid=None, exclude=None, box_size=None):
+    """Darkness ``1 − median / background`` with a robust background.
+
+    The background is a median over windows of ``box_size`` pixels of the
+    valid pixels (excluded pixels, sky and defects do not enter it); the
+    darkness is 0 outside ``valid``.
+
+    Parameters
+    ----------
+    median : `numpy.ndarray`
+        2-D image.
+    valid : `numpy.ndarray`, optional
+        Boolean, True where the scene is usable (the disc); everywhere by default.
+    exclude : `numpy.ndarray`, optional
+        Boolean, pixels kept out of the background estimate (known dust).
+    box_size : int, optional
+        Background window in pixels; by default about 1/8 of the smaller
+        side (at least 64).
+
+    Returns
+    -------
+    darkness : `numpy.ndarray`
+        float32, positive where the image is darker than its background.
+    background : `numpy.ndarray`
+        float32 background.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.full((64, 64), 100.0); img[30:34, 30:34] = 90
+    >>> d, bkg = darkness_map(img)
+    >>> round(float(d[31, 31]), 2), round(float(d[5, 5]), 2)
+    (0.1, 0.0)
+    """
+    data = np.asarray(median, dtype=np.float32)
+    if data.ndim != 2:
+        raise InputError(f"the image must be 2-D, got shape {data.shape}")
+    finite = np.isfinite(data)
+    valid = finite if valid is None else (np.asarray(valid, bool) & finite)
+    use = valid if exclude is None else (valid & ~np.asarray(exclude, bool))
+    if box_size is None:
+        box_size = max(64, min(data.shape) // 8)
+    fill = np.where(finite, data, 0).astype(np.float32)
+    background = median_background(fill, use, int(min(box_size, max(data.shape))))
+    safe = np.where(background > 0, background, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        darkness = np.where(valid, 1.0 - fill / safe, 0.0)
+    return np.nan_to_num(darkness, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), background

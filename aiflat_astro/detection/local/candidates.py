@@ -1,0 +1,163 @@
+"""Darkness relative to the background at several scales, and the candidate shadows in it.
+
+At scale ``k`` the background is a median over a window ``WINDOW × d_k``
+(`~.background.median_background`), the darkness ``1 − image/background`` is
+smoothed to the scale (a Gaussian of ``d_k / 6``) and divided by its own local
+robust scatter.  A candidate is a connected region above ``k_lo`` sigmas that
+holds a seed above ``k_hi`` sigmas and whose size belongs to the scale.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from .background import local_sigma, median_background
+
+#: Background window in units of the largest diameter searched at a scale.
+WINDOW = 2.2
+#: Ratio of the largest diameters of successive scales.
+SCALE_RATIO = 2.6
+#: Smallest scale: diameters up to this many pixels.
+FIRST_SCALE = 7.0
+
+
+@dataclass
+class Candidate:
+    """A dark compact region of the median that may be a dust shadow."""
+
+    y: float
+    x: float
+    scale: float                    # largest diameter of the scale it was found at
+    scale_index: int                # index of that scale
+    sl: tuple                       # slices of its patch in the image
+    pix: np.ndarray                 # DUST footprint within the patch (bool)
+    area: float
+    diameter: float                 # equivalent diameter of the filled outline
+    depth: float                    # 75th percentile of the darkness in its core (1 − transmission)
+    z: float                        # peak significance (robust sigmas of its scale)
+    core_area: float = np.inf       # pixels darker than half its depth
+    elongation: float = 1.0
+    ring: float = 0.0               # mean darkness just outside, in sigmas (negative: bright ring)
+    isolation: float = 1.0          # core over its darkest surrounding sector (1 isolated, 0 a lane)
+    context: float = 1.0            # background at its scale / background at a much larger scale
+    edge: float = np.inf            # distance to the limb or the frame edge (px)
+    beta: float = np.nan            # motion: 0 fixed on the sensor, 1 moves with the scene
+    beta_sigma: float = np.nan
+    terms: dict = field(default_factory=dict)
+    confidence: float = 0.0
+
+
+@dataclass
+class ScaleMaps:
+    """Maps of one scale: background, darkness, significance and its scatter."""
+
+    d_max: float
+    background: np.ndarray
+    darkness: np.ndarray
+    smooth: np.ndarray              # darkness smoothed to the scale (what the significance is of)
+    sigma: np.ndarray
+    z: np.ndarray
+
+
+def scale_diameters(d_lo, d_hi):
+    """Largest diameter of each scale, from the smallest speck to ``d_hi``."""
+    out = [max(FIRST_SCALE, 1.5 * d_lo)]
+    while out[-1] < d_hi:
+        out.append(min(out[-1] * SCALE_RATIO, d_hi) if out[-1] * SCALE_RATIO < 1.15 * d_hi else d_hi)
+    return out
+
+
+def scale_maps(data, use, d_max):
+    """Background, darkness and significance at the scale of diameters up to ``d_max``."""
+    window = max(9.0, WINDOW * d_max)
+    bg = median_background(data, use, min(window, max(data.shape)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dark = np.where(use & (bg > 0), 1.0 - data / np.where(bg > 0, bg, 1), 0).astype(np.float32)
+    sigma_g = max(0.7, d_max / 10.0)
+    w = use.astype(np.float32)
+    num = ndimage.gaussian_filter(dark * w, sigma_g, mode="nearest", truncate=3.0)
+    den = ndimage.gaussian_filter(w, sigma_g, mode="nearest", truncate=3.0)
+    smooth = np.where(den > 0.3, num / np.maximum(den, 1e-6), 0).astype(np.float32)
+    sig = local_sigma(smooth, use, block=max(64, 3 * window))
+    return ScaleMaps(d_max, bg, dark, smooth, sig, np.where(use, smooth / sig, 0).astype(np.float32))
+
+
+def components(maps, seedable, *, k_hi, k_lo, min_seed):
+    """Labels of the regions above ``k_lo`` holding at least ``min_seed`` pixels above ``k_hi``."""
+    region = maps.z > k_lo
+    lab, n = ndimage.label(region)
+    if n == 0:
+        return lab, np.zeros(0, np.intp)
+    seeds = np.bincount(lab[(maps.z > k_hi) & seedable], minlength=n + 1)
+    keep = np.flatnonzero(seeds >= min_seed)
+    return lab, keep[keep > 0]
+
+
+def extract(maps, seedable, *, index, d_min, d_cap, k_hi, k_lo, min_seed=2, pad=None):
+    """Candidates of one scale: regions whose filled size lies in ``(d_min, d_cap]``."""
+    lab, ids = components(maps, seedable, k_hi=k_hi, k_lo=k_lo, min_seed=min_seed)
+    if ids.size == 0:
+        return []
+    objects = ndimage.find_objects(lab)
+    out = []
+    for k in ids:
+        sl = objects[k - 1]
+        pix = lab[sl] == k
+        filled = ndimage.binary_fill_holes(pix)
+        diameter = float(np.sqrt(4 * filled.sum() / np.pi))
+        if not d_min < diameter <= d_cap:
+            continue
+        out.append(_candidate(maps, index, sl, pix, diameter, pad))
+    return out
+
+
+def _candidate(maps, index, sl, pix, diameter, pad):
+    """A `Candidate` from a region: centroid of its darkness, depth and peak significance."""
+    h, w = maps.z.shape
+    m = int(np.ceil(pad if pad is not None else 0.75 * diameter + 4))
+    big = (slice(max(sl[0].start - m, 0), min(sl[0].stop + m, h)),
+           slice(max(sl[1].start - m, 0), min(sl[1].stop + m, w)))
+    own = np.zeros((big[0].stop - big[0].start, big[1].stop - big[1].start), bool)
+    own[sl[0].start - big[0].start:sl[0].stop - big[0].start,
+        sl[1].start - big[1].start:sl[1].stop - big[1].start] = pix
+    dark = maps.darkness[big]
+    wgt = np.clip(dark, 0, None) * own
+    if wgt.sum() <= 0:
+        wgt = own.astype(np.float32)
+    cy, cx = ndimage.center_of_mass(wgt)
+    smooth = maps.smooth[big]
+    core = own & (smooth >= 0.5 * smooth[own].max())
+    depth = float(np.percentile(dark[core], 75))
+    return Candidate(y=float(cy + big[0].start), x=float(cx + big[1].start), scale=float(maps.d_max), scale_index=index,
+                     sl=big, pix=own, area=float(own.sum()), diameter=diameter,
+                     depth=depth, core_area=float(np.count_nonzero(own & (dark > 0.5 * depth))), z=float(maps.z[big][own].max()))
+
+
+def merge_scales(per_scale):
+    """One candidate per shadow from the candidates of all scales (smallest scale first).
+
+    A candidate of a larger scale that overlaps smaller ones replaces them when
+    it is much larger than they are (a larger shadow, a clump, or the larger
+    dark structure they were the edge of); otherwise the smaller-scale
+    candidates stand and the larger one is a duplicate.
+    """
+    kept = []
+    for cands in per_scale:
+        for c in cands:
+            hits = [o for o in kept if _overlap(c, o) > 0.3 * min(c.area, o.area)]
+            if hits and c.area < 2.0 * sum(o.area for o in hits):
+                continue
+            kept = [o for o in kept if o not in hits] + [c]
+    return kept
+
+
+def _overlap(a, b):
+    """Number of footprint pixels two candidates share."""
+    y0, y1 = max(a.sl[0].start, b.sl[0].start), min(a.sl[0].stop, b.sl[0].stop)
+    x0, x1 = max(a.sl[1].start, b.sl[1].start), min(a.sl[1].stop, b.sl[1].stop)
+    if y0 >= y1 or x0 >= x1:
+        return 0
+    pa = a.pix[y0 - a.sl[0].start:y1 - a.sl[0].start, x0 - a.sl[1].start:x1 - a.sl[1].start]
+    pb = b.pix[y0 - b.sl[0].start:y1 - b.sl[0].start, x0 - b.sl[1].start:x1 - b.sl[1].start]
+    return int(np.count_nonzero(pa & pb))

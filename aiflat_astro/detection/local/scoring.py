@@ -1,0 +1,109 @@
+"""Confidence of a candidate: evidence terms (log-odds) from significance, shape, context, motion.
+
+Each term is a log-odds contribution; the confidence is the logistic of
+their sum.  The motion test, when the frames decide it, outweighs the rest:
+dust stays on the sensor (``β ≈ 0``), the scene moves (``β ≈ 1``).  Without
+frames (or when they cannot decide) the shape and context alone never give
+more than about 0.9, so such shadows stay close to REVIEW.
+"""
+
+import numpy as np
+
+#: Significance (robust sigmas of its scale) at which a candidate is even odds, median only.
+Z_EVEN = 5.0
+#: Deepest plausible large soft shadow: deeper large dark regions are scene (umbrae).
+MAX_LARGE_DEPTH = 0.35
+#: Diameter (px) above which a shadow is "large" (out of focus, soft, shallow).
+LARGE = 80.0
+#: Real specks are round: elongation (√ eigenvalue ratio) 1.15 median, 1.81 at 95 %.
+ROUND = 1.6
+#: Small specks (below this diameter, px) are sharp and at least this deep (5 % of the real ones: 0.07).
+SMALL, MIN_SMALL_DEPTH = 30.0, 0.05
+#: Most log-odds a "fixed on the sensor" verdict adds (the sensor has its own fixed pattern).
+MOTION_MAX = 3.0
+#: Dust keeps its whole depth in every frame (β ≈ 0); a dip that keeps less than 3/4 of it
+#: (β > 0.25) is partly scene, partly a chance alignment: the verdict turns there.
+BETA_SPLIT = 0.25
+#: Shadows at least this large (px) that the frames cannot decide stay as REVIEW shadows.
+UNDECIDED_LARGE = 20.0
+#: A shadow is blurred by the optics: its core (darker than half its depth) covers at least a
+#: 3 px disc, π 1.5² ≈ 7 px (the smallest real specks, notes §1: 5 % below 3.1 px).  Fewer: a defect.
+MIN_CORE_AREA = 7
+#: A motion measurement decides when its uncertainty is below this.
+BETA_DECISIVE = 0.1
+
+
+def sigmoid(x):
+    """Logistic function."""
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+def significance_term(c):
+    """More sigmas, more belief: +1 log-odds per 1.5 sigma above `Z_EVEN`, capped."""
+    return float(np.clip((c.z - Z_EVEN) / 1.5, -6.0, 4.0))
+
+
+def shape_terms(c):
+    """Shape of real dust: round-ish (fibres allowed but doubted), isolated, a ring, a plausible depth."""
+    terms = {}
+    if c.elongation > ROUND:
+        terms["elongated"] = -2.0 * (c.elongation - ROUND)
+    if c.isolation < 0.6:
+        terms["not isolated"] = -10.0 * (0.6 - c.isolation)
+    elif c.isolation > 0.85:
+        terms["isolated"] = 1.0
+    if c.ring < -2.0:
+        terms["ring"] = 1.0
+    elif c.ring > 1.5:
+        terms["continues outward"] = -0.7 * (c.ring - 1.5)
+    if c.core_area < MIN_CORE_AREA:
+        terms["sharper than a shadow"] = -4.0
+    if c.diameter < SMALL and c.depth < MIN_SMALL_DEPTH:
+        terms["too faint for a speck"] = -(MIN_SMALL_DEPTH - c.depth) / 0.01
+    if c.diameter > LARGE and c.depth > MAX_LARGE_DEPTH:
+        terms["too deep for its size"] = -8.0 * (c.depth - MAX_LARGE_DEPTH) / 0.1
+    return {k: float(np.clip(v, -8.0, 2.0)) for k, v in terms.items()}
+
+
+def context_terms(c, *, has_limb):
+    """Scene context: the edge of a much larger dark (umbra) or bright (plage) structure; the limb."""
+    terms = {}
+    if c.context < 0.9:
+        terms["inside a larger dark structure"] = -25.0 * (0.9 - c.context)
+    if c.context > 1.12 and c.elongation > 1.6:
+        terms["dark lane between bright ridges"] = -20.0 * (c.context - 1.12)
+    if has_limb and c.edge < 0.5 * c.diameter + 8:
+        terms["at the limb"] = -2.0
+    return {k: float(max(v, -10.0)) for k, v in terms.items()}
+
+
+def motion_term(c):
+    """The motion test: log-odds from β and its uncertainty; None when the frames cannot tell."""
+    if not (np.isfinite(c.beta) and np.isfinite(c.beta_sigma)) or c.beta_sigma > BETA_DECISIVE:
+        return None
+    return float(np.clip((BETA_SPLIT - c.beta) / max(c.beta_sigma, 0.05), -10.0, 10.0))
+
+
+def score(c, *, has_limb, frames_used):
+    """Fill ``c.terms`` and ``c.confidence``."""
+    c.terms = {"significance": significance_term(c)}
+    c.terms.update(shape_terms(c))
+    c.terms.update(context_terms(c, has_limb=has_limb))
+    logit = sum(c.terms.values())
+    motion = motion_term(c) if frames_used else None
+    if motion is not None:
+        c.terms["motion"] = motion
+        # the frames decide whether it moves; they do not make a faint or misshapen dip a speck:
+        # what stays on the sensor must still stand out as dust does
+        logit = min(motion, MOTION_MAX) + logit if motion > 0 else motion + min(logit, 0.5)
+    else:
+        logit = min(logit, 2.2)
+        if frames_used:
+            # the frames were given but cannot tell here (too faint, at the limb): left for review
+            # (too faint, at the edge of what the frames cover): a small speck is left out (the
+            # frames resolve any speck that is there), a large soft shadow is left for review
+            cap = 1.0 if c.diameter >= UNDECIDED_LARGE and np.isfinite(c.beta) else -0.1
+            c.terms["unverified"] = min(0.0, cap - logit)
+            logit = min(logit, cap)
+    c.confidence = float(sigmoid(logit))
+    return c

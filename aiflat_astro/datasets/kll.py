@@ -113,7 +113,7 @@ def _disc(shape, radius):
 
 def make_kll_set(*, shape=(1024, 1024), n_frames=16, min_offset=5.0, max_offset=330.0,
                  disc_radius=None, prnu=0.01, vignetting=0.05, n_dust=6, level=80000.0,
-                 read_noise=10.0, transparency=0.02, seeing=1.0, seed=None):
+                 read_noise=10.0, transparency=0.02, seeing=1.0, scene_style="realistic", seed=None):
     """Render an off-pointed (KLL) set of full-disc frames with a known gain table.
 
     The scene is a solar disc (limb-darkened, with the granulation, sunspots,
@@ -149,6 +149,10 @@ def make_kll_set(*, shape=(1024, 1024), n_frames=16, min_offset=5.0, max_offset=
         Gaussian sigma (px) of the seeing and optics blur of the scene (a
         full-disc image at about 1 arcsec/px under 2 arcsec seeing).
         Default 1.0.
+    scene_style : {'realistic', 'soft'}, optional
+        The disc texture's style (`~aiflat_astro.datasets.make_solar_scene`):
+        the realistic default, or the former soft scene (the figures of
+        ``docs/measured.rst`` were measured on it).
     seed : int or `numpy.random.Generator`, optional
 
     Returns
@@ -169,7 +173,7 @@ def make_kll_set(*, shape=(1024, 1024), n_frames=16, min_offset=5.0, max_offset=
     radius = float(disc_radius) if disc_radius is not None else 0.42 * min(shape)
     margin = int(np.ceil(np.abs(shifts).max())) + 8
     canvas = (shape[0] + 2 * margin, shape[1] + 2 * margin)
-    texture = make_solar_scene(canvas, limb=False, features=True, seed=rng)
+    texture = make_solar_scene(canvas, limb=False, features=True, style=scene_style, seed=rng)
     scene = texture * _disc(canvas, radius)
     if seeing:
         scene = ndimage.gaussian_filter(scene, float(seeing))

@@ -60,6 +60,7 @@ def _pooled(results):
 
 
 @pytest.mark.parametrize("name", ["solar_static", "solar_drift"])
+@pytest.mark.slow
 def test_solar_recall_and_false_shadows(tmp_path_factory, name):
     """Recall >= 0.97 of shadows deeper than 5 sigma; <= 1 false shadow per megapixel."""
     results = _evaluate(tmp_path_factory, name)
@@ -71,6 +72,7 @@ def test_solar_recall_and_false_shadows(tmp_path_factory, name):
     assert np.mean([r["pixel_iou"] for r in results]) > 0.6
 
 
+@pytest.mark.slow
 def test_deepsky_donut_recall(tmp_path_factory):
     """Deep-sky donut recall >= 0.9, and no false donut."""
     results = _evaluate(tmp_path_factory, "deepsky")
@@ -80,12 +82,14 @@ def test_deepsky_donut_recall(tmp_path_factory):
     assert false <= np.floor(1.0 * mpix), results
 
 
+@pytest.mark.slow
 def test_dust_free_control(tmp_path_factory):
     """No shadow at all on a dust-free video of the same scene."""
     results = _evaluate(tmp_path_factory, "control")
     assert [r["n_detected"] for r in results] == [0] * len(SEEDS)
 
 
+@pytest.mark.slow
 def test_large_soft_shadows_are_covered(tmp_path):
     """Two 52-57 px soft-edged shadows (seed 123): the local baseline is taken outside their wings.
 

@@ -32,6 +32,7 @@ def _detect(path, median, refine):
         return detect_dust(median, frames=path, f_ratio=30, pixel_size=3.75, refine_extent=refine)
 
 
+@pytest.mark.slow
 def test_refined_extent_covers_large_soft_shadows_and_centres_them(tmp_path):
     """Seed 123: two 52-57 px shadows; first measurement 64 % and 73 % covered, centres 1-2 px off."""
     path, truth, median = _simulate(tmp_path, 123)
@@ -48,6 +49,7 @@ def test_refined_extent_covers_large_soft_shadows_and_centres_them(tmp_path):
     assert det.provenance["params"]["EXTPROF"] is True
 
 
+@pytest.mark.slow
 def test_refined_extent_frees_a_neighbour_the_first_outline_swallowed(tmp_path):
     """Seed 180: the first outline of a 52 px shadow also covers a 17 px one 59 px away, whose own
     candidate is then dropped as a duplicate; with the refined outline it is a shadow of its own."""

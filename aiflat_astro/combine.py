@@ -52,8 +52,8 @@ log = logging.getLogger(__name__)
 _STRIP_TARGET = 32 * 1024**2
 #: Smallest block read per frame and strip that we aim at (fewer, larger reads).
 _MIN_BLOCK = 64 * 1024
-#: Size of the per-thread transposed buffer (fits in L2/L3 cache).
-_CHUNK_BYTES = 1024**2
+#: Size of each per-thread staging / transposed buffer (both fit in the L2 cache).
+_CHUNK_BYTES = 256 * 1024
 #: Keywords never copied from the source's summary header.
 _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "NAXIS4", "EXTEND",
                "BZERO", "BSCALE", "BLANK", "PCOUNT", "GCOUNT", "XTENSION", "CHECKSUM", "DATASUM",
@@ -282,9 +282,11 @@ def _plan_rows(n, height, row_elems, itemsize, work_itemsize, *, mem_bytes, fixe
     row_bytes = n * row_elems * itemsize          # one row of every selected frame
     # two strip buffers (combined / read ahead), a transient copy some sources make, float64 temps
     per_row = 3 * row_bytes + 8 * row_elems * 3
-    # per-thread transposed buffers: about _CHUNK_BYTES each, never more than the whole stack
+    # per-thread staging and transposed buffers: about _CHUNK_BYTES each, never more than
+    # the whole stack
     chunk = min(n_workers * max(_CHUNK_BYTES, n * work_itemsize),
                 n * height * row_elems * work_itemsize)
+    chunk += min(n_workers * max(_CHUNK_BYTES, n * itemsize), n * height * row_elems * itemsize)
     budget = mem_bytes - fixed_bytes - chunk
     if budget < per_row:
         need = fixed_bytes + chunk + per_row
@@ -436,6 +438,11 @@ def _lanes_median(block, target, offsets, a, b, work_dtype):
     even = n % 2 == 0
     kth = k + 1 if even else k
     lanes = max(1, _CHUNK_BYTES // (n * work_dtype.itemsize))
+    # The strip's rows (one per frame) are a power-of-two-ish stride apart: gathering a
+    # pixel's values straight from them thrashes the cache (about 200 Melem/s).  Copying
+    # the chunk's rows into a small contiguous block first, then transposing that block,
+    # runs at memory-copy speed (see docs/median.rst, "Speed").
+    rows = np.empty((n, min(lanes, b - a)), dtype=block.dtype)
     buf = np.empty((min(lanes, b - a), n), dtype=work_dtype)
     is_float = work_dtype.kind == "f"
     # Integers of up to 16 bits, their sums and half-sums are exact in float32:
@@ -443,8 +450,10 @@ def _lanes_median(block, target, offsets, a, b, work_dtype):
     exact32 = not is_float and work_dtype.itemsize <= 2 and not offsets
     for c0 in range(a, b, lanes):
         c1 = min(b, c0 + lanes)
+        staged = rows[:, :c1 - c0]
+        staged[...] = block[:, c0:c1]
         work = buf[:c1 - c0]
-        work[...] = block[:, c0:c1].T
+        work[...] = staged.T
         work.partition(kth, axis=1)
         upper = work[:, kth]
         if exact32:

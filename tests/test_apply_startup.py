@@ -42,6 +42,7 @@ def test_package_and_command_line_start_without_astropy():
     assert out == "[]"
 
 
+@pytest.mark.slow
 def test_public_names_still_resolve_lazily():
     out = _run("import sys, aiflat_astro as a; d = a.DustDQ; r = a.read_ser; e = a.InputError; "
                "print(a.io.SERReader is a.SERReader, issubclass(e, ValueError), int(d.DUST), "
@@ -67,6 +68,7 @@ def test_dustdq_is_built_once_from_dq_bits():
 
 
 @pytest.mark.parametrize("order", ["aiflat first", "astropy first", "io.ser first"])
+@pytest.mark.slow
 def test_ccddata_ser_format_registered_in_any_import_order(tmp_path, order):
     path = tmp_path / "v.ser"
     _video(path)

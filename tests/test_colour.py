@@ -69,6 +69,7 @@ def test_make_flat_accepts_an_rgb_median(videos):
         make_flat(np.zeros((4, 16, 16)), np.zeros((4, 16, 16), bool))
 
 
+@pytest.mark.slow
 def test_rgb_video_end_to_end(videos):
     """`run` on an RGB SER: a 2-D flat as good as the mono video's, an RGB SER calibrated alike in 3 channels."""
     d, truth, rgb = videos
@@ -98,6 +99,7 @@ def test_rgb_video_end_to_end(videos):
     np.testing.assert_array_equal(frame, expected.astype(np.uint16))
 
 
+@pytest.mark.slow
 def test_raw_bayer_video_end_to_end(videos):
     """A raw RGGB mosaic: the filter pattern is divided out to find and measure the dust; the flat fits the mosaic."""
     d, truth, _ = videos

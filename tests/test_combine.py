@@ -132,6 +132,77 @@ class TestExactness:
         assert "median" in capsys.readouterr().err
 
 
+class TestExactnessProperties:
+    """Property-style checks: random stacks over dtypes, counts, ties, extremes and layouts."""
+
+    DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.float32,
+              np.float64]
+
+    @staticmethod
+    def _random_stack(rng, dtype, n, shape):
+        dtype = np.dtype(dtype)
+        if dtype.kind == "f":
+            kind = rng.integers(3)
+            if kind == 0:  # many ties
+                return rng.integers(-3, 4, size=(n,) + shape).astype(dtype)
+            stack = rng.normal(0, 1e3, size=(n,) + shape).astype(dtype)
+            if kind == 2:
+                stack[rng.random(stack.shape) < 0.02] = np.nan
+            return stack
+        info = np.iinfo(dtype)
+        kind = rng.integers(3)
+        if kind == 0:  # few distinct values: ties everywhere
+            values = rng.integers(info.min, info.max, size=3, endpoint=True, dtype=dtype)
+            return rng.choice(np.append(values, [info.min, info.max]).astype(dtype),
+                              size=(n,) + shape)
+        if kind == 1:  # only the extreme values (0 and 65535 for uint16)
+            return np.where(rng.random((n,) + shape) < 0.5, info.min, info.max).astype(dtype)
+        return rng.integers(info.min, info.max, size=(n,) + shape, endpoint=True, dtype=dtype)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_random_stacks(self, dtype):
+        rng = np.random.default_rng(np.dtype(dtype).num)
+        for trial in range(12):
+            n = int(rng.integers(1, 41)) if trial > 1 else trial + 1  # n = 1, 2 and random
+            shape = (int(rng.integers(1, 23)), int(rng.integers(1, 31)))
+            stack = self._random_stack(rng, dtype, n, shape)
+            _assert_exact(median_combine(stack), _reference(stack))
+
+    @pytest.mark.parametrize("n", [63, 64])
+    def test_extremes_uint16(self, n):
+        """0 and 65535 in the middle order statistics: the even average must not overflow."""
+        stack = np.zeros((n, 9, 11), np.uint16)
+        stack[n // 2:] = 65535
+        stack[:, 0, 0] = 65535
+        stack[:, 1, :] = np.arange(n, dtype=np.uint16)[:, None] * 1000
+        _assert_exact(median_combine(stack), _reference(stack))
+
+    @pytest.mark.parametrize("n", [29, 30])
+    @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+    def test_uneven_strips_and_chunks(self, n, dtype, monkeypatch):
+        """Strips whose rows, and chunks whose lanes, do not divide the frame evenly."""
+        monkeypatch.setattr(combine, "_STRIP_TARGET", 1)
+        monkeypatch.setattr(combine, "_MIN_BLOCK", 7 * 13 * np.dtype(dtype).itemsize)  # 7 rows
+        monkeypatch.setattr(combine, "_CHUNK_BYTES", 1)  # one lane per chunk: n values
+        stack = self._random_stack(np.random.default_rng(n), dtype, n, (45, 13))
+        _assert_exact(median_combine(stack), _reference(stack))
+        monkeypatch.setattr(combine, "_CHUNK_BYTES", 11 * n * 8)  # 11 (or 22, 44) lanes a chunk
+        _assert_exact(median_combine(stack), _reference(stack))
+
+    @pytest.mark.parametrize("n", [40, 41])
+    def test_uneven_strips_ser(self, tmp_path, n, monkeypatch):
+        """The positional-read path with strips and chunks that do not divide the frame."""
+        monkeypatch.setattr(combine, "_STRIP_TARGET", 1)
+        monkeypatch.setattr(combine, "_MIN_BLOCK", 5 * 31 * 2)  # 5-row strips of 33 rows
+        monkeypatch.setattr(combine, "_CHUNK_BYTES", 17 * n * 2)  # 17 lanes a chunk
+        stack = np.random.default_rng(n).integers(0, 65536, size=(n, 33, 31), dtype=np.uint16)
+        stack[:, :3] = np.uint16(65535)
+        stack[:, 3:6] = 0
+        path = tmp_path / "v.ser"
+        write_ser(path, stack, pixel_depth=16)
+        _assert_exact(median_combine(path), _reference(stack))
+
+
 class TestSources:
     """SER videos, FITS cubes, FITS files and open frame sources."""
 

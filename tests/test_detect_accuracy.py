@@ -68,6 +68,7 @@ def _pooled(results):
 
 @_NOT_MET
 @pytest.mark.parametrize("name", ["solar_static", "solar_drift"])
+@pytest.mark.slow
 def test_solar_recall_and_false_shadows(tmp_path_factory, name):
     """Recall >= 0.97 of shadows deeper than 5 sigma; <= 1 false shadow per megapixel."""
     results = _evaluate(tmp_path_factory, name)
@@ -80,6 +81,7 @@ def test_solar_recall_and_false_shadows(tmp_path_factory, name):
 
 
 @_NOT_MET
+@pytest.mark.slow
 def test_deepsky_donut_recall(tmp_path_factory):
     """Deep-sky donut recall >= 0.9, and no false donut."""
     results = _evaluate(tmp_path_factory, "deepsky")
@@ -90,6 +92,7 @@ def test_deepsky_donut_recall(tmp_path_factory):
 
 
 @_NOT_MET
+@pytest.mark.slow
 def test_dust_free_control(tmp_path_factory):
     """No shadow at all on a dust-free video of the same scene."""
     results = _evaluate(tmp_path_factory, "control")
@@ -97,6 +100,7 @@ def test_dust_free_control(tmp_path_factory):
 
 
 @_NOT_MET
+@pytest.mark.slow
 def test_large_soft_shadows_are_covered(tmp_path):
     """Two 52-57 px soft-edged shadows (seed 123): the local baseline is taken outside their wings.
 

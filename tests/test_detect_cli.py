@@ -31,6 +31,7 @@ def _one_error_line(capsys, command):
     return err
 
 
+@pytest.mark.slow
 def test_detect_all_outputs_and_evaluate(tmp_path, sim, capsys):
     video, truth, median = sim
     out = {k: tmp_path / f"dust.{k}" for k in ("fits", "ecsv", "reg", "png")}

@@ -106,6 +106,7 @@ def test_apply_command_single_and_several(median_and_mask, video, tmp_path, caps
     assert main(["apply", str(flat_path), str(src), str(cube), "-o", str(tmp_path / "outdir")]) == 1  # exists
 
 
+@pytest.mark.slow
 def test_run_reuses_and_recomputes(video, tmp_path, capsys):
     src, truth_path, _ = video
     out = tmp_path / "run"
@@ -185,6 +186,7 @@ def test_demo_small(tmp_path, monkeypatch, capsys):
     assert "reusing" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_demo_full_under_two_minutes(tmp_path, capsys):
     t0 = time.perf_counter()

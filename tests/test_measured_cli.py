@@ -64,6 +64,7 @@ def test_flat_measured_needs_video(products, capsys):
     assert "needs the video" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_measured_writes_drift_plot(products, tmp_path):
     """``aiflat run --inpaint measured`` leaves the drift plot next to its products."""
     out = tmp_path / "out"

@@ -89,6 +89,7 @@ def fixture_still(tmp_path_factory):
 class TestTarget:
     """The accuracy target on a drifting video."""
 
+    @pytest.mark.slow
     def test_flat_error_inside_shadows(self, drifting, measured_flat):
         """Measured flat: rms error <= 0.5 % inside the shadows and >= 3x better than local."""
         path, truth, median, detection = drifting
@@ -152,6 +153,7 @@ class TestMeasureTransmission:
         assert mt.shadows.meta["drift"]["n_registered"] == 100
         json.dumps(mt.provenance())
 
+    @pytest.mark.slow
     def test_plain_profile_and_median(self, drifting, measurement):
         """Without the radial denoising, and with plain medians, still well under 0.5 %."""
         path, truth, _, detection = drifting
@@ -164,6 +166,7 @@ class TestMeasureTransmission:
             err = mt.transmission[dust] - truth.transmission[dust]
             assert np.sqrt(np.mean(err**2)) <= 0.004
 
+    @pytest.mark.slow
     def test_memory_limit_uses_fewer_frames(self, drifting):
         """A small memory limit: fewer frames, spread over the video (truth shifts given)."""
         path, truth, _, detection = drifting
@@ -189,6 +192,7 @@ class TestMeasureTransmission:
 class TestFallback:
     """Shadows the drift does not uncover fall back to local interpolation."""
 
+    @pytest.mark.slow
     def test_no_drift_falls_back_to_local(self, still):
         """No drift: a warning says so and the flat is exactly the local flat."""
         path, truth, median, detection = still
@@ -203,6 +207,7 @@ class TestFallback:
         assert all(rec["reason"] for rec in info["shadows"])
         assert info["drift"]["summary"]["extent_minor_px"] < 8
 
+    @pytest.mark.slow
     def test_partial_drift(self, tmp_path_factory):
         """A 20 px drift uncovers the small shadows only; the others are interpolated."""
         path, truth, median, detection = _video(tmp_path_factory, "drift20", n_frames=60,
@@ -264,6 +269,7 @@ class TestCatalog:
 
 
 class TestSurvey:
+    @pytest.mark.slow
     def test_undetected_dust_is_found_and_kept_out(self, drifting, measurement):
         """Shadows missing from the mask are found by the survey and do not bias the others."""
         path, truth, _, _ = drifting
@@ -289,6 +295,7 @@ class TestSurvey:
         assert results[False][0] > 1.5 * results[True][0]
 
 
+@pytest.mark.slow
 def test_array_frames_with_nan_and_defects(tmp_path):
     """A float cube with NaN pixels and hot pixels (flagged as invalid) is measured cleanly."""
     from aiflat_astro.io import open_frames

@@ -75,6 +75,7 @@ class TestRegisterFrames:
         assert drift.frame_index.tolist() == list(range(60))
         assert drift.n_frames == 60
 
+    @pytest.mark.slow
     def test_static_features_found_without_mask(self, drifting):
         """Without a dust mask, small deep shadows lock a plain correlation at zero shift.
 

@@ -287,6 +287,8 @@ def _edge_slack(r, rc, prof):
     two pixels) its value departs from the profile at its centre's radius by
     that much, which is sampling, not a scene feature.
     """
+    rc, first = np.unique(rc, return_index=True)  # the grid may repeat a radius: no slope across it
+    prof = np.asarray(prof)[first]
     slope = np.abs(np.gradient(prof, rc)) if rc.size > 1 else np.zeros(rc.size)
     return _PIXEL_SLACK * np.interp(r, rc, slope)
 

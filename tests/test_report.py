@@ -37,7 +37,7 @@ def sim_run(tmp_path_factory):
     """A small simulated video and its ``aiflat run`` folder (report written by the run)."""
     base = tmp_path_factory.mktemp("report_sim")
     video = base / "sim.ser"
-    assert main(["-q", "simulate", "-o", str(video), "--shape", "256x320", "--frames", "20", "--dust", "8",
+    assert main(["-q", "simulate", "-o", str(video), "--shape", "256x320", "--frames", "20", "--dust", "20",
                  "--seed", "3"]) == 0
     out = base / "out"
     assert main(["-q", "run", str(video), "-o", str(out)]) == 0
@@ -348,7 +348,7 @@ def test_demo_writes_the_report(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(demo, "DEMO_SIMULATION", {**demo.DEMO_SIMULATION, "shape": (128, 160), "n_frames": 16,
                                                   "n_dust": 4})
-    assert main(["-q", "demo", str(tmp_path / "d")]) == 0
+    assert main(["demo", str(tmp_path / "d")]) == 0  # not -q: it silences the result lines
     text = capsys.readouterr().out
     assert f"open {tmp_path / 'd' / 'report.html'} in a browser" in text
     data, _ = _report_data(tmp_path / "d" / "report.html")

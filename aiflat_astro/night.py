@@ -230,12 +230,10 @@ def median_band_task(videos, selections, rows, part, *, byte_order, mem_limit):
 def flat_task(outdir, videos, selections, *, key_median, detector, inpaint, f_ratio, pixel_size, floor,
               detector_options, inpaint_options, byte_order, mem_limit, overwrite, need_side):
     """Mask, side products and flat from the shared median (reusing those that are up to date)."""
-    from astropy.io import fits
-
     from .detection._base import detect_dust
     from .flat import make_flat
-    from .io.fits import read_flat, read_mask, read_median, write_flat, write_mask
-    from .pipeline import _KEY, _KEY_COMMENT, PRODUCTS, _reuse, _side_products
+    from .io.fits import read_flat, read_mask, read_median, write_flat
+    from .pipeline import _KEY, _KEY_COMMENT, PRODUCTS, _reuse, _side_products, _write_mask
 
     outdir = Path(outdir)
     paths = {name: outdir / fname for name, fname in PRODUCTS.items()}
@@ -257,12 +255,7 @@ def flat_task(outdir, videos, selections, *, key_median, detector, inpaint, f_ra
             if frames_used is not frames:
                 notes.append(f"motion test of the detector on the frames of {Path(videos[0]).name} only: "
                              "the videos do not register together")
-            header = fits.Header()
-            for card in ("OBSERVER", "INSTRUME", "TELESCOP", "DATE-OBS", "NCOMBINE"):
-                if card in median.meta:
-                    header[card] = median.meta[card]
-            header[_KEY] = (key_mask, _KEY_COMMENT)
-            write_mask(paths["mask"], detection, overwrite=True, header=header)
+            _write_mask(paths["mask"], detection, median, key_mask)
             computed.append("mask")
         if need_side or "mask" in computed:
             _side_products(detection, median, paths)

@@ -119,6 +119,20 @@ def _write_median(path, median, key):
         hdul.writeto(tmp, checksum=True)
 
 
+def _write_mask(path, detection, median, key):
+    """mask.fits with the median's observation cards and the step key."""
+    from astropy.io import fits
+
+    from .io.fits import write_mask
+
+    header = fits.Header()
+    for card in ("OBSERVER", "INSTRUME", "TELESCOP", "DATE-OBS", "NCOMBINE"):
+        if card in median.meta:
+            header[card] = median.meta[card]
+    header[_KEY] = (key, _KEY_COMMENT)
+    write_mask(path, detection, overwrite=True, header=header)
+
+
 def _reuse(path, key, reader, overwrite):
     """Read the product at ``path`` if its recorded step key is ``key``; else None.
 
@@ -234,7 +248,7 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
     from .combine import median_combine
     from .detection._base import detect_dust
     from .flat import make_flat
-    from .io.fits import read_flat, read_mask, read_median, write_flat, write_mask
+    from .io.fits import read_flat, read_mask, read_median, write_flat
 
     video = Path(video)
     if not video.is_file():
@@ -281,12 +295,7 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
     if detection is None:
         detection = detect_dust(median, detector=detector, frames=video, f_ratio=f_ratio, pixel_size=pixel_size,
                                 **(detector_options or {}))
-        header = fits.Header()
-        for card in ("OBSERVER", "INSTRUME", "TELESCOP", "DATE-OBS", "NCOMBINE"):
-            if card in median.meta:
-                header[card] = median.meta[card]
-        header[_KEY] = (key_mask, _KEY_COMMENT)
-        write_mask(paths["mask"], detection, overwrite=True, header=header)
+        _write_mask(paths["mask"], detection, median, key_mask)
         computed.append("mask")
     side_key = params_hash({"step": "side", "mask": key_mask})
     side = ("catalog", "regions", "preview")

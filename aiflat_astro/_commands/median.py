@@ -3,20 +3,9 @@
 import time
 
 from ..utils._atomic import atomic_output, check_output_path, parse_size
+from ._checks import positive_int
 
 __all__ = ["add_parser", "run"]
-
-
-def _positive_int(text):
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_parser(subparsers):
@@ -31,9 +20,9 @@ def add_parser(subparsers):
                    help="a SER video, a FITS cube, FITS files or a folder of them")
     p.add_argument("-o", "--output", required=True, metavar="MEDIAN.fits",
                    help="output FITS file")
-    p.add_argument("--max-frames", type=_positive_int, metavar="N",
+    p.add_argument("--max-frames", type=positive_int, metavar="N",
                    help="use at most N frames (the first N, after --step)")
-    p.add_argument("--step", type=_positive_int, default=1, metavar="K",
+    p.add_argument("--step", type=positive_int, default=1, metavar="K",
                    help="use every K-th frame, starting with the first (default: 1)")
     p.add_argument("--mem-limit", default="256MB", metavar="SIZE",
                    help="working-memory limit, e.g. 256MB, 1GiB (default: 256MB)")

@@ -207,14 +207,20 @@ def _add_facula(img, rng, yc, xc, size, amplitude):
     img[box] *= (1 + amplitude * env * field / 2).astype(np.float32)
 
 
-def _solar_scene(shape, rng, *, limb, features, granule_size, granulation):
-    """The solar scene and the geometry of its disc (cy, cx, radius)."""
+def _limb_darkened_disc(shape, rng, limb):
+    """Disc geometry ``(cy, cx, radius)``, the distance ``r`` from its centre, and its limb darkening."""
     h, w = shape
     cy, cx, radius = _disc_geometry(shape, rng, limb)
     yy, xx = np.ogrid[0:h, 0:w]
     r = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2, dtype=np.float32)
     mu = np.sqrt(np.clip(1 - (r / radius) ** 2, 0, 1))
-    disc = 1 - LIMB_DARKENING * (1 - mu)
+    return cy, cx, radius, r, 1 - LIMB_DARKENING * (1 - mu)
+
+
+def _solar_scene(shape, rng, *, limb, features, granule_size, granulation):
+    """The solar scene and the geometry of its disc (cy, cx, radius)."""
+    h, w = shape
+    cy, cx, radius, r, disc = _limb_darkened_disc(shape, rng, limb)
     img = (1 + _granulation(shape, rng, granule_size, granulation)).astype(np.float32) * disc
     r_disc = r - radius                                 # < 0 on the disc
     if features:
@@ -271,11 +277,7 @@ def _solar_scene_real(shape, rng, *, limb, granule_size=6.0, granulation=0.03):
     they fit a small frame.
     """
     h, w = shape
-    cy, cx, radius = _disc_geometry(shape, rng, limb)
-    yy, xx = np.ogrid[0:h, 0:w]
-    r = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2, dtype=np.float32)
-    mu = np.sqrt(np.clip(1 - (r / radius) ** 2, 0, 1))
-    disc = 1 - LIMB_DARKENING * (1 - mu)
+    cy, cx, radius, r, disc = _limb_darkened_disc(shape, rng, limb)
     img = (1 + _granulation_grid(shape, rng, granule_size, granulation)).astype(np.float32) * disc
     img *= 1 + _MOTTLES * _smooth_noise(rng, shape, 3.0)             # chromospheric mottles
     img *= 1 + _large_scale(shape, rng, 0.02)

@@ -200,3 +200,24 @@ def test_darkness_map_background_and_exclusion():
     d, bkg = darkness_map(image)
     assert d[64, 64] == pytest.approx(0.1, abs=0.01) and abs(d[10, 10]) < 0.005
     assert bkg.shape == image.shape
+
+
+def test_corner_of_the_limb_gives_no_centroid_offsets(tmp_path):
+    """A field that shows only a corner of the limb: the circle fits slide by tens of pixels from
+    frame to frame (their radii with them), so the motion test must use the registration."""
+    import warnings
+
+    from aiflat_astro.datasets import make_dusty_video
+    from aiflat_astro.detection.local import motion
+
+    path = tmp_path / "corner.ser"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        make_dusty_video(path, shape=(512, 640), n_frames=8, jitter=1.0, seed=2024)
+    source, own = motion.open_source(path, (512, 640))
+    try:
+        assert motion.disc_offsets(source, np.arange(8)) is None
+        idx, shifts, method = motion.scene_shifts(source, np.arange(8), np.zeros((512, 640), bool))
+    finally:
+        source.close()
+    assert method == "registration" and np.sqrt(np.mean(shifts**2)) < 3

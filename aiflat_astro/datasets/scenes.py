@@ -264,7 +264,7 @@ def _add_plage(img, rng, yc, xc, size, amplitude):
     img[box] *= (1 + amplitude * env * blobs * (0.4 + ridges) / 1.4).astype(np.float32)
 
 
-def _solar_scene_real(shape, rng, *, limb, granule_size=6.0, granulation=0.03):
+def _solar_scene_real(shape, rng, *, limb, granule_size=6.0, granulation=0.03, texture=1.0):
     """The realistic solar scene, its disc geometry and the list of its dust look-alikes.
 
     Features have sizes in pixels (not fractions of the frame), as on a real
@@ -274,12 +274,15 @@ def _solar_scene_real(shape, rng, *, limb, granule_size=6.0, granulation=0.03):
     plage ridges 7–14 px apart with dark lanes between them, filaments
     80–400 px long, faculae, smooth large-scale brightness changes (2 %
     rms), and the limb.  Sizes are capped so that
-    they fit a small frame.
+    they fit a small frame.  ``texture`` scales the granulation and the
+    mottles (1: a single sharp frame; the temporal median of a video keeps
+    less of them, `aiflat_astro.datasets.simulate.MEDIAN_TEXTURE`).
     """
     h, w = shape
     cy, cx, radius, r, disc = _limb_darkened_disc(shape, rng, limb)
-    img = (1 + _granulation_grid(shape, rng, granule_size, granulation)).astype(np.float32) * disc
-    img *= 1 + _MOTTLES * _smooth_noise(rng, shape, 3.0)             # chromospheric mottles
+    grain = _granulation_grid(shape, rng, granule_size, texture * granulation)
+    img = (1 + grain).astype(np.float32) * disc
+    img *= 1 + texture * _MOTTLES * _smooth_noise(rng, shape, 3.0)   # chromospheric mottles
     img *= 1 + _large_scale(shape, rng, 0.02)
     r_disc = r - radius
     scale, mpx = min(shape), h * w / 1e6

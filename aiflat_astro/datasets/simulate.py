@@ -41,6 +41,11 @@ FULL_WELL = 15000.0
 READ_NOISE = 2.5
 #: Start of the simulated recording (UTC) and the default frame rate (Hz).
 START_TIME = "2024-06-21T09:00:00"
+#: Granulation and mottles of the 'solar' scene relative to a single sharp frame's (3 %, 4 % rms):
+#: what a temporal median of a video keeps of them.  Set so that the median's darkness scatter
+#: (1 - median / 25 px median filter) is the real dusty median's, ~0.011 (notes, real-dust.md §1:
+#: the notes' k = 8 threshold finds 94 % there); 1.0 gave 0.045 (bench_simulate_calibration.py).
+MEDIAN_TEXTURE = 0.2
 
 _EXTENSIONS = ("LABELS", "VIGNET", "SCENE", "SHADOWS", "SHIFTS", "PARAMS")
 
@@ -186,7 +191,7 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
                      jitter=1.0,
                      bit_depth=12, noise=True, level=0.55, limb=True, dust_free=False, seed=0,
                      dust_seed=None, frame_rate=50.0, truth_path=None, overwrite=False,
-                     progress_bar=False):
+                     progress_bar=False, texture=None):
     """Write a simulated dusty SER video and return its ground truth.
 
     A static scene is sampled on a grid larger than the sensor, shifted per
@@ -262,6 +267,13 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
         Replace existing output files.
     progress_bar : bool, optional
         Show a tqdm progress bar.
+    texture : float, optional
+        ``'solar'`` regime: contrast of the granulation and mottles relative to
+        a single sharp frame's (3 % and 4 % rms).  Default `MEDIAN_TEXTURE`
+        (0.2): what a temporal median keeps, calibrated so that the median's
+        darkness scatter at the pixel scale is the real dusty median's (about
+        1.1 %, see ``docs/simulate.rst``); 1.0 gives the former, four times
+        rougher scene.
 
     Returns
     -------
@@ -310,7 +322,9 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     big_shape = (h + 2 * margin, w + 2 * margin)
     features = []
     if regime == "solar":
-        big, (cy, cx, radius), features = _solar_scene_real(big_shape, rng_scene, limb=limb)
+        texture = MEDIAN_TEXTURE if texture is None else float(texture)
+        big, (cy, cx, radius), features = _solar_scene_real(big_shape, rng_scene, limb=limb,
+                                                            texture=texture)
         for f in features:
             f["y"], f["x"] = f["y"] - margin, f["x"] - margin     # sensor coordinates at zero shift
     if regime == "solar-soft":

@@ -20,6 +20,8 @@ WINDOW = 2.2
 SCALE_RATIO = 2.6
 #: Smallest scale: diameters up to this many pixels.
 FIRST_SCALE = 7.0
+#: A region too large for its scale is cut at this fraction of its peak significance (`core_of`).
+CORE_LEVEL = 0.5
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Candidate:
     beta_sigma: float = np.nan
     terms: dict = field(default_factory=dict)
     confidence: float = 0.0
+    children: list = field(default_factory=list)    # smaller-scale candidates it replaced
 
 
 @dataclass
@@ -104,12 +107,37 @@ def extract(maps, seedable, *, index, d_min, d_cap, k_hi, k_lo, min_seed=2, pad=
     for k in ids:
         sl = objects[k - 1]
         pix = lab[sl] == k
-        filled = ndimage.binary_fill_holes(pix)
-        diameter = float(np.sqrt(4 * filled.sum() / np.pi))
+        diameter = _filled_diameter(pix)
+        if diameter > d_cap:
+            sl, pix, diameter = core_of(maps, sl, pix, k_hi=k_hi)
         if not d_min < diameter <= d_cap:
             continue
         out.append(_candidate(maps, index, sl, pix, diameter, pad))
     return out
+
+
+def _filled_diameter(pix):
+    """Equivalent diameter of a region with its holes filled."""
+    return float(np.sqrt(4 * ndimage.binary_fill_holes(pix).sum() / np.pi))
+
+
+def core_of(maps, sl, pix, *, k_hi):
+    """The part of a too-large region around its peak that is above half the peak significance.
+
+    A speck that touches the scene's texture at the low hysteresis level joins
+    it into one region far larger than the speck; its core (above half its
+    peak, and above ``k_hi``) is the speck.  Returns ``(slices, pixels, diameter)``.
+    """
+    z = np.where(pix, maps.z[sl], 0)
+    peak = np.unravel_index(np.argmax(z), z.shape)
+    lab, _ = ndimage.label(z > max(k_hi, CORE_LEVEL * z[peak]))
+    core = lab == lab[peak]
+    if not lab[peak]:
+        return sl, pix, np.inf
+    inner = ndimage.find_objects(core.astype(np.int8))[0]
+    sub = (slice(sl[0].start + inner[0].start, sl[0].start + inner[0].stop),
+           slice(sl[1].start + inner[1].start, sl[1].start + inner[1].stop))
+    return sub, core[inner], _filled_diameter(core[inner])
 
 
 def _candidate(maps, index, sl, pix, diameter, pad):
@@ -140,7 +168,10 @@ def merge_scales(per_scale):
     A candidate of a larger scale that overlaps smaller ones replaces them when
     it is much larger than they are (a larger shadow, a clump, or the larger
     dark structure they were the edge of); otherwise the smaller-scale
-    candidates stand and the larger one is a duplicate.
+    candidates stand and the larger one is a duplicate.  The candidates a
+    larger one replaced are kept as its ``children``: when the larger one
+    turns out to be scene (an umbra, a plage lane), they are judged on their
+    own (a speck on an umbra is still a speck).
     """
     kept = []
     for cands in per_scale:
@@ -148,8 +179,18 @@ def merge_scales(per_scale):
             hits = [o for o in kept if _overlap(c, o) > 0.3 * min(c.area, o.area)]
             if hits and c.area < 2.0 * sum(o.area for o in hits):
                 continue
+            c.children = hits
             kept = [o for o in kept if o not in hits] + [c]
     return kept
+
+
+def family(cands):
+    """The candidates and all their descendants (`merge_scales` children), parents first."""
+    out = []
+    for c in cands:
+        out.append(c)
+        out.extend(family(c.children))
+    return out
 
 
 def _overlap(a, b):

@@ -10,8 +10,8 @@ from ...dq import DustDQ
 from ...utils.exceptions import InputError
 from .._base import DustDetection, DustDetector, empty_catalog
 from . import motion
-from .candidates import extract, merge_scales, scale_diameters, scale_maps
-from .scoring import score
+from .candidates import extract, family, merge_scales, scale_diameters, scale_maps
+from .scoring import BETA_SPLIT, BETA_SPLIT_STATIC, score
 from .shape import describe, footprint
 
 __all__ = ["LocalDustDetector", "expected_diameters"]
@@ -26,8 +26,11 @@ DUST_DISTANCE_MM = (0.5, 30.0)
 LIMB_MARGIN = 8.0
 #: Pixels this many sigmas brighter than their background (and their neighbours) seed no candidate.
 BRIGHT_SIGMA = 8.0
-#: ... nor do pixels within this many pixels of them (a star's wings, a cosmic ray's halo).
+#: ... nor do pixels within this many pixels of them (a star's wings, a cosmic ray's halo),
 BRIGHT_GROW = 8
+#: ... when the bright region is compact (a star, a hot pixel): extended bright scene (plage ridges,
+#: faculae) is no reason to leave the specks beside it unseen.
+BRIGHT_MAX_AREA = 150
 #: Hysteresis: a candidate region extends down to this many sigmas around its seeds.
 K_LOW = 2.5
 
@@ -147,12 +150,30 @@ class LocalDustDetector(DustDetector):
             used, summary, cands = self._motion(frames, data, cands, d_lo, d_hi)
             params["NFRMOT"] = int(summary["n_frames_used"]) if used else 0
             params["STATMAP"] = bool(used and summary["method"] == "centroid")
-        for c in cands:
-            score(c, has_limb=has_limb, frames_used=used)
-            log.debug("candidate y=%.0f x=%.0f core=%.0f d=%.1f depth=%.3f z=%.1f beta=%.2f+-%.2f conf=%.2f %s", c.y, c.x, c.core_area,
-                      c.diameter, c.depth, c.z, c.beta, c.beta_sigma, c.confidence, c.terms)
+        split = BETA_SPLIT_STATIC if params.get("STATMAP") else BETA_SPLIT
+        cands = self._judge(cands, has_limb=has_limb, frames_used=used, beta_split=split)
         return self._build(data, cands, f_ratio=f_ratio, pixel_size=pixel_size, params=params,
                            used_frames=used, motion_summary=summary)
+
+    def _judge(self, cands, *, has_limb, frames_used, beta_split):
+        """Score the candidates; with the frames, a rejected one gives way to the ones it replaced.
+
+        Returns every candidate judged (the accepted ones and the rejected ones).
+        """
+        out = []
+        for c in cands:
+            score(c, has_limb=has_limb, frames_used=frames_used, beta_split=beta_split)
+            log.debug("candidate y=%.0f x=%.0f core=%.0f d=%.1f depth=%.3f z=%.1f beta=%.2f+-%.2f "
+                      "conf=%.2f %s",
+                      c.y, c.x, c.core_area, c.diameter, c.depth, c.z, c.beta, c.beta_sigma,
+                      c.confidence, c.terms)
+            out.append(c)
+            # from the median alone the pieces of an umbra, a filament or a lane look like specks;
+            # only the frames' motion test can tell a speck among them
+            if c.confidence < self.accept and c.children and frames_used:
+                out.extend(self._judge(c.children, has_limb=has_limb, frames_used=frames_used,
+                                       beta_split=beta_split))
+        return out
 
     def _candidates(self, data, valid, edge, d_lo, d_hi, has_limb):
         """Candidates of every scale, described, merged and given their DUST footprint."""
@@ -160,7 +181,8 @@ class LocalDustDetector(DustDetector):
         maps = [scale_maps(data, valid, d) for d in diameters]
         # dark pixels beside a strongly bright one (a star, a cosmic ray, a hot pixel) are its
         # ringing or its background's dip, not a shadow
-        bright = ndimage.binary_dilation(maps[0].z < -BRIGHT_SIGMA, iterations=BRIGHT_GROW)
+        bright = compact(maps[0].z < -BRIGHT_SIGMA, BRIGHT_MAX_AREA)
+        bright = ndimage.binary_dilation(bright, iterations=BRIGHT_GROW)
         per_scale = []
         for k, (d, m) in enumerate(zip(diameters, maps)):
             margin = max(LIMB_MARGIN, 0.25 * d + 3) if has_limb else 2.0
@@ -170,7 +192,7 @@ class LocalDustDetector(DustDetector):
                             k_hi=self.threshold, k_lo=K_LOW, min_seed=2 if k == 0 else 3)
             per_scale.append([describe(maps, k, c, edge) for c in cands])
         merged = merge_scales(per_scale)
-        for c in merged:
+        for c in family(merged):
             c.pix = footprint(maps[c.scale_index], c)
             c.area = float(c.pix.sum())
             c.diameter = float(np.sqrt(4 * ndimage.binary_fill_holes(c.pix).sum() / np.pi))
@@ -198,7 +220,9 @@ class LocalDustDetector(DustDetector):
                 trans, covered = motion.static_transmission(source, idx)
                 valid, has_limb, edge = _usable(np.nan_to_num(trans), ~covered)
                 cands, _ = self._candidates(np.nan_to_num(trans), valid, edge, d_lo, min(d_hi, 60.0), has_limb)
-            for c, (beta, sigma) in zip(cands, motion.motion_betas(source, idx, shifts, data, cands)):
+            every = family(cands)
+            betas = motion.motion_betas(source, idx, shifts, data, every)
+            for c, (beta, sigma) in zip(every, betas):
                 c.beta, c.beta_sigma = beta, sigma
         finally:
             if own:
@@ -238,6 +262,17 @@ class LocalDustDetector(DustDetector):
         return DustDetection(dq=dq, weight=(dq > 0).astype(np.float32), catalog=catalog,
                              detector=self.name, provenance=prov, labels=labels,
                              rejected=_rejected_table(c for c in cands if c.confidence < self.accept))
+
+
+def compact(mask, max_area):
+    """The connected regions of ``mask`` of at most ``max_area`` pixels."""
+    lab, n = ndimage.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    small = sizes <= max_area
+    small[0] = False
+    return small[lab]
 
 
 def _usable(data, mask):

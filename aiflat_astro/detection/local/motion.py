@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: Centroid offsets with an rms above this (px) are used as they are (registration is for drifts).
 LARGE_OFFSET = 15.0
+#: Centroid offsets are used only when their rms is this many times the spread of the fitted radii.
+OFFSET_OVER_ERROR = 5.0
 #: A window is used in a frame only when this fraction of it is on the disc there.
 MIN_COVER = 0.9
 
@@ -93,7 +95,7 @@ def fit_circle(y, x):
 
 
 def disc_centroid(frame, level):
-    """Centre (row, col) of the disc from a circle fitted to its limb; None without a disc.
+    """Centre (row, col) and radius of the disc from a circle fitted to its limb, or None.
 
     The limb is where the frame crosses half the disc ``level``, away from the
     frame's border (a disc moved off the sensor is cut there).
@@ -115,11 +117,19 @@ def disc_centroid(frame, level):
             return None
         resid = np.abs(np.hypot(ys - fit[0], xs - fit[1]) - fit[2])
         keep = resid < max(3.0, 3 * 1.4826 * np.median(resid[keep]))
-    return np.array(fit[:2]) if keep.mean() > 0.7 else None
+    return np.array(fit) if keep.mean() > 0.7 else None
 
 
 def disc_offsets(source, idx):
-    """Shifts ``(dy, dx)`` of the disc in each frame from its centroid, or None (no disc, small)."""
+    """Shifts ``(dy, dx)`` of the disc in each frame from its centroid, or None.
+
+    None when a frame shows no disc, when the offsets are small (a drift, for the
+    registration), or when they are not much larger than the fits' own error.
+    The Sun's radius is the same in every frame, so the spread of the fitted
+    radii measures that error: a field that shows only a corner of the limb (a
+    short arc) places the centre tens of pixels off along the arc's normal,
+    and its radius with it.
+    """
     cents = []
     for i in idx:
         f = mono(source.read(int(i)))
@@ -129,8 +139,14 @@ def disc_offsets(source, idx):
             return None
         cents.append(c)
     cents = np.array(cents)
-    shifts = cents - np.median(cents, axis=0)
+    radii = cents[:, 2]
+    spread = 1.4826 * float(np.median(np.abs(radii - np.median(radii))))
+    shifts = cents[:, :2] - np.median(cents[:, :2], axis=0)
     rms = float(np.sqrt(np.mean(np.sum(shifts**2, axis=1))))
+    if rms > LARGE_OFFSET and rms < OFFSET_OVER_ERROR * spread:
+        log.info("disc centroids not used: offsets %.0f px rms, fitted radius spread %.1f px",
+                 rms, spread)
+        return None
     return shifts if rms > LARGE_OFFSET else None
 
 

@@ -21,9 +21,15 @@ ROUND = 1.6
 SMALL, MIN_SMALL_DEPTH = 30.0, 0.05
 #: Most log-odds a "fixed on the sensor" verdict adds (the sensor has its own fixed pattern).
 MOTION_MAX = 3.0
-#: Dust keeps its whole depth in every frame (β ≈ 0); a dip that keeps less than 3/4 of it
-#: (β > 0.25) is partly scene, partly a chance alignment: the verdict turns there.
-BETA_SPLIT = 0.25
+#: Dust keeps its whole depth in every frame (β ≈ 0), a scene feature moves (β ≈ 1).  With a
+#: drift or seeing jitter the template is taken from the median, scene included: a speck on a
+#: scene dip (a pore, a plage lane) keeps its own share of the template's depth (β between), so
+#: the verdict turns half-way, where both hypotheses are equally far.
+BETA_SPLIT = 0.5
+#: With offsets of hundreds of pixels the candidates come from the frames' static map, where the
+#: scene is already gone: a speck there keeps its whole depth, and a dip that keeps less than 3/4
+#: of it (β > 0.25) is a chance alignment of a few frames.
+BETA_SPLIT_STATIC = 0.25
 #: Shadows at least this large (px) that the frames cannot decide stay as REVIEW shadows.
 UNDECIDED_LARGE = 20.0
 #: A shadow is blurred by the optics: its core (darker than half its depth) covers at least a
@@ -77,25 +83,31 @@ def context_terms(c, *, has_limb):
     return {k: float(max(v, -10.0)) for k, v in terms.items()}
 
 
-def motion_term(c):
+def motion_term(c, beta_split=BETA_SPLIT):
     """The motion test: log-odds from β and its uncertainty; None when the frames cannot tell."""
     if not (np.isfinite(c.beta) and np.isfinite(c.beta_sigma)) or c.beta_sigma > BETA_DECISIVE:
         return None
-    return float(np.clip((BETA_SPLIT - c.beta) / max(c.beta_sigma, 0.05), -10.0, 10.0))
+    return float(np.clip((beta_split - c.beta) / max(c.beta_sigma, 0.05), -10.0, 10.0))
 
 
-def score(c, *, has_limb, frames_used):
-    """Fill ``c.terms`` and ``c.confidence``."""
+def score(c, *, has_limb, frames_used, beta_split=BETA_SPLIT):
+    """Fill ``c.terms`` and ``c.confidence`` (``beta_split``: where the motion verdict turns)."""
     c.terms = {"significance": significance_term(c)}
     c.terms.update(shape_terms(c))
-    c.terms.update(context_terms(c, has_limb=has_limb))
+    context = context_terms(c, has_limb=has_limb)
+    c.terms.update(context)
     logit = sum(c.terms.values())
-    motion = motion_term(c) if frames_used else None
+    motion = motion_term(c, beta_split) if frames_used else None
     if motion is not None:
         c.terms["motion"] = motion
         # the frames decide whether it moves; they do not make a faint or misshapen dip a speck:
-        # what stays on the sensor must still stand out as dust does
-        logit = min(motion, MOTION_MAX) + logit if motion > 0 else motion + min(logit, 0.5)
+        # what stays on the sensor must still stand out as dust does.  The scene context (the
+        # edge of an umbra, a lane between ridges) is what the frames test: a dip fixed on the
+        # sensor is not the scene's, so it no longer counts against a speck on an umbra
+        if motion > 0:
+            logit = min(motion, MOTION_MAX) + logit - sum(v for v in context.values() if v < 0)
+        else:
+            logit = motion + min(logit, 0.5)
     else:
         logit = min(logit, 2.2)
         if frames_used:

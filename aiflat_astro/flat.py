@@ -31,6 +31,13 @@ follow its radial profile (an elongated fibre, a vignetted footprint) keeps
 its radial model and is flagged ``REVIEW``.  ``profile='none'`` uses the plain
 ratio everywhere (right for measured estimates, which carry the true
 texture).
+
+With ``frames``, the scene's motion decides shadow by shadow
+(``scene_motion='auto'``): where the scene moved by more than a shadow (a
+drift set), the median has averaged the scene under it and what stays in
+the ratio is fixed on the sensor (the dust's real shape, the sensor's own
+pattern): that shadow gets the plain ratio.  Where the scene stays (a
+jitter video) the radial profile is kept.
 """
 
 import json
@@ -342,7 +349,7 @@ def _around_texture(median, mine, region):
 
 
 def _roundness(gv, model_good, core_good, r_good, rc, prof, sigma):
-    """Fraction of core pixels off the radial model beyond the texture (and edge) tolerance; the residuals."""
+    """Fraction of core pixels off the radial model beyond the texture and edge tolerance, residuals."""
     resid = gv[core_good] / model_good[core_good] - 1.0 if core_good.any() else np.array([])
     if not np.isfinite(sigma) or sigma <= 0:
         sigma = 1.4826 * float(np.median(np.abs(resid))) if resid.size else 0.0
@@ -356,7 +363,7 @@ def _roundness(gv, model_good, core_good, r_good, rc, prof, sigma):
 
 
 def _fit_radial(ty, tx, good, vals, c0, r_eq, sigma):
-    """Centre (half-way to the most symmetric one), robust profile without scene features, model at every pixel."""
+    """Centre (half-way to the most symmetric), robust profile, the model at every pixel."""
     gy, gx, gv = ty[good], tx[good], vals[good]
     # The refinement is a noisy estimate (texture biases the azimuthal scatter; on the demo
     # scene 0.47 px median error, the local detector's centroid 0.37 px): combine the two
@@ -380,8 +387,9 @@ def _one_shadow(sid, win, origin, ctx):
     rec = {"id": int(sid), "n_pixels": int(ys.size), "profile": "radial"}
     extent = float(max(np.ptp(ys), np.ptp(xs))) + 1.0
     if ctx["motion"] is not None and ctx["motion"] > extent:
-        rec.update(profile="none", reason=f"the scene moved by {ctx['motion']:.0f} px > the shadow's "
-                                          f"{extent:.0f} px: plain ratio (sensor-fixed)")
+        rec.update(profile="none",
+                   reason=f"the scene moved by {ctx['motion']:.0f} px > the shadow's "
+                          f"{extent:.0f} px: plain ratio (sensor-fixed)")
         return None, None, rec
     if good.sum() < max(_RADIAL_MIN_COUNT, 12):
         rec.update(profile="none", review=True, reason="too few valid pixels for a radial profile")
@@ -408,7 +416,8 @@ def _one_shadow(sid, win, origin, ctx):
     return model, merr, rec
 
 
-def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_hint, *, motion=None):
+def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_hint, *,
+                         motion=None):
     """Radial-profile transmission per shadow.
 
     Returns the transmission map (NaN where no model was made: those
@@ -577,19 +586,23 @@ class FlatOptions:
 
     def __post_init__(self):
         if self.profile not in FLAT_PROFILES:
-            raise InputError(f"unknown flat profile {self.profile!r}; choose one of {', '.join(FLAT_PROFILES)}")
+            raise InputError(f"unknown flat profile {self.profile!r}; "
+                             f"choose one of {', '.join(FLAT_PROFILES)}")
         try:
             floor = float(self.floor)
         except (TypeError, ValueError):
-            raise InputError(f"floor must be a number between 0 and 1, got {self.floor!r}") from None
+            raise InputError(f"floor must be a number between 0 and 1, got {self.floor!r}") \
+                from None
         if not 0 < floor < 1:
             raise InputError(f"floor must be between 0 and 1, got {self.floor}")
         object.__setattr__(self, "floor", floor)
         motion = self.scene_motion
         if motion is None or (isinstance(motion, str) and motion == "auto"):
             return
-        if isinstance(motion, (str, bytes, bool)) or not np.isscalar(motion) or not float(motion) >= 0:
-            raise InputError(f"scene_motion must be 'auto', None or a number of pixels >= 0, got {motion!r}")
+        number = not isinstance(motion, (str, bytes, bool)) and np.isscalar(motion)
+        if not number or not float(motion) >= 0:
+            raise InputError("scene_motion must be 'auto', None or a number of pixels >= 0, "
+                             f"got {motion!r}")
 
 
 def _flat_options(options, keywords):
@@ -614,7 +627,8 @@ def _catalog_centres(det):
     cat = det.catalog
     if cat is None or not len(cat) or not {"id", "x_centroid", "y_centroid"} <= set(cat.colnames):
         return {}
-    return {int(i): (float(yc), float(xc)) for i, yc, xc in zip(cat["id"], cat["y_centroid"], cat["x_centroid"])
+    rows = zip(cat["id"], cat["y_centroid"], cat["x_centroid"])
+    return {int(i): (float(yc), float(xc)) for i, yc, xc in rows
             if np.isfinite(yc) and np.isfinite(xc)}
 
 
@@ -632,7 +646,11 @@ def _scene_motion(frames, region, opts):
         return float(motion)
     from .registration import register_frames
 
-    shifts = register_frames(frames, dust_mask=region, max_frames=9).shifts
+    try:
+        shifts = register_frames(frames, dust_mask=region, max_frames=9).shifts
+    except InputError as exc:  # frames the registration cannot use: the radial model stays
+        log.warning("scene motion not measured (%s); the radial model stays", exc)
+        return None
     if len(shifts) < 2:
         return 0.0
     pairs = np.hypot(*(shifts[:, None, :] - shifts[None, :, :]).transpose(2, 0, 1))
@@ -664,11 +682,12 @@ def _flag_records(dq, records, assign_of, region):
 
 
 def _compose(w, trans, region, dq, floor):
-    """``flat = 1 - w + w T`` inside the weight, exactly 1.0 outside; the floor and its ``LOW_TRANS`` bit."""
+    """``flat = 1 - w + w T`` inside the weight, exactly 1.0 outside; the floor, ``LOW_TRANS``."""
     unusable = region & ~np.isfinite(trans)
     if unusable.any():
         dq[unusable] |= np.uint8(DustDQ.REVIEW)
-        log.info("%d masked pixel(s) have no usable signal; the flat stays 1.0 there", int(unusable.sum()))
+        log.info("%d masked pixel(s) have no usable signal; the flat stays 1.0 there",
+                 int(unusable.sum()))
     value = 1.0 - w.astype(np.float64) + w * np.where(np.isfinite(trans), trans, 1.0)
     low = region & (value < floor)
     value[low] = floor
@@ -679,7 +698,7 @@ def _compose(w, trans, region, dq, floor):
 
 
 def _uncertainty(frames, valid, region, fallback, trans, model_err, w, low, opts):
-    """``UNCERT``: the plain ratio carries the median's noise; a radial model the error of its bin."""
+    """``UNCERT``: the plain ratio carries the median's noise, a radial model its bin's error."""
     rel = np.where(valid, _temporal_sigma(frames, region, mem_limit=opts.mem_limit,
                                           progress_bar=opts.progress_bar), 0.0)
     noise = np.where(fallback, np.where(np.isfinite(trans), trans, 1.0) * rel, 0.0)
@@ -689,7 +708,7 @@ def _uncertainty(frames, valid, region, fallback, trans, model_err, w, low, opts
 
 
 def _dust_flat(med, det, inpaint, frames, opts, min_signal):
-    """Clean estimate, transmission model and the flat's pixels, DQ and uncertainty (mask not empty)."""
+    """Clean estimate, transmission model, the flat's pixels, DQ and uncertainty (mask not empty)."""
     from .inpaint import run_inpainter
 
     w = np.asarray(det.weight, dtype=np.float32)
@@ -701,18 +720,21 @@ def _dust_flat(med, det, inpaint, frames, opts, min_signal):
     defects = (dq & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
     valid = region & np.isfinite(ratio) & (clean > min_signal) & np.isfinite(med) & ~defects
     motion = _scene_motion(frames, region, opts) if chosen == "radial" else None
-    trans, fallback, model_err, records, assign = _transmission_model(med, det, w, valid, ratio, chosen, motion)
+    trans, fallback, model_err, records, assign = _transmission_model(med, det, w, valid, ratio,
+                                                                      chosen, motion)
     if records:
         _flag_records(dq, records, assign, region)
     flat, low = _compose(w, trans, region, dq, opts.floor)
     generated = info.get("generated", False)
     if np.any(generated):
-        dq[np.broadcast_to(np.asarray(generated, dtype=bool), med.shape) & region] |= np.uint8(DustDQ.GENERATED)
+        gen = np.broadcast_to(np.asarray(generated, dtype=bool), med.shape) & region
+        dq[gen] |= np.uint8(DustDQ.GENERATED)
     uncertainty = None
     if frames is not None:
         uncertainty = _uncertainty(frames, valid, region, fallback, trans, model_err, w, low, opts)
-    return flat, dq, uncertainty, {"info": info, "profile": chosen, "records": records, "n_low": int(low.sum()),
-                                   "motion": motion}
+    result = {"info": info, "profile": chosen, "records": records, "n_low": int(low.sum()),
+              "motion": motion}
+    return flat, dq, uncertainty, result
 
 
 def _provenance(med, median_header, det, inpaint, opts, min_signal, result):
@@ -725,24 +747,29 @@ def _provenance(med, median_header, det, inpaint, opts, min_signal, result):
     prov = {k: det_prov[k] for k in _AI_KEYS if det_prov.get(k) is not None}
     prov.update(_json_safe(info.get("provenance") or {}))
     w = np.asarray(det.weight, dtype=np.float32)
-    prov.update(inputs=_median_inputs(median_header), mask=det_prov, detector=det.detector, inpaint=str(inpaint),
-                input_sha256=sha256_array(med), mask_sha256=sha256_array(det.dq), weight_sha256=sha256_array(w),
+    prov.update(inputs=_median_inputs(median_header), mask=det_prov, detector=det.detector,
+                inpaint=str(inpaint), input_sha256=sha256_array(med),
+                mask_sha256=sha256_array(det.dq), weight_sha256=sha256_array(w),
                 params=params, scene_motion_px=result["motion"])
-    hashed = {"input": prov["input_sha256"], "mask": prov["mask_sha256"], "weight": prov["weight_sha256"],
+    hashed = {"input": prov["input_sha256"], "mask": prov["mask_sha256"],
+              "weight": prov["weight_sha256"],
               "inpaint": str(inpaint), "inpaint_options": _json_safe(opts.inpaint_options or {}),
               "floor": opts.floor, "profile": opts.profile, "min_signal": min_signal}
     if opts.scene_motion != "auto":
         hashed["scene_motion"] = opts.scene_motion
     params["PARAMSHA"] = params_hash(hashed)
     prov["shadows"] = _json_safe(records)
-    prov["inpaint_info"] = _json_safe({k: v for k, v in info.items() if k not in ("provenance", "params")})
+    prov["inpaint_info"] = _json_safe({k: v for k, v in info.items()
+                                       if k not in ("provenance", "params")})
     prov["n_low_transmission"] = result["n_low"]
-    prov["history"] = [f"synthetic dust flat: inpaint={inpaint}, profile={result['profile']}, floor={opts.floor:g}",
+    prov["history"] = [f"synthetic dust flat: inpaint={inpaint}, profile={result['profile']}, "
+                       f"floor={opts.floor:g}",
                        f"{int((w > 0).sum())} px inside the dust weight; flat = 1.0 elsewhere"]
     return _flat_header(median_header, prov)
 
 
-def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, options=None, **keywords):
+def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, options=None,
+              **keywords):
     """Make a synthetic dust flat from a temporal median and a dust mask.
 
     Parameters

@@ -1,4 +1,4 @@
-"""The transmission model chosen from the scene's motion, and make_flat's option object (issues 11, 15)."""
+"""The model chosen from the scene's motion; make_flat's option object (issues 11, 15)."""
 
 import json
 import warnings
@@ -25,7 +25,8 @@ def _textured(shape, seed=0, contrast=0.05):
 def _residual(flat, truth):
     t = truth.transmission.astype(np.float64)
     inside = truth.labels > 0
-    return float(np.sqrt(np.mean((t[inside] / flat[inside] - 1) ** 2) / np.mean((1 - t[inside]) ** 2)))
+    res = np.mean((t[inside] / flat[inside] - 1) ** 2)
+    return float(np.sqrt(res / np.mean((1 - t[inside]) ** 2)))
 
 
 def test_options_object_and_keywords_give_the_same_flat():
@@ -35,7 +36,8 @@ def test_options_object_and_keywords_give_the_same_flat():
     median = (_textured(shape) * np.where(dust, 0.8, 1.0)).astype(np.float32)
     a = make_flat(median, dust, floor=0.1, profile="radial")
     b = make_flat(median, dust, options=FlatOptions(floor=0.1, profile="radial"))
-    c = make_flat(median, dust, options=FlatOptions(floor=0.3), floor=0.1, profile="radial")  # keywords win
+    # keywords win over the options object
+    c = make_flat(median, dust, options=FlatOptions(floor=0.3), floor=0.1, profile="radial")
     assert np.array_equal(a.data, b.data) and np.array_equal(a.data, c.data)
     assert a.meta["PARAMSHA"] == b.meta["PARAMSHA"] == c.meta["PARAMSHA"]
 

@@ -56,7 +56,7 @@ from .utils._atomic import parse_size
 from .utils._colour import cfa_normalise, to_mono
 from .utils.exceptions import InputError, warn_user
 
-__all__ = ["make_flat", "FlatOptions", "multiply_master_flat", "evaluate_flat", "FLAT_PROFILES"]
+__all__ = ["make_flat", "multiply_master_flat", "evaluate_flat", "FLAT_PROFILES"]
 
 log = logging.getLogger(__name__)
 
@@ -446,6 +446,31 @@ def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_h
 # --------------------------------------------------------------------------------------
 # uncertainty from the temporal scatter of the frames
 # --------------------------------------------------------------------------------------
+def _band_scatter(source, r0, r1, cols, budget, bar):
+    """Relative standard error of the median over rows ``r0:r1``, columns ``cols``: frame blocks in budget."""
+    n, (c0, c1) = source.n_frames, cols
+    per_frame = (r1 - r0) * source.frame_shape[1] * max(source.dtype.itemsize, 1)
+    block = int(max(1, min(n, budget // max(4 * per_frame, 1))))
+    s1 = np.zeros((r1 - r0, c1 - c0))
+    s2 = np.zeros((r1 - r0, c1 - c0))
+    shift = None
+    for i in range(0, n, block):
+        chunk = source.read_rows(range(i, min(i + block, n)), r0, r1)[:, :, c0:c1].astype(np.float64)
+        if chunk.ndim == 4:  # RGB frames: the scatter of the channel mean, as the flat is made on
+            chunk = chunk.mean(axis=-1)
+        if shift is None:
+            shift = chunk[0].copy()  # shifted sums: numerically stable variance
+        chunk -= shift
+        s1 += chunk.sum(axis=0)
+        s2 += np.square(chunk).sum(axis=0)
+        if bar is not None:
+            bar.update(chunk.shape[0])
+    var = np.clip((s2 - s1 * s1 / n) / (n - 1), 0, None)
+    mean = np.abs(shift + s1 / n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(mean > 0, 1.2533 * np.sqrt(var / n) / mean, 0.0)
+
+
 def _temporal_sigma(frames, region, *, mem_limit="256MB", progress_bar=False):
     """Relative standard error of the median at the ``region`` pixels from the frames' temporal scatter.
 
@@ -469,7 +494,6 @@ def _temporal_sigma(frames, region, *, mem_limit="256MB", progress_bar=False):
             return sigma
         cols = np.flatnonzero(region.any(axis=0))
         c0, c1 = int(cols[0]), int(cols[-1]) + 1
-        width = source.frame_shape[1]
         budget = parse_size(mem_limit)
         # bands of consecutive masked rows; each band read frame-block by frame-block
         breaks = np.flatnonzero(np.diff(rows) > 1)
@@ -481,26 +505,7 @@ def _temporal_sigma(frames, region, *, mem_limit="256MB", progress_bar=False):
             bar = tqdm(total=n * len(bands), desc="flat uncertainty", unit="frame")
         for band in bands:
             r0, r1 = int(band[0]), int(band[-1]) + 1
-            per_frame = (r1 - r0) * width * max(source.dtype.itemsize, 1)
-            block = int(max(1, min(n, budget // max(4 * per_frame, 1))))
-            s1 = np.zeros((r1 - r0, c1 - c0))
-            s2 = np.zeros((r1 - r0, c1 - c0))
-            shift = None
-            for i in range(0, n, block):
-                chunk = source.read_rows(range(i, min(i + block, n)), r0, r1)[:, :, c0:c1].astype(np.float64)
-                if chunk.ndim == 4:  # RGB frames: the scatter of the channel mean, as the flat is made on
-                    chunk = chunk.mean(axis=-1)
-                if shift is None:
-                    shift = chunk[0].copy()  # shifted sums: numerically stable variance
-                chunk -= shift
-                s1 += chunk.sum(axis=0)
-                s2 += np.square(chunk).sum(axis=0)
-                if bar is not None:
-                    bar.update(chunk.shape[0])
-            var = np.clip((s2 - s1 * s1 / n) / (n - 1), 0, None)
-            mean = np.abs(shift + s1 / n)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                sigma[r0:r1, c0:c1] = np.where(mean > 0, 1.2533 * np.sqrt(var / n) / mean, 0.0)
+            sigma[r0:r1, c0:c1] = _band_scatter(source, r0, r1, (c0, c1), budget, bar)
         if bar is not None:
             bar.close()
         sigma[~region] = 0.0
@@ -796,7 +801,7 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, o
         Lowest transmission that is corrected (default 0.05).  Below it the
         flat is set to ``floor`` and the pixel flagged ``LOW_TRANS``:
         dividing by a smaller number would amplify noise 20-fold or more.
-    options : `FlatOptions`, optional
+    options : ``aiflat_astro.flat.FlatOptions``, optional
         The options below as one object; keywords given as well override it.
     profile : {'auto', 'radial', 'none'}, optional
         Transmission model (see the module docstring); ``'auto'`` uses the

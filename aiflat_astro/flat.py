@@ -31,10 +31,18 @@ follow its radial profile (an elongated fibre, a vignetted footprint) keeps
 its radial model and is flagged ``REVIEW``.  ``profile='none'`` uses the plain
 ratio everywhere (right for measured estimates, which carry the true
 texture).
+
+With ``frames``, the scene's motion decides shadow by shadow
+(``scene_motion='auto'``): where the scene moved by more than a shadow (a
+drift set), the median has averaged the scene under it and what stays in
+the ratio is fixed on the sensor (the dust's real shape, the sensor's own
+pattern): that shadow gets the plain ratio.  Where the scene stays (a
+jitter video) the radial profile is kept.
 """
 
 import json
 import logging
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 from astropy import units as u
@@ -72,7 +80,6 @@ _OUTLIER_SIGMA = 3.0      # a pixel is an outlier of the radial model beyond thi
 _MAX_OUTLIERS = 0.10      # more outliers than this fraction: the shadow is not round
 _EDGE_TOLERANCE = 0.05    # misfit allowed on steep edges, as a fraction of the shadow depth
 _REJECT_SIGMA = 3.0       # pixels this many texture sigmas off the radial profile do not enter it
-_REJECT_GROW = 0          # ... nor do their neighbours within this many px
 _REJECT_ITER = 2          # rejection passes at most (a third changes nothing measurable)
 _REJECT_MAX = 0.5         # never reject more than this fraction of a shadow's pixels
 _PIXEL_SLACK = 0.5        # a pixel's value spans +-0.5 px of radius: misfit allowed = this x |profile slope|
@@ -293,30 +300,22 @@ def _edge_slack(r, rc, prof):
     return _PIXEL_SLACK * np.interp(r, rc, slope)
 
 
-def _reject_scene_features(r, v, ys, xs, shape, rc, prof, perr, sigma):
+def _reject_scene_features(r, v, rc, prof, perr, sigma):
     """Radial profile again without the pixels that do not fit it (scene features in the shadow).
 
     A sunspot, pore or star inside a shadow is not round about the shadow's
     centre: its pixels depart from the radial profile by many texture sigmas
     on one side only, and where it covers half an annulus it drags that
     annulus' median.  Pixels beyond `_REJECT_SIGMA` texture sigmas (plus the
-    edge tolerance) are dropped, grown by `_REJECT_GROW` px to take the
-    feature's fuzzy border, and the profile is made again from the others;
-    repeated until the rejected set no longer changes.
+    edge tolerance) are dropped and the profile is made again from the
+    others; repeated until the rejected set no longer changes.
     """
     depth = max(0.0, 1.0 - float(prof.min()))
     tol = _REJECT_SIGMA * np.hypot(sigma, _EDGE_TOLERANCE * depth / _REJECT_SIGMA)
-    iy, ix = ys.astype(np.int64), xs.astype(np.int64)
     out = np.zeros(r.size, bool)
     for _ in range(_REJECT_ITER):
         model = np.interp(r, rc, prof)
-        res = v / model - 1.0
-        bad = np.abs(res) > tol + _edge_slack(r, rc, prof) / model
-        if _REJECT_GROW > 0 and bad.any():
-            grid = np.zeros(shape, bool)
-            grid[iy[bad], ix[bad]] = True
-            grid = ndimage.binary_dilation(grid, iterations=int(_REJECT_GROW))
-            bad = grid[iy, ix]
+        bad = np.abs(v / model - 1.0) > tol + _edge_slack(r, rc, prof) / model
         if np.array_equal(bad, out):
             break
         if np.count_nonzero(~bad) < max(_RADIAL_MIN_COUNT, 12) or np.mean(bad) > _REJECT_MAX:
@@ -326,97 +325,152 @@ def _reject_scene_features(r, v, ys, xs, shape, rc, prof, perr, sigma):
     return rc, prof, perr
 
 
-def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_hint):
+def _shadow_window(sl, shape, pad=8):
+    y0, y1 = max(sl[0].start - pad, 0), min(sl[0].stop + pad, shape[0])
+    x0, x1 = max(sl[1].start - pad, 0), min(sl[1].stop + pad, shape[1])
+    return (slice(y0, y1), slice(x0, x1)), np.array([y0, x0])
+
+
+def _initial_centre(sid, centres_hint, origin, core_y, core_x, ys, xs):
+    """The detection's centre, else the geometric centre of the dust core (robust to dark scene features)."""
+    if sid in centres_hint:
+        return np.array(centres_hint[sid]) - origin
+    if core_y.size:
+        return np.array([core_y.mean(), core_x.mean()])
+    return np.array([ys.mean(), xs.mean()])
+
+
+def _around_texture(median, mine, region):
+    """Texture level (relative rms) in a 6 px ring around a shadow, against a robust quadratic."""
+    usable = ~region & np.isfinite(median)
+    bg = _ring_background(median, mine, usable, 6.0)
+    ring = usable & (ndimage.distance_transform_edt(~region) <= 6.0)
+    return _texture_sigma(median, bg, ring) if bg is not None else np.nan
+
+
+def _roundness(gv, model_good, core_good, r_good, rc, prof, sigma):
+    """Fraction of core pixels off the radial model beyond the texture and edge tolerance, residuals."""
+    resid = gv[core_good] / model_good[core_good] - 1.0 if core_good.any() else np.array([])
+    if not np.isfinite(sigma) or sigma <= 0:
+        sigma = 1.4826 * float(np.median(np.abs(resid))) if resid.size else 0.0
+    # tolerance: the texture, and 5 % of the depth for the sampling of steep edges
+    depth = max(0.0, 1.0 - float(prof.min()))
+    tol = _OUTLIER_SIGMA * np.hypot(max(sigma, 1e-4), _EDGE_TOLERANCE * depth / _OUTLIER_SIGMA)
+    if not resid.size:
+        return 0.0, resid, sigma
+    slack = _edge_slack(r_good[core_good], rc, prof) / model_good[core_good]
+    return float(np.mean(np.abs(resid) > tol + slack)), resid, sigma
+
+
+def _fit_radial(ty, tx, good, vals, c0, r_eq, sigma):
+    """Centre (half-way to the most symmetric), robust profile, the model at every pixel."""
+    gy, gx, gv = ty[good], tx[good], vals[good]
+    # The refinement is a noisy estimate (texture biases the azimuthal scatter; on the demo
+    # scene 0.47 px median error, the local detector's centroid 0.37 px): combine the two
+    # with equal weights, i.e. take half of the refinement's step.
+    refined = _refine_centre(gy, gx, gv, c0, max_shift=max(1.0, 0.1 * r_eq))
+    centre = c0 + _CENTRE_STEP * (refined - c0)
+    r_good = np.hypot(gy - centre[0], gx - centre[1])
+    rc, prof, perr = _radial_profile(r_good, gv)
+    if np.isfinite(sigma) and sigma > 0 and _REJECT_SIGMA > 0:
+        rc, prof, perr = _reject_scene_features(r_good, gv, rc, prof, perr, sigma)
+    r_all = np.hypot(ty - centre[0], tx - centre[1])
+    return centre, r_good, (rc, prof), np.interp(r_all, rc, prof), np.interp(r_all, rc, perr)
+
+
+def _one_shadow(sid, win, origin, ctx):
+    """Transmission model of one shadow in its window: (model or None, its error, record)."""
+    mine = ctx["assign"][win] == sid
+    ys, xs = np.nonzero(mine)
+    good = ctx["valid"][win][mine]
+    vals = ctx["ratio"][win][mine]
+    rec = {"id": int(sid), "n_pixels": int(ys.size), "profile": "radial"}
+    extent = float(max(np.ptp(ys), np.ptp(xs))) + 1.0
+    if ctx["motion"] is not None and ctx["motion"] > extent:
+        rec.update(profile="none",
+                   reason=f"the scene moved by {ctx['motion']:.0f} px > the shadow's "
+                          f"{extent:.0f} px: plain ratio (sensor-fixed)")
+        return None, None, rec
+    if good.sum() < max(_RADIAL_MIN_COUNT, 12):
+        rec.update(profile="none", review=True, reason="too few valid pixels for a radial profile")
+        return None, None, rec
+    core_y, core_x = np.nonzero(ctx["labels"][win] == sid)
+    c0 = _initial_centre(sid, ctx["centres"], origin, core_y, core_x, ys, xs)
+    r_eq = np.sqrt(max(core_y.size, 1) / np.pi)
+    # elliptical contours for an elongated core: work in coordinates where it is round
+    shape_m, elong = _shape_matrix(core_y, core_x)
+    ty, tx = np.dot(shape_m, np.stack([ys - c0[0], xs - c0[1]])) + c0[:, None]
+    sigma = _around_texture(ctx["median"][win], mine, ctx["weight"][win] > 0)
+    centre, r_good, (rc, prof), model, merr = _fit_radial(ty, tx, good, vals, c0, r_eq, sigma)
+    core = good & (ctx["weight"][win][mine] >= 1.0)
+    frac, resid, sigma = _roundness(vals[good], model[good], core[good], r_good, rc, prof, sigma)
+    centre = c0 + np.linalg.solve(shape_m, centre - c0) + origin  # back to pixel coordinates
+    rec.update(y_centroid=float(centre[0]), x_centroid=float(centre[1]), elongation=float(elong),
+               texture_sigma=float(sigma), outlier_fraction=frac,
+               misfit=float(np.sqrt(np.mean(resid**2))) if resid.size else 0.0,
+               min_transmission=float(prof.min()), max_transmission=float(prof.max()))
+    if frac > _MAX_OUTLIERS:
+        rec.update(review=True, reason=f"not round: {frac:.0%} of the pixels deviate from the radial "
+                                       f"profile by > {_OUTLIER_SIGMA:g} texture sigma (non-round "
+                                       "dust or a scene feature inside the mask)")
+    return model, merr, rec
+
+
+def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_hint, *,
+                         motion=None):
     """Radial-profile transmission per shadow.
 
-    Returns the transmission map (NaN where no model was made), the
-    uncertainty of the model (standard error of the radial medians) and a
-    list of per-shadow records.
+    Returns the transmission map (NaN where no model was made: those
+    shadows keep the plain ratio), the uncertainty of the model (standard
+    error of the radial medians) and a list of per-shadow records.  A
+    shadow smaller than the scene's ``motion`` (px) keeps the plain ratio.
     """
-    shape = ratio.shape
-    trans = np.full(shape, np.nan)
-    model_err = np.zeros(shape)
+    ctx = {"median": median, "ratio": ratio, "valid": valid, "weight": weight, "assign": assign,
+           "labels": labels, "centres": centres_hint, "motion": motion}
+    trans = np.full(ratio.shape, np.nan)
+    model_err = np.zeros(ratio.shape)
     records = []
-    region_all = weight > 0
     for sid, sl in enumerate(ndimage.find_objects(assign), start=1):
         if sl is None:
             continue
-        pad = 8
-        y0, y1 = max(sl[0].start - pad, 0), min(sl[0].stop + pad, shape[0])
-        x0, x1 = max(sl[1].start - pad, 0), min(sl[1].stop + pad, shape[1])
-        win = (slice(y0, y1), slice(x0, x1))
-        mine = assign[win] == sid
-        ys, xs = np.nonzero(mine)
-        good = valid[win][mine]
-        vals = ratio[win][mine]
-        rec = {"id": int(sid), "n_pixels": int(ys.size), "profile": "radial"}
-        if good.sum() < max(_RADIAL_MIN_COUNT, 12):
-            rec.update(profile="none", reason="too few valid pixels for a radial profile")
-            records.append(rec)
-            continue
-        core_y, core_x = np.nonzero(labels[win] == sid)
-        if sid in centres_hint:
-            c0 = np.array(centres_hint[sid]) - (y0, x0)
-        elif core_y.size:
-            # geometric centre of the dust mask: robust against dark scene features inside it
-            c0 = np.array([core_y.mean(), core_x.mean()])
-        else:
-            c0 = np.array([ys.mean(), xs.mean()])
-        r_eq = np.sqrt(max(core_y.size, 1) / np.pi)
-        # elliptical contours for an elongated core: work in coordinates where it is round
-        shape_m, elong = _shape_matrix(core_y, core_x)
-        ty, tx = np.dot(shape_m, np.stack([ys - c0[0], xs - c0[1]]))
-        ty, tx = ty + c0[0], tx + c0[1]
-        gy, gx, gv = ty[good], tx[good], vals[good]
-        # The refinement is a noisy estimate (texture biases the azimuthal scatter; on the demo
-        # scene 0.47 px median error, the local detector's centroid 0.37 px): combine the two
-        # with equal weights, i.e. take half of the refinement's step.
-        refined = _refine_centre(gy, gx, gv, c0, max_shift=max(1.0, 0.1 * r_eq))
-        centre = c0 + _CENTRE_STEP * (refined - c0)
-        r_good = np.hypot(gy - centre[0], gx - centre[1])
-        # texture level around the shadow (its ring), for the outlier tests below
-        region = region_all[win]
-        usable = ~region & np.isfinite(median[win])
-        bg = _ring_background(median[win], mine, usable, 6.0)
-        ring = usable & (ndimage.distance_transform_edt(~region) <= 6.0)
-        sigma = _texture_sigma(median[win], bg, ring) if bg is not None else np.nan
-        rc, prof, perr = _radial_profile(r_good, gv)
-        if np.isfinite(sigma) and sigma > 0 and _REJECT_SIGMA > 0:
-            rc, prof, perr = _reject_scene_features(r_good, gv, ys[good], xs[good], mine.shape, rc, prof, perr,
-                                                    sigma)
-        r_all = np.hypot(ty - centre[0], tx - centre[1])
-        model = np.interp(r_all, rc, prof)
-        merr = np.interp(r_all, rc, perr)
-        # is the shadow round?  compare the misfit with the texture level around it
-        core = good & (weight[win][mine] >= 1.0)
-        resid = gv[core[good]] / model[good][core[good]] - 1.0 if core.any() else np.array([])
-        if not np.isfinite(sigma) or sigma <= 0:
-            sigma = 1.4826 * float(np.median(np.abs(resid))) if resid.size else 0.0
-        # tolerance: the texture, and 5 % of the depth for the sampling of steep edges
-        depth = max(0.0, 1.0 - float(prof.min()))
-        tol = _OUTLIER_SIGMA * np.hypot(max(sigma, 1e-4), _EDGE_TOLERANCE * depth / _OUTLIER_SIGMA)
-        if resid.size:
-            slack = _edge_slack(r_good[core[good]], rc, prof) / model[good][core[good]]
-            frac = float(np.mean(np.abs(resid) > tol + slack))
-        else:
-            frac = 0.0
-        centre = c0 + np.linalg.solve(shape_m, centre - c0)  # back to pixel coordinates
-        rec.update(y_centroid=float(centre[0] + y0), x_centroid=float(centre[1] + x0), elongation=float(elong),
-                   texture_sigma=float(sigma), outlier_fraction=frac,
-                   min_transmission=float(prof.min()), max_transmission=float(prof.max()))
-        if frac > _MAX_OUTLIERS:
-            rec.update(review=True, reason=f"not round: {frac:.0%} of the pixels deviate from the radial "
-                                           f"profile by > {_OUTLIER_SIGMA:g} texture sigma (non-round "
-                                           "dust or a scene feature inside the mask)")
-        trans[win][mine] = model
-        model_err[win][mine] = merr
+        win, origin = _shadow_window(sl, ratio.shape)
+        model, merr, rec = _one_shadow(sid, win, origin, ctx)
         records.append(rec)
+        if model is not None:
+            mine = assign[win] == sid
+            trans[win][mine] = model
+            model_err[win][mine] = merr
     return trans, model_err, records
 
 
 # --------------------------------------------------------------------------------------
 # uncertainty from the temporal scatter of the frames
 # --------------------------------------------------------------------------------------
+def _band_scatter(source, r0, r1, cols, budget, bar):
+    """Relative standard error of the median over rows ``r0:r1``, columns ``cols``: frame blocks in budget."""
+    n, (c0, c1) = source.n_frames, cols
+    per_frame = (r1 - r0) * source.frame_shape[1] * max(source.dtype.itemsize, 1)
+    block = int(max(1, min(n, budget // max(4 * per_frame, 1))))
+    s1 = np.zeros((r1 - r0, c1 - c0))
+    s2 = np.zeros((r1 - r0, c1 - c0))
+    shift = None
+    for i in range(0, n, block):
+        chunk = source.read_rows(range(i, min(i + block, n)), r0, r1)[:, :, c0:c1].astype(np.float64)
+        if chunk.ndim == 4:  # RGB frames: the scatter of the channel mean, as the flat is made on
+            chunk = chunk.mean(axis=-1)
+        if shift is None:
+            shift = chunk[0].copy()  # shifted sums: numerically stable variance
+        chunk -= shift
+        s1 += chunk.sum(axis=0)
+        s2 += np.square(chunk).sum(axis=0)
+        if bar is not None:
+            bar.update(chunk.shape[0])
+    var = np.clip((s2 - s1 * s1 / n) / (n - 1), 0, None)
+    mean = np.abs(shift + s1 / n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(mean > 0, 1.2533 * np.sqrt(var / n) / mean, 0.0)
+
+
 def _temporal_sigma(frames, region, *, mem_limit="256MB", progress_bar=False):
     """Relative standard error of the median at the ``region`` pixels from the frames' temporal scatter.
 
@@ -440,7 +494,6 @@ def _temporal_sigma(frames, region, *, mem_limit="256MB", progress_bar=False):
             return sigma
         cols = np.flatnonzero(region.any(axis=0))
         c0, c1 = int(cols[0]), int(cols[-1]) + 1
-        width = source.frame_shape[1]
         budget = parse_size(mem_limit)
         # bands of consecutive masked rows; each band read frame-block by frame-block
         breaks = np.flatnonzero(np.diff(rows) > 1)
@@ -452,26 +505,7 @@ def _temporal_sigma(frames, region, *, mem_limit="256MB", progress_bar=False):
             bar = tqdm(total=n * len(bands), desc="flat uncertainty", unit="frame")
         for band in bands:
             r0, r1 = int(band[0]), int(band[-1]) + 1
-            per_frame = (r1 - r0) * width * max(source.dtype.itemsize, 1)
-            block = int(max(1, min(n, budget // max(4 * per_frame, 1))))
-            s1 = np.zeros((r1 - r0, c1 - c0))
-            s2 = np.zeros((r1 - r0, c1 - c0))
-            shift = None
-            for i in range(0, n, block):
-                chunk = source.read_rows(range(i, min(i + block, n)), r0, r1)[:, :, c0:c1].astype(np.float64)
-                if chunk.ndim == 4:  # RGB frames: the scatter of the channel mean, as the flat is made on
-                    chunk = chunk.mean(axis=-1)
-                if shift is None:
-                    shift = chunk[0].copy()  # shifted sums: numerically stable variance
-                chunk -= shift
-                s1 += chunk.sum(axis=0)
-                s2 += np.square(chunk).sum(axis=0)
-                if bar is not None:
-                    bar.update(chunk.shape[0])
-            var = np.clip((s2 - s1 * s1 / n) / (n - 1), 0, None)
-            mean = np.abs(shift + s1 / n)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                sigma[r0:r1, c0:c1] = np.where(mean > 0, 1.2533 * np.sqrt(var / n) / mean, 0.0)
+            sigma[r0:r1, c0:c1] = _band_scatter(source, r0, r1, (c0, c1), budget, bar)
         if bar is not None:
             bar.close()
         sigma[~region] = 0.0
@@ -531,8 +565,216 @@ def _json_safe(value):
 # --------------------------------------------------------------------------------------
 # public
 # --------------------------------------------------------------------------------------
-def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, floor=0.05, profile="auto",
-              min_signal=None, inpaint_options=None, mem_limit="256MB", progress_bar=False, full=False):
+@dataclass(frozen=True)
+class FlatOptions:
+    """The options of `make_flat` besides its inputs (the same names as its keywords).
+
+    Parameters
+    ----------
+    floor, profile, min_signal, inpaint_options, mem_limit, progress_bar, full, scene_motion
+        See `make_flat`.
+
+    Examples
+    --------
+    >>> FlatOptions(floor=0.1).profile
+    'auto'
+    """
+
+    floor: float = 0.05
+    profile: str = "auto"
+    min_signal: object = None
+    inpaint_options: object = None
+    mem_limit: object = "256MB"
+    progress_bar: bool = False
+    full: bool = False
+    scene_motion: object = "auto"
+
+    def __post_init__(self):
+        if self.profile not in FLAT_PROFILES:
+            raise InputError(f"unknown flat profile {self.profile!r}; "
+                             f"choose one of {', '.join(FLAT_PROFILES)}")
+        try:
+            floor = float(self.floor)
+        except (TypeError, ValueError):
+            raise InputError(f"floor must be a number between 0 and 1, got {self.floor!r}") \
+                from None
+        if not 0 < floor < 1:
+            raise InputError(f"floor must be between 0 and 1, got {self.floor}")
+        object.__setattr__(self, "floor", floor)
+        motion = self.scene_motion
+        if motion is None or (isinstance(motion, str) and motion == "auto"):
+            return
+        number = not isinstance(motion, (str, bytes, bool)) and np.isscalar(motion)
+        if not number or not float(motion) >= 0:
+            raise InputError("scene_motion must be 'auto', None or a number of pixels >= 0, "
+                             f"got {motion!r}")
+
+
+def _flat_options(options, keywords):
+    """`FlatOptions` from an ``options`` object and/or `make_flat`'s keywords (keywords win)."""
+    if options is not None and not isinstance(options, FlatOptions):
+        raise InputError(f"options must be a FlatOptions, got {type(options).__name__}")
+    unknown = set(keywords) - {f.name for f in fields(FlatOptions)}
+    if unknown:
+        raise InputError(f"make_flat got unknown option(s) {', '.join(sorted(unknown))}")
+    return replace(options or FlatOptions(), **keywords)
+
+
+def _min_signal(med, min_signal):
+    if min_signal is None:
+        finite = med[np.isfinite(med)]
+        return 0.01 * float(np.percentile(finite, 99.5)) if finite.size else 0.0
+    return float(min_signal)
+
+
+def _catalog_centres(det):
+    """Shadow centres ``{id: (y, x)}`` from the detection's catalog (empty for a plain mask)."""
+    cat = det.catalog
+    if cat is None or not len(cat) or not {"id", "x_centroid", "y_centroid"} <= set(cat.colnames):
+        return {}
+    rows = zip(cat["id"], cat["y_centroid"], cat["x_centroid"])
+    return {int(i): (float(yc), float(xc)) for i, yc, xc in rows
+            if np.isfinite(yc) and np.isfinite(xc)}
+
+
+def _scene_motion(frames, region, opts):
+    """How far the scene moves between frames, px: median distance between two frames' positions.
+
+    ``None`` when unknown (no frames, ``scene_motion=None``).  With
+    ``'auto'`` the shifts of up to 9 frames spread over the video are
+    measured (`~aiflat_astro.registration.register_frames`, dust masked).
+    """
+    motion = opts.scene_motion
+    if motion is None or (motion == "auto" and frames is None):
+        return None
+    if motion != "auto":
+        return float(motion)
+    from .registration import register_frames
+
+    try:
+        shifts = register_frames(frames, dust_mask=region, max_frames=9).shifts
+    except InputError as exc:  # frames the registration cannot use: the radial model stays
+        log.warning("scene motion not measured (%s); the radial model stays", exc)
+        return None
+    if len(shifts) < 2:
+        return 0.0
+    pairs = np.hypot(*(shifts[:, None, :] - shifts[None, :, :]).transpose(2, 0, 1))
+    return float(np.median(pairs[np.triu_indices(len(shifts), 1)]))
+
+
+def _transmission_model(med, det, w, valid, ratio, chosen, motion):
+    """The transmission ``T`` inside the weight: per-shadow radial profiles or the plain ratio.
+
+    Returns ``T`` (NaN where unusable), the pixels that keep the plain
+    ratio, the model's uncertainty, the per-shadow records and the map of
+    shadow ids (`_partition`; None for the plain ratio).
+    """
+    region = w > 0
+    trans = np.where(valid, ratio, np.nan)
+    if chosen != "radial":
+        return trans, region, np.zeros(med.shape), [], None
+    assign = _partition(w, det.labels)
+    radial, model_err, records = _radial_transmission(med, ratio, valid, w, assign, det.labels,
+                                                      _catalog_centres(det), motion=motion)
+    modelled = np.isfinite(radial)
+    return np.where(modelled, radial, trans), region & ~modelled, model_err, records, assign
+
+
+def _flag_records(dq, records, assign_of, region):
+    for rec in records:
+        if rec.get("review"):
+            dq[(assign_of == rec["id"]) & region] |= np.uint8(DustDQ.REVIEW)
+
+
+def _compose(w, trans, region, dq, floor):
+    """``flat = 1 - w + w T`` inside the weight, exactly 1.0 outside; the floor, ``LOW_TRANS``."""
+    unusable = region & ~np.isfinite(trans)
+    if unusable.any():
+        dq[unusable] |= np.uint8(DustDQ.REVIEW)
+        log.info("%d masked pixel(s) have no usable signal; the flat stays 1.0 there",
+                 int(unusable.sum()))
+    value = 1.0 - w.astype(np.float64) + w * np.where(np.isfinite(trans), trans, 1.0)
+    low = region & (value < floor)
+    value[low] = floor
+    dq[low] |= np.uint8(DustDQ.LOW_TRANS)
+    flat = np.ones(w.shape, np.float32)
+    flat[region] = value[region].astype(np.float32)
+    return flat, low
+
+
+def _uncertainty(frames, valid, region, fallback, trans, model_err, w, low, opts):
+    """``UNCERT``: the plain ratio carries the median's noise, a radial model its bin's error."""
+    rel = np.where(valid, _temporal_sigma(frames, region, mem_limit=opts.mem_limit,
+                                          progress_bar=opts.progress_bar), 0.0)
+    noise = np.where(fallback, np.where(np.isfinite(trans), trans, 1.0) * rel, 0.0)
+    sigma = w * np.sqrt(noise**2 + model_err**2)
+    sigma[low] = 0.0
+    return StdDevUncertainty(np.where(region, sigma, 0.0).astype(np.float32))
+
+
+def _dust_flat(med, det, inpaint, frames, opts, min_signal):
+    """Clean estimate, transmission model, the flat's pixels, DQ and uncertainty (mask not empty)."""
+    from .inpaint import run_inpainter
+
+    w = np.asarray(det.weight, dtype=np.float32)
+    region, dq = w > 0, det.dq.copy()
+    clean, info = run_inpainter(inpaint, med, det, frames=frames, **(opts.inpaint_options or {}))
+    chosen = info.get("profile", "radial") if opts.profile == "auto" else opts.profile
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = med.astype(np.float64) / clean.astype(np.float64)
+    defects = (dq & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
+    valid = region & np.isfinite(ratio) & (clean > min_signal) & np.isfinite(med) & ~defects
+    motion = _scene_motion(frames, region, opts) if chosen == "radial" else None
+    trans, fallback, model_err, records, assign = _transmission_model(med, det, w, valid, ratio,
+                                                                      chosen, motion)
+    if records:
+        _flag_records(dq, records, assign, region)
+    flat, low = _compose(w, trans, region, dq, opts.floor)
+    generated = info.get("generated", False)
+    if np.any(generated):
+        gen = np.broadcast_to(np.asarray(generated, dtype=bool), med.shape) & region
+        dq[gen] |= np.uint8(DustDQ.GENERATED)
+    uncertainty = None
+    if frames is not None:
+        uncertainty = _uncertainty(frames, valid, region, fallback, trans, model_err, w, low, opts)
+    result = {"info": info, "profile": chosen, "records": records, "n_low": int(low.sum()),
+              "motion": motion}
+    return flat, dq, uncertainty, result
+
+
+def _provenance(med, median_header, det, inpaint, opts, min_signal, result):
+    """The flat's header: provenance cards and the full record (``PROVJSON``)."""
+    info, records = result["info"], result["records"]
+    params = {"FLOOR": opts.floor, "PROFILE": result["profile"], "MINSIG": round(min_signal, 6)}
+    params.update({k: v for k, v in (info.get("params") or {}).items() if len(k) <= 8})
+    det_prov = _json_safe(det.provenance or {})
+    # AI cards: the inpainter's if it used a model, else the detector's (an AI eye made the mask)
+    prov = {k: det_prov[k] for k in _AI_KEYS if det_prov.get(k) is not None}
+    prov.update(_json_safe(info.get("provenance") or {}))
+    w = np.asarray(det.weight, dtype=np.float32)
+    prov.update(inputs=_median_inputs(median_header), mask=det_prov, detector=det.detector,
+                inpaint=str(inpaint), input_sha256=sha256_array(med),
+                mask_sha256=sha256_array(det.dq), weight_sha256=sha256_array(w),
+                params=params, scene_motion_px=result["motion"])
+    hashed = {"input": prov["input_sha256"], "mask": prov["mask_sha256"],
+              "weight": prov["weight_sha256"],
+              "inpaint": str(inpaint), "inpaint_options": _json_safe(opts.inpaint_options or {}),
+              "floor": opts.floor, "profile": opts.profile, "min_signal": min_signal}
+    if opts.scene_motion != "auto":
+        hashed["scene_motion"] = opts.scene_motion
+    params["PARAMSHA"] = params_hash(hashed)
+    prov["shadows"] = _json_safe(records)
+    prov["inpaint_info"] = _json_safe({k: v for k, v in info.items()
+                                       if k not in ("provenance", "params")})
+    prov["n_low_transmission"] = result["n_low"]
+    prov["history"] = [f"synthetic dust flat: inpaint={inpaint}, profile={result['profile']}, "
+                       f"floor={opts.floor:g}",
+                       f"{int((w > 0).sum())} px inside the dust weight; flat = 1.0 elsewhere"]
+    return _flat_header(median_header, prov)
+
+
+def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, options=None,
+              **keywords):
     """Make a synthetic dust flat from a temporal median and a dust mask.
 
     Parameters
@@ -559,9 +801,22 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, f
         Lowest transmission that is corrected (default 0.05).  Below it the
         flat is set to ``floor`` and the pixel flagged ``LOW_TRANS``:
         dividing by a smaller number would amplify noise 20-fold or more.
+    options : ``aiflat_astro.flat.FlatOptions``, optional
+        The options below as one object; keywords given as well override it.
     profile : {'auto', 'radial', 'none'}, optional
         Transmission model (see the module docstring); ``'auto'`` uses the
-        inpainter's recommendation, else ``'radial'``.
+        inpainter's recommendation, else ``'radial'``, shadow by shadow
+        replaced by the plain ratio where the scene moved by more than the
+        shadow (``scene_motion``) or where the shadow is not round beyond
+        the texture.
+    scene_motion : 'auto', float or None, optional
+        How far the scene moves between frames, in px (the median distance
+        between two frames' positions).  A shadow smaller than that gets the
+        plain ratio: the median has averaged the scene under it (a drift
+        set), and what stays in the ratio is fixed on the sensor.  ``'auto'``
+        (default) measures it from ``frames`` when they are given
+        (`~aiflat_astro.registration.register_frames` on 9 frames); `None`
+        never.
     min_signal : float, optional
         Pixels whose clean estimate is below this level carry no usable
         transmission (dark sky next to the solar limb); default 1 % of the
@@ -603,115 +858,28 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, f
     >>> bool(np.all(flat.data[flat.flags == 0] == 1.0))
     True
     """
-    if full:  # the whole gain table from shifted images: aiflat_astro.fullflat (owner: kll)
+    opts = _flat_options(options, keywords)
+    if opts.full:  # the whole gain table from shifted images: aiflat_astro.fullflat (owner: kll)
         from .fullflat import make_full_flat
 
-        return make_full_flat(median, frames, dust_mask=dust_mask, progress_bar=progress_bar,
-                              **(inpaint_options or {}))
-    from .inpaint import get_inpainter, run_inpainter
+        return make_full_flat(median, frames, dust_mask=dust_mask, progress_bar=opts.progress_bar,
+                              **(opts.inpaint_options or {}))
+    from .inpaint import get_inpainter
 
     get_inpainter(inpaint)  # an unknown method is an error even when the mask is empty
     med, median_header = _as_median(median)
     det = _as_detection(dust_mask, weight, med.shape)
-    if profile not in FLAT_PROFILES:
-        raise InputError(f"unknown flat profile {profile!r}; choose one of {', '.join(FLAT_PROFILES)}")
-    if not 0 < float(floor) < 1:
-        raise InputError(f"floor must be between 0 and 1, got {floor}")
-    floor = float(floor)
-    w = np.asarray(det.weight, dtype=np.float32)
-    region = w > 0
-    dq = det.dq.copy()
-    if min_signal is None:
-        finite = med[np.isfinite(med)]
-        min_signal = 0.01 * float(np.percentile(finite, 99.5)) if finite.size else 0.0
-    min_signal = float(min_signal)
-
-    records = []
-    info = {"method": inpaint}
-    flat = np.ones(med.shape, np.float32)
-    uncertainty = None
-    if region.any():
-        clean, info = run_inpainter(inpaint, med, det, frames=frames, **(inpaint_options or {}))
-        chosen = info.get("profile", "radial") if profile == "auto" else profile
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = med.astype(np.float64) / clean.astype(np.float64)
-        defects = (dq & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
-        valid = region & np.isfinite(ratio) & (clean > min_signal) & np.isfinite(med) & ~defects
-        trans = np.where(valid, ratio, np.nan)
-        model_err = np.zeros(med.shape)
-        if chosen == "radial":
-            centres = {}
-            cat = det.catalog
-            if cat is not None and len(cat) and {"id", "x_centroid", "y_centroid"} <= set(cat.colnames):
-                centres = {int(i): (float(yc), float(xc)) for i, yc, xc in
-                           zip(cat["id"], cat["y_centroid"], cat["x_centroid"]) if np.isfinite(yc) and np.isfinite(xc)}
-            assign = _partition(w, det.labels)
-            radial, model_err, records = _radial_transmission(med, ratio, valid, w, assign, det.labels, centres)
-            modelled = np.isfinite(radial)
-            trans = np.where(modelled, radial, trans)
-            fallback = region & ~modelled
-            for rec in records:
-                if rec.get("review") or rec["profile"] == "none":
-                    dq[(assign == rec["id"]) & region] |= np.uint8(DustDQ.REVIEW)
-        else:
-            fallback = region
-        unusable = region & ~np.isfinite(trans)
-        if unusable.any():
-            dq[unusable] |= np.uint8(DustDQ.REVIEW)
-            log.info("%d masked pixel(s) have no usable signal; the flat stays 1.0 there", int(unusable.sum()))
-        trans = np.where(np.isfinite(trans), trans, 1.0)
-        value = 1.0 - w.astype(np.float64) + w * trans
-        low = region & (value < floor)
-        value[low] = floor
-        dq[low] |= np.uint8(DustDQ.LOW_TRANS)
-        flat[region] = value[region].astype(np.float32)
-        flat[~region] = 1.0
-        generated = info.get("generated", False)
-        if np.any(generated):
-            gen = np.broadcast_to(np.asarray(generated, dtype=bool), med.shape) & region
-            dq[gen] |= np.uint8(DustDQ.GENERATED)
-        if frames is not None:
-            rel = np.where(valid, _temporal_sigma(frames, region, mem_limit=mem_limit, progress_bar=progress_bar),
-                           0.0)
-            # the plain ratio carries the median's noise; a radial model averages it over its bin
-            noise = np.where(fallback, trans * rel, 0.0)
-            sigma = w * np.sqrt(noise**2 + model_err**2)
-            sigma[low] = 0.0
-            uncertainty = StdDevUncertainty(np.where(region, sigma, 0.0).astype(np.float32))
-        chosen_profile = chosen
-        n_low = int(low.sum())
-        if n_low:
-            warn_user(f"{n_low} pixel(s) have a transmission below the floor {floor:g}: flat set to the "
-                      "floor there and flagged LOW_TRANS (exclude them from science)")
+    min_signal = _min_signal(med, opts.min_signal)
+    if np.any(np.asarray(det.weight) > 0):
+        flat, dq, uncertainty, result = _dust_flat(med, det, inpaint, frames, opts, min_signal)
     else:
-        chosen_profile = "none"
-        n_low = 0
         log.info("empty dust mask: the flat is 1.0 everywhere")
-
-    params = {"FLOOR": floor, "PROFILE": chosen_profile, "MINSIG": round(min_signal, 6)}
-    params.update({k: v for k, v in (info.get("params") or {}).items() if len(k) <= 8})
-    det_prov = _json_safe(det.provenance or {})
-    # AI cards: the inpainter's if it used a model, else the detector's (an AI eye made the mask)
-    prov = {k: det_prov[k] for k in _AI_KEYS if det_prov.get(k) is not None}
-    prov.update(_json_safe(info.get("provenance") or {}))
-    prov["inputs"] = _median_inputs(median_header)
-    prov["mask"] = det_prov
-    prov["detector"] = det.detector
-    prov["inpaint"] = str(inpaint)
-    prov["input_sha256"] = sha256_array(med)
-    prov["mask_sha256"] = sha256_array(det.dq)
-    prov["weight_sha256"] = sha256_array(w)
-    prov["params"] = params
-    hashed = {"input": prov["input_sha256"], "mask": prov["mask_sha256"], "weight": prov["weight_sha256"],
-              "inpaint": str(inpaint), "inpaint_options": _json_safe(inpaint_options or {}),
-              "floor": floor, "profile": profile, "min_signal": min_signal}
-    params["PARAMSHA"] = params_hash(hashed)
-    prov["shadows"] = _json_safe(records)
-    prov["inpaint_info"] = _json_safe({k: v for k, v in info.items() if k not in ("provenance", "params")})
-    prov["n_low_transmission"] = n_low
-    prov["history"] = [f"synthetic dust flat: inpaint={inpaint}, profile={chosen_profile}, floor={floor:g}",
-                       f"{int(region.sum())} px inside the dust weight; flat = 1.0 elsewhere"]
-    header = _flat_header(median_header, prov)
+        flat, dq, uncertainty = np.ones(med.shape, np.float32), det.dq.copy(), None
+        result = {"info": {"method": inpaint}, "profile": "none", "records": [], "n_low": 0, "motion": None}
+    if result["n_low"]:
+        warn_user(f"{result['n_low']} pixel(s) have a transmission below the floor {opts.floor:g}: flat set to "
+                  "the floor there and flagged LOW_TRANS (exclude them from science)")
+    header = _provenance(med, median_header, det, inpaint, opts, min_signal, result)
     return CCDData(flat, unit=u.dimensionless_unscaled, flags=dq, uncertainty=uncertainty, meta=header)
 
 

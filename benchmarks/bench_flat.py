@@ -22,6 +22,7 @@ Usage::
 
     python benchmarks/bench_flat.py [--seeds 4] [--first-seed 0] [--detector] [--oracle]
                                     [--variants poly2,harmonic] [--profiles radial]
+                                    [--drift 100 --frames]
 
 ``poly2`` is the default of ``make_flat`` (on a solar disc: the disc model
 times the median of the ring, ``disc_poly_degree=0``); ``poly2 disc deg1``
@@ -96,7 +97,7 @@ def bench_flats(args):
     with tempfile.TemporaryDirectory() as tmp:
         for regime in args.regimes:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
-                median, truth, path = simulate(tmp, regime, seed)
+                median, truth, path = simulate(tmp, regime, seed, drift=args.drift)
                 if args.detector:
                     from aiflat_astro.detection import detect_dust
 
@@ -108,15 +109,19 @@ def bench_flats(args):
                 else:
                     mask = truth.labels > 0
                 variants = {k: v for k, v in LOCAL_VARIANTS.items() if not args.variants or k in args.variants}
-                runs = [(name, "local", opts, profile) for (name, opts), profile in
+                runs = [(name, "local", opts, profile, None) for (name, opts), profile in
                         itertools.product(variants.items(), args.profiles)]
                 if args.oracle:
-                    runs.append(("true clean", "bench-oracle", {"transmission": truth.transmission}, "radial"))
-                for name, inpaint, opts, profile in runs:
+                    runs.append(("true clean", "bench-oracle", {"transmission": truth.transmission},
+                                 "radial", None))
+                if args.frames:  # as `aiflat flat --video`: the scene's motion chooses the model
+                    runs.append(("with frames", "local", {}, "auto", path))
+                for name, inpaint, opts, profile, frames in runs:
                     t0 = time.perf_counter()
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        flat = make_flat(median, mask, inpaint=inpaint, inpaint_options=opts, profile=profile)
+                        flat = make_flat(median, mask, inpaint=inpaint, inpaint_options=opts,
+                                         profile=profile, frames=frames)
                     dt = time.perf_counter() - t0
                     pooled, per = residuals(flat.data, truth)
                     r = results.setdefault((regime, name, profile), {"pooled": [], "per": [], "time": []})
@@ -196,6 +201,10 @@ def main():
     parser.add_argument("--profiles", type=lambda v: v.split(","), default=["none", "radial"],
                         help="comma-separated transmission models (default none,radial)")
     parser.add_argument("--regimes", type=lambda v: v.split(","), default=["solar", "deepsky"])
+    parser.add_argument("--drift", type=float, default=0.0,
+                        help="peak-to-peak Lissajous drift of the simulated scene, px (default 0: jitter)")
+    parser.add_argument("--frames", action="store_true",
+                        help="add a row: make_flat with the frames (scene_motion measured, profile auto)")
     parser.add_argument("--skip-flats", action="store_true")
     parser.add_argument("--skip-matching", action="store_true")
     args = parser.parse_args()

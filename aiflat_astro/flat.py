@@ -637,29 +637,31 @@ def _catalog_centres(det):
             if np.isfinite(yc) and np.isfinite(xc)}
 
 
-def _scene_motion(frames, region, opts):
+def _scene_motion(frames, region, opts, det=None):
     """How far the scene moves between frames, px: median distance between two frames' positions.
 
     ``None`` when unknown (no frames, ``scene_motion=None``).  With
     ``'auto'`` the shifts of up to 9 frames spread over the video are
-    measured (`~aiflat_astro.registration.register_frames`, dust masked).
+    measured (`~aiflat_astro.registration.register_frames`, dust masked),
+    unless the detection already measured them on these frames (its
+    provenance ``motion["pair_px"]``, from the local detector's motion test).
     """
     motion = opts.scene_motion
     if motion is None or (motion == "auto" and frames is None):
         return None
     if motion != "auto":
         return float(motion)
-    from .registration import register_frames
+    measured = (getattr(det, "provenance", None) or {}).get("motion") or {}
+    if measured.get("pair_px") is not None:
+        return float(measured["pair_px"])
+    from .registration import median_pair_distance, register_frames
 
     try:
         shifts = register_frames(frames, dust_mask=region, max_frames=9).shifts
     except InputError as exc:  # frames the registration cannot use: the radial model stays
         log.warning("scene motion not measured (%s); the radial model stays", exc)
         return None
-    if len(shifts) < 2:
-        return 0.0
-    pairs = np.hypot(*(shifts[:, None, :] - shifts[None, :, :]).transpose(2, 0, 1))
-    return float(np.median(pairs[np.triu_indices(len(shifts), 1)]))
+    return median_pair_distance(shifts)
 
 
 def _transmission_model(med, det, w, valid, ratio, chosen, motion):
@@ -724,7 +726,7 @@ def _dust_flat(med, det, inpaint, frames, opts, min_signal):
         ratio = med.astype(np.float64) / clean.astype(np.float64)
     defects = (dq & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
     valid = region & np.isfinite(ratio) & (clean > min_signal) & np.isfinite(med) & ~defects
-    motion = _scene_motion(frames, region, opts) if chosen == "radial" else None
+    motion = _scene_motion(frames, region, opts, det) if chosen == "radial" else None
     trans, fallback, model_err, records, assign = _transmission_model(med, det, w, valid, ratio,
                                                                       chosen, motion)
     if records:

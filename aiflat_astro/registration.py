@@ -354,6 +354,34 @@ def measure_shift(reference, image, *, upsample_factor=20, lowpass=0.25, whiten=
 # ---------------------------------------------------------------------------
 # Drift path
 # ---------------------------------------------------------------------------
+def median_pair_distance(shifts):
+    """Median distance between the positions of two frames, px.
+
+    How far the scene typically moves under a sensor-fixed shadow between
+    two frames: the median over all pairs of frames of ``|s_i - s_j|``.
+
+    Parameters
+    ----------
+    shifts : array-like
+        ``(n, 2)`` shifts ``(dy, dx)`` in pixels.
+
+    Returns
+    -------
+    float
+        0.0 for fewer than two frames.
+
+    Examples
+    --------
+    >>> median_pair_distance([[0, 0], [0, 3], [4, 0]])
+    4.0
+    """
+    s = np.asarray(shifts, dtype=np.float64).reshape(-1, 2)
+    if len(s) < 2:
+        return 0.0
+    iu = np.triu_indices(len(s), 1)
+    return float(np.median(np.hypot(s[iu[0], 0] - s[iu[1], 0], s[iu[0], 1] - s[iu[1], 1])))
+
+
 def shift_extent(shifts, *, percentiles=(2.0, 98.0)):
     """Extent of a set of 2-D shifts along its two principal axes.
 

@@ -125,3 +125,32 @@ def test_low_transmission_warning_points_at_the_caller():
     with pytest.warns(AiflatUserWarning, match="below the floor") as rec:
         make_flat(median, dust)
     assert rec[0].filename == __file__
+
+
+def test_the_detectors_measured_motion_is_reused_instead_of_registering_again(tmp_path):
+    # the local detector's motion test already measured the scene's shifts on these frames
+    # (provenance motion.pair_px): the flat takes that figure instead of registering again
+    from aiflat_astro.detection import detection_from_mask
+
+    y, x = np.mgrid[0:96, 0:96]
+    small = np.hypot(y - 40, x - 40) < 6
+    median = (_textured((96, 96)) * np.where(small, 0.75, 1.0)).astype(np.float32)
+    det = detection_from_mask(small, median)
+    det.provenance["motion"] = {"n_frames_used": 24, "method": "registration", "rms_px": 20.0,
+                                "pair_px": 28.5}
+    # the frames do not move (a fresh registration would measure 0 px)
+    from aiflat_astro.io import write_ser
+
+    video = tmp_path / "still.ser"
+    write_ser(video, np.repeat(np.round(median)[None].astype(np.uint16), 6, axis=0))
+    flat = make_flat(median, det, frames=video)
+    prov = json.loads(flat.meta["PROVJSON"])
+    assert prov["scene_motion_px"] == 28.5
+    assert all(r["profile"] == "none" for r in prov["shadows"])
+
+
+def test_median_pair_distance():
+    from aiflat_astro.registration import median_pair_distance
+
+    assert median_pair_distance([[0.0, 0.0]]) == 0.0
+    assert median_pair_distance(np.array([[0, 0], [0, 3], [4, 0]])) == 4.0

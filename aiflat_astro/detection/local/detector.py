@@ -7,6 +7,7 @@ from astropy.table import Table
 from scipy import ndimage
 
 from ...dq import DustDQ
+from ...registration import median_pair_distance
 from ...utils.exceptions import InputError
 from .._base import DustDetection, DustDetector, empty_catalog
 from . import motion
@@ -228,7 +229,8 @@ class LocalDustDetector(DustDetector):
             if own:
                 source.close()
         rms = float(np.sqrt(np.mean(np.sum((shifts - np.median(shifts, axis=0)) ** 2, axis=1))))
-        return True, {"n_frames_used": int(len(idx)), "method": method, "rms_px": round(rms, 3)}, cands
+        return True, {"n_frames_used": int(len(idx)), "method": method, "rms_px": round(rms, 3),
+                      "pair_px": round(median_pair_distance(shifts), 3)}, cands
 
     def _build(self, data, cands, *, f_ratio, pixel_size, params, used_frames, motion_summary):
         """The `DustDetection`: accepted shadows into DQ, labels and catalog; the rest rejected."""

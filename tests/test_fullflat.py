@@ -6,18 +6,10 @@ from astropy.io import fits
 from scipy import ndimage
 
 from aiflat_astro.datasets.kll import make_kll_set
+from aiflat_astro.evaluate import flat_errors
 from aiflat_astro.dq import DustDQ
 from aiflat_astro.fullflat import full_flat, make_full_flat, solve_gain
 from aiflat_astro.utils.exceptions import InputError
-
-
-def flat_errors(gain, truth, cover):
-    """rms of log(gain / truth) on ``cover``: as is, and with the best plane removed."""
-    e = np.log(gain[cover] / np.median(gain[cover])) - np.log(truth[cover] / np.median(truth[cover]))
-    yy, xx = np.nonzero(cover)
-    a = np.column_stack([np.ones(yy.size), yy, xx])
-    coef, *_ = np.linalg.lstsq(a, e, rcond=None)
-    return float(np.sqrt(np.mean(e**2))), float(np.sqrt(np.mean((e - a @ coef) ** 2)))
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +190,18 @@ class TestXu2016FullFlat:
         theirs = dips(xu2016.paper_flat.astype(np.float64))
         assert np.all(ours > 0.05)  # each spot at least 5 % deep in our flat
         assert list(np.argsort(ours)) == list(np.argsort(theirs))
+
+
+def test_flat_errors_plane_and_bad_input():
+    yy, xx = np.mgrid[0:40, 0:50]
+    truth = 1 - 0.2 * (np.hypot(yy - 20, xx - 25) < 5)
+    cover = np.ones(truth.shape, bool)
+    tilted = 3.0 * truth * np.exp(2e-3 * yy - 1e-3 * xx)     # another level and a plane
+    rms, rms_plane = flat_errors(tilted, truth, cover)
+    assert rms > 0.01 and rms_plane < 1e-12
+    rms, rms_plane = flat_errors(np.ones(truth.shape), truth, cover)   # the dust missed
+    assert rms_plane > 0.03
+    with pytest.raises(InputError, match="one shape"):
+        flat_errors(truth[:-1], truth, cover)
+    with pytest.raises(InputError, match="positive and finite"):
+        flat_errors(truth - 1, truth, cover)

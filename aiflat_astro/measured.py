@@ -247,20 +247,50 @@ def _sample_box(image, v0, v1, u0, u1, dy, dx, *, order, prefiltered=False):
     if any(before) or any(after):
         crop = np.pad(crop, ((before[0], after[0]), (before[1], after[1])), mode="edge")
     crop = crop.astype(np.float64, copy=False)
-    if fy or fx:
-        crop = ndi.shift(crop, (-fy, -fx), order=order, mode="nearest",
-                         prefilter=not prefiltered)
-    values = crop[_PAD:_PAD + (v1 - v0), _PAD:_PAD + (u1 - u0)]
+    if order == 3 and not prefiltered:
+        crop = ndi.spline_filter(crop, order=3, mode="nearest")
+    values = _shifted_interior(crop, fy, fx, (v1 - v0, u1 - u0), order=order)
     vv = np.arange(v0, v1)[:, None] + dy
     uu = np.arange(u0, u1)[None, :] + dx
     inside = (vv >= 0) & (vv <= h - 1) & (uu >= 0) & (uu <= w - 1)
     return values, inside
 
 
+def _spline_weights(t, order):
+    """Offsets and weights of the samples ``c[i + o]`` that give ``f(i + t)``, ``0 <= t < 1``."""
+    if order == 1:
+        return (0, 1), (1.0 - t, t)
+    if order != 3:
+        raise ValueError(f"order must be 1 or 3, got {order}")
+    u = 1.0 - t
+    return (-1, 0, 1, 2), (u**3 / 6, 2 / 3 - t**2 + t**3 / 2, 2 / 3 - u**2 + u**3 / 2, t**3 / 6)
+
+
+def _shifted_interior(coeffs, fy, fx, size, *, order):
+    """The spline of ``coeffs`` (order 1 or 3) at ``(_PAD + v + fy, _PAD + u + fx)``, v, u < size.
+
+    One fractional shift for the whole box, so the B-spline is separable:
+    a few weighted slices along x, then along y -- what
+    ``scipy.ndimage.shift(coeffs, (-fy, -fx), prefilter=False)`` gives on the
+    interior (to rounding), for a fraction of its cost.  ``_PAD`` rows and
+    columns of margin cover the taps.
+    """
+    nv, nu = size
+    offs_x, wts_x = _spline_weights(fx, order)
+    offs_y, wts_y = _spline_weights(fy, order)
+    rows = coeffs[_PAD + offs_y[0]:_PAD + offs_y[-1] + nv]
+    along_x = sum(w * rows[:, _PAD + o:_PAD + o + nu] for o, w in zip(offs_x, wts_x, strict=True))
+    first = offs_y[0]
+    return sum(w * along_x[o - first:o - first + nv] for o, w in zip(offs_y, wts_y, strict=True))
+
+
 def _sample_mask(mask, v0, v1, u0, u1, dy, dx):
     """True where ``mask`` is set at any of the 4 pixels around ``(v + dy, u + dx)``."""
     iy, ix = int(np.floor(dy)), int(np.floor(dx))
     h, w = mask.shape
+    if v0 + iy >= 0 and v1 + iy < h and u0 + ix >= 0 and u1 + ix < w:   # inside: four slices
+        win = mask[v0 + iy:v1 + iy + 1, u0 + ix:u1 + ix + 1]
+        return win[:-1, :-1] | win[1:, :-1] | win[:-1, 1:] | win[1:, 1:]
     out = np.zeros((v1 - v0, u1 - u0), bool)
     for oy in (0, 1):
         for ox in (0, 1):

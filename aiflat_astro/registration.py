@@ -202,14 +202,35 @@ def _correlate(ref_spec, mov_spec, *, taper, upsample_factor, whiten=0.5, search
     return shift, float(peak)
 
 
-def _fill_highpass(image, valid, sigma):
-    """High-pass ``image`` ignoring invalid pixels (normalised convolution); invalid → 0."""
+def _fill_highpass(image, valid, sigma, *, den=None):
+    """High-pass ``image`` ignoring invalid pixels (normalised convolution); invalid → 0.
+
+    ``den``, when given, is the smoothed ``valid`` (the same for every frame
+    of one mask: computed once, `_SmoothedMask`).
+    """
     w = valid.astype(np.float64)
     num = ndi.gaussian_filter(image * w, sigma, mode="nearest")
-    den = ndi.gaussian_filter(w, sigma, mode="nearest")
+    if den is None:
+        den = ndi.gaussian_filter(w, sigma, mode="nearest")
     low = num / np.maximum(den, 1e-6)
     out = (image - low) * w
     return out
+
+
+class _SmoothedMask:
+    """The normalisation of `_fill_highpass` for one mask, computed on first use."""
+
+    def __init__(self, valid, sigma):
+        self.valid, self.sigma, self._den = valid, sigma, None
+
+    def highpass(self, image, good):
+        """`_fill_highpass` of ``image`` on ``good`` (cached when ``good`` is the mask)."""
+        if good is not self.valid and not np.array_equal(good, self.valid):
+            return _fill_highpass(image, good, self.sigma)
+        if self._den is None:
+            self._den = ndi.gaussian_filter(self.valid.astype(np.float64), self.sigma,
+                                            mode="nearest")
+        return _fill_highpass(image, good, self.sigma, den=self._den)
 
 
 _SOFT_EDGE = 3  # px: erosion and Gaussian taper of the dust mask in registration
@@ -241,6 +262,7 @@ class _Preprocessor:
         self.tukey = np.outer(wy, wx)
         # soft-edged mask: a hard static edge would pull the correlation to zero shift
         self.window = self.tukey * _soft_weight(valid)
+        self._smooth = _SmoothedMask(valid, highpass)
 
     def __call__(self, frame):
         """High-passed, normalised frame (masked pixels 0), before windowing."""
@@ -251,7 +273,7 @@ class _Preprocessor:
         if not np.isfinite(level) or level == 0:
             level = 1.0
         img = img / level
-        hp = _fill_highpass(img, good, self.highpass)
+        hp = self._smooth.highpass(img, good)
         rms = np.sqrt(np.mean(hp[good] ** 2)) if good.any() else 0.0
         if rms > 0:
             hp /= rms
@@ -582,6 +604,7 @@ class _Coarse:
         shape = self.valid.shape
         self.window = np.outer(tukey(shape[0], 0.5), tukey(shape[1], 0.5))
         self.taper = _taper(shape, 0.12)
+        self._smooth = _SmoothedMask(self.valid, 8.0)
 
     def spectrum(self, frame):
         img = _bin_mean(_as_mono(frame), self.bin)
@@ -589,7 +612,7 @@ class _Coarse:
         img = np.where(good, img, 0.0)
         level = np.median(img[good]) if good.any() else 1.0
         level = level if np.isfinite(level) and level != 0 else 1.0
-        hp = _fill_highpass(img / level, good, 8.0)
+        hp = self._smooth.highpass(img / level, good)
         rms = np.sqrt(np.mean(hp[good] ** 2)) if good.any() else 0.0
         if rms > 0:
             hp /= rms

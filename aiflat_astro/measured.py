@@ -40,7 +40,8 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage as ndi
 
-from .registration import DriftPath, _as_mono, _open_source, register_frames
+from .registration import (DriftPath, _as_mono, _bin_mean, _binned_frames, _open_source,
+                           register_frames)
 from .utils._atomic import parse_size
 from .utils.exceptions import DetectorFallbackWarning, InputError, warn_user
 
@@ -366,13 +367,6 @@ _SURVEY_FRAMES = 40
 _SURVEY_SIZE = 512
 
 
-def _bin(image, b):
-    if b == 1:
-        return image
-    h, w = (image.shape[0] // b) * b, (image.shape[1] // b) * b
-    return image[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
-
-
 def _static_survey(source, frame_index, shifts, known, *, nsigma=5.0, min_depth=0.005):
     """Find static dark features outside ``known``: dust the detector missed.
 
@@ -390,12 +384,11 @@ def _static_survey(source, frame_index, shifts, known, *, nsigma=5.0, min_depth=
                                           min(_SURVEY_FRAMES, frame_index.size))).astype(int))
     if pick.size < 8:
         return np.zeros(shape, bool), []
-    known_b = _bin(known.astype(np.float32), b) > 0
+    known_b = _bin_mean(known.astype(np.float32), b) > 0
     known_b = ndi.binary_dilation(known_b, iterations=1)
     frames = []
     stack = []
-    for i in pick:
-        frame = _bin(_as_mono(source.read(int(frame_index[i]))), b).astype(np.float32)
+    for i, frame in zip(pick, _binned_frames(source, frame_index[pick], b), strict=True):
         frames.append(frame)
         dy, dx = shifts[i] / b
         data = np.where(known_b, np.nan, frame)
@@ -992,7 +985,6 @@ def measure_transmission(
              int(np.sum(shadows["method"] == "measured")) if rows else 0, len(rows), major, minor)
     return MeasuredTransmission(transmission=transmission, uncertainty=uncertainty,
                                 measured=measured, shadows=shadows, drift=drift, params=params)
-
 
 
 # ---------------------------------------------------------------------------

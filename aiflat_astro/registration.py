@@ -574,7 +574,6 @@ def _progress(iterable, enabled, desc, total=None):
     return tqdm(iterable, desc=desc, total=total, unit="frame", leave=False)
 
 
-
 # ---------------------------------------------------------------------------
 # Large offsets: coarse step on a binned grid, refinement on the overlap
 # ---------------------------------------------------------------------------
@@ -590,6 +589,16 @@ def _bin_mean(image, b):
         return image
     h, w = (image.shape[0] // b) * b, (image.shape[1] // b) * b
     return image[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
+
+
+def _binned_frames(source, indices, b):
+    """The frames ``indices`` of ``source``, one at a time: mono, ``b`` × ``b`` binned, float32.
+
+    The read-and-bin loop of the full flat (`aiflat_astro.fullflat`) and of
+    the measured flat's static survey (`aiflat_astro.measured`).
+    """
+    for i in indices:
+        yield _bin_mean(_as_mono(source.read(int(i))), b).astype(np.float32)
 
 
 class _Coarse:

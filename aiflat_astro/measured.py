@@ -377,6 +377,16 @@ def _static_survey(source, frame_index, shifts, known, *, nsigma=5.0, min_depth=
     ``max(nsigma * noise, min_depth)`` there, outside the known dust, are
     returned (full resolution, dilated) with a list of features.
     Unmasked, such dust would contaminate the clean samples of the scene.
+
+    Why not the project's detector (`aiflat_astro.detection.detect_dust`):
+    the survey looks at another image, the static sensor pattern left once
+    the registered scene is divided out, on binned frames, where the scene
+    (granulation, spots, the limb) is gone and the only question is "darker
+    than its smooth surroundings by more than the noise".  The detector
+    works on the median, where it must tell dust from the scene (its
+    hard negatives, the motion test); run on the pattern it would re-open the
+    frames and re-register them.  The survey only *excludes* pixels from the
+    clean samples; it never adds shadows to the catalogue.
     """
     shape = known.shape
     b = max(1, int(np.ceil(max(shape) / _SURVEY_SIZE)))

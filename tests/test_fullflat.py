@@ -53,6 +53,7 @@ class TestSolveGain:
         z = (ratio / ndimage.median_filter(ratio, 25) - 1)[cover] / err[cover]
         assert 0.6 < np.std(z) < 1.6
 
+    @pytest.mark.slow
     def test_robust_to_a_flare(self, small_set):
         frames = small_set.frames.copy()
         yy, xx = np.mgrid[0:256, 0:256]
@@ -83,6 +84,7 @@ def flat(small_set):
 
 
 class TestFullFlatProduct:
+    @pytest.mark.slow
     def test_product(self, flat, small_set):
         assert flat.meta["FLATTYPE"] == "FULL"
         data = np.asarray(flat.data)
@@ -92,6 +94,7 @@ class TestFullFlatProduct:
         assert np.all(flat.uncertainty.array[~un] > 0)
         assert np.all((flat.flags[small_set.dust_labels > 0] & DustDQ.DUST) > 0)
 
+    @pytest.mark.slow
     def test_write_and_apply(self, flat, small_set, tmp_path):
         from aiflat_astro.apply import apply_flat, flat_boxes
         from aiflat_astro.io.fits import write_flat
@@ -110,6 +113,7 @@ class TestFullFlatProduct:
         out = apply_flat(small_set.frames[0], str(path))
         np.testing.assert_allclose(out.data, small_set.frames[0] / flat.data, rtol=1e-6)
 
+    @pytest.mark.slow
     def test_make_flat_hook(self, small_set):
         from aiflat_astro.flat import make_flat
 
@@ -122,6 +126,7 @@ class TestFullFlatProduct:
             make_full_flat(None, None)
 
 
+@pytest.mark.slow
 def test_cli_full_flat(small_set, tmp_path):
     from aiflat_astro.cli import main
 

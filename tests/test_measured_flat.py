@@ -103,6 +103,7 @@ class TestTarget:
             sel = truth.labels == sid
             assert _rms_inside(measured_flat, truth, sel) <= 0.005
 
+    @pytest.mark.slow
     def test_every_shadow_measured(self, measured_flat):
         info = json.loads(measured_flat.meta["PROVJSON"])["inpaint_info"]
         assert info["method"] == "measured"
@@ -111,6 +112,7 @@ class TestTarget:
         assert {rec["flat_method"] for rec in info["shadows"]} == {"measured"}
         assert all(rec["coverage"] == 1.0 for rec in info["shadows"])
 
+    @pytest.mark.slow
     def test_flat_contract(self, drifting, measured_flat):
         """1.0 outside the weight, dimensionless, not generated, provenance cards."""
         _, _, _, detection = drifting
@@ -121,6 +123,7 @@ class TestTarget:
         assert measured_flat.meta["NMEASURD"] == 10
         assert measured_flat.meta["DRIFTMIN"] > 40
 
+    @pytest.mark.slow
     def test_drift_path_in_provenance(self, drifting, measured_flat):
         """Every frame's shift (registered with the dust present) is in PROVJSON, within 0.2 px."""
         _, truth, _, _ = drifting
@@ -235,6 +238,7 @@ class TestFallback:
 
 
 class TestCatalog:
+    @pytest.mark.slow
     def test_add_flat_method(self, drifting, measured_flat, measurement):
         _, _, _, detection = drifting
         info = json.loads(measured_flat.meta["PROVJSON"])["inpaint_info"]

@@ -742,6 +742,81 @@ def _solve_batch(batch, shifts, transmission, uncertainty, measured, *, n_min, m
     return rows
 
 
+def _checked_inputs(dust_mask, weight, labels, *, estimator, radial, min_coverage):
+    """`measure_transmission`'s masks as arrays, its options checked."""
+    dust_mask = np.asarray(dust_mask, dtype=bool)
+    if dust_mask.ndim != 2:
+        raise InputError(f"dust_mask must be 2-D, got shape {dust_mask.shape}")
+    shape = dust_mask.shape
+    weight = dust_mask.astype(np.float32) if weight is None else np.asarray(weight, np.float32)
+    if weight.shape != shape:
+        raise InputError(f"weight shape {weight.shape} differs from the dust mask {shape}")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != shape:
+            raise InputError(f"labels shape {labels.shape} differs from the dust mask {shape}")
+    if estimator not in ("mean", "median"):
+        raise InputError(f"estimator must be 'mean' or 'median', got {estimator!r}")
+    if radial not in ("auto", True, False):
+        raise InputError(f"radial must be 'auto', True or False, got {radial!r}")
+    if not 0 < float(min_coverage) <= 1:
+        raise InputError(f"min_coverage must be in (0, 1], got {min_coverage}")
+    return dust_mask, weight, labels
+
+
+def _memory_plan(regions, shifts_all, n_registered, budget, mem_limit):
+    """Scene boxes (``r.sbox``, set here) and how the regions and frames fit ``budget``.
+
+    Returns ``(batches, pick)``: the regions of each pass over the frames, and
+    the registered frames used (indices into the drift path).
+    """
+    lo = shifts_all.min(axis=0)
+    hi = shifts_all.max(axis=0)
+    storage = 0
+    work = 0
+    for r in regions:
+        y0, y1, x0, x1 = r.box
+        r.sbox = (int(np.floor(y0 - hi[0])), int(np.ceil(y1 - lo[0])),
+                  int(np.floor(x0 - hi[1])), int(np.ceil(x1 - lo[1])))
+        v0, v1, u0, u1 = r.sbox
+        box_px, scene_px = (y1 - y0) * (x1 - x0), (v1 - v0) * (u1 - u0)
+        storage += 4 * box_px + 6 * scene_px  # raw f4, reg f4, two bool maps
+        work = max(work, 16 * box_px + 16 * scene_px)  # float32 work stacks, one region
+    n_fit = max(1, int(budget // max(1, storage + work)))
+    batches = [regions]
+    if n_fit < min(n_registered, _MIN_FRAMES_ONE_PASS) and len(regions) > 1:
+        # large offsets make big scene boxes: several passes over the frames, each for the
+        # regions that fit, rather than too few frames
+        sizes = [_region_storage(r) for r in regions]
+        n_fit = max(1, min(n_registered, int(budget // max(1, max(sizes) + work))))
+        batches, current, used = [], [], 0
+        for r, size in zip(regions, sizes, strict=True):
+            if current and (used + size) * n_fit + work > budget:
+                batches.append(current)
+                current, used = [], 0
+            current.append(r)
+            used += size
+        batches.append(current)
+        log.info("memory limit %s: %d passes over the frames", mem_limit, len(batches))
+    if n_registered > n_fit:
+        pick = np.unique(np.round(np.linspace(0, n_registered - 1, n_fit)).astype(int))
+        log.info("memory limit %s: using %d of %d registered frames", mem_limit, pick.size,
+                 n_registered)
+    else:
+        pick = np.arange(n_registered)
+    return batches, pick
+
+
+def _shadow_table(rows):
+    """The per-shadow table of `MeasuredTransmission`."""
+    return Table(rows=rows or None,
+                 names=("id", "x_centroid", "y_centroid", "diameter", "drift_ok", "coverage",
+                        "n_frames_used", "trans_err", "measured_depth", "profile", "chi2",
+                        "method", "reason"),
+                 dtype=(np.int64, np.float64, np.float64, np.float64, bool, np.float64,
+                        np.int64, np.float64, np.float64, "U6", np.float64, "U8", "U160"))
+
+
 def measure_transmission(
     frames,
     dust_mask,
@@ -853,23 +928,9 @@ def measure_transmission(
     InputError
         Bad shapes or options, or an unreadable video.
     """
-    dust_mask = np.asarray(dust_mask, dtype=bool)
-    if dust_mask.ndim != 2:
-        raise InputError(f"dust_mask must be 2-D, got shape {dust_mask.shape}")
+    dust_mask, weight, labels = _checked_inputs(dust_mask, weight, labels, estimator=estimator,
+                                                radial=radial, min_coverage=min_coverage)
     shape = dust_mask.shape
-    weight = dust_mask.astype(np.float32) if weight is None else np.asarray(weight, np.float32)
-    if weight.shape != shape:
-        raise InputError(f"weight shape {weight.shape} differs from the dust mask {shape}")
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != shape:
-            raise InputError(f"labels shape {labels.shape} differs from the dust mask {shape}")
-    if estimator not in ("mean", "median"):
-        raise InputError(f"estimator must be 'mean' or 'median', got {estimator!r}")
-    if radial not in ("auto", True, False):
-        raise InputError(f"radial must be 'auto', True or False, got {radial!r}")
-    if not 0 < float(min_coverage) <= 1:
-        raise InputError(f"min_coverage must be in (0, 1], got {min_coverage}")
     budget = parse_size(mem_limit)
 
     def exclude_extra(diameter):
@@ -912,41 +973,7 @@ def measure_transmission(
                 near |= extra
                 excl_any = ndi.binary_dilation(excl, structure=np.ones((3, 3), bool))
 
-        # scene boxes and memory
-        lo = shifts_all.min(axis=0)
-        hi = shifts_all.max(axis=0)
-        storage = 0
-        work = 0
-        for r in regions:
-            y0, y1, x0, x1 = r.box
-            r.sbox = (int(np.floor(y0 - hi[0])), int(np.ceil(y1 - lo[0])),
-                      int(np.floor(x0 - hi[1])), int(np.ceil(x1 - lo[1])))
-            v0, v1, u0, u1 = r.sbox
-            box_px, scene_px = (y1 - y0) * (x1 - x0), (v1 - v0) * (u1 - u0)
-            storage += 4 * box_px + 6 * scene_px  # raw f4, reg f4, two bool maps
-            work = max(work, 16 * box_px + 16 * scene_px)  # float32 work stacks, one region
-        n_fit = max(1, int(budget // max(1, storage + work)))
-        batches = [regions]
-        if n_fit < min(idx.size, _MIN_FRAMES_ONE_PASS) and len(regions) > 1:
-            # large offsets make big scene boxes: several passes over the frames, each for the
-            # regions that fit, rather than too few frames
-            sizes = [_region_storage(r) for r in regions]
-            n_fit = max(1, min(idx.size, int(budget // max(1, max(sizes) + work))))
-            batches, current, used = [], [], 0
-            for r, size in zip(regions, sizes, strict=True):
-                if current and (used + size) * n_fit + work > budget:
-                    batches.append(current)
-                    current, used = [], 0
-                current.append(r)
-                used += size
-            batches.append(current)
-            log.info("memory limit %s: %d passes over the frames", mem_limit, len(batches))
-        if idx.size > n_fit:
-            pick = np.unique(np.round(np.linspace(0, idx.size - 1, n_fit)).astype(int))
-            log.info("memory limit %s: using %d of %d registered frames", mem_limit, pick.size,
-                     idx.size)
-        else:
-            pick = np.arange(idx.size)
+        batches, pick = _memory_plan(regions, shifts_all, idx.size, budget, mem_limit)
         use_idx = idx[pick]
         shifts = shifts_all[pick]
         n = use_idx.size
@@ -967,12 +994,7 @@ def measure_transmission(
                                  radial=radial, chi2_max=chi2_max, min_coverage=min_coverage,
                                  extent=(major, minor))
 
-    shadows = Table(rows=rows or None,
-                    names=("id", "x_centroid", "y_centroid", "diameter", "drift_ok", "coverage",
-                           "n_frames_used", "trans_err", "measured_depth", "profile", "chi2",
-                           "method", "reason"),
-                    dtype=(np.int64, np.float64, np.float64, np.float64, bool, np.float64,
-                           np.int64, np.float64, np.float64, "U6", np.float64, "U8", "U160"))
+    shadows = _shadow_table(rows)
     shadows.meta["drift"] = drift.summary()
     params = {
         "method": "two-median (registered scene median, per-frame box level, robust plane)",

@@ -466,3 +466,58 @@ def mask_from_flat(flat, positions, *, min_depth=0.1, grow=2, search=70, annulus
             shadow = ndimage.distance_transform_edt(~shadow) <= grow
         out[y0:y1, x0:x1] |= shadow
     return out
+
+
+def flat_errors(gain, truth, cover):
+    """Error of a gain map against the truth: rms of the log ratio, as is and with a plane removed.
+
+    Both maps are normalised to their median over ``cover`` first (a flat is
+    known up to a constant).  The second figure leaves out the best-fitting
+    plane of the log ratio too: a large-offset flat is constrained up to a
+    plane when the frames' levels are free.
+
+    Parameters
+    ----------
+    gain, truth : `~numpy.ndarray`
+        2-D gain maps of one shape (positive where ``cover``).
+    cover : `~numpy.ndarray` of bool
+        Pixels to compare.
+
+    Returns
+    -------
+    rms, rms_plane_removed : float
+        Fractions (0.01 = 1 %).
+
+    Raises
+    ------
+    `~aiflat_astro.utils.exceptions.InputError`
+        Maps of different shapes, fewer than 3 pixels in ``cover``, or a map
+        not positive and finite there.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> yy, xx = np.mgrid[0:64, 0:64]
+    >>> truth = np.ones((64, 64))
+    >>> gain = 2.0 * np.exp(1e-3 * (yy - xx))       # another level and a slope
+    >>> rms, rms_plane = flat_errors(gain, truth, np.ones((64, 64), bool))
+    >>> round(rms, 4), round(rms_plane, 6)
+    (0.0261, 0.0)
+    """
+    gain, truth = np.asarray(gain, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    cover = np.asarray(cover, dtype=bool)
+    if gain.shape != truth.shape or cover.shape != gain.shape or gain.ndim != 2:
+        raise InputError(f"gain {gain.shape}, truth {truth.shape} and cover {cover.shape} must be "
+                         "2-D maps of one shape")
+    g, t = gain[cover], truth[cover]
+    if g.size < 3 or not (np.all(np.isfinite(g) & (g > 0)) and np.all(np.isfinite(t) & (t > 0))):
+        raise InputError("flat_errors needs at least 3 covered pixels, positive and finite in "
+                         "both maps")
+    e = np.log(g / np.median(g)) - np.log(t / np.median(t))
+    yy, xx = np.nonzero(cover)
+    a = np.column_stack([np.ones(yy.size), yy, xx])
+    coef, *_ = np.linalg.lstsq(a, e, rcond=None)
+    return float(np.sqrt(np.mean(e**2))), float(np.sqrt(np.mean((e - a @ coef) ** 2)))
+
+
+__all__ += ["flat_errors"]

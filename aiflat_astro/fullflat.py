@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from .registration import DriftPath, _as_mono, _bin_mean, _open_source, register_frames
+from .registration import DriftPath, _binned_frames, _open_source, register_frames
 from .utils._atomic import parse_size
 from .utils.exceptions import AiflatUserWarning, InputError, warn_user
 
@@ -430,8 +430,8 @@ def full_flat(frames, *, drift=None, dust_mask=None, max_frames=20, bin=None, me
             raise InputError(f"bin must be a positive integer, got {bin}")
         hb, wb = shape[0] // b, shape[1] // b
         stack = np.empty((idx.size, hb, wb), np.float32)
-        for n, i in enumerate(idx):
-            stack[n] = _bin_mean(_as_mono(source.read(int(i))), b)[:hb, :wb]
+        for n, frame in enumerate(_binned_frames(source, idx, b)):
+            stack[n] = frame
     major, minor, _ = drift.extent
     if minor < 2.0 * b:
         warn_user(f"the offsets span only {major:.1f} x {minor:.1f} px: the full flat is poorly "

@@ -111,13 +111,15 @@ def _gradient4(f):
 class _Box:
     """One shadow's window: registration pixels, reference spline and the accumulated sums."""
 
-    def __init__(self, label, region, masked, median, invalid, window, *, gap, max_reg_pixels, n_terms):
+    def __init__(self, label, region, masked, median, invalid, window, *, gap, max_reg_pixels,
+                 n_terms):
         (self.y0, self.y1), (self.x0, self.x1) = window
         self.label = label
         self.region = region                         # this shadow's pixels (box coordinates)
         self.unknown = masked | invalid               # every pixel the integration solves for
         self.median = median
-        far = ~ndimage.binary_dilation(masked | invalid, iterations=gap) if gap > 0 else ~(masked | invalid)
+        unusable = masked | invalid
+        far = ~ndimage.binary_dilation(unusable, iterations=gap) if gap > 0 else ~unusable
         far[:3, :] = far[-3:, :] = far[:, :3] = far[:, -3:] = False
         ys, xs = np.nonzero(far)
         if ys.size > max_reg_pixels:                  # the nearest pixels to the shadow
@@ -127,6 +129,13 @@ class _Box:
         self.reg_y, self.reg_x = ys.astype(np.float64), xs.astype(np.float64)
         self.reg_ref = median[ys, xs]
         self.coeffs = ndimage.spline_filter(median, order=3, mode="nearest")
+        # the coefficients edge-extended (mode "nearest"), for the separable sampler
+        self._padded = np.pad(self.coeffs, _SPLINE_PAD, mode="edge")
+        self._reg_yx = (ys.astype(np.intp), xs.astype(np.intp))
+        self._reg_span = ((ys.min(), ys.max(), xs.min(), xs.max()) if ys.size else (0, -1, 0, -1))
+        self._ref_level = float(np.median(self.reg_ref)) if ys.size else 0.0
+        # flat index, in a box-wide array, of the six rows around each registration pixel
+        self._reg_rows6 = (ys[:, None] + np.arange(6)[None, :]) * median.shape[1] + xs[:, None]
         self.sums = np.zeros((n_terms,) + median.shape)
         self.gram = np.zeros((n_terms, n_terms))
         self.shifts = []
@@ -142,45 +151,136 @@ class _Box:
         return slice(self.y0, self.y1), slice(self.x0, self.x1)
 
     def _sample(self, cy, cx):
-        return ndimage.map_coordinates(self.coeffs, [cy, cx], order=3, mode="nearest", prefilter=False)
+        return ndimage.map_coordinates(self.coeffs, [cy, cx], order=3, mode="nearest",
+                                       prefilter=False)
 
-    def register(self, cut, start, *, iterations, fixed=False):
-        """Gauss–Newton fit of ``cut ≈ c · median(x − d)`` on the registration pixels.
+    def _map_coordinates(self, d, eps):
+        """`values_and_slopes` by `scipy.ndimage.map_coordinates` (samples beyond the box)."""
+        cy, cx = self.reg_y - d[0], self.reg_x - d[1]
+        val, ym, yp, xm, xp = self._sample(np.concatenate([cy, cy - eps, cy + eps, cy, cy]),
+                                           np.concatenate([cx, cx, cx, cx - eps, cx + eps])
+                                           ).reshape(5, -1)
+        return val, (yp - ym) / (2 * eps), (xp - xm) / (2 * eps)
 
-        With ``fixed`` the shift stays at ``start`` and only the level ``c`` is fitted.
+    def values_and_slopes(self, d, eps):
+        """The median's spline at the registration pixels moved by ``d``, and its slopes.
+
+        Returns ``(value, ∂/∂y, ∂/∂x)``, the slopes central differences of
+        ``eps`` px.  One shift for every pixel, so the bicubic B-spline is
+        separable with the same six weights per axis (`_shift_weights`): a
+        pass along x over the edge-extended coefficients, then six rows
+        gathered per pixel — the numbers of `scipy.ndimage.map_coordinates`
+        (to rounding) at a fraction of its cost.  Samples beyond the box
+        (a shift of more than ~3 px) go through `scipy.ndimage.map_coordinates`.
         """
-        b = cut[self.reg_y.astype(np.intp), self.reg_x.astype(np.intp)]
-        d = np.array(start, dtype=np.float64)
-        c = float(np.median(b) / np.median(self.reg_ref)) if np.median(self.reg_ref) > 0 else 1.0
-        eps = 1e-2
+        h, w = self.median.shape
+        y_lo, y_hi, x_lo, x_hi = self._reg_span
+        if not (y_lo - abs(d[0]) - eps >= 0 and y_hi + abs(d[0]) + eps <= h - 1
+                and x_lo - abs(d[1]) - eps >= 0 and x_hi + abs(d[1]) + eps <= w - 1):
+            return self._map_coordinates(d, eps)
+        (wy, wx), (fly, flx) = _shift_weights(-d, eps)
+        r0 = _SPLINE_PAD + fly + y_lo - 2                     # first coefficient row needed
+        rows = self._padded[r0:r0 + y_hi - y_lo + 6]
+        c0 = _SPLINE_PAD + flx - 2
+        level, slope = _weighted_columns(rows, c0, w, wx[0], (wx[2] - wx[1]) / (2 * eps))
+        flat = self._reg_rows6 - y_lo * w                     # (n, 6) in the cut rows
+        g = level.ravel()[flat]
+        return g @ wy[0], g @ ((wy[2] - wy[1]) / (2 * eps)), slope.ravel()[flat] @ wy[0]
+
+    def _fit(self, b, d, c, *, iterations, fixed):
+        """Gauss–Newton fit of one frame's registration values ``b``: ``(d, c, rms)``."""
         r = None
         for _ in range(iterations):
-            cy, cx = self.reg_y - d[0], self.reg_x - d[1]
-            # value and central differences of the spline, in one call
-            val, ym, yp, xm, xp = self._sample(np.concatenate([cy, cy - eps, cy + eps, cy, cy]),
-                                               np.concatenate([cx, cx, cx, cx - eps, cx + eps])
-                                               ).reshape(5, -1)
-            vy, vx = (yp - ym) / (2 * eps), (xp - xm) / (2 * eps)
+            val, vy, vx = self.values_and_slopes(d, _SLOPE_EPS)
             r = b - c * val
-            jac = np.column_stack([val, -c * vy, -c * vx])
-            if fixed:
-                jac[:, 1:] = 0.0
-            step, *_ = np.linalg.lstsq(jac, r, rcond=None)
+            step = _gauss_newton_step(val, -c * vy, -c * vx, r, fixed=fixed)
             if not np.all(np.isfinite(step)):
                 break
             c += step[0]
             d += np.clip(step[1:], -2.0, 2.0)
             if np.abs(step[1:]).max() < 1e-3:
                 break
-        rms = float(np.sqrt(np.mean(r**2)) / max(np.median(self.reg_ref), 1e-12)) if r is not None else np.nan
+        if r is None:
+            return d, c, np.nan
+        return d, c, float(np.sqrt(np.mean(r**2)) / max(self._ref_level, 1e-12))
+
+    def register(self, cuts, starts, *, iterations, fixed=False):
+        """Gauss–Newton fits of ``cut ≈ c · median(x − d)`` on the registration pixels.
+
+        ``cuts`` ``(n_frames, h, w)`` and ``starts`` ``(n_frames, 2)``; each
+        frame iterates until its shift moves by less than 1e-3 px (or
+        ``iterations``).  With ``fixed`` the shift stays at its start and only
+        the level ``c`` is fitted.  Returns ``(d, c, rms)``, one row a frame.
+        """
+        b = cuts[:, self._reg_yx[0], self._reg_yx[1]]
+        n = len(b)
+        d, c, rms = np.array(starts, dtype=np.float64), np.ones(n), np.full(n, np.nan)
+        for k in range(n):
+            c0 = float(np.median(b[k]) / self._ref_level) if self._ref_level > 0 else 1.0
+            d[k], c[k], rms[k] = self._fit(b[k], d[k].copy(), c0, iterations=iterations,
+                                           fixed=fixed)
         return d, c, rms
 
-    def accumulate(self, cut, d, c, quadratic):
-        x = _design(d, quadratic)
-        self.gram += np.outer(x, x)
-        scaled = cut / c
-        for j, xj in enumerate(x):
-            self.sums[j] += xj * scaled
+    def accumulate(self, cuts, d, c, quadratic):
+        """Add frames (``cuts``, shifts ``d``, levels ``c``) to the per-pixel regression sums.
+
+        ``cuts`` is divided by the levels in place.
+        """
+        x = np.array([_design(di, quadratic) for di in d])
+        self.gram += x.T @ x
+        cuts /= c[:, None, None]
+        self.sums += np.tensordot(x.T, cuts, axes=1)
+
+
+_SPLINE_PAD = 8     # px of edge-extended spline coefficients around a box
+_SLOPE_EPS = 1e-2   # px: central differences of the spline in the registration
+_TAPS = np.arange(-2, 4)
+
+
+def _cubic_bspline(u):
+    """The cubic B-spline ``B3(u)``: ``((2 - |u|)₊³ - 4 (1 - |u|)₊³) / 6``."""
+    a = np.abs(u)
+    return (np.maximum(2 - a, 0) ** 3 - 4 * np.maximum(1 - a, 0) ** 3) / 6
+
+
+def _shift_weights(s, eps):
+    """Cubic B-spline weights of the six coefficients ``floor(s) - 2 .. floor(s) + 3``, per axis.
+
+    For samples at ``i + s`` (any integer ``i``) and at ``i + s ∓ eps``, ``s``
+    one value an axis: a ``(n_axes, 3, 6)`` array (rows ``s``, ``s - eps``,
+    ``s + eps``), and ``floor(s)`` (ints).
+    """
+    fl = np.floor(s)
+    t = (s - fl)[:, None, None] + np.array([0.0, -eps, eps])[None, :, None]
+    return _cubic_bspline(t - _TAPS[None, None, :]), [int(v) for v in fl]
+
+
+def _weighted_columns(rows, c0, w, w_level, w_slope):
+    """Two six-tap sums along x: ``Σ_j w[j] · rows[:, c0 + j + x]``, ``x < w``, one a weight set."""
+    level = w_level[0] * rows[:, c0:c0 + w]
+    slope = w_slope[0] * rows[:, c0:c0 + w]
+    for j in range(1, 6):
+        cols = rows[:, c0 + j:c0 + j + w]
+        level += w_level[j] * cols
+        slope += w_slope[j] * cols
+    return level, slope
+
+
+def _gauss_newton_step(val, jy, jx, r, *, fixed):
+    """Least-squares step of ``(level, dy, dx)`` for the Jacobian columns ``val, jy, jx``.
+
+    The 3 × 3 normal equations (the columns are hundreds to thousands
+    long); with ``fixed`` only the level moves.  A singular system falls
+    back to `numpy.linalg.lstsq` (its minimum-norm step).
+    """
+    if fixed:
+        vv = float(val @ val)
+        return np.array([float(val @ r) / vv if vv > 0 else np.nan, 0.0, 0.0])
+    jac = np.array([val, jy, jx])
+    try:
+        return np.linalg.solve(jac @ jac.T, jac @ r)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(jac.T, r, rcond=None)[0]
 
 
 def _design(d, quadratic):
@@ -242,9 +342,9 @@ def _windows(labels, shape, pad):
                   (max(sl[1].start - p, 0), min(sl[1].stop + p, shape[1])))
 
 
-def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, quadratic=True, gap=4, pad=16,
-                 max_reg_pixels=6000, iterations=6, min_frames=12, max_frames=200, max_shift=3.0,
-                 min_r2=JITTER_MIN_R2, progress_bar=False):
+def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, quadratic=True, gap=4,
+                 pad=16, max_reg_pixels=6000, iterations=6, min_frames=12, max_frames=200,
+                 max_shift=3.0, min_r2=JITTER_MIN_R2, progress_bar=False):
     """Dust-free median inside dust shadows, integrated from the gradient that the jitter measures.
 
     Parameters
@@ -328,145 +428,225 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, quadra
     >>> bool(np.all(clean == median.astype(np.float32)))
     True
     """
-    from .io.frames import open_frames
-
-    med = np.asarray(getattr(median, "data", median), dtype=np.float64)
-    mask = np.asarray(dust_mask, dtype=bool)
-    if med.ndim != 2 or mask.shape != med.shape:
-        raise InputError(f"median {med.shape} and dust mask {mask.shape} must be 2-D images of one shape")
-    bad = ~np.isfinite(med) | (med <= 0)
-    if invalid is not None:
-        bad = bad | np.asarray(invalid, dtype=bool)
+    med, mask, bad = _checked_images(median, dust_mask, invalid)
     clean = med.astype(np.float32)
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    report = []
     if n == 0:
-        return clean, report
-    n_terms = 6 if quadratic else 3
+        return clean, []
+    from .io.frames import open_frames
+
     source = open_frames(frames)
     try:
-        shape = tuple(source.frame_shape)
-        if shape[:2] != med.shape or not (len(shape) == 2 or shape[-1] == 3):
-            raise InputError(f"frames of shape {shape} do not match the median shape {med.shape}")
-        n_frames = int(source.n_frames)
-        if shifts is not None:
-            shifts = np.asarray(shifts, dtype=np.float64)
-            if shifts.shape != (n_frames, 2):
-                raise InputError(f"shifts must have shape ({n_frames}, 2), got {shifts.shape}")
-        meta = getattr(source, "meta", None)
-        pattern = meta.get("BAYERPAT") if meta is not None and len(shape) == 2 else None
-        reason = ""
+        n_frames, pattern, shifts = _checked_frames(source, med.shape, shifts)
         if n_frames < min_frames:
             reason = f"{n_frames} frames (< {min_frames})"
-        if reason:
             log.info("jitter: not used (%s)", reason)
-            return clean, [{"label": k, "used": False, "reason": reason, "r2": np.nan, "shift_rms": np.nan,
-                            "reg_rms": np.nan, "n_reg": 0} for k in range(1, n + 1)]
-        boxes = []
+            return clean, [{"label": k, "used": False, "reason": reason, "r2": np.nan,
+                            "shift_rms": np.nan, "reg_rms": np.nan, "n_reg": 0}
+                           for k in range(1, n + 1)]
         med_gain = _phase_gains(med, pattern)      # ones unless a raw colour mosaic
-        safe_med = np.where(bad, np.nan, med / med_gain)
-        fill = float(np.nanmedian(safe_med)) if np.isfinite(safe_med).any() else 1.0
-        for k, ((y0, y1), (x0, x1)) in _windows(labels, med.shape, pad):
-            win = safe_med[y0:y1, x0:x1]
-            box = _Box(k, labels[y0:y1, x0:x1] == k, mask[y0:y1, x0:x1],
-                       np.where(np.isfinite(win), win, fill),
-                       bad[y0:y1, x0:x1], ((y0, y1), (x0, x1)), gap=gap, max_reg_pixels=max_reg_pixels,
-                       n_terms=n_terms)
-            boxes.append(box)
-        if shifts is not None:
-            shifts = shifts - shifts.mean(axis=0)
-        indices = range(n_frames)
-        if max_frames is not None and n_frames > max_frames:
-            indices = np.unique(np.round(np.linspace(0, n_frames - 1, int(max_frames))).astype(int)).tolist()
-        if progress_bar:
-            from tqdm.auto import tqdm
-
-            indices = tqdm(indices, desc="jitter", unit="frame", total=len(indices))
-        frame_gain = None
-        for i in indices:
-            frame = _mono(source.read(i))
-            if pattern:
-                if frame_gain is None:
-                    frame_gain = _phase_gains(frame, pattern)
-                frame /= frame_gain
-            start = np.zeros(2)
-            for box in boxes:
-                if box.n_reg < 30:
-                    continue
-                cut = frame[box.slice]
-                if shifts is None:
-                    d, c, rms = box.register(cut, start, iterations=iterations)
-                else:
-                    d, c, rms = box.register(cut, shifts[i], iterations=iterations, fixed=True)
-                if not (np.all(np.isfinite(d)) and np.isfinite(c) and c > 0):
-                    d, c = np.full(2, np.nan), np.nan
-                else:
-                    start = d          # the next box starts from this frame's shift
-                    box.accumulate(cut, d, c, quadratic)
-                box.shifts.append(d)
-                box.levels.append(c)
-                box.reg_rms.append(rms)
+        boxes = _shadow_boxes(med / med_gain, mask, bad, labels, pad=pad, gap=gap,
+                              max_reg_pixels=max_reg_pixels, n_terms=6 if quadratic else 3)
+        _register_and_accumulate(source, boxes, _frame_selection(n_frames, max_frames),
+                                 shifts=shifts, pattern=pattern, iterations=iterations,
+                                 quadratic=quadratic,
+                                 progress_bar=progress_bar)
     finally:
         if source is not frames:
             source.close()
-
-    for box in boxes:
-        row = {"label": box.label, "used": False, "reason": "", "r2": np.nan, "shift_rms": np.nan,
-               "reg_rms": float(np.nanmedian(box.reg_rms)) if box.reg_rms else np.nan,
-               "n_reg": int(box.n_reg)}
-        report.append(row)
-        if box.n_reg < 30:
-            row["reason"] = "too few pixels around the shadow"
-            continue
-        d = np.array(box.shifts)
-        good = np.all(np.isfinite(d), axis=1)
-        if good.sum() < min_frames:
-            row["reason"] = "registration failed"
-            continue
-        d = d[good]
-        row["shift_rms"] = float(np.sqrt(np.mean(np.sum((d - d.mean(axis=0)) ** 2, axis=1) / 2)))
-        if row["shift_rms"] > max_shift:
-            row["reason"] = f"shift rms {row['shift_rms']:.1f} px > {max_shift:g}"
-            continue
-        try:
-            inv = np.linalg.inv(box.gram)
-        except np.linalg.LinAlgError:
-            row["reason"] = "shifts do not span two directions"
-            continue
-        if np.linalg.cond(box.gram) > 1e8:
-            row["reason"] = "shifts do not span two directions"
-            continue
-        coef = np.tensordot(inv, box.sums, axes=1)
-        level = coef[0]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gy = np.where(level > 0, -coef[1] / level, 0.0)
-            gx = np.where(level > 0, -coef[2] / level, 0.0)
-        # check: on the unmasked pixels the measured gradient is the median's own
-        logm = np.log(box.median)
-        my, mx = _gradient4(logm)
-        check = ~ndimage.binary_dilation(box.unknown, iterations=3)
-        check[:3, :] = check[-3:, :] = check[:, :3] = check[:, -3:] = False
-        if check.sum() < 30:
-            row["reason"] = "too few pixels around the shadow"
-            continue
-        ref = np.concatenate([my[check], mx[check]])
-        got = np.concatenate([gy[check], gx[check]])
-        # a robust R²: medians, so that a few stars or a spot's edge do not decide it
-        denom = float(np.median(ref**2))
-        r2 = 1.0 - float(np.median((got - ref) ** 2)) / denom if denom > 0 else -np.inf
-        row["r2"] = r2
-        if not r2 >= min_r2:
-            row["reason"] = "no texture" if r2 < 0.1 else f"gradient check R2 {r2:.2f} < {min_r2:g}"
-            log.debug("jitter: shadow %d not filled (%s)", box.label, row["reason"])
-            continue
-        phi = _integrate(logm, box.unknown, gy, gx, bad[box.slice])
-        est = np.exp(phi)
-        if not np.all(np.isfinite(est[box.region])):
-            row["reason"] = "integration failed"
-            continue
-        est = est * med_gain[box.slice]
-        clean[box.slice][box.region] = est[box.region].astype(np.float32)
-        row["used"] = True
+    report = [_fill_shadow(box, clean, bad, med_gain, min_frames=min_frames, max_shift=max_shift,
+                           min_r2=min_r2) for box in boxes]
     n_used = sum(r["used"] for r in report)
     log.info("jitter: %d of %d shadow(s) filled from the measured gradient", n_used, len(report))
     return clean, report
+
+
+def _checked_images(median, dust_mask, invalid):
+    """The median (float64), the mask and the pixels not to trust (non-finite, ≤ 0, ``invalid``)."""
+    med = np.asarray(getattr(median, "data", median), dtype=np.float64)
+    mask = np.asarray(dust_mask, dtype=bool)
+    if med.ndim != 2 or mask.shape != med.shape:
+        raise InputError(f"median {med.shape} and dust mask {mask.shape} must be 2-D images of "
+                         "one shape")
+    bad = ~np.isfinite(med) | (med <= 0)
+    if invalid is not None:
+        bad = bad | np.asarray(invalid, dtype=bool)
+    return med, mask, bad
+
+
+def _checked_frames(source, shape2d, shifts):
+    """``(n_frames, Bayer pattern or None, shifts centred or None)`` of an open frame source."""
+    shape = tuple(source.frame_shape)
+    if shape[:2] != shape2d or not (len(shape) == 2 or shape[-1] == 3):
+        raise InputError(f"frames of shape {shape} do not match the median shape {shape2d}")
+    n_frames = int(source.n_frames)
+    if shifts is not None:
+        shifts = np.asarray(shifts, dtype=np.float64)
+        if shifts.shape != (n_frames, 2):
+            raise InputError(f"shifts must have shape ({n_frames}, 2), got {shifts.shape}")
+        shifts = shifts - shifts.mean(axis=0)
+    meta = getattr(source, "meta", None)
+    pattern = meta.get("BAYERPAT") if meta is not None and len(shape) == 2 else None
+    return n_frames, pattern, shifts
+
+
+def _shadow_boxes(level, mask, bad, labels, *, pad, gap, max_reg_pixels, n_terms):
+    """One `_Box` a shadow (label) on the gain-divided median ``level``, bad pixels its median."""
+    safe = np.where(bad, np.nan, level)
+    fill = float(np.nanmedian(safe)) if np.isfinite(safe).any() else 1.0
+    boxes = []
+    for k, ((y0, y1), (x0, x1)) in _windows(labels, level.shape, pad):
+        win = safe[y0:y1, x0:x1]
+        boxes.append(_Box(k, labels[y0:y1, x0:x1] == k, mask[y0:y1, x0:x1],
+                          np.where(np.isfinite(win), win, fill), bad[y0:y1, x0:x1],
+                          ((y0, y1), (x0, x1)), gap=gap, max_reg_pixels=max_reg_pixels,
+                          n_terms=n_terms))
+    return boxes
+
+
+def _frame_selection(n_frames, max_frames):
+    """Every frame, or ``max_frames`` spread evenly over the video."""
+    if max_frames is not None and n_frames > max_frames:
+        spread = np.round(np.linspace(0, n_frames - 1, int(max_frames))).astype(int)
+        return np.unique(spread).tolist()
+    return list(range(n_frames))
+
+
+_CHUNK_BYTES = 32 * 2**20   # the boxes of this many bytes of frames are registered together
+_CHUNK_FRAMES = 8
+
+
+def _frame_chunks(source, indices, boxes, pattern, progress_bar):
+    """Stream the frames once each, in order: ``(indices, cuts)``, the boxes of a few frames.
+
+    ``cuts[b]`` is ``(n, h, w)`` float64 for box ``b`` (the channel mean of RGB
+    frames; a raw mosaic's phases divided by their gains).  A chunk holds
+    `_CHUNK_BYTES` of boxes at most, so memory does not grow with the video.
+    """
+    per_frame = 8 * sum(box.median.size for box in boxes)
+    size = int(np.clip(_CHUNK_BYTES // max(per_frame, 1), 1, _CHUNK_FRAMES))
+    bar = None
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="jitter", unit="frame", total=len(indices))
+    frame_gain = None
+    try:
+        for first in range(0, len(indices), size):
+            ids = indices[first:first + size]
+            cuts = [np.empty((len(ids),) + box.median.shape) for box in boxes]
+            for k, i in enumerate(ids):
+                frame = _mono(source.read(i))
+                if pattern:
+                    if frame_gain is None:
+                        frame_gain = _phase_gains(frame, pattern)
+                    frame /= frame_gain
+                for box, cut in zip(boxes, cuts, strict=True):
+                    cut[k] = frame[box.slice]
+                if bar is not None:
+                    bar.update(1)
+            yield ids, cuts
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _register_and_accumulate(source, boxes, indices, *, shifts, pattern, iterations, quadratic,
+                             progress_bar):
+    """Register every box of every selected frame and add the frames to the boxes' regression sums.
+
+    Per frame the boxes are taken in order, each starting from the shift
+    found in the previous box of the same frame (or at the known ``shifts``,
+    then fixed); a frame whose fit fails is left out of that box.
+    """
+    boxes = [box for box in boxes if box.n_reg >= 30]
+    if not boxes:
+        return
+    for ids, cuts in _frame_chunks(source, indices, boxes, pattern, progress_bar):
+        starts = np.zeros((len(ids), 2)) if shifts is None else shifts[ids]
+        for box, cut in zip(boxes, cuts, strict=True):
+            d, c, rms = box.register(cut, starts, iterations=iterations, fixed=shifts is not None)
+            ok = np.all(np.isfinite(d), axis=1) & np.isfinite(c) & (c > 0)
+            d[~ok], c[~ok] = np.nan, np.nan
+            if shifts is None:
+                # the next box starts from this frame's shift
+                starts = np.where(ok[:, None], d, starts)
+            if ok.any():
+                box.accumulate(cut[ok], d[ok], c[ok], quadratic)
+            box.shifts.extend(d)
+            box.levels.extend(c)
+            box.reg_rms.extend(rms)
+
+
+def _fill_shadow(box, clean, bad, med_gain, *, min_frames, max_shift, min_r2):
+    """Check one box's measurement; if it passes, write its estimate into ``clean``; the row."""
+    row = {"label": box.label, "used": False, "reason": "", "r2": np.nan, "shift_rms": np.nan,
+           "reg_rms": float(np.nanmedian(box.reg_rms)) if box.reg_rms else np.nan,
+           "n_reg": int(box.n_reg)}
+    row["reason"] = _shift_problem(box, row, min_frames=min_frames, max_shift=max_shift)
+    if row["reason"]:
+        return row
+    gy, gx = _measured_gradient(box)
+    logm = np.log(box.median)
+    r2 = _gradient_agreement(box, logm, gy, gx)
+    row["r2"] = r2
+    if r2 is None:
+        row["reason"], row["r2"] = "too few pixels around the shadow", np.nan
+        return row
+    if not r2 >= min_r2:
+        row["reason"] = "no texture" if r2 < 0.1 else f"gradient check R2 {r2:.2f} < {min_r2:g}"
+        log.debug("jitter: shadow %d not filled (%s)", box.label, row["reason"])
+        return row
+    est = np.exp(_integrate(logm, box.unknown, gy, gx, bad[box.slice]))
+    if not np.all(np.isfinite(est[box.region])):
+        row["reason"] = "integration failed"
+        return row
+    est = est * med_gain[box.slice]
+    clean[box.slice][box.region] = est[box.region].astype(np.float32)
+    row["used"] = True
+    return row
+
+
+def _shift_problem(box, row, *, min_frames, max_shift):
+    """Why the shifts in ``box`` cannot be used (``''`` if they can); sets ``row['shift_rms']``."""
+    if box.n_reg < 30:
+        return "too few pixels around the shadow"
+    d = np.array(box.shifts)
+    good = np.all(np.isfinite(d), axis=1)
+    if good.sum() < min_frames:
+        return "registration failed"
+    d = d[good]
+    row["shift_rms"] = float(np.sqrt(np.mean(np.sum((d - d.mean(axis=0)) ** 2, axis=1) / 2)))
+    if row["shift_rms"] > max_shift:
+        return f"shift rms {row['shift_rms']:.1f} px > {max_shift:g}"
+    try:
+        np.linalg.inv(box.gram)
+    except np.linalg.LinAlgError:
+        return "shifts do not span two directions"
+    if np.linalg.cond(box.gram) > 1e8:
+        return "shifts do not span two directions"
+    return ""
+
+
+def _measured_gradient(box):
+    """``∇ log S`` per pixel of the box: ``-(slope) / (intercept)`` of the regression."""
+    coef = np.tensordot(np.linalg.inv(box.gram), box.sums, axes=1)
+    level = coef[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gy = np.where(level > 0, -coef[1] / level, 0.0)
+        gx = np.where(level > 0, -coef[2] / level, 0.0)
+    return gy, gx
+
+
+def _gradient_agreement(box, logm, gy, gx):
+    """Robust R² of the measured gradient against the median's own (None: too few pixels)."""
+    my, mx = _gradient4(logm)
+    check = ~ndimage.binary_dilation(box.unknown, iterations=3)
+    check[:3, :] = check[-3:, :] = check[:, :3] = check[:, -3:] = False
+    if check.sum() < 30:
+        return None
+    ref = np.concatenate([my[check], mx[check]])
+    got = np.concatenate([gy[check], gx[check]])
+    # medians, so that a few stars or a spot's edge do not decide it
+    denom = float(np.median(ref**2))
+    return 1.0 - float(np.median((got - ref) ** 2)) / denom if denom > 0 else -np.inf

@@ -40,7 +40,8 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage as ndi
 
-from .registration import DriftPath, _as_mono, _open_source, register_frames
+from .registration import (DriftPath, _as_mono, _bin_mean, _binned_frames, _open_source,
+                           register_frames)
 from .utils._atomic import parse_size
 from .utils.exceptions import DetectorFallbackWarning, InputError, warn_user
 
@@ -247,20 +248,50 @@ def _sample_box(image, v0, v1, u0, u1, dy, dx, *, order, prefiltered=False):
     if any(before) or any(after):
         crop = np.pad(crop, ((before[0], after[0]), (before[1], after[1])), mode="edge")
     crop = crop.astype(np.float64, copy=False)
-    if fy or fx:
-        crop = ndi.shift(crop, (-fy, -fx), order=order, mode="nearest",
-                         prefilter=not prefiltered)
-    values = crop[_PAD:_PAD + (v1 - v0), _PAD:_PAD + (u1 - u0)]
+    if order == 3 and not prefiltered:
+        crop = ndi.spline_filter(crop, order=3, mode="nearest")
+    values = _shifted_interior(crop, fy, fx, (v1 - v0, u1 - u0), order=order)
     vv = np.arange(v0, v1)[:, None] + dy
     uu = np.arange(u0, u1)[None, :] + dx
     inside = (vv >= 0) & (vv <= h - 1) & (uu >= 0) & (uu <= w - 1)
     return values, inside
 
 
+def _spline_weights(t, order):
+    """Offsets and weights of the samples ``c[i + o]`` that give ``f(i + t)``, ``0 <= t < 1``."""
+    if order == 1:
+        return (0, 1), (1.0 - t, t)
+    if order != 3:
+        raise ValueError(f"order must be 1 or 3, got {order}")
+    u = 1.0 - t
+    return (-1, 0, 1, 2), (u**3 / 6, 2 / 3 - t**2 + t**3 / 2, 2 / 3 - u**2 + u**3 / 2, t**3 / 6)
+
+
+def _shifted_interior(coeffs, fy, fx, size, *, order):
+    """The spline of ``coeffs`` (order 1 or 3) at ``(_PAD + v + fy, _PAD + u + fx)``, v, u < size.
+
+    One fractional shift for the whole box, so the B-spline is separable:
+    a few weighted slices along x, then along y -- what
+    ``scipy.ndimage.shift(coeffs, (-fy, -fx), prefilter=False)`` gives on the
+    interior (to rounding), for a fraction of its cost.  ``_PAD`` rows and
+    columns of margin cover the taps.
+    """
+    nv, nu = size
+    offs_x, wts_x = _spline_weights(fx, order)
+    offs_y, wts_y = _spline_weights(fy, order)
+    rows = coeffs[_PAD + offs_y[0]:_PAD + offs_y[-1] + nv]
+    along_x = sum(w * rows[:, _PAD + o:_PAD + o + nu] for o, w in zip(offs_x, wts_x, strict=True))
+    first = offs_y[0]
+    return sum(w * along_x[o - first:o - first + nv] for o, w in zip(offs_y, wts_y, strict=True))
+
+
 def _sample_mask(mask, v0, v1, u0, u1, dy, dx):
     """True where ``mask`` is set at any of the 4 pixels around ``(v + dy, u + dx)``."""
     iy, ix = int(np.floor(dy)), int(np.floor(dx))
     h, w = mask.shape
+    if v0 + iy >= 0 and v1 + iy < h and u0 + ix >= 0 and u1 + ix < w:   # inside: four slices
+        win = mask[v0 + iy:v1 + iy + 1, u0 + ix:u1 + ix + 1]
+        return win[:-1, :-1] | win[1:, :-1] | win[:-1, 1:] | win[1:, 1:]
     out = np.zeros((v1 - v0, u1 - u0), bool)
     for oy in (0, 1):
         for ox in (0, 1):
@@ -336,13 +367,6 @@ _SURVEY_FRAMES = 40
 _SURVEY_SIZE = 512
 
 
-def _bin(image, b):
-    if b == 1:
-        return image
-    h, w = (image.shape[0] // b) * b, (image.shape[1] // b) * b
-    return image[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
-
-
 def _static_survey(source, frame_index, shifts, known, *, nsigma=5.0, min_depth=0.005):
     """Find static dark features outside ``known``: dust the detector missed.
 
@@ -353,6 +377,16 @@ def _static_survey(source, frame_index, shifts, known, *, nsigma=5.0, min_depth=
     ``max(nsigma * noise, min_depth)`` there, outside the known dust, are
     returned (full resolution, dilated) with a list of features.
     Unmasked, such dust would contaminate the clean samples of the scene.
+
+    Why not the project's detector (`aiflat_astro.detection.detect_dust`):
+    the survey looks at another image, the static sensor pattern left once
+    the registered scene is divided out, on binned frames, where the scene
+    (granulation, spots, the limb) is gone and the only question is "darker
+    than its smooth surroundings by more than the noise".  The detector
+    works on the median, where it must tell dust from the scene (its
+    hard negatives, the motion test); run on the pattern it would re-open the
+    frames and re-register them.  The survey only *excludes* pixels from the
+    clean samples; it never adds shadows to the catalogue.
     """
     shape = known.shape
     b = max(1, int(np.ceil(max(shape) / _SURVEY_SIZE)))
@@ -360,12 +394,11 @@ def _static_survey(source, frame_index, shifts, known, *, nsigma=5.0, min_depth=
                                           min(_SURVEY_FRAMES, frame_index.size))).astype(int))
     if pick.size < 8:
         return np.zeros(shape, bool), []
-    known_b = _bin(known.astype(np.float32), b) > 0
+    known_b = _bin_mean(known.astype(np.float32), b) > 0
     known_b = ndi.binary_dilation(known_b, iterations=1)
     frames = []
     stack = []
-    for i in pick:
-        frame = _bin(_as_mono(source.read(int(frame_index[i]))), b).astype(np.float32)
+    for i, frame in zip(pick, _binned_frames(source, frame_index[pick], b), strict=True):
         frames.append(frame)
         dy, dx = shifts[i] / b
         data = np.where(known_b, np.nan, frame)
@@ -709,6 +742,81 @@ def _solve_batch(batch, shifts, transmission, uncertainty, measured, *, n_min, m
     return rows
 
 
+def _checked_inputs(dust_mask, weight, labels, *, estimator, radial, min_coverage):
+    """`measure_transmission`'s masks as arrays, its options checked."""
+    dust_mask = np.asarray(dust_mask, dtype=bool)
+    if dust_mask.ndim != 2:
+        raise InputError(f"dust_mask must be 2-D, got shape {dust_mask.shape}")
+    shape = dust_mask.shape
+    weight = dust_mask.astype(np.float32) if weight is None else np.asarray(weight, np.float32)
+    if weight.shape != shape:
+        raise InputError(f"weight shape {weight.shape} differs from the dust mask {shape}")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != shape:
+            raise InputError(f"labels shape {labels.shape} differs from the dust mask {shape}")
+    if estimator not in ("mean", "median"):
+        raise InputError(f"estimator must be 'mean' or 'median', got {estimator!r}")
+    if radial not in ("auto", True, False):
+        raise InputError(f"radial must be 'auto', True or False, got {radial!r}")
+    if not 0 < float(min_coverage) <= 1:
+        raise InputError(f"min_coverage must be in (0, 1], got {min_coverage}")
+    return dust_mask, weight, labels
+
+
+def _memory_plan(regions, shifts_all, n_registered, budget, mem_limit):
+    """Scene boxes (``r.sbox``, set here) and how the regions and frames fit ``budget``.
+
+    Returns ``(batches, pick)``: the regions of each pass over the frames, and
+    the registered frames used (indices into the drift path).
+    """
+    lo = shifts_all.min(axis=0)
+    hi = shifts_all.max(axis=0)
+    storage = 0
+    work = 0
+    for r in regions:
+        y0, y1, x0, x1 = r.box
+        r.sbox = (int(np.floor(y0 - hi[0])), int(np.ceil(y1 - lo[0])),
+                  int(np.floor(x0 - hi[1])), int(np.ceil(x1 - lo[1])))
+        v0, v1, u0, u1 = r.sbox
+        box_px, scene_px = (y1 - y0) * (x1 - x0), (v1 - v0) * (u1 - u0)
+        storage += 4 * box_px + 6 * scene_px  # raw f4, reg f4, two bool maps
+        work = max(work, 16 * box_px + 16 * scene_px)  # float32 work stacks, one region
+    n_fit = max(1, int(budget // max(1, storage + work)))
+    batches = [regions]
+    if n_fit < min(n_registered, _MIN_FRAMES_ONE_PASS) and len(regions) > 1:
+        # large offsets make big scene boxes: several passes over the frames, each for the
+        # regions that fit, rather than too few frames
+        sizes = [_region_storage(r) for r in regions]
+        n_fit = max(1, min(n_registered, int(budget // max(1, max(sizes) + work))))
+        batches, current, used = [], [], 0
+        for r, size in zip(regions, sizes, strict=True):
+            if current and (used + size) * n_fit + work > budget:
+                batches.append(current)
+                current, used = [], 0
+            current.append(r)
+            used += size
+        batches.append(current)
+        log.info("memory limit %s: %d passes over the frames", mem_limit, len(batches))
+    if n_registered > n_fit:
+        pick = np.unique(np.round(np.linspace(0, n_registered - 1, n_fit)).astype(int))
+        log.info("memory limit %s: using %d of %d registered frames", mem_limit, pick.size,
+                 n_registered)
+    else:
+        pick = np.arange(n_registered)
+    return batches, pick
+
+
+def _shadow_table(rows):
+    """The per-shadow table of `MeasuredTransmission`."""
+    return Table(rows=rows or None,
+                 names=("id", "x_centroid", "y_centroid", "diameter", "drift_ok", "coverage",
+                        "n_frames_used", "trans_err", "measured_depth", "profile", "chi2",
+                        "method", "reason"),
+                 dtype=(np.int64, np.float64, np.float64, np.float64, bool, np.float64,
+                        np.int64, np.float64, np.float64, "U6", np.float64, "U8", "U160"))
+
+
 def measure_transmission(
     frames,
     dust_mask,
@@ -820,23 +928,9 @@ def measure_transmission(
     InputError
         Bad shapes or options, or an unreadable video.
     """
-    dust_mask = np.asarray(dust_mask, dtype=bool)
-    if dust_mask.ndim != 2:
-        raise InputError(f"dust_mask must be 2-D, got shape {dust_mask.shape}")
+    dust_mask, weight, labels = _checked_inputs(dust_mask, weight, labels, estimator=estimator,
+                                                radial=radial, min_coverage=min_coverage)
     shape = dust_mask.shape
-    weight = dust_mask.astype(np.float32) if weight is None else np.asarray(weight, np.float32)
-    if weight.shape != shape:
-        raise InputError(f"weight shape {weight.shape} differs from the dust mask {shape}")
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != shape:
-            raise InputError(f"labels shape {labels.shape} differs from the dust mask {shape}")
-    if estimator not in ("mean", "median"):
-        raise InputError(f"estimator must be 'mean' or 'median', got {estimator!r}")
-    if radial not in ("auto", True, False):
-        raise InputError(f"radial must be 'auto', True or False, got {radial!r}")
-    if not 0 < float(min_coverage) <= 1:
-        raise InputError(f"min_coverage must be in (0, 1], got {min_coverage}")
     budget = parse_size(mem_limit)
 
     def exclude_extra(diameter):
@@ -879,41 +973,7 @@ def measure_transmission(
                 near |= extra
                 excl_any = ndi.binary_dilation(excl, structure=np.ones((3, 3), bool))
 
-        # scene boxes and memory
-        lo = shifts_all.min(axis=0)
-        hi = shifts_all.max(axis=0)
-        storage = 0
-        work = 0
-        for r in regions:
-            y0, y1, x0, x1 = r.box
-            r.sbox = (int(np.floor(y0 - hi[0])), int(np.ceil(y1 - lo[0])),
-                      int(np.floor(x0 - hi[1])), int(np.ceil(x1 - lo[1])))
-            v0, v1, u0, u1 = r.sbox
-            box_px, scene_px = (y1 - y0) * (x1 - x0), (v1 - v0) * (u1 - u0)
-            storage += 4 * box_px + 6 * scene_px  # raw f4, reg f4, two bool maps
-            work = max(work, 16 * box_px + 16 * scene_px)  # float32 work stacks, one region
-        n_fit = max(1, int(budget // max(1, storage + work)))
-        batches = [regions]
-        if n_fit < min(idx.size, _MIN_FRAMES_ONE_PASS) and len(regions) > 1:
-            # large offsets make big scene boxes: several passes over the frames, each for the
-            # regions that fit, rather than too few frames
-            sizes = [_region_storage(r) for r in regions]
-            n_fit = max(1, min(idx.size, int(budget // max(1, max(sizes) + work))))
-            batches, current, used = [], [], 0
-            for r, size in zip(regions, sizes, strict=True):
-                if current and (used + size) * n_fit + work > budget:
-                    batches.append(current)
-                    current, used = [], 0
-                current.append(r)
-                used += size
-            batches.append(current)
-            log.info("memory limit %s: %d passes over the frames", mem_limit, len(batches))
-        if idx.size > n_fit:
-            pick = np.unique(np.round(np.linspace(0, idx.size - 1, n_fit)).astype(int))
-            log.info("memory limit %s: using %d of %d registered frames", mem_limit, pick.size,
-                     idx.size)
-        else:
-            pick = np.arange(idx.size)
+        batches, pick = _memory_plan(regions, shifts_all, idx.size, budget, mem_limit)
         use_idx = idx[pick]
         shifts = shifts_all[pick]
         n = use_idx.size
@@ -934,12 +994,7 @@ def measure_transmission(
                                  radial=radial, chi2_max=chi2_max, min_coverage=min_coverage,
                                  extent=(major, minor))
 
-    shadows = Table(rows=rows or None,
-                    names=("id", "x_centroid", "y_centroid", "diameter", "drift_ok", "coverage",
-                           "n_frames_used", "trans_err", "measured_depth", "profile", "chi2",
-                           "method", "reason"),
-                    dtype=(np.int64, np.float64, np.float64, np.float64, bool, np.float64,
-                           np.int64, np.float64, np.float64, "U6", np.float64, "U8", "U160"))
+    shadows = _shadow_table(rows)
     shadows.meta["drift"] = drift.summary()
     params = {
         "method": "two-median (registered scene median, per-frame box level, robust plane)",
@@ -962,7 +1017,6 @@ def measure_transmission(
              int(np.sum(shadows["method"] == "measured")) if rows else 0, len(rows), major, minor)
     return MeasuredTransmission(transmission=transmission, uncertainty=uncertainty,
                                 measured=measured, shadows=shadows, drift=drift, params=params)
-
 
 
 # ---------------------------------------------------------------------------

@@ -202,14 +202,35 @@ def _correlate(ref_spec, mov_spec, *, taper, upsample_factor, whiten=0.5, search
     return shift, float(peak)
 
 
-def _fill_highpass(image, valid, sigma):
-    """High-pass ``image`` ignoring invalid pixels (normalised convolution); invalid → 0."""
+def _fill_highpass(image, valid, sigma, *, den=None):
+    """High-pass ``image`` ignoring invalid pixels (normalised convolution); invalid → 0.
+
+    ``den``, when given, is the smoothed ``valid`` (the same for every frame
+    of one mask: computed once, `_SmoothedMask`).
+    """
     w = valid.astype(np.float64)
     num = ndi.gaussian_filter(image * w, sigma, mode="nearest")
-    den = ndi.gaussian_filter(w, sigma, mode="nearest")
+    if den is None:
+        den = ndi.gaussian_filter(w, sigma, mode="nearest")
     low = num / np.maximum(den, 1e-6)
     out = (image - low) * w
     return out
+
+
+class _SmoothedMask:
+    """The normalisation of `_fill_highpass` for one mask, computed on first use."""
+
+    def __init__(self, valid, sigma):
+        self.valid, self.sigma, self._den = valid, sigma, None
+
+    def highpass(self, image, good):
+        """`_fill_highpass` of ``image`` on ``good`` (cached when ``good`` is the mask)."""
+        if good is not self.valid and not np.array_equal(good, self.valid):
+            return _fill_highpass(image, good, self.sigma)
+        if self._den is None:
+            self._den = ndi.gaussian_filter(self.valid.astype(np.float64), self.sigma,
+                                            mode="nearest")
+        return _fill_highpass(image, good, self.sigma, den=self._den)
 
 
 _SOFT_EDGE = 3  # px: erosion and Gaussian taper of the dust mask in registration
@@ -241,6 +262,7 @@ class _Preprocessor:
         self.tukey = np.outer(wy, wx)
         # soft-edged mask: a hard static edge would pull the correlation to zero shift
         self.window = self.tukey * _soft_weight(valid)
+        self._smooth = _SmoothedMask(valid, highpass)
 
     def __call__(self, frame):
         """High-passed, normalised frame (masked pixels 0), before windowing."""
@@ -251,7 +273,7 @@ class _Preprocessor:
         if not np.isfinite(level) or level == 0:
             level = 1.0
         img = img / level
-        hp = _fill_highpass(img, good, self.highpass)
+        hp = self._smooth.highpass(img, good)
         rms = np.sqrt(np.mean(hp[good] ** 2)) if good.any() else 0.0
         if rms > 0:
             hp /= rms
@@ -580,7 +602,6 @@ def _progress(iterable, enabled, desc, total=None):
     return tqdm(iterable, desc=desc, total=total, unit="frame", leave=False)
 
 
-
 # ---------------------------------------------------------------------------
 # Large offsets: coarse step on a binned grid, refinement on the overlap
 # ---------------------------------------------------------------------------
@@ -598,6 +619,16 @@ def _bin_mean(image, b):
     return image[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
 
 
+def _binned_frames(source, indices, b):
+    """The frames ``indices`` of ``source``, one at a time: mono, ``b`` × ``b`` binned, float32.
+
+    The read-and-bin loop of the full flat (`aiflat_astro.fullflat`) and of
+    the measured flat's static survey (`aiflat_astro.measured`).
+    """
+    for i in indices:
+        yield _bin_mean(_as_mono(source.read(int(i))), b).astype(np.float32)
+
+
 class _Coarse:
     """Binned, dust-filled, high-passed and windowed frames for the coarse step."""
 
@@ -610,6 +641,7 @@ class _Coarse:
         shape = self.valid.shape
         self.window = np.outer(tukey(shape[0], 0.5), tukey(shape[1], 0.5))
         self.taper = _taper(shape, 0.12)
+        self._smooth = _SmoothedMask(self.valid, 8.0)
 
     def spectrum(self, frame):
         img = _bin_mean(_as_mono(frame), self.bin)
@@ -617,7 +649,7 @@ class _Coarse:
         img = np.where(good, img, 0.0)
         level = np.median(img[good]) if good.any() else 1.0
         level = level if np.isfinite(level) and level != 0 else 1.0
-        hp = _fill_highpass(img / level, good, 8.0)
+        hp = self._smooth.highpass(img / level, good)
         rms = np.sqrt(np.mean(hp[good] ** 2)) if good.any() else 0.0
         if rms > 0:
             hp /= rms
@@ -794,78 +826,35 @@ def register_frames(
     upsample_factor = int(upsample_factor)
     if upsample_factor < 1:
         raise InputError(f"upsample_factor must be >= 1, got {upsample_factor}")
+    opts = _RegistrationOptions(highpass=float(highpass), lowpass=float(lowpass),
+                                whiten=float(whiten), apodize=float(apodize),
+                                upsample_factor=upsample_factor, max_size=max_size)
     with _open_source(frames) as source:
         n_frames = int(source.n_frames)
         idx = _frame_indices(n_frames, step=step, max_frames=max_frames)
         frame_shape = tuple(source.frame_shape)[:2]
-        if dust_mask is not None:
-            dust_mask = np.asarray(dust_mask, dtype=bool)
-            if dust_mask.shape != frame_shape:
-                raise InputError(
-                    f"dust_mask shape {dust_mask.shape} does not match the frames {frame_shape}"
-                )
+        dust_mask = _checked_mask(dust_mask, frame_shape)
         coarse_step = _Coarse(frame_shape, dust_mask)
         probe = idx[np.unique(np.round(np.linspace(0, idx.size - 1,
                                                    min(_PROBE_FRAMES, idx.size))).astype(int))]
-        probe_ref = coarse_step.spectrum(source.read(int(probe[0])))
-        probe_shifts = np.array([coarse_step.shift(probe_ref, source.read(int(i)))[0]
-                                 for i in probe[1:]]).reshape(-1, 2)
-        biggest = float(np.abs(probe_shifts).max()) if probe_shifts.size else 0.0
-        large = (biggest > _LARGE_FRACTION * min(frame_shape)
-                 or (idx.size < _FEW_FRAMES and biggest > _FEW_FRACTION * min(frame_shape)))
-        if large:
+        if _large_offsets(source, idx, probe, coarse_step, frame_shape):
             return _large_path(source, idx, coarse_step, probe, frame_shape, dust_mask,
                                n_frames=n_frames, step=step, max_frames=max_frames,
-                               max_size=max_size, highpass=float(highpass),
-                               lowpass=float(lowpass), whiten=float(whiten),
-                               apodize=float(apodize), upsample_factor=upsample_factor,
+                               max_size=max_size, highpass=opts.highpass,
+                               lowpass=opts.lowpass, whiten=opts.whiten,
+                               apodize=opts.apodize, upsample_factor=upsample_factor,
                                progress_bar=progress_bar)
         region = _central_region(frame_shape, max_size)
-        prep = _Preprocessor(frame_shape, dust_mask=dust_mask, region=region,
-                             highpass=float(highpass), apodize=float(apodize))
-        n_static = 0
-        if static_mask:
-            static = _static_pattern(source, idx, prep)
-            n_static = int(static.sum())
-            if n_static:
-                full = np.zeros(frame_shape, bool)
-                full[region] = static
-                if dust_mask is not None:
-                    full |= dust_mask
-                prep = _Preprocessor(frame_shape, dust_mask=full, region=region,
-                                     highpass=float(highpass), apodize=float(apodize))
-        taper = _taper(prep.shape, float(lowpass))
+        prep, n_static = _drift_preprocessor(source, idx, frame_shape, dust_mask, region, opts,
+                                             static_mask=static_mask)
+        taper = _taper(prep.shape, opts.lowpass)
 
         def corr(ref_spec, image):
             return _correlate(ref_spec, _spectrum(image), taper=taper,
-                              upsample_factor=upsample_factor, whiten=float(whiten))
+                              upsample_factor=upsample_factor, whiten=opts.whiten)
 
-        # 1. first reference: plain median of the first frames (dust masked).
-        n_init = max(1, min(int(n_initial), idx.size))
-        first = np.median([prep(source.read(int(i))) for i in idx[:n_init]], axis=0)
-        first_spec = _spectrum(first * prep.window)
-
-        # 2. refined reference: median of a spread subset, shifted back onto the scene,
-        #    where the masked dust of each frame is left out.
-        n_ref = max(1, min(int(n_reference), idx.size))
-        ref_pick = np.unique(np.round(np.linspace(0, idx.size - 1, n_ref)).astype(int))
-        ref_frames = idx[ref_pick]
-        stack = np.empty((ref_frames.size,) + prep.shape)
-        valid_w = prep.valid.astype(np.float64)
-        for n, i in enumerate(ref_frames):
-            img = prep(source.read(int(i)))
-            shift, _ = corr(first_spec, img * prep.window)
-            stack[n] = ndi.shift(img, -shift, order=1, mode="constant", cval=0.0)
-            inside = ndi.shift(valid_w, -shift, order=1, mode="constant", cval=0.0) > 0.99
-            stack[n][~inside] = np.nan
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
-            reference = np.nanmedian(stack, axis=0)
-        del stack
-        ref_valid = np.isfinite(reference)
-        reference = np.where(ref_valid, reference, 0.0) * prep.tukey * _soft_weight(ref_valid)
-        ref_spec = _spectrum(reference)
-
+        ref_spec, ref_frames = _drift_reference(source, idx, prep, corr, n_initial=n_initial,
+                                                n_reference=n_reference)
         # 3. register every selected frame against the refined reference (one streaming pass).
         shifts = np.empty((idx.size, 2))
         peaks = np.empty(idx.size)
@@ -877,10 +866,10 @@ def register_frames(
         "method": "phase correlation, upsampled DFT",
         "mode": "drift",
         "upsample_factor": upsample_factor,
-        "highpass_sigma_px": float(highpass),
-        "lowpass_cycles_per_px": float(lowpass),
-        "whiten": float(whiten),
-        "apodize": float(apodize),
+        "highpass_sigma_px": opts.highpass,
+        "lowpass_cycles_per_px": opts.lowpass,
+        "whiten": opts.whiten,
+        "apodize": opts.apodize,
         "region": [[region[0].start, region[0].stop], [region[1].start, region[1].stop]],
         "dust_masked": dust_mask is not None,
         "static_masked_px": n_static,
@@ -892,6 +881,87 @@ def register_frames(
     log.info("registered %d frames: drift extent %.1f x %.1f px, rms %.2f px",
              idx.size, drift.extent[0], drift.extent[1], drift.rms)
     return drift
+
+
+@dataclass(frozen=True)
+class _RegistrationOptions:
+    """The filtering and correlation options of `register_frames`."""
+
+    highpass: float
+    lowpass: float
+    whiten: float
+    apodize: float
+    upsample_factor: int
+    max_size: object
+
+
+def _checked_mask(dust_mask, frame_shape):
+    """The dust mask as bool of the frames' shape (or None)."""
+    if dust_mask is None:
+        return None
+    dust_mask = np.asarray(dust_mask, dtype=bool)
+    if dust_mask.shape != frame_shape:
+        raise InputError(
+            f"dust_mask shape {dust_mask.shape} does not match the frames {frame_shape}"
+        )
+    return dust_mask
+
+
+def _large_offsets(source, idx, probe, coarse_step, frame_shape):
+    """Whether the probe frames show an off-pointed set (coarse shifts beyond the drift case)."""
+    probe_ref = coarse_step.spectrum(source.read(int(probe[0])))
+    probe_shifts = np.array([coarse_step.shift(probe_ref, source.read(int(i)))[0]
+                             for i in probe[1:]]).reshape(-1, 2)
+    biggest = float(np.abs(probe_shifts).max()) if probe_shifts.size else 0.0
+    return (biggest > _LARGE_FRACTION * min(frame_shape)
+            or (idx.size < _FEW_FRAMES and biggest > _FEW_FRACTION * min(frame_shape)))
+
+
+def _drift_preprocessor(source, idx, frame_shape, dust_mask, region, opts, *, static_mask):
+    """The frame preprocessor of the drift path, static features masked; and their pixel count."""
+    prep = _Preprocessor(frame_shape, dust_mask=dust_mask, region=region,
+                         highpass=opts.highpass, apodize=opts.apodize)
+    if not static_mask:
+        return prep, 0
+    static = _static_pattern(source, idx, prep)
+    n_static = int(static.sum())
+    if n_static:
+        full = np.zeros(frame_shape, bool)
+        full[region] = static
+        if dust_mask is not None:
+            full |= dust_mask
+        prep = _Preprocessor(frame_shape, dust_mask=full, region=region,
+                             highpass=opts.highpass, apodize=opts.apodize)
+    return prep, n_static
+
+
+def _drift_reference(source, idx, prep, corr, *, n_initial, n_reference):
+    """Spectrum of the reference of the drift path, and the frames it is the median of.
+
+    1. the plain median of the first frames (dust masked);
+    2. the median of a spread subset registered on it and shifted back onto
+       the scene, each frame's masked dust left out.
+    """
+    n_init = max(1, min(int(n_initial), idx.size))
+    first = np.median([prep(source.read(int(i))) for i in idx[:n_init]], axis=0)
+    first_spec = _spectrum(first * prep.window)
+    n_ref = max(1, min(int(n_reference), idx.size))
+    ref_frames = idx[np.unique(np.round(np.linspace(0, idx.size - 1, n_ref)).astype(int))]
+    stack = np.empty((ref_frames.size,) + prep.shape)
+    valid_w = prep.valid.astype(np.float64)
+    for n, i in enumerate(ref_frames):
+        img = prep(source.read(int(i)))
+        shift, _ = corr(first_spec, img * prep.window)
+        stack[n] = ndi.shift(img, -shift, order=1, mode="constant", cval=0.0)
+        inside = ndi.shift(valid_w, -shift, order=1, mode="constant", cval=0.0) > 0.99
+        stack[n][~inside] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+        reference = np.nanmedian(stack, axis=0)
+    del stack
+    ref_valid = np.isfinite(reference)
+    reference = np.where(ref_valid, reference, 0.0) * prep.tukey * _soft_weight(ref_valid)
+    return _spectrum(reference), ref_frames
 
 
 def _large_path(source, idx, coarse_step, probe, frame_shape, dust_mask, *, n_frames, step,

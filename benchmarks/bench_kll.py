@@ -23,15 +23,8 @@ import numpy as np
 from scipy import ndimage
 
 from aiflat_astro.datasets.kll import make_kll_set
+from aiflat_astro.evaluate import flat_errors
 from aiflat_astro.fullflat import full_flat
-
-
-def flat_errors(gain, truth, cover):
-    e = np.log(gain[cover] / np.median(gain[cover])) - np.log(truth[cover] / np.median(truth[cover]))
-    yy, xx = np.nonzero(cover)
-    a = np.column_stack([np.ones(yy.size), yy, xx])
-    coef, *_ = np.linalg.lstsq(a, e, rcond=None)
-    return float(np.sqrt(np.mean(e**2))), float(np.sqrt(np.mean((e - a @ coef) ** 2)))
 
 
 def simulated(shape, n_frames, max_offset, seed, level):

@@ -6,18 +6,10 @@ from astropy.io import fits
 from scipy import ndimage
 
 from aiflat_astro.datasets.kll import make_kll_set
+from aiflat_astro.evaluate import flat_errors
 from aiflat_astro.dq import DustDQ
 from aiflat_astro.fullflat import full_flat, make_full_flat, solve_gain
 from aiflat_astro.utils.exceptions import InputError
-
-
-def flat_errors(gain, truth, cover):
-    """rms of log(gain / truth) on ``cover``: as is, and with the best plane removed."""
-    e = np.log(gain[cover] / np.median(gain[cover])) - np.log(truth[cover] / np.median(truth[cover]))
-    yy, xx = np.nonzero(cover)
-    a = np.column_stack([np.ones(yy.size), yy, xx])
-    coef, *_ = np.linalg.lstsq(a, e, rcond=None)
-    return float(np.sqrt(np.mean(e**2))), float(np.sqrt(np.mean((e - a @ coef) ** 2)))
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +53,7 @@ class TestSolveGain:
         z = (ratio / ndimage.median_filter(ratio, 25) - 1)[cover] / err[cover]
         assert 0.6 < np.std(z) < 1.6
 
+    @pytest.mark.slow
     def test_robust_to_a_flare(self, small_set):
         frames = small_set.frames.copy()
         yy, xx = np.mgrid[0:256, 0:256]
@@ -91,6 +84,7 @@ def flat(small_set):
 
 
 class TestFullFlatProduct:
+    @pytest.mark.slow
     def test_product(self, flat, small_set):
         assert flat.meta["FLATTYPE"] == "FULL"
         data = np.asarray(flat.data)
@@ -100,6 +94,7 @@ class TestFullFlatProduct:
         assert np.all(flat.uncertainty.array[~un] > 0)
         assert np.all((flat.flags[small_set.dust_labels > 0] & DustDQ.DUST) > 0)
 
+    @pytest.mark.slow
     def test_write_and_apply(self, flat, small_set, tmp_path):
         from aiflat_astro.apply import apply_flat, flat_boxes
         from aiflat_astro.io.fits import write_flat
@@ -118,6 +113,7 @@ class TestFullFlatProduct:
         out = apply_flat(small_set.frames[0], str(path))
         np.testing.assert_allclose(out.data, small_set.frames[0] / flat.data, rtol=1e-6)
 
+    @pytest.mark.slow
     def test_make_flat_hook(self, small_set):
         from aiflat_astro.flat import make_flat
 
@@ -130,6 +126,7 @@ class TestFullFlatProduct:
             make_full_flat(None, None)
 
 
+@pytest.mark.slow
 def test_cli_full_flat(small_set, tmp_path):
     from aiflat_astro.cli import main
 
@@ -198,3 +195,18 @@ class TestXu2016FullFlat:
         theirs = dips(xu2016.paper_flat.astype(np.float64))
         assert np.all(ours > 0.05)  # each spot at least 5 % deep in our flat
         assert list(np.argsort(ours)) == list(np.argsort(theirs))
+
+
+def test_flat_errors_plane_and_bad_input():
+    yy, xx = np.mgrid[0:40, 0:50]
+    truth = 1 - 0.2 * (np.hypot(yy - 20, xx - 25) < 5)
+    cover = np.ones(truth.shape, bool)
+    tilted = 3.0 * truth * np.exp(2e-3 * yy - 1e-3 * xx)     # another level and a plane
+    rms, rms_plane = flat_errors(tilted, truth, cover)
+    assert rms > 0.01 and rms_plane < 1e-12
+    rms, rms_plane = flat_errors(np.ones(truth.shape), truth, cover)   # the dust missed
+    assert rms_plane > 0.03
+    with pytest.raises(InputError, match="one shape"):
+        flat_errors(truth[:-1], truth, cover)
+    with pytest.raises(InputError, match="positive and finite"):
+        flat_errors(truth - 1, truth, cover)

@@ -218,3 +218,21 @@ def test_raw_colour_mosaic(solar, tmp_path):
         flat = make_flat(median, mask, frames=bayer)
         ring = make_flat(median, mask, frames=bayer, inpaint_options={"jitter": False})
     assert _residual(flat.data, truth) < 0.6 * _residual(ring.data, truth)
+
+
+def test_separable_sampler_is_the_bicubic_spline():
+    """The per-box sampler gives map_coordinates' values and slopes, also near the box's edge."""
+    from aiflat_astro.jitter import _Box
+
+    rng = np.random.default_rng(4)
+    median = 1000 + ndimage.gaussian_filter(rng.normal(0, 30, (50, 64)), 1.5)
+    masked = np.zeros(median.shape, bool)
+    masked[20:28, 25:35] = True
+    box = _Box(1, masked, masked, median, np.zeros_like(masked), ((0, 50), (0, 64)), gap=4,
+               max_reg_pixels=6000, n_terms=6)
+    for d in [(0.0, 0.0), (0.37, -1.62), (-2.9, 2.95), (1.0, -1.0), (3.4, -0.2), (-5.5, 4.1)]:
+        d = np.array(d)
+        got = box.values_and_slopes(d, 1e-2)
+        want = box._map_coordinates(d, 1e-2)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=0, atol=1e-9 * np.abs(w).max())

@@ -103,6 +103,7 @@ class TestTarget:
             sel = truth.labels == sid
             assert _rms_inside(measured_flat, truth, sel) <= 0.005
 
+    @pytest.mark.slow
     def test_every_shadow_measured(self, measured_flat):
         info = json.loads(measured_flat.meta["PROVJSON"])["inpaint_info"]
         assert info["method"] == "measured"
@@ -111,6 +112,7 @@ class TestTarget:
         assert {rec["flat_method"] for rec in info["shadows"]} == {"measured"}
         assert all(rec["coverage"] == 1.0 for rec in info["shadows"])
 
+    @pytest.mark.slow
     def test_flat_contract(self, drifting, measured_flat):
         """1.0 outside the weight, dimensionless, not generated, provenance cards."""
         _, _, _, detection = drifting
@@ -121,6 +123,7 @@ class TestTarget:
         assert measured_flat.meta["NMEASURD"] == 10
         assert measured_flat.meta["DRIFTMIN"] > 40
 
+    @pytest.mark.slow
     def test_drift_path_in_provenance(self, drifting, measured_flat):
         """Every frame's shift (registered with the dust present) is in PROVJSON, within 0.2 px."""
         _, truth, _, _ = drifting
@@ -235,6 +238,7 @@ class TestFallback:
 
 
 class TestCatalog:
+    @pytest.mark.slow
     def test_add_flat_method(self, drifting, measured_flat, measurement):
         _, _, _, detection = drifting
         info = json.loads(measured_flat.meta["PROVJSON"])["inpaint_info"]
@@ -320,3 +324,24 @@ def test_array_frames_with_nan_and_defects(tmp_path):
     sel = dust & ~bad & ~hot
     err = mt.transmission[sel] - truth.transmission[sel]
     assert np.sqrt(np.mean(err**2)) <= 0.003
+
+
+def test_box_shift_is_the_spline_of_ndimage_shift():
+    """The separable box shift gives scipy.ndimage.shift's values (order 1 and 3) on the interior."""
+    from scipy import ndimage as ndi
+
+    from aiflat_astro.measured import _PAD, _sample_box, _shifted_interior
+
+    rng = np.random.default_rng(3)
+    coeffs = rng.normal(size=(30 + 2 * _PAD + 1, 40 + 2 * _PAD + 1))
+    for order in (1, 3):
+        for fy, fx in ((0.25, 0.8), (0.0, 0.5), (0.999, 0.0)):
+            want = ndi.shift(coeffs, (-fy, -fx), order=order, mode="nearest", prefilter=False)
+            got = _shifted_interior(coeffs, fy, fx, (30, 40), order=order)
+            np.testing.assert_allclose(got, want[_PAD:_PAD + 30, _PAD:_PAD + 40], atol=1e-12)
+    # an exactly integer shift samples the spline too (not its coefficients)
+    image = ndi.gaussian_filter(rng.normal(size=(40, 50)), 1.0)
+    spline = ndi.spline_filter(image, order=3, mode="nearest")
+    values, inside = _sample_box(spline, 5, 25, 6, 30, 2.0, -3.0, order=3, prefiltered=True)
+    np.testing.assert_allclose(values, image[7:27, 3:27], atol=1e-9)
+    assert inside.all()

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .io._base import FrameSource
-from .pipeline import _file_identity, _region_files
+from .pipeline import RunOptions, _file_identity, _region_files
 from .provenance import params_hash, software_id
 from .utils.exceptions import InputError, warn_user
 
@@ -55,8 +55,12 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 #: Folder (inside the output folder) of the intermediate pieces: cheap medians, median bands.
 PARTS = ".aiflat_parts"
-#: Frames of each video in its cheap median (the dust-change check).
+#: Frames of each video for the motion test of the dust-change check.
 CHECK_FRAMES = 25
+#: Frames of all the clean estimates of a night together (what one video alone uses at most: 200).
+FLAT_FRAMES = 200
+#: Fewest frames of one video's clean estimate.
+MIN_FLAT_FRAMES = 40
 
 
 # --------------------------------------------------------------------------- frames of several videos
@@ -194,15 +198,12 @@ def _save_npy(path, array):
 # --------------------------------------------------------------------------- options
 
 @dataclass(frozen=True)
-class NightOptions:
+class NightOptions(RunOptions):
     """The options of a night, one small picklable object that every task receives.
 
-    Fields are the keyword options of `run_night` (and of
-    `~aiflat_astro.pipeline.run_pipeline`): ``detector``, ``inpaint``,
-    ``apply``, ``f_ratio``, ``pixel_size``, ``max_frames``, ``step``,
-    ``mem_limit``, ``floor``, ``detector_options``, ``inpaint_options``,
-    ``byte_order``, ``overwrite``, ``force``, ``check_frames`` and
-    ``check_options``.
+    The fields of `~aiflat_astro.pipeline.RunOptions` (the keyword options
+    of `~aiflat_astro.pipeline.run_pipeline`) and ``force``,
+    ``check_frames`` and ``check_options`` (see `run_night`).
 
     Examples
     --------
@@ -210,22 +211,26 @@ class NightOptions:
     range(0, 9, 2)
     """
 
-    detector: str = "local"
-    inpaint: str = "local"
-    apply: bool = True
-    f_ratio: float = None
-    pixel_size: float = None
-    max_frames: int = None
-    step: int = 1
-    mem_limit: object = "256MB"
-    floor: float = 0.05
-    detector_options: dict = None
-    inpaint_options: dict = None
-    byte_order: str = "auto"
-    overwrite: bool = False
     force: bool = False
     check_frames: int = CHECK_FRAMES
     check_options: dict = None
+    flat_frames: int = FLAT_FRAMES
+
+    def flat_selection(self, selection, n_videos):
+        """The frames of one video's clean estimate: ``flat_frames`` over the night, spread over the videos.
+
+        At least `MIN_FLAT_FRAMES` a video (the jitter estimate needs a dozen
+        frames and its noise falls as one over the square root of their
+        number); the night's estimate combines all the videos, so each needs
+        only its share of the frames one video alone would use.
+
+        Examples
+        --------
+        >>> len(NightOptions().flat_selection(range(500), 8)), len(NightOptions().flat_selection(range(30), 8))
+        (40, 30)
+        """
+        share = max(MIN_FLAT_FRAMES, -(-int(self.flat_frames) // max(1, int(n_videos))))
+        return _spread(selection, share)
 
     def selection(self, n_frames):
         """The frames of a video of ``n_frames`` used for its median and flat."""
@@ -590,10 +595,10 @@ def mask_key(key_median, *, detector, detector_options, f_ratio, pixel_size):
                         "software": software_id(), **_region_files(detector_options)})
 
 
-def flat_key(key_mask, *, inpaint, floor, inpaint_options):
+def flat_key(key_mask, *, inpaint, floor, inpaint_options, flat_frames=FLAT_FRAMES):
     """Step key of the flat."""
     return params_hash({"step": "flat", "mask": key_mask, "inpaint": inpaint, "floor": floor,
-                        "combine": "per-video", "options": inpaint_options or {}})
+                        "combine": "per-video", "flat_frames": flat_frames, "options": inpaint_options or {}})
 
 
 # --------------------------------------------------------------------------- running tasks
@@ -678,7 +683,9 @@ def run_night(videos, outdir, *, client=None, progress_bar=False, **options):
         (frames of *each* video); ``mem_limit`` (working-memory bound of each
         task); ``force`` (calibrate the videos whose dust does not match
         too); ``check_frames`` (frames of each video for the check's motion
-        test, 25); ``check_options`` (thresholds of `check_dust`).
+        test, 25); ``check_options`` (thresholds of `check_dust`);
+        ``flat_frames`` (frames of all the clean estimates together, 200,
+        at least 40 a video: `NightOptions.flat_selection`).
 
     Returns
     -------
@@ -887,7 +894,8 @@ class _Night:
 
         t0 = time.perf_counter()
         o = self.opts
-        self.key_flat = flat_key(self.key_mask, inpaint=o.inpaint, floor=o.floor, inpaint_options=o.inpaint_options)
+        self.key_flat = flat_key(self.key_mask, inpaint=o.inpaint, floor=o.floor, inpaint_options=o.inpaint_options,
+                                 flat_frames=o.flat_frames)
         if _reuse(self.paths["flat"], self.key_flat, read_flat, o.overwrite) is not None:
             self.reused.append("flat")
             self.runner.bar.update(len(self.used) + 1)
@@ -902,8 +910,9 @@ class _Night:
             part = self.parts / f"flat_{self.key_flat[:16]}_{n}.fits"
             parts.append(str(part))
             drift = str(self.outdir / "drift.png") if n == 0 else None
+            frames = self.opts.flat_selection(self.selections[n], len(self.used))
             calls.append((video_flat_task, (str(self.outdir), str(self.videos[i]), self.surveys[i]["own_median"],
-                                            self.selections[n], str(part), self.opts), {"drift_plot": drift}))
+                                            frames, str(part), self.opts), {"drift_plot": drift}))
         for _res, exc in self.runner.map("flat", calls):
             if exc is not None:
                 raise exc

@@ -15,9 +15,10 @@ combined:
   mask: per shadow, the videos' transmissions averaged with weights
   ``1 / (σ² + δ² + ε²)`` (σ: the video's measured uncertainty of the
   transmission, δ: its rms distance from the videos' per-pixel median,
-  ε = 0.003), so that a video whose scene spoils the clean estimate of one
-  shadow hardly counts there; a video that does not light a shadow (its
-  flat is flagged REVIEW there) does not count at all.
+  ε = 0.003; the median over every video that measured the shadow, those
+  flagged REVIEW there included), so that a video whose scene spoils the
+  clean estimate of one shadow hardly counts there; a video that does not
+  light a shadow (its flat is flagged REVIEW there) gets no weight.
 """
 
 import numpy as np
@@ -244,11 +245,20 @@ def combine_flats(flats, *, floor=0.05):
 
 
 def _shadow_weights(t, u, unlit):
-    """Normalised weight of each video in one shadow: ``1 / (σ² + δ² + ε²)``, 0 for a video that does not light it."""
+    """Normalised weight of each video in one shadow: ``1 / (σ² + δ² + ε²)``, 0 for a video that does not light it.
+
+    δ is the distance from the per-pixel median of every video that
+    measured the shadow (its flat differs from 1.0 there), those flagged
+    REVIEW included: they vote on what the transmission is, they just get
+    no weight in it.  With two usable videos that disagree, a third one's
+    measurement tells which one its scene spoiled.
+    """
     use = ~(unlit.mean(axis=1) > 0.5)
     if not use.any():
         use[:] = True
-    consensus = np.median(t[use], axis=0)
+    measured = ~np.all(t == 1.0, axis=1)
+    voters = measured if measured.sum() > use.sum() else use
+    consensus = np.median(t[voters], axis=0)
     delta2 = np.mean((t - consensus) ** 2, axis=1)
     sigma2 = np.mean(u ** 2, axis=1)
     w = np.where(use, 1.0 / (sigma2 + delta2 + WEIGHT_FLOOR ** 2), 0.0)

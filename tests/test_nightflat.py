@@ -119,3 +119,14 @@ class TestCombineFlats:
         flat, weights = combine_flats([quiet, noisy])
         assert weights[0][0] > 0.8
         assert abs(float(flat.data[30, 50]) - 0.80) < 0.01
+
+    def test_review_flagged_video_votes_without_weight(self):
+        """Two usable videos disagree; a third, flagged REVIEW there, tells which one its scene spoiled."""
+        inside = _disc(40, 40, 5)
+        review = np.where(inside, DustDQ.REVIEW, 0).astype(np.uint8)
+        spoiled = _flat(np.where(inside, 0.10, 1.0))
+        good = _flat(np.where(inside, 0.85, 1.0))
+        third = _flat(np.where(inside, 0.86, 1.0), flags=review)
+        flat, weights = combine_flats([spoiled, good, third])
+        assert weights[0][0] < 0.01 and weights[0][2] == 0.0
+        assert abs(float(flat.data[40, 40]) - 0.85) < 0.005

@@ -8,22 +8,27 @@ run in-process, one after another, or on a dask.distributed cluster
 (``client=``):
 
 1. **survey**, one task a video: frame count and shape, SHA-256 of the file,
-   and a *cheap median* of a frame subset (``check_frames`` frames spread
-   over the video) saved under ``OUTDIR/.aiflat_parts/``;
-2. **median strips**: the exact temporal median over *all* selected frames of
-   *all* videos.  A median does not combine from per-video medians, so each
-   task takes a band of rows ``r0:r1`` and reads those rows of every frame of
-   every video (`~aiflat_astro.combine.median_combine` on a row window of the
+   the video's *own median* and its *own detection* (its median, the motion
+   test on its frames), saved under ``OUTDIR/.aiflat_parts/``;
+2. **median bands**: the exact temporal median over *all* selected frames of
+   *all* videos (the night's record, the background of the preview).  A
+   median does not combine from per-video medians, so each task takes a band
+   of rows ``r0:r1`` and reads those rows of every frame of every video
+   (`~aiflat_astro.combine.median_combine` on a row window of the
    concatenated videos); the bands are assembled into ``median.fits``.
-   In-process there is one band (the whole frame: median_combine bounds the
-   memory itself);
-3. **flat**, once: dust detection on the shared median with the frames of
-   every video for the motion test, the side products, and the flat (the
-   measured and local clean estimates read the frames of every video);
-4. **check**, one task a video: the video's dust against the shared flat's,
-   from its cheap median (`check_dust`); a video whose shadows are missing or
-   that shows new ones is ``dust-mismatch``;
-5. **calibrate**, one task a video that passed the check (or all with
+   In-process there is one band (median_combine bounds the memory itself);
+3. **merge**, once: the shared mask, the union of the videos' own shadows
+   that the other videos confirm (`merge_detections`),
+   and its side products;
+4. **video flat**, one task a video: its flat under the shared mask, from its
+   own median and the clean estimate of its own frames (``flat_frames`` over
+   the night, spread over the videos); then **combine**, once: per shadow,
+   the videos' transmissions weighted by their measured noise and their
+   agreement (`combine_flats`) into ``flat.fits``;
+5. **check**, one task a video: the video's dust against the shared mask and
+   flat, from its own median and detection (`check_dust`); a video whose
+   shadows are missing or that shows new ones is ``dust-mismatch``;
+6. **calibrate**, one task a video that passed the check (or all with
    ``force``): `~aiflat_astro.apply.apply_to_file` with the shared flat,
    exactly as ``aiflat apply`` does.
 
@@ -42,18 +47,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ._nightflat import combine_flats, merge_detections
 from .io._base import FrameSource
 from .pipeline import RunOptions, _file_identity, _region_files
 from .provenance import params_hash, software_id
 from .utils.exceptions import InputError, warn_user
 
-__all__ = ["run_night", "NightOptions", "check_dust", "local_cluster", "ConcatFrames", "MANIFEST"]
+__all__ = ["run_night", "NightOptions", "check_dust", "merge_detections", "combine_flats", "local_cluster",
+           "ConcatFrames", "MANIFEST"]
 
 log = logging.getLogger(__name__)
 
 #: The night's manifest, in the output folder.
 MANIFEST = "manifest.json"
-#: Folder (inside the output folder) of the intermediate pieces: cheap medians, median bands.
+#: Folder (inside the output folder) of the intermediate pieces: own medians and detections, median bands, flats.
 PARTS = ".aiflat_parts"
 #: Frames of each video for the motion test of the dust-change check.
 CHECK_FRAMES = 25
@@ -298,8 +305,7 @@ def median_band_task(videos, selections, rows, part, opts):
 
 
 def merge_task(outdir, own_masks, own_medians, key_mask, need_side):
-    """The shared mask (`~aiflat_astro._nightflat.merge_detections` of the videos' own) and its side products."""
-    from ._nightflat import merge_detections
+    """The shared mask (`merge_detections` of the videos' own) and its side products."""
     from .io.fits import read_mask, read_median
     from .pipeline import PRODUCTS, _side_products, _write_mask
 
@@ -342,8 +348,7 @@ def video_flat_task(outdir, video, own_median, selection, part, opts, *, drift_p
 
 
 def combine_task(outdir, parts, key_flat, opts):
-    """flat.fits from the per-video flats (`~aiflat_astro._nightflat.combine_flats`)."""
-    from ._nightflat import combine_flats
+    """flat.fits from the per-video flats (`combine_flats`)."""
     from .io.fits import read_flat, write_flat
     from .pipeline import _KEY, _KEY_COMMENT
 
@@ -424,7 +429,7 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, candidates=N
     Parameters
     ----------
     own_median : `~numpy.ndarray`
-        The video's cheap median (a frame subset).
+        The video's median (its own, or a cheap one of a frame subset).
     shared_median, dq, flat : `~numpy.ndarray`
         The shared median, its DQ mask and the flat.
     frames : frame source, optional

@@ -101,13 +101,20 @@ def sequential_singles(paths, folder, opts):
     """``aiflat run`` on each video alone, one after another, in this process (the baseline)."""
     from aiflat_astro.pipeline import run_pipeline
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     steps = {}
     for k, p in enumerate(paths):
         r = run_pipeline(p, Path(folder) / f"single{k:02d}", **opts)
         for name, sec in r["seconds"].items():
             steps[name] = steps.get(name, 0.0) + sec
-    return time.perf_counter() - t0, steps
+    return time.perf_counter() - t0, steps, time.process_time() - c0
+
+
+def _cpu_seconds():
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
 
 
 def cluster_night(paths, folder, args, opts):
@@ -120,12 +127,15 @@ def cluster_night(paths, folder, args, opts):
         floor = client.run(_warm_imports)  # imports before the clock, as a warm cluster
         pids = client.run(os.getpid)
         with PeakRSS(list(pids.values())) as rss:
+            cpu0, c0 = client.run(_cpu_seconds), time.process_time()
             t0 = time.perf_counter()
             night = run_night(paths, Path(folder) / "night_cluster", client=client, force=True, **opts)
             t_night = time.perf_counter() - t0
+            cpu1, c1 = client.run(_cpu_seconds), time.process_time()
+    cpu = {"workers": sum(cpu1[a] - cpu0[a] for a in cpu0), "driver": c1 - c0}
     mem = [{"pid": pid, "import_floor_mb": floor[addr] / 1e6, "peak_mb": rss.peak[pid] / 1e6,
             "data_mb": (rss.peak[pid] - floor[addr]) / 1e6} for addr, pid in pids.items()]
-    return t_night, night, mem
+    return t_night, night, mem, cpu
 
 
 def flat_accuracy(folder, truths):
@@ -151,11 +161,11 @@ def throughput(args, folder):
     opts = {"mem_limit": args.mem_limit}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t_seq, seq_steps = sequential_singles(paths, folder, opts)
+        t_seq, seq_steps, cpu_seq = sequential_singles(paths, folder, opts)
         print(f"{len(paths)} single-video runs in-process, one after another: {t_seq:.1f} s "
               f"({total_mb / t_seq:.1f} MB/s); steps " + ", ".join(f"{k} {v:.1f}" for k, v in seq_steps.items()),
               flush=True)
-        t_par, night, mem = cluster_night(paths, folder, args, opts)
+        t_par, night, mem, cpu = cluster_night(paths, folder, args, opts)
     print(f"the night on {args.workers} workers: {t_par:.1f} s ({total_mb / t_par:.1f} MB/s); steps "
           + ", ".join(f"{k} {v:.1f}" for k, v in night["seconds"].items()))
     limit = parse_size(args.mem_limit)
@@ -167,13 +177,21 @@ def throughput(args, folder):
     print(f"flat residual on the truth: single videos {', '.join(f'{r:.3f}' for r in acc['singles'])}; "
           f"the night {acc['night']:.3f}")
     load = os.getloadavg()
+    cpu_night = cpu["workers"] + cpu["driver"]
+    ideal = cpu_seq / max(cpu_night / args.workers, cpu["driver"])
     print(f"speed-up {t_seq / t_par:.2f}x (target >= 1.7); statuses {status}; load average "
           f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores")
+    print(f"CPU seconds: single-video runs {cpu_seq:.1f}, the night {cpu_night:.1f} (workers {cpu['workers']:.1f}, "
+          f"driver {cpu['driver']:.1f}): {cpu_seq / cpu_night:.2f}x less work; on {args.workers} free cores "
+          f"at most {ideal:.2f}x")
     return {"n_videos": len(paths), "mb_each": total_mb / len(paths), "n_frames": n_frames,
             "shape": list(shape), "seconds_sequential_singles": t_seq, "seconds_cluster_night": t_par,
             "workers": args.workers, "speedup": t_seq / t_par, "statuses": status,
             "steps_singles": seq_steps, "steps_cluster": night["seconds"], "memory": mem,
             "residual_singles": acc["singles"], "residual_night": acc["night"],
+            "cpu_seconds_singles": cpu_seq, "cpu_seconds_night_workers": cpu["workers"],
+            "cpu_seconds_night_driver": cpu["driver"], "work_ratio": cpu_seq / cpu_night,
+            "speedup_on_free_cores_at_most": ideal,
             "mem_limit_mb": limit / 1e6, "loadavg": list(load)}
 
 

@@ -32,7 +32,7 @@ from astropy.io import fits
 from .provenance import params_hash, software_id
 from .utils.exceptions import InputError, ProvenanceError, warn_user
 
-__all__ = ["run_pipeline", "RunOptions"]
+__all__ = ["run_pipeline"]  # RunOptions is public by name; aiflat_astro._LAZY mirrors this list
 
 log = logging.getLogger(__name__)
 

@@ -8,22 +8,27 @@ run in-process, one after another, or on a dask.distributed cluster
 (``client=``):
 
 1. **survey**, one task a video: frame count and shape, SHA-256 of the file,
-   and a *cheap median* of a frame subset (``check_frames`` frames spread
-   over the video) saved under ``OUTDIR/.aiflat_parts/``;
-2. **median strips**: the exact temporal median over *all* selected frames of
-   *all* videos.  A median does not combine from per-video medians, so each
-   task takes a band of rows ``r0:r1`` and reads those rows of every frame of
-   every video (`~aiflat_astro.combine.median_combine` on a row window of the
+   the video's *own median* and its *own detection* (its median, the motion
+   test on its frames), saved under ``OUTDIR/.aiflat_parts/``;
+2. **median bands**: the exact temporal median over *all* selected frames of
+   *all* videos (the night's record, the background of the preview).  A
+   median does not combine from per-video medians, so each task takes a band
+   of rows ``r0:r1`` and reads those rows of every frame of every video
+   (`~aiflat_astro.combine.median_combine` on a row window of the
    concatenated videos); the bands are assembled into ``median.fits``.
-   In-process there is one band (the whole frame: median_combine bounds the
-   memory itself);
-3. **flat**, once: dust detection on the shared median with the frames of
-   every video for the motion test, the side products, and the flat (the
-   measured and local clean estimates read the frames of every video);
-4. **check**, one task a video: the video's dust against the shared flat's,
-   from its cheap median (`check_dust`); a video whose shadows are missing or
-   that shows new ones is ``dust-mismatch``;
-5. **calibrate**, one task a video that passed the check (or all with
+   In-process there is one band (median_combine bounds the memory itself);
+3. **merge**, once: the shared mask, the union of the videos' own shadows
+   that the other videos confirm (`merge_detections`),
+   and its side products;
+4. **video flat**, one task a video: its flat under the shared mask, from its
+   own median and the clean estimate of its own frames (``flat_frames`` over
+   the night, spread over the videos); then **combine**, once: per shadow,
+   the videos' transmissions weighted by their measured noise and their
+   agreement (`combine_flats`) into ``flat.fits``;
+5. **check**, one task a video: the video's dust against the shared mask and
+   flat, from its own median and detection (`check_dust`); a video whose
+   shadows are missing or that shows new ones is ``dust-mismatch``;
+6. **calibrate**, one task a video that passed the check (or all with
    ``force``): `~aiflat_astro.apply.apply_to_file` with the shared flat,
    exactly as ``aiflat apply`` does.
 
@@ -37,24 +42,32 @@ calibrating) fails only its own entry of ``OUTDIR/manifest.json``.
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ._nightflat import combine_flats, merge_detections
 from .io._base import FrameSource
+from .pipeline import RunOptions, _file_identity, _region_files
 from .provenance import params_hash, software_id
 from .utils.exceptions import InputError, warn_user
 
-__all__ = ["run_night", "check_dust", "local_cluster", "ConcatFrames", "MANIFEST"]
+__all__ = ["run_night", "NightOptions", "check_dust", "merge_detections", "combine_flats", "local_cluster",
+           "ConcatFrames", "MANIFEST"]
 
 log = logging.getLogger(__name__)
 
 #: The night's manifest, in the output folder.
 MANIFEST = "manifest.json"
-#: Folder (inside the output folder) of the intermediate pieces: cheap medians, median bands.
+#: Folder (inside the output folder) of the intermediate pieces: own medians and detections, median bands, flats.
 PARTS = ".aiflat_parts"
-#: Frames of each video in its cheap median (the dust-change check).
+#: Frames of each video for the motion test of the dust-change check.
 CHECK_FRAMES = 25
+#: Frames of all the clean estimates of a night together (what one video alone uses at most: 200).
+FLAT_FRAMES = 200
+#: Fewest frames of one video's clean estimate.
+MIN_FLAT_FRAMES = 40
 
 
 # --------------------------------------------------------------------------- frames of several videos
@@ -189,188 +202,185 @@ def _save_npy(path, array):
             np.save(f, array)
 
 
+# --------------------------------------------------------------------------- options
+
+@dataclass(frozen=True)
+class NightOptions(RunOptions):
+    """The options of a night, one small picklable object that every task receives.
+
+    The fields of `~aiflat_astro.pipeline.RunOptions` (the keyword options
+    of `~aiflat_astro.pipeline.run_pipeline`) and ``force``,
+    ``check_frames`` and ``check_options`` (see `run_night`).
+
+    Examples
+    --------
+    >>> NightOptions(step=2).selection(9)
+    range(0, 9, 2)
+    """
+
+    force: bool = False
+    check_frames: int = CHECK_FRAMES
+    check_options: dict = None
+    flat_frames: int = FLAT_FRAMES
+
+    def flat_selection(self, selection, n_videos):
+        """The frames of one video's clean estimate: ``flat_frames`` over the night, spread over the videos.
+
+        At least `MIN_FLAT_FRAMES` a video (the jitter estimate needs a dozen
+        frames and its noise falls as one over the square root of their
+        number); the night's estimate combines all the videos, so each needs
+        only its share of the frames one video alone would use.
+
+        Examples
+        --------
+        >>> len(NightOptions().flat_selection(range(500), 8)), len(NightOptions().flat_selection(range(30), 8))
+        (40, 30)
+        """
+        share = max(MIN_FLAT_FRAMES, -(-int(self.flat_frames) // max(1, int(n_videos))))
+        return _spread(selection, share)
+
+    def selection(self, n_frames):
+        """The frames of a video of ``n_frames`` used for its median and flat."""
+        return _selection(n_frames, max_frames=self.max_frames, step=self.step)
+
+    def frames(self, videos, selections):
+        """The selected frames of ``videos`` as one `ConcatFrames`."""
+        return ConcatFrames(videos, selections=selections, byte_order=self.byte_order)
+
+
 # --------------------------------------------------------------------------- tasks (run on workers)
 # Each task takes paths and small parameters, writes into the shared folder and returns a small dict.
 
-def survey_task(video, parts, key, *, byte_order, max_frames, step, check_frames, mem_limit):
-    """Frame count, shape, SHA-256 and cheap median of one video (written to ``parts``)."""
-    from .combine import median_combine
+def survey_task(video, parts, key, opts):
+    """Frame count, shape, SHA-256, the video's own median and its own dust detection (written to ``parts``).
+
+    The detection is what ``aiflat run`` on this video alone finds: its
+    median, the motion test on its frames.  Returns small values only.
+    """
     from .io.frames import open_frames
+    from .io.fits import write_mask
     from .provenance import sha256_file
 
     t0 = time.perf_counter()
-    with open_frames(video, byte_order=byte_order) as src:
-        n_frames = int(src.n_frames)
+    with open_frames(video, byte_order=opts.byte_order) as src:
+        n_frames, dtype = int(src.n_frames), str(np.dtype(src.dtype))
         shape = [int(s) for s in src.frame_shape]
-        dtype = str(np.dtype(src.dtype))
-        sel = _selection(n_frames, max_frames=max_frames, step=step)
-        if not len(sel):
-            raise InputError(f"{video}: no frames")
-        subset = _spread(sel, check_frames)
-    cheap = Path(parts) / f"cheap_{key[:16]}.npy"
-    with ConcatFrames([video], selections=[subset], byte_order=byte_order) as src:
-        median = median_combine(src, mem_limit=mem_limit)
-    _save_npy(cheap, median.data.astype(np.float32))
+    sel = opts.selection(n_frames)
+    if not len(sel):
+        raise InputError(f"{video}: no frames")
+    own = Path(parts) / f"own_{key[:16]}.npy"
+    mask = Path(parts) / f"mask_{key[:16]}.fits"
+    median = _own_median(video, sel, opts)
+    _save_npy(own, median)
+    write_mask(mask, _own_detection(video, median, sel, opts), overwrite=True)
     return {"n_frames": n_frames, "frame_shape": shape, "dtype": dtype, "n_selected": len(sel),
-            "check_frames": subset, "input_sha256": sha256_file(video), "cheap_median": str(cheap),
-            "seconds": time.perf_counter() - t0}
+            "check_frames": _spread(sel, opts.check_frames), "input_sha256": sha256_file(video),
+            "own_median": str(own), "own_mask": str(mask), "seconds": time.perf_counter() - t0}
 
 
-def median_band_task(videos, selections, rows, part, *, byte_order, mem_limit):
+def _own_median(video, sel, opts):
+    from .combine import median_combine
+
+    with opts.frames([video], [sel]) as src:
+        return median_combine(src, mem_limit=opts.mem_limit).data.astype(np.float32)
+
+
+def _own_detection(video, median, sel, opts):
+    from .detection._base import detect_dust
+
+    with opts.frames([video], [sel]) as frames:
+        return detect_dust(median, detector=opts.detector, frames=frames, f_ratio=opts.f_ratio,
+                           pixel_size=opts.pixel_size, **(opts.detector_options or {}))
+
+
+def median_band_task(videos, selections, rows, part, opts):
     """Exact median of rows ``rows`` over the selected frames of every video, saved to ``part``."""
     from .combine import median_combine
 
     t0 = time.perf_counter()
-    with ConcatFrames(videos, selections=selections, rows=rows, byte_order=byte_order) as src:
-        band = median_combine(src, mem_limit=mem_limit)
+    with ConcatFrames(videos, selections=selections, rows=rows, byte_order=opts.byte_order) as src:
+        band = median_combine(src, mem_limit=opts.mem_limit)
     _save_npy(part, band.data.astype(np.float32))
     return {"part": str(part), "rows": list(rows), "seconds": time.perf_counter() - t0}
 
 
-def flat_task(outdir, videos, selections, *, key_median, detector, inpaint, f_ratio, pixel_size, floor,
-              detector_options, inpaint_options, byte_order, mem_limit, overwrite, need_side):
-    """Mask, side products and flat from the shared median (reusing those that are up to date)."""
-    from .detection._base import detect_dust
-    from .flat import make_flat
-    from .io.fits import read_flat, read_mask, read_median, write_flat
-    from .pipeline import _KEY, _KEY_COMMENT, PRODUCTS, _reuse, _side_products, _write_mask
+def merge_task(outdir, own_masks, own_medians, key_mask, need_side):
+    """The shared mask (`merge_detections` of the videos' own) and its side products."""
+    from .io.fits import read_mask, read_median
+    from .pipeline import PRODUCTS, _side_products, _write_mask
 
-    outdir = Path(outdir)
-    paths = {name: outdir / fname for name, fname in PRODUCTS.items()}
-    computed, reused = [], []
     t0 = time.perf_counter()
+    paths = {name: Path(outdir) / fname for name, fname in PRODUCTS.items()}
     median = read_median(paths["median"])
-    key_mask = mask_key(key_median, detector=detector, detector_options=detector_options, f_ratio=f_ratio,
-                        pixel_size=pixel_size)
-    notes = []
-    with ConcatFrames(videos, selections=selections, byte_order=byte_order) as frames:
-        detection = _reuse(paths["mask"], key_mask, read_mask, overwrite)
-        if detection is not None:
-            reused.append("mask")
-        else:
-            detection, frames_used = _with_frames(
-                lambda f: detect_dust(median, detector=detector, frames=f, f_ratio=f_ratio,
-                                      pixel_size=pixel_size, **(detector_options or {})),
-                frames, videos, selections, byte_order)
-            if frames_used is not frames:
-                notes.append(f"motion test of the detector on the frames of {Path(videos[0]).name} only: "
-                             "the videos do not register together")
-            _write_mask(paths["mask"], detection, median, key_mask)
-            computed.append("mask")
-        if need_side or "mask" in computed:
-            _side_products(detection, median, paths)
-            computed.append("side")
-        key_flat = flat_key(key_mask, inpaint=inpaint, floor=floor, inpaint_options=inpaint_options)
-        flat = _reuse(paths["flat"], key_flat, read_flat, overwrite)
-        if flat is not None:
-            reused.append("flat")
-        else:
-            options = dict(inpaint_options or {})
-            if inpaint == "measured":
-                options.setdefault("drift_plot", str(outdir / "drift.png"))
-                options.setdefault("overwrite", True)
-            flat, frames_used = _with_frames(
-                lambda f: make_flat(median, detection, inpaint=inpaint, frames=f, floor=floor,
-                                    inpaint_options=options or None, mem_limit=mem_limit),
-                frames, videos, selections, byte_order)
-            if frames_used is not frames:
-                notes.append(f"clean estimate from the frames of {Path(videos[0]).name} only: "
-                             "the videos do not register together")
-            flat.meta[_KEY] = (key_flat, _KEY_COMMENT)
-            write_flat(paths["flat"], flat, overwrite=True)
-            computed.append("flat")
-    n_dust = len(detection.catalog) if detection.catalog is not None else 0
-    for note in notes:
-        log.info("%s", note)
-    return {"computed": computed, "reused": reused, "n_dust": n_dust, "key_mask": key_mask,
-            "key_flat": key_flat, "notes": notes, "seconds": time.perf_counter() - t0}
+    merged, summary = merge_detections([read_mask(p) for p in own_masks], [np.load(p) for p in own_medians])
+    _write_mask(paths["mask"], merged, median, key_mask)
+    if need_side:
+        _side_products(merged, median, paths)
+    return {"n_dust": merged.n_dust, "merge": summary, "seconds": time.perf_counter() - t0}
 
 
-def _mono_frame(source, index):
-    frame = np.asarray(source.read(index), dtype=np.float64)
-    return frame.mean(axis=-1) if frame.ndim == 3 else frame
+def side_task(outdir):
+    """dust.ecsv, dust.reg and preview.png again from the shared mask and median."""
+    from .io.fits import read_mask, read_median
+    from .pipeline import PRODUCTS, _side_products
+
+    paths = {name: Path(outdir) / fname for name, fname in PRODUCTS.items()}
+    _side_products(read_mask(paths["mask"]), read_median(paths["median"]), paths)
+    return {}
 
 
-def _same_pointing(videos, byte_order, *, fraction=0.8):
-    """Whether every video shows the first one's scene (one pointing), from one frame of each.
+def video_flat_task(outdir, video, own_median, selection, part, opts, *, drift_plot=None):
+    """One video's flat under the shared mask: its own median, the clean estimate from its own frames."""
+    from .flat import make_flat
+    from .io.fits import read_mask, write_flat
 
-    The normalised correlation peak of the first video's first frame with
-    each other video's first frame must reach ``fraction`` of its peak with
-    a later frame of its own video (the seeing and noise of one scene): the
-    registration inside the motion test and the clean estimates is
-    meaningless across other targets or pointings (issue: a night of several
-    targets).
-    """
-    from .io.frames import open_frames
-    from .registration import measure_shift
-
-    with open_frames(videos[0], byte_order=byte_order) as src:
-        ref = _mono_frame(src, 0)
-        own = _mono_frame(src, src.n_frames - 1) if src.n_frames > 1 else ref
-    within = measure_shift(ref, own)[1]
-    for video in videos[1:]:
-        with open_frames(video, byte_order=byte_order) as src:
-            if measure_shift(ref, _mono_frame(src, 0))[1] < fraction * within:
-                return False
-    return True
+    t0 = time.perf_counter()
+    detection = read_mask(Path(outdir) / "mask.fits")
+    options = dict(opts.inpaint_options or {})
+    if opts.inpaint == "measured" and drift_plot:
+        options.setdefault("drift_plot", drift_plot)
+        options.setdefault("overwrite", True)
+    with opts.frames([video], [selection]) as frames:
+        flat = make_flat(np.load(own_median), detection, inpaint=opts.inpaint, frames=frames, floor=opts.floor,
+                         inpaint_options=options or None, mem_limit=opts.mem_limit)
+    write_flat(part, flat, overwrite=True)
+    return {"part": str(part), "seconds": time.perf_counter() - t0}
 
 
-def _with_frames(step, frames, videos, selections, byte_order):
-    """``step(frames)`` with the frames of every video; with those of the first video when they do not register.
+def combine_task(outdir, parts, key_flat, opts):
+    """flat.fits from the per-video flats (`combine_flats`)."""
+    from .io.fits import read_flat, write_flat
+    from .pipeline import _KEY, _KEY_COMMENT
 
-    The detector's motion test and the clean estimates register all the
-    frames they are given to one reference; videos of other pointings (other
-    targets of the night) do not register together, and the step then falls
-    back to a weaker method with a `DetectorFallbackWarning`.  Then the step
-    is redone with the frames of the first video, which do register (the
-    median stays the exact median of every video's frames).
-    """
-    import warnings
-
-    from .utils.exceptions import DetectorFallbackWarning
-
-    if len(videos) == 1:
-        return step(frames), frames
-    if not _same_pointing(videos, byte_order):
-        log.info("the videos do not show one scene; the frames of %s feed this step", Path(videos[0]).name)
-        with ConcatFrames(videos[:1], selections=selections[:1], byte_order=byte_order) as first:
-            return step(first), first
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DetectorFallbackWarning)
-        result = step(frames)
-    failed = [w for w in caught if issubclass(w.category, DetectorFallbackWarning)
-              and "registration" in str(w.message)]
-    for w in caught:
-        if w not in failed:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if not failed:
-        return result, frames
-    log.info("the frames of the %d videos do not register together (%s); using those of %s",
-             len(videos), failed[0].message, Path(videos[0]).name)
-    with ConcatFrames(videos[:1], selections=selections[:1], byte_order=byte_order) as first:
-        return step(first), first
+    t0 = time.perf_counter()
+    flat, weights = combine_flats([read_flat(p) for p in parts], floor=opts.floor)
+    flat.meta[_KEY] = (key_flat, _KEY_COMMENT)
+    write_flat(Path(outdir) / "flat.fits", flat, overwrite=True)
+    return {"weights": weights, "seconds": time.perf_counter() - t0}
 
 
-def check_task(outdir, video, cheap_median, check_frames, *, byte_order, check_options):
-    """The dust-change check of one video (its cheap median against the shared mask and flat)."""
+def check_task(outdir, video, own_median, own_mask, check_frames, opts):
+    """The dust-change check of one video (its own median and detection against the shared mask and flat)."""
     from .io.fits import read_flat, read_mask, read_median
 
     outdir = Path(outdir)
     median = read_median(outdir / "median.fits")
     detection = read_mask(outdir / "mask.fits")
     flat = read_flat(outdir / "flat.fits")
-    own = np.load(cheap_median)
-    with ConcatFrames([video], selections=[check_frames], byte_order=byte_order) as frames:
-        return check_dust(own, median.data, detection.dq, flat.data, frames=frames, **(check_options or {}))
+    own = read_mask(own_mask)
+    with opts.frames([video], [check_frames]) as frames:
+        return check_dust(np.load(own_median), median.data, detection.dq, flat.data, frames=frames,
+                          candidates=own.catalog, **(opts.check_options or {}))
 
 
-def calibrate_task(flat_path, video, output, *, byte_order, mem_limit):
+def calibrate_task(flat_path, video, output, opts):
     """Calibrate one video with the shared flat (as ``aiflat apply``); SHA-256 of the output."""
     from .apply import apply_to_file
     from .provenance import sha256_file
 
     t0 = time.perf_counter()
-    stats = apply_to_file(flat_path, video, output, overwrite=True, mem_limit=mem_limit, byte_order=byte_order)
+    stats = apply_to_file(flat_path, video, output, overwrite=True, mem_limit=opts.mem_limit,
+                          byte_order=opts.byte_order)
     small = {k: v for k, v in (stats or {}).items() if isinstance(v, (int, float, str, bool, type(None)))}
     return {"output_sha256": sha256_file(output), "stats": small, "seconds": time.perf_counter() - t0}
 
@@ -397,8 +407,8 @@ def _lit(own, ref, ring, fraction=0.5):
     return a.size >= 4 and b.size >= 4 and np.median(a) >= fraction * np.median(b)
 
 
-def check_dust(own_median, shared_median, dq, flat, *, frames=None, min_depth=0.02, keep_fraction=0.5,
-               new_depth=None, new_fraction=0.25, max_missing=0, max_new=0):
+def check_dust(own_median, shared_median, dq, flat, *, frames=None, candidates=None, min_depth=0.02,
+               keep_fraction=0.5, new_depth=None, new_fraction=0.25, max_missing=0, max_new=0):
     """Whether a video's dust matches the shared flat's.
 
     Each shadow of the shared mask (a connected region of DUST pixels) is
@@ -419,11 +429,15 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, min_depth=0.
     Parameters
     ----------
     own_median : `~numpy.ndarray`
-        The video's cheap median (a frame subset).
+        The video's median (its own, or a cheap one of a frame subset).
     shared_median, dq, flat : `~numpy.ndarray`
         The shared median, its DQ mask and the flat.
     frames : frame source, optional
-        The frames of the cheap median, for the detector's motion test.
+        The frames of the video's median, for the detector's motion test.
+    candidates : `~astropy.table.Table`, optional
+        The video's own detection catalog (``x_centroid``, ``y_centroid``,
+        ``area``): the candidates of new shadows, instead of running the local
+        detector on ``own / flat`` (a night has each video's own detection).
     min_depth, keep_fraction, new_depth, new_fraction : float, optional
         Thresholds above.
     max_missing, max_new : int, optional
@@ -453,25 +467,42 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, min_depth=0.
     >>> r["match"], r["n_missing"]
     (False, 1)
     """
-    from scipy import ndimage
-
     from .dq import DustDQ
 
-    own = np.asarray(own_median, dtype=np.float64)
-    if own.ndim == 3:
-        own = own.mean(axis=-1)
-    ref = np.asarray(shared_median, dtype=np.float64)
-    if ref.ndim == 3:
-        ref = ref.mean(axis=-1)
+    own, ref = _mono(own_median), _mono(shared_median)
     flat = np.asarray(flat, dtype=np.float64)
     dq = np.asarray(dq)
     if own.shape != ref.shape or flat.shape != ref.shape or dq.shape != ref.shape:
         raise InputError(f"check_dust: shapes differ: {own.shape}, {ref.shape}, {flat.shape}, {dq.shape}")
-    dust = (dq & int(DustDQ.DUST)) > 0
     anydust = (dq & int(DustDQ.DUST | DustDQ.DUST_HALO)) > 0
-    labels, n = ndimage.label(dust)
-    missing, ratios, tested = [], [], []
-    n_tested = 0
+    tested, ratios = _tested_shadows(own, ref, flat, (dq & int(DustDQ.DUST)) > 0, anydust,
+                                     min_depth=min_depth, keep_fraction=keep_fraction)
+    missing = [[x, y] for _k, x, y, present in tested if not present]
+    safe = np.where(flat > 0, flat, 1.0)
+    new = _new_shadows(own / safe, ref / safe, anydust, 2 * min_depth if new_depth is None else new_depth,
+                       new_fraction, frames, candidates=candidates)
+    match = len(missing) <= max_missing and len(new) <= max_new
+    parts = [f"{len(tested)} shadows tested"]
+    if missing:
+        parts.append(f"{len(missing)} missing (at x, y {', '.join(f'{x:.0f} {y:.0f}' for x, y in missing[:5])})")
+    if new:
+        parts.append(f"{len(new)} new (at x, y {', '.join(f'{x:.0f} {y:.0f}' for x, y in new[:5])})")
+    return {"match": bool(match), "n_tested": len(tested), "n_missing": len(missing), "n_new": len(new),
+            "missing": missing, "new": new, "tested": tested,
+            "depth_ratio": float(np.median(ratios)) if ratios else None, "message": "; ".join(parts)}
+
+
+def _mono(image):
+    image = np.asarray(image, dtype=np.float64)
+    return image.mean(axis=-1) if image.ndim == 3 else image
+
+
+def _tested_shadows(own, ref, flat, dust, anydust, *, min_depth, keep_fraction):
+    """``[label, x, y, present]`` of each shared shadow deep enough and lit in the video; depth ratios."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(dust)
+    tested, ratios = [], []
     for k, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:
             continue
@@ -480,36 +511,18 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, min_depth=0.
         pad = gap + width + 1
         win = tuple(slice(max(0, s.start - pad), s.stop + pad) for s in sl)
         region = labels[win] == k
-        fvals = flat[win][region]
-        core = region & (flat[win] <= np.median(fvals))
+        core = region & (flat[win] <= np.median(flat[win][region]))
         inner = ndimage.binary_dilation(region, iterations=gap)
-        outer = ndimage.binary_dilation(region, iterations=gap + width)
-        ring = outer & ~inner & ~anydust[win]
+        ring = ndimage.binary_dilation(region, iterations=gap + width) & ~inner & ~anydust[win]
         d_ref = 1 - _ring_ratio(ref[win], core, ring)
         if not np.isfinite(d_ref) or d_ref < min_depth or not _lit(own[win], ref[win], ring):
             continue
-        n_tested += 1
         d_own = 1 - _ring_ratio(own[win], core, ring)
         ratios.append(d_own / d_ref if np.isfinite(d_own) else 0.0)
-        present = bool(np.isfinite(d_own) and d_own >= keep_fraction * d_ref)
         cy, cx = ndimage.center_of_mass(region)
-        centre = [round(float(cx) + win[1].start, 1), round(float(cy) + win[0].start, 1)]
-        tested.append([k, *centre, present])
-        if not present:
-            missing.append(centre)
-
-    safe = np.where(flat > 0, flat, 1.0)
-    new = _new_shadows(own / safe, ref / safe, anydust, 2 * min_depth if new_depth is None else new_depth,
-                       new_fraction, frames)
-    match = len(missing) <= max_missing and len(new) <= max_new
-    parts = [f"{n_tested} shadows tested"]
-    if missing:
-        parts.append(f"{len(missing)} missing (at x, y {', '.join(f'{x:.0f} {y:.0f}' for x, y in missing[:5])})")
-    if new:
-        parts.append(f"{len(new)} new (at x, y {', '.join(f'{x:.0f} {y:.0f}' for x, y in new[:5])})")
-    return {"match": bool(match), "n_tested": n_tested, "n_missing": len(missing), "n_new": len(new),
-            "missing": missing, "new": new, "tested": tested,
-            "depth_ratio": float(np.median(ratios)) if ratios else None, "message": "; ".join(parts)}
+        tested.append([k, round(float(cx) + win[1].start, 1), round(float(cy) + win[0].start, 1),
+                       bool(np.isfinite(d_own) and d_own >= keep_fraction * d_ref)])
+    return tested, ratios
 
 
 def _disk_depth(image, x, y, radius, exclude):
@@ -525,31 +538,23 @@ def _disk_depth(image, x, y, radius, exclude):
     return 1 - _ring_ratio(image[y0:y1, x0:x1], core, ring)
 
 
-def _new_shadows(corrected, shared, known, depth, fraction, frames=None):
+def _new_shadows(corrected, shared, known, depth, fraction, frames=None, *, candidates=None):
     """Centres ``[x, y]`` of shadows in ``corrected`` but not in ``shared``, outside ``known``.
 
-    Candidates are the local detector's shadows in ``corrected`` (the video's
-    cheap median over the flat) outside the shared mask; a candidate is new
-    when it is at least ``depth`` deep there and less than ``fraction``
-    of that in ``shared`` (the shared median over the flat): a shadow the
-    shared detection missed is in both and is not new dust.
+    Candidates are the video's own detection (``candidates``, a catalog) or
+    else the local detector's shadows in ``corrected`` (the video's median
+    over the flat), outside the shared mask; a candidate is new when it is at
+    least ``depth`` deep there and less than ``fraction`` of that in
+    ``shared`` (the shared median over the flat): a shadow the shared
+    detection missed is in both and is not new dust.
     """
-    import warnings
-
     from scipy import ndimage
-
-    from .detection._base import detect_dust
-    from .utils.exceptions import AiflatUserWarning
 
     grown = ndimage.binary_dilation(known, iterations=3) if known.any() else known
 
-    def candidates(with_frames):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AiflatUserWarning)  # no dust found, fallbacks: a verdict follows
-            det = detect_dust(corrected.astype(np.float32), detector="local", frames=with_frames)
-        cat = det.catalog
+    def new_among(catalog):
         out = []
-        for row in (cat if cat is not None else ()):
+        for row in (catalog if catalog is not None else ()):
             x, y = float(row["x_centroid"]), float(row["y_centroid"])
             iy = min(max(int(round(y)), 0), known.shape[0] - 1)
             ix = min(max(int(round(x)), 0), known.shape[1] - 1)
@@ -565,27 +570,40 @@ def _new_shadows(corrected, shared, known, depth, fraction, frames=None):
             out.append([round(x, 1), round(y, 1)])
         return out
 
+    if candidates is not None:
+        return new_among(candidates)
     # the detector on the image alone is cheap; only when it finds something new is its motion test
     # (the frames: static dust, moving scene) run to confirm it
-    found = candidates(None)
+    found = new_among(_local_catalog(corrected, None))
     if found and frames is not None:
-        found = candidates(frames)
+        found = new_among(_local_catalog(corrected, frames))
     return found
+
+
+def _local_catalog(image, frames):
+    import warnings
+
+    from .detection._base import detect_dust
+    from .utils.exceptions import AiflatUserWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AiflatUserWarning)  # no dust found, fallbacks: a verdict follows
+        return detect_dust(image.astype(np.float32), detector="local", frames=frames).catalog
 
 
 # --------------------------------------------------------------------------- step keys
 
 def mask_key(key_median, *, detector, detector_options, f_ratio, pixel_size):
     """Step key of the mask (the same chain as `~aiflat_astro.pipeline.run_pipeline`)."""
-    return params_hash({"step": "mask", "median": key_median, "detector": detector,
+    return params_hash({"step": "mask", "median": key_median, "detector": detector, "merge": "own-confirmed",
                         "options": detector_options or {}, "f_ratio": f_ratio, "pixel_size": pixel_size,
-                        "software": software_id()})
+                        "software": software_id(), **_region_files(detector_options)})
 
 
-def flat_key(key_mask, *, inpaint, floor, inpaint_options):
+def flat_key(key_mask, *, inpaint, floor, inpaint_options, flat_frames=FLAT_FRAMES):
     """Step key of the flat."""
     return params_hash({"step": "flat", "mask": key_mask, "inpaint": inpaint, "floor": floor,
-                        "options": inpaint_options or {}})
+                        "combine": "per-video", "flat_frames": flat_frames, "options": inpaint_options or {}})
 
 
 # --------------------------------------------------------------------------- running tasks
@@ -647,10 +665,7 @@ def _error_text(exc):
 
 # --------------------------------------------------------------------------- the night
 
-def run_night(videos, outdir, *, client=None, detector="local", inpaint="local", apply=True, f_ratio=None,
-              pixel_size=None, max_frames=None, step=1, mem_limit="256MB", floor=0.05, detector_options=None,
-              inpaint_options=None, byte_order="auto", overwrite=False, force=False,
-              check_frames=CHECK_FRAMES, check_options=None, progress_bar=False):
+def run_night(videos, outdir, *, client=None, progress_bar=False, **options):
     """One shared dust flat from several videos, a dust-change check, and each video calibrated.
 
     Parameters
@@ -663,21 +678,19 @@ def run_night(videos, outdir, *, client=None, detector="local", inpaint="local",
         at the same path when ``client`` is given.
     client : `distributed.Client`, optional
         Run the tasks on this dask.distributed cluster.  Default: in-process.
-    detector, inpaint, apply, f_ratio, pixel_size, floor, detector_options, inpaint_options, byte_order, overwrite
-        As in `~aiflat_astro.pipeline.run_pipeline`.
-    max_frames, step : optional
-        Frames of *each* video used for the median (at most ``max_frames`` of
-        every ``step``-th frame).
-    mem_limit : int, float or str, optional
-        Working-memory bound of each task (``'256MB'``).
-    force : bool, optional
-        Calibrate the videos whose dust does not match too.
-    check_frames : int, optional
-        Frames of each video in its cheap median for the check (25).
-    check_options : dict, optional
-        Thresholds of `check_dust`.
     progress_bar : bool, optional
         A progress bar over the tasks (videos and steps).
+    **options
+        The fields of `NightOptions`: ``detector``, ``inpaint``, ``apply``,
+        ``f_ratio``, ``pixel_size``, ``floor``, ``detector_options``,
+        ``inpaint_options``, ``byte_order``, ``overwrite`` as in
+        `~aiflat_astro.pipeline.run_pipeline`; ``max_frames`` and ``step``
+        (frames of *each* video); ``mem_limit`` (working-memory bound of each
+        task); ``force`` (calibrate the videos whose dust does not match
+        too); ``check_frames`` (frames of each video for the check's motion
+        test, 25); ``check_options`` (thresholds of `check_dust`);
+        ``flat_frames`` (frames of all the clean estimates together, 200,
+        at least 40 a video: `NightOptions.flat_selection`).
 
     Returns
     -------
@@ -706,10 +719,329 @@ def run_night(videos, outdir, *, client=None, detector="local", inpaint="local",
     """
     from tqdm import tqdm
 
-    from .apply import output_name
-    from .pipeline import PRODUCTS, _file_identity, _recorded_key, _State
+    night = _Night(videos, outdir, NightOptions(**options))
+    with tqdm(total=5 * len(night.videos) + 3, desc="night", unit="task", disable=not progress_bar) as bar:
+        night.runner = _Runner(client, bar)
+        night.survey()
+        night.median(client)
+        night.mask()
+        night.flat()
+        night.check()
+        night.calibrate()
+    return night.finish()
 
-    t_start = time.perf_counter()
+
+class _Night:
+    """The state of one night while its steps run: entries of the manifest, step keys, timings."""
+
+    def __init__(self, videos, outdir, opts):
+        from .pipeline import PRODUCTS, _State
+
+        self.t_start = time.perf_counter()
+        self.videos, self.outdir, self.opts = _checked_inputs(videos, outdir)[0], Path(outdir), opts
+        self.parts = self.outdir / PARTS
+        self.parts.mkdir(exist_ok=True)
+        self.paths = {name: self.outdir / fname for name, fname in PRODUCTS.items()}
+        self.state = _State(self.outdir)
+        self.memo = self.state.data.setdefault("night", {})
+        self.computed, self.reused, self.seconds = [], [], {}
+        self.entries = [{"input": str(v), "input_sha256": None, "n_frames": None, "output": None,
+                         "output_sha256": None, "status": "failed", "message": None} for v in self.videos]
+        self.alive = [True] * len(self.videos)
+        self.surveys = [None] * len(self.videos)
+        self.mismatched = []
+        self.runner = None
+
+    def fail(self, i, message):
+        """Video ``i`` fails: its entry says why, the others go on."""
+        self.alive[i] = False
+        self.entries[i].update(status="failed", message=message)
+        log.warning("%s: %s", self.videos[i], message)
+
+    def timed(self, name, t0):
+        self.seconds[name] = time.perf_counter() - t0
+
+    @property
+    def used(self):
+        """Indices of the videos that take part (readable, of the night's frame shape)."""
+        return [i for i in range(len(self.videos)) if self.alive[i] and self.surveys[i] is not None]
+
+    # -- 1. survey: counts, checksums, each video's own median and detection ------------------
+    def survey(self):
+        t0 = time.perf_counter()
+        calls, todo = [], []
+        for i, v in enumerate(self.videos):
+            if not v.is_file():
+                self.fail(i, f"no such video: {str(v)!r}")
+                continue
+            ident = _file_identity(v)
+            key = params_hash({"step": "survey", "version": 2, "video": ident, "opts": self._survey_opts()})
+            rec = self.memo.get("survey", {}).get(str(ident["path"]))
+            if rec and rec.get("key") == key and all(Path(rec["result"][k]).exists()
+                                                     for k in ("own_median", "own_mask")):
+                self.surveys[i] = dict(rec["result"], key=key, ident=ident)
+                continue
+            todo.append((i, key, ident))
+            calls.append((survey_task, (str(v), str(self.parts), key, self.opts), {}))
+        self.runner.bar.update(len(self.videos) - len(calls))
+        for (i, key, ident), (res, exc) in zip(todo, self.runner.map("survey", calls)):
+            if exc is not None:
+                self.fail(i, f"cannot read the video: {_error_text(exc)}")
+                continue
+            self.surveys[i] = dict(res, key=key, ident=ident)
+            self.memo.setdefault("survey", {})[str(ident["path"])] = {"key": key, "result": res}
+        self.state.save()
+        self._one_frame_kind()
+        self.timed("survey", t0)
+
+    def _survey_opts(self):
+        o = self.opts
+        return {"max_frames": o.max_frames, "step_": o.step, "byte_order": o.byte_order,
+                "check_frames": o.check_frames, "detector": o.detector, "detector_options": o.detector_options,
+                "f_ratio": o.f_ratio, "pixel_size": o.pixel_size, "software": software_id(),
+                **_region_files(o.detector_options)}
+
+    def _one_frame_kind(self):
+        """Fail the videos whose frame shape or type is not the night's (the most common one)."""
+        for i, s in enumerate(self.surveys):
+            if s is not None:
+                self.entries[i].update(input_sha256=s["input_sha256"], n_frames=s["n_frames"])
+        kinds = [(tuple(s["frame_shape"]), s["dtype"]) for s in self.surveys if s is not None]
+        if not kinds:
+            _write_manifest(self.outdir, self.entries, None)
+            raise InputError("no readable video to make the flat from: "
+                             + "; ".join(e["message"] for e in self.entries if e["message"]))
+        self.kind = max(set(kinds), key=kinds.count)
+        for i, s in enumerate(self.surveys):
+            if s is not None and (tuple(s["frame_shape"]), s["dtype"]) != self.kind:
+                self.fail(i, f"frames {'x'.join(map(str, s['frame_shape']))} {s['dtype']} differ from the "
+                             f"night's {'x'.join(map(str, self.kind[0]))} {self.kind[1]}")
+
+    # -- 2. the exact median of all frames of all videos, in bands of rows -----------------
+    def median(self, client):
+        from .pipeline import _recorded_key
+
+        t0 = time.perf_counter()
+        used = self.used
+        self.selections = [list(self.opts.selection(self.surveys[i]["n_frames"])) for i in used]
+        self.key_median = params_hash({"step": "median", "night": [self.surveys[i]["ident"] for i in used],
+                                       "max_frames": self.opts.max_frames, "step_": self.opts.step,
+                                       "byte_order": self.opts.byte_order})
+        if _recorded_key(self.paths["median"], self.opts.overwrite) == self.key_median \
+                and _median_ok(self.paths["median"]):
+            self.reused.append("median")
+        else:
+            self._compute_median(_bands(self.kind[0][0], 1 if client is None else 2 * _n_threads(client)))
+            self.computed.append("median")
+        self.runner.bar.update(1)
+        self.timed("median", t0)
+
+    def _compute_median(self, bands):
+        used = self.used
+        calls, band_parts = [], []
+        for rows in bands:
+            part = self.parts / f"median_{self.key_median[:16]}_{rows[0]}_{rows[1]}.npy"
+            band_parts.append(part)
+            if not part.exists():
+                calls.append((median_band_task, ([str(self.videos[i]) for i in used], self.selections, rows,
+                                                 str(part), self.opts), {}))
+        for _res, exc in self.runner.map("median", calls):
+            if exc is not None:
+                raise exc
+        data = np.concatenate([np.load(p) for p in band_parts], axis=0)
+        _write_night_median(self.paths["median"], data, self.key_median, videos=[self.videos[i] for i in used],
+                            surveys=[self.surveys[i] for i in used], selections=self.selections,
+                            step=self.opts.step)
+        for p in band_parts:
+            p.unlink(missing_ok=True)
+
+    # -- 3. the shared mask: the videos' own detections merged ------------------------------
+    def mask(self):
+        from .pipeline import _recorded_key
+
+        t0 = time.perf_counter()
+        self.key_mask = mask_key(self.key_median, detector=self.opts.detector,
+                                 detector_options=self.opts.detector_options, f_ratio=self.opts.f_ratio,
+                                 pixel_size=self.opts.pixel_size)
+        side_key = params_hash({"step": "side", "mask": self.key_mask})
+        side = ("catalog", "regions", "preview")
+        need_side = not all(self.state.up_to_date(n, side_key, self.paths[n]) for n in side)
+        if need_side:
+            self._refuse_foreign(side)
+        if _recorded_key(self.paths["mask"], self.opts.overwrite) == self.key_mask:
+            self.reused.append("mask")
+            calls = [(side_task, (str(self.outdir),), {})] if need_side else []
+        else:
+            self.computed.append("mask")
+            calls = [(merge_task, (str(self.outdir), [self.surveys[i]["own_mask"] for i in self.used],
+                                   [self.surveys[i]["own_median"] for i in self.used], self.key_mask,
+                                   need_side), {})]
+        for res, exc in self.runner.map("mask", calls):
+            if exc is not None:
+                raise exc
+            self.merge = res.get("merge")
+        if need_side:
+            for n in side:
+                self.state.record(n, side_key, self.paths[n])
+        self.runner.bar.update(1 - len(calls))
+        self.timed("mask", t0)
+
+    def _refuse_foreign(self, names):
+        for n in names:
+            if self.paths[n].exists() and not self.state.known(n) and not self.opts.overwrite:
+                raise InputError(f"{self.paths[n]} exists and was not made by aiflat run; use --overwrite "
+                                 "or another output folder")
+
+    # -- 4. the flat: one per video under the shared mask, combined ------------------------
+    def flat(self):
+        from .io.fits import read_flat
+        from .pipeline import _reuse
+
+        t0 = time.perf_counter()
+        o = self.opts
+        self.key_flat = flat_key(self.key_mask, inpaint=o.inpaint, floor=o.floor, inpaint_options=o.inpaint_options,
+                                 flat_frames=o.flat_frames)
+        if _reuse(self.paths["flat"], self.key_flat, read_flat, o.overwrite) is not None:
+            self.reused.append("flat")
+            self.runner.bar.update(len(self.used) + 1)
+        else:
+            self._compute_flat()
+            self.computed.append("flat")
+        self.timed("flat", t0)
+
+    def _compute_flat(self):
+        calls, parts = [], []
+        for n, i in enumerate(self.used):
+            part = self.parts / f"flat_{self.key_flat[:16]}_{n}.fits"
+            parts.append(str(part))
+            drift = str(self.outdir / "drift.png") if n == 0 else None
+            frames = self.opts.flat_selection(self.selections[n], len(self.used))
+            calls.append((video_flat_task, (str(self.outdir), str(self.videos[i]), self.surveys[i]["own_median"],
+                                            frames, str(part), self.opts), {"drift_plot": drift}))
+        for _res, exc in self.runner.map("flat", calls):
+            if exc is not None:
+                raise exc
+        [(res, exc)] = self.runner.map("combine", [(combine_task, (str(self.outdir), parts, self.key_flat,
+                                                                   self.opts), {})])
+        if exc is not None:
+            raise exc
+        self.flat_weights = res["weights"]
+        for p in parts:
+            Path(p).unlink(missing_ok=True)
+
+    # -- 5. the dust-change check ----------------------------------------------------------
+    def check(self):
+        t0 = time.perf_counter()
+        checks = self.memo.setdefault("check", {})
+        calls, todo = [], []
+        for i in self.used:
+            s = self.surveys[i]
+            ckey = params_hash({"step": "check", "survey": s["key"], "flat": self.key_flat,
+                                "options": self.opts.check_options or {}})
+            rec = checks.get(str(s["ident"]["path"]))
+            if rec and rec.get("key") == ckey:
+                self.entries[i]["dust_check"] = rec["result"]
+                continue
+            todo.append((i, ckey))
+            calls.append((check_task, (str(self.outdir), str(self.videos[i]), s["own_median"], s["own_mask"],
+                                       s["check_frames"], self.opts), {}))
+        self.runner.bar.update(len(self.videos) - len(calls))
+        for (i, ckey), (res, exc) in zip(todo, self.runner.map("check", calls)):
+            if exc is not None:
+                self.fail(i, f"dust-change check failed: {_error_text(exc)}")
+                continue
+            self.entries[i]["dust_check"] = res
+            checks[str(self.surveys[i]["ident"]["path"])] = {"key": ckey, "result": res}
+        self.state.save()
+        self._verdict()
+        self.timed("check", t0)
+
+    def _verdict(self):
+        used = self.used
+        _night_verdict([self.entries[i] for i in used], self.opts.check_options)
+        self.mismatched = [i for i in used if not self.entries[i]["dust_check"]["match"]]
+        for i in self.mismatched:
+            self.entries[i]["status"] = "dust-mismatch"
+            self.entries[i]["message"] = ("dust does not match the shared flat: "
+                                          + self.entries[i]["dust_check"]["message"])
+        if self.mismatched:
+            what = ("calibrated anyway (force)" if self.opts.force
+                    else "not calibrated (use --force to calibrate them)")
+            warn_user(f"dust does not match the shared flat in {len(self.mismatched)} of {len(self.videos)} "
+                      f"videos, {what}: " + "; ".join(f"{self.videos[i].name} "
+                                                      f"({self.entries[i]['dust_check']['message']})"
+                                                      for i in self.mismatched), stacklevel=4)
+
+    # -- 6. calibration -----------------------------------------------------------------
+    def calibrate(self):
+        t0 = time.perf_counter()
+        calls, todo = [], []
+        chosen = [i for i in self.used if self.opts.force or i not in self.mismatched] if self.opts.apply else []
+        for i in chosen:
+            job = self._calibration(i)
+            if job is not None:
+                todo.append(job)
+                calls.append((calibrate_task, (str(self.paths["flat"]), str(self.videos[i]), str(job[3]),
+                                               self.opts), {}))
+        self.runner.bar.update(len(self.videos) - len(calls))
+        for (i, name, akey, out), (res, exc) in zip(todo, self.runner.map("calibrate", calls)):
+            if exc is not None:
+                self.fail(i, f"calibration failed: {_error_text(exc)}")
+                continue
+            self.state.record(name, akey, out)
+            self.state.data["products"][name]["sha256"] = res["output_sha256"]
+            self.entries[i].update(output=str(out), output_sha256=res["output_sha256"])
+            _mark_calibrated(self.entries[i], i in self.mismatched)
+            self.computed.append(f"apply {self.videos[i].name}")
+        if not self.opts.apply:
+            for i in self.used:
+                if i not in self.mismatched:
+                    self.entries[i].update(status="checked", message="dust matches; not calibrated (apply=False)")
+        self.timed("apply", t0)
+
+    def _calibration(self, i):
+        """``(i, name, key, output)`` of video ``i``'s calibration, or None when it is up to date (or refused)."""
+        from .apply import output_name
+
+        out = self.outdir / output_name(self.videos[i])
+        name = f"calibrated:{out.name}"
+        akey = params_hash({"step": "apply", "flat": self.key_flat, "video": self.surveys[i]["ident"]})
+        rec = self.state.data["products"].get(name, {})
+        if self.state.up_to_date(name, akey, out) and rec.get("sha256"):
+            self.entries[i].update(output=str(out), output_sha256=rec["sha256"])
+            _mark_calibrated(self.entries[i], i in self.mismatched)
+            self.reused.append(f"apply {self.videos[i].name}")
+            return None
+        if out.exists() and not self.state.known(name) and not self.opts.overwrite:
+            self.fail(i, f"{out} exists and was not made by aiflat run; use --overwrite or another output folder")
+            return None
+        return i, name, akey, out
+
+    # -- the manifest ------------------------------------------------------------------------
+    def finish(self):
+        from .provenance import sha256_file
+
+        o = self.opts
+        n_dust = _n_dust(self.paths["mask"])
+        flat_info = {"path": str(self.paths["flat"]), "sha256": sha256_file(self.paths["flat"]),
+                     "runsha": self.key_flat, "n_dust": n_dust, "videos": [str(self.videos[i]) for i in self.used],
+                     "detector": o.detector, "inpaint": o.inpaint}
+        manifest = _write_manifest(self.outdir, self.entries, flat_info)
+        self.seconds["total"] = time.perf_counter() - self.t_start
+        self.state.save({"night": [str(v) for v in self.videos], "detector": o.detector, "inpaint": o.inpaint,
+                         "computed": self.computed, "reused": self.reused, "n_dust": n_dust,
+                         "seconds": self.seconds})
+        log.info("aiflat run (night of %d videos): computed %s; reused %s", len(self.videos),
+                 ", ".join(self.computed) or "nothing", ", ".join(self.reused) or "nothing")
+        paths = dict(self.paths, manifest=self.outdir / MANIFEST)
+        return {"paths": paths, "computed": self.computed, "reused": self.reused, "n_dust": n_dust,
+                "seconds": self.seconds, "manifest": manifest, "videos": manifest["videos"]}
+
+
+def _checked_inputs(videos, outdir):
+    """The videos as paths, after the checks that need no reading; creates ``outdir``."""
+    from .apply import output_name
+
     videos = [Path(v) for v in videos]
     if not videos:
         raise InputError("no video given")
@@ -720,224 +1052,20 @@ def run_night(videos, outdir, *, client=None, detector="local", inpaint="local",
     for v in videos:
         out = output_name(v)
         if out in names:
-            raise InputError(f"{v} and {names[out]} would both be calibrated to {outdir / out}; "
-                             "rename one of them")
+            raise InputError(f"{v} and {names[out]} would both be calibrated to {outdir / out}; rename one of them")
         names[out] = v
     outdir.mkdir(parents=True, exist_ok=True)
     for v in videos:
         if v.exists() and (outdir / output_name(v)).resolve() == v.resolve():
-            raise InputError(f"the calibrated output would replace the input video {v}; "
-                             "choose another output folder")
-    parts = outdir / PARTS
-    parts.mkdir(exist_ok=True)
-    paths = {name: outdir / fname for name, fname in PRODUCTS.items()}
-    state = _State(outdir)
-    night = state.data.setdefault("night", {})
-    computed, reused, seconds = [], [], {}
-    entries = [{"input": str(v), "input_sha256": None, "n_frames": None, "output": None, "output_sha256": None,
-                "status": "failed", "message": None} for v in videos]
-    alive = [True] * len(videos)
+            raise InputError(f"the calibrated output would replace the input video {v}; choose another output folder")
+    return videos, outdir
 
-    def fail(i, message):
-        alive[i] = False
-        entries[i]["status"] = "failed"
-        entries[i]["message"] = message
-        log.warning("%s: %s", videos[i], message)
 
-    n_steps = 4 * len(videos) + 2
-    with tqdm(total=n_steps, desc="night", unit="task", disable=not progress_bar) as bar:
-        runner = _Runner(client, bar)
+def _n_dust(mask_path):
+    from .io.fits import read_mask
 
-        # -- 1. survey -----------------------------------------------------------------
-        t0 = time.perf_counter()
-        surveys = [None] * len(videos)
-        calls, todo = [], []
-        for i, v in enumerate(videos):
-            if not v.is_file():
-                fail(i, f"no such video: {str(v)!r}")
-                continue
-            ident = _file_identity(v)
-            key = params_hash({"step": "survey", "video": ident, "max_frames": max_frames, "step_": step,
-                               "byte_order": byte_order, "check_frames": check_frames})
-            rec = night.get("survey", {}).get(str(ident["path"]))
-            if rec and rec.get("key") == key and Path(rec["result"]["cheap_median"]).exists():
-                surveys[i] = dict(rec["result"], key=key, ident=ident)
-                continue
-            todo.append((i, key, ident))
-            calls.append((survey_task, (str(v), str(parts), key),
-                          {"byte_order": byte_order, "max_frames": max_frames, "step": step,
-                           "check_frames": check_frames, "mem_limit": mem_limit}))
-        bar.update(len(videos) - len(calls))
-        for (i, key, ident), (res, exc) in zip(todo, runner.map("survey", calls)):
-            if exc is not None:
-                fail(i, f"cannot read the video: {_error_text(exc)}")
-                continue
-            surveys[i] = dict(res, key=key, ident=ident)
-            night.setdefault("survey", {})[str(ident["path"])] = {"key": key, "result": res}
-        state.save()
-        for i, s in enumerate(surveys):
-            if s is not None:
-                entries[i]["input_sha256"] = s["input_sha256"]
-                entries[i]["n_frames"] = s["n_frames"]
-        # one frame shape and type for the night: the most common one
-        kinds = [(tuple(s["frame_shape"]), s["dtype"]) for s in surveys if s is not None]
-        if not kinds:
-            _write_manifest(outdir, entries, None)
-            raise InputError("no readable video to make the flat from: "
-                             + "; ".join(e["message"] for e in entries if e["message"]))
-        kind = max(set(kinds), key=kinds.count)
-        for i, s in enumerate(surveys):
-            if s is not None and (tuple(s["frame_shape"]), s["dtype"]) != kind:
-                fail(i, f"frames {'x'.join(map(str, s['frame_shape']))} {s['dtype']} differ from the night's "
-                        f"{'x'.join(map(str, kind[0]))} {kind[1]}")
-        used = [i for i in range(len(videos)) if alive[i]]
-        seconds["survey"] = time.perf_counter() - t0
-
-        # -- 2. the exact median of all frames of all videos, in bands of rows --------------
-        t0 = time.perf_counter()
-        use_videos = [str(videos[i]) for i in used]
-        selections = [list(_selection(surveys[i]["n_frames"], max_frames=max_frames, step=step)) for i in used]
-        key_median = params_hash({"step": "median", "night": [surveys[i]["ident"] for i in used],
-                                  "max_frames": max_frames, "step_": step, "byte_order": byte_order})
-        if _recorded_key(paths["median"], overwrite) == key_median and _median_ok(paths["median"]):
-            reused.append("median")
-            bar.update(1)
-        else:
-            height = kind[0][0]
-            bands = _bands(height, 1 if client is None else 2 * _n_threads(client))
-            calls, band_parts = [], []
-            for rows in bands:
-                part = parts / f"median_{key_median[:16]}_{rows[0]}_{rows[1]}.npy"
-                band_parts.append(part)
-                if not part.exists():
-                    calls.append((median_band_task, (use_videos, selections, rows, str(part)),
-                                  {"byte_order": byte_order, "mem_limit": mem_limit}))
-            for res, exc in runner.map("median", calls):
-                if exc is not None:
-                    raise exc
-            data = np.concatenate([np.load(p) for p in band_parts], axis=0)
-            _write_night_median(paths["median"], data, key_median, videos=[videos[i] for i in used],
-                                surveys=[surveys[i] for i in used], selections=selections, step=step)
-            for p in band_parts:
-                p.unlink(missing_ok=True)
-            computed.append("median")
-            bar.update(1)
-        seconds["median"] = time.perf_counter() - t0
-
-        # -- 3. mask and flat, once ---------------------------------------------------------
-        t0 = time.perf_counter()
-        key_mask = mask_key(key_median, detector=detector, detector_options=detector_options, f_ratio=f_ratio,
-                            pixel_size=pixel_size)
-        side_key = params_hash({"step": "side", "mask": key_mask})
-        side = ("catalog", "regions", "preview")
-        need_side = not all(state.up_to_date(n, side_key, paths[n]) for n in side)
-        if need_side:
-            for n in side:
-                if paths[n].exists() and not state.known(n) and not overwrite:
-                    raise InputError(f"{paths[n]} exists and was not made by aiflat run; use --overwrite "
-                                     "or another output folder")
-        [(res, exc)] = runner.map("flat", [(flat_task, (str(outdir), use_videos, selections),
-                                            {"key_median": key_median, "detector": detector, "inpaint": inpaint,
-                                             "f_ratio": f_ratio, "pixel_size": pixel_size, "floor": floor,
-                                             "detector_options": detector_options,
-                                             "inpaint_options": inpaint_options, "byte_order": byte_order,
-                                             "mem_limit": mem_limit, "overwrite": overwrite,
-                                             "need_side": need_side})])
-        if exc is not None:
-            raise exc
-        if "side" in res["computed"]:
-            for n in side:
-                state.record(n, side_key, paths[n])
-        computed += [c for c in res["computed"] if c != "side"]
-        reused += res["reused"]
-        key_flat = res["key_flat"]
-        n_dust = res["n_dust"]
-        seconds["flat"] = time.perf_counter() - t0
-
-        # -- 4. the dust-change check ----------------------------------------------------------
-        t0 = time.perf_counter()
-        checks = night.setdefault("check", {})
-        calls, todo = [], []
-        for i in used:
-            ckey = params_hash({"step": "check", "survey": surveys[i]["key"], "flat": key_flat,
-                                "options": check_options or {}})
-            rec = checks.get(str(surveys[i]["ident"]["path"]))
-            if rec and rec.get("key") == ckey:
-                entries[i]["dust_check"] = rec["result"]
-                continue
-            todo.append((i, ckey))
-            calls.append((check_task, (str(outdir), str(videos[i]), surveys[i]["cheap_median"],
-                                       surveys[i]["check_frames"]),
-                          {"byte_order": byte_order, "check_options": check_options}))
-        bar.update(len(videos) - len(calls))
-        for (i, ckey), (res, exc) in zip(todo, runner.map("check", calls)):
-            if exc is not None:
-                fail(i, f"dust-change check failed: {_error_text(exc)}")
-                continue
-            entries[i]["dust_check"] = res
-            checks[str(surveys[i]["ident"]["path"])] = {"key": ckey, "result": res}
-        state.save()
-        _night_verdict([entries[i] for i in used if alive[i]], check_options)
-        mismatched = [i for i in used if alive[i] and not entries[i]["dust_check"]["match"]]
-        for i in mismatched:
-            entries[i]["status"] = "dust-mismatch"
-            entries[i]["message"] = "dust does not match the shared flat: " + entries[i]["dust_check"]["message"]
-        if mismatched:
-            what = "calibrated anyway (force)" if force else "not calibrated (use --force to calibrate them)"
-            warn_user(f"dust does not match the shared flat in {len(mismatched)} of {len(videos)} videos, "
-                      f"{what}: " + "; ".join(f"{videos[i].name} ({entries[i]['dust_check']['message']})"
-                                             for i in mismatched))
-        seconds["check"] = time.perf_counter() - t0
-
-        # -- 5. calibration -----------------------------------------------------------------
-        t0 = time.perf_counter()
-        calls, todo = [], []
-        to_apply = [i for i in used if alive[i] and (force or i not in mismatched)] if apply else []
-        for i in to_apply:
-            out = outdir / output_name(videos[i])
-            name = f"calibrated:{out.name}"
-            akey = params_hash({"step": "apply", "flat": key_flat, "video": surveys[i]["ident"]})
-            rec = state.data["products"].get(name, {})
-            if state.up_to_date(name, akey, out) and rec.get("sha256"):
-                entries[i].update(output=str(out), output_sha256=rec["sha256"])
-                _mark_calibrated(entries[i], i in mismatched)
-                reused.append(f"apply {videos[i].name}")
-                continue
-            if out.exists() and not state.known(name) and not overwrite:
-                fail(i, f"{out} exists and was not made by aiflat run; use --overwrite or another output folder")
-                continue
-            todo.append((i, name, akey, out))
-            calls.append((calibrate_task, (str(paths["flat"]), str(videos[i]), str(out)),
-                          {"byte_order": byte_order, "mem_limit": mem_limit}))
-        bar.update(len(videos) - len(calls))
-        for (i, name, akey, out), (res, exc) in zip(todo, runner.map("calibrate", calls)):
-            if exc is not None:
-                fail(i, f"calibration failed: {_error_text(exc)}")
-                continue
-            state.record(name, akey, out)
-            state.data["products"][name]["sha256"] = res["output_sha256"]
-            entries[i].update(output=str(out), output_sha256=res["output_sha256"])
-            _mark_calibrated(entries[i], i in mismatched)
-            computed.append(f"apply {videos[i].name}")
-        if not apply:
-            for i in used:
-                if alive[i] and i not in mismatched:
-                    entries[i].update(status="checked", message="dust matches; not calibrated (apply=False)")
-        seconds["apply"] = time.perf_counter() - t0
-
-    from .provenance import sha256_file
-
-    flat_info = {"path": str(paths["flat"]), "sha256": sha256_file(paths["flat"]), "runsha": key_flat,
-                 "n_dust": n_dust, "videos": use_videos, "detector": detector, "inpaint": inpaint}
-    manifest = _write_manifest(outdir, entries, flat_info)
-    seconds["total"] = time.perf_counter() - t_start
-    state.save({"night": [str(v) for v in videos], "detector": detector, "inpaint": inpaint,
-                "computed": computed, "reused": reused, "n_dust": n_dust, "seconds": seconds})
-    log.info("aiflat run (night of %d videos): computed %s; reused %s", len(videos),
-             ", ".join(computed) or "nothing", ", ".join(reused) or "nothing")
-    paths["manifest"] = outdir / MANIFEST
-    return {"paths": paths, "computed": computed, "reused": reused, "n_dust": n_dust, "seconds": seconds,
-            "manifest": manifest, "videos": manifest["videos"]}
+    catalog = read_mask(mask_path).catalog
+    return len(catalog) if catalog is not None else 0
 
 
 def _night_verdict(entries, check_options):
@@ -1041,4 +1169,3 @@ def local_cluster(n_workers, *, mem_limit="256MB", overhead="1GB"):
     return LocalCluster(n_workers=int(n_workers), processes=True, threads_per_worker=1,
                         memory_limit=parse_size(mem_limit) + parse_size(overhead), host="127.0.0.1",
                         dashboard_address="127.0.0.1:0")
-

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from astropy.io import fits
@@ -31,7 +32,7 @@ from astropy.io import fits
 from .provenance import params_hash, software_id
 from .utils.exceptions import InputError, ProvenanceError, warn_user
 
-__all__ = ["run_pipeline"]
+__all__ = ["run_pipeline"]  # RunOptions is public by name; aiflat_astro._LAZY mirrors this list
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,31 @@ def _side_products(detection, median, paths):
     write_preview(paths["preview"], median, detection, overwrite=True)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of one run, grouped for the steps (the keyword options of `run_pipeline`).
+
+    Examples
+    --------
+    >>> RunOptions(detector="local", step=2).step
+    2
+    """
+
+    detector: str = "local"
+    inpaint: str = "local"
+    apply: bool = True
+    f_ratio: float = None
+    pixel_size: float = None
+    max_frames: int = None
+    step: int = 1
+    mem_limit: object = "256MB"
+    floor: float = 0.05
+    detector_options: dict = None
+    inpaint_options: dict = None
+    byte_order: str = "auto"
+    overwrite: bool = False
+
+
 def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True, f_ratio=None,
                  pixel_size=None, max_frames=None, step=1, mem_limit="256MB", floor=0.05,
                  detector_options=None, inpaint_options=None, byte_order="auto", overwrite=False,
@@ -232,126 +258,155 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
     >>> sorted(result["computed"])                                                  # doctest: +SKIP
     ['apply', 'flat', 'mask', 'median']
     """
+    opts = RunOptions(detector=detector, inpaint=inpaint, apply=apply, f_ratio=f_ratio, pixel_size=pixel_size,
+                      max_frames=max_frames, step=step, mem_limit=mem_limit, floor=floor,
+                      detector_options=detector_options, inpaint_options=inpaint_options,
+                      byte_order=byte_order, overwrite=overwrite)
     videos = list(video) if isinstance(video, (list, tuple)) else [video]
     if len(videos) > 1 or client is not None:
         from .night import run_night
 
-        return run_night(videos, outdir, client=client, detector=detector, inpaint=inpaint, apply=apply,
-                         f_ratio=f_ratio, pixel_size=pixel_size, max_frames=max_frames, step=step,
-                         mem_limit=mem_limit, floor=floor, detector_options=detector_options,
-                         inpaint_options=inpaint_options, byte_order=byte_order, overwrite=overwrite,
-                         force=force, check_options=check_options, progress_bar=progress_bar)
+        return run_night(videos, outdir, client=client, progress_bar=progress_bar, force=force,
+                         check_options=check_options, **asdict(opts))
     if not videos:
         raise InputError("no video given")
-    video = videos[0]
-    from .apply import apply_to_file, output_name
-    from .combine import median_combine
-    from .detection._base import detect_dust
-    from .flat import make_flat
-    from .io.fits import read_flat, read_mask, read_median, write_flat
+    run = _Run(videos[0], outdir, opts, progress_bar)
+    run.median()
+    run.mask()
+    run.flat()
+    if opts.apply:
+        run.calibrate()
+    return run.finish()
 
-    video = Path(video)
-    if not video.is_file():
-        raise InputError(f"no such video: {str(video)!r}")
-    outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise InputError(f"{str(outdir)!r} exists and is not a folder")
-    outdir.mkdir(parents=True, exist_ok=True)
-    paths = {name: outdir / fname for name, fname in PRODUCTS.items()}
-    calibrated = outdir / output_name(video)
-    if calibrated.resolve() == video.resolve():
-        raise InputError("the calibrated output would replace the input video; choose another output folder")
-    state = _State(outdir)
-    computed, reused, seconds = [], [], {}
-    ident = _file_identity(video)
+
+class _Run:
+    """One video's run while its steps go: products, step keys, what was computed or reused."""
+
+    def __init__(self, video, outdir, opts, progress_bar):
+        from .apply import output_name
+
+        self.video, self.outdir = Path(video), Path(outdir)
+        if not self.video.is_file():
+            raise InputError(f"no such video: {str(video)!r}")
+        if self.outdir.exists() and not self.outdir.is_dir():
+            raise InputError(f"{str(outdir)!r} exists and is not a folder")
+        self.calibrated = self.outdir / output_name(self.video)
+        if self.calibrated.resolve() == self.video.resolve():
+            raise InputError("the calibrated output would replace the input video; choose another output folder")
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        self.opts, self.progress_bar = opts, progress_bar
+        self.paths = {name: self.outdir / fname for name, fname in PRODUCTS.items()}
+        self.state = _State(self.outdir)
+        self.computed, self.reused, self.seconds = [], [], {}
+        self.ident = _file_identity(self.video)
+        self.apply_stats = None
+
+    def _done(self, name, reused, t0):
+        (self.reused if reused else self.computed).append(name)
+        self.seconds[name] = time.perf_counter() - t0
 
     # -- 1. median --------------------------------------------------------------------
-    t0 = time.perf_counter()
-    key_median = params_hash({"step": "median", "video": ident, "max_frames": max_frames, "step_": step,
-                              "byte_order": byte_order})
-    median = _reuse(paths["median"], key_median, read_median, overwrite)
-    if median is not None:
-        reused.append("median")
-    if median is None:
+    def median(self):
+        from .combine import median_combine
+        from .io.fits import read_median
         from .io.frames import open_frames
 
-        with open_frames(video, byte_order=byte_order) as source:
-            median = median_combine(source, max_frames=max_frames, step=step, mem_limit=mem_limit,
-                                    progress_bar=progress_bar)
-        _write_median(paths["median"], median, key_median)
-        computed.append("median")
-    seconds["median"] = time.perf_counter() - t0
+        t0, o = time.perf_counter(), self.opts
+        self.key_median = params_hash({"step": "median", "video": self.ident, "max_frames": o.max_frames,
+                                       "step_": o.step, "byte_order": o.byte_order})
+        self.median_ = _reuse(self.paths["median"], self.key_median, read_median, o.overwrite)
+        reused = self.median_ is not None
+        if not reused:
+            with open_frames(self.video, byte_order=o.byte_order) as source:
+                self.median_ = median_combine(source, max_frames=o.max_frames, step=o.step,
+                                              mem_limit=o.mem_limit, progress_bar=self.progress_bar)
+            _write_median(self.paths["median"], self.median_, self.key_median)
+        self._done("median", reused, t0)
 
-    # -- 2. dust detection ------------------------------------------------------------
-    t0 = time.perf_counter()
-    # the software version enters here (and so every later step): the median is exact whatever the
-    # version, the detector and the flat improve between versions
-    key_mask = params_hash({"step": "mask", "median": key_median, "detector": detector,
-                            "options": detector_options or {}, "f_ratio": f_ratio, "pixel_size": pixel_size,
-                            "software": software_id(), **_region_files(detector_options)})
-    detection = _reuse(paths["mask"], key_mask, read_mask, overwrite)
-    if detection is not None:
-        reused.append("mask")
-    if detection is None:
-        detection = detect_dust(median, detector=detector, frames=video, f_ratio=f_ratio, pixel_size=pixel_size,
-                                **(detector_options or {}))
-        _write_mask(paths["mask"], detection, median, key_mask)
-        computed.append("mask")
-    side_key = params_hash({"step": "side", "mask": key_mask})
-    side = ("catalog", "regions", "preview")
-    if not all(state.up_to_date(n, side_key, paths[n]) for n in side):
+    # -- 2. dust detection and its side products ------------------------------------------
+    def mask(self):
+        from .detection._base import detect_dust
+        from .io.fits import read_mask
+
+        t0, o = time.perf_counter(), self.opts
+        # the software version enters here (and so every later step): the median is exact whatever the
+        # version, the detector and the flat improve between versions
+        self.key_mask = params_hash({"step": "mask", "median": self.key_median, "detector": o.detector,
+                                     "options": o.detector_options or {}, "f_ratio": o.f_ratio,
+                                     "pixel_size": o.pixel_size, "software": software_id(),
+                                     **_region_files(o.detector_options)})
+        self.detection = _reuse(self.paths["mask"], self.key_mask, read_mask, o.overwrite)
+        reused = self.detection is not None
+        if not reused:
+            self.detection = detect_dust(self.median_, detector=o.detector, frames=self.video, f_ratio=o.f_ratio,
+                                         pixel_size=o.pixel_size, **(o.detector_options or {}))
+            _write_mask(self.paths["mask"], self.detection, self.median_, self.key_mask)
+        self._side_products()
+        self._done("mask", reused, t0)
+
+    def _side_products(self):
+        side_key = params_hash({"step": "side", "mask": self.key_mask})
+        side = ("catalog", "regions", "preview")
+        if all(self.state.up_to_date(n, side_key, self.paths[n]) for n in side):
+            return
         for n in side:
-            if paths[n].exists() and not state.known(n) and not overwrite:
-                raise InputError(f"{paths[n]} exists and was not made by aiflat run; use --overwrite "
+            if self.paths[n].exists() and not self.state.known(n) and not self.opts.overwrite:
+                raise InputError(f"{self.paths[n]} exists and was not made by aiflat run; use --overwrite "
                                  "or another output folder")
-        _side_products(detection, median, paths)
+        _side_products(self.detection, self.median_, self.paths)
         for n in side:
-            state.record(n, side_key, paths[n])
-    seconds["mask"] = time.perf_counter() - t0
+            self.state.record(n, side_key, self.paths[n])
 
     # -- 3. flat ----------------------------------------------------------------------
-    t0 = time.perf_counter()
-    key_flat = params_hash({"step": "flat", "mask": key_mask, "inpaint": inpaint, "floor": floor,
-                            "options": inpaint_options or {}})
-    flat = _reuse(paths["flat"], key_flat, read_flat, overwrite)
-    if flat is not None:
-        reused.append("flat")
-    if flat is None:
-        options = dict(inpaint_options or {})
-        if inpaint == "measured":  # the drift path as a side product: OUTDIR/drift.png
-            options.setdefault("drift_plot", str(outdir / "drift.png"))
-            options.setdefault("overwrite", True)
-            options.setdefault("progress_bar", progress_bar)
-        flat = make_flat(median, detection, inpaint=inpaint, frames=video, floor=floor,
-                         inpaint_options=options or None, mem_limit=mem_limit, progress_bar=progress_bar)
-        flat.meta[_KEY] = (key_flat, _KEY_COMMENT)
-        write_flat(paths["flat"], flat, overwrite=True)
-        computed.append("flat")
-    seconds["flat"] = time.perf_counter() - t0
+    def flat(self):
+        from .flat import make_flat
+        from .io.fits import read_flat, write_flat
+
+        t0, o = time.perf_counter(), self.opts
+        self.key_flat = params_hash({"step": "flat", "mask": self.key_mask, "inpaint": o.inpaint,
+                                     "floor": o.floor, "options": o.inpaint_options or {}})
+        self.flat_ = _reuse(self.paths["flat"], self.key_flat, read_flat, o.overwrite)
+        reused = self.flat_ is not None
+        if not reused:
+            options = dict(o.inpaint_options or {})
+            if o.inpaint == "measured":  # the drift path as a side product: OUTDIR/drift.png
+                options.setdefault("drift_plot", str(self.outdir / "drift.png"))
+                options.setdefault("overwrite", True)
+                options.setdefault("progress_bar", self.progress_bar)
+            self.flat_ = make_flat(self.median_, self.detection, inpaint=o.inpaint, frames=self.video,
+                                   floor=o.floor, inpaint_options=options or None, mem_limit=o.mem_limit,
+                                   progress_bar=self.progress_bar)
+            self.flat_.meta[_KEY] = (self.key_flat, _KEY_COMMENT)
+            write_flat(self.paths["flat"], self.flat_, overwrite=True)
+        self._done("flat", reused, t0)
 
     # -- 4. calibrated video ----------------------------------------------------------
-    apply_stats = None
-    if apply:
-        t0 = time.perf_counter()
-        key_apply = params_hash({"step": "apply", "flat": key_flat, "video": ident})
-        name = "calibrated"
-        if state.up_to_date(name, key_apply, calibrated):
-            reused.append("apply")
-        else:
-            if calibrated.exists() and not state.known(name) and not overwrite:
-                raise InputError(f"{calibrated} exists and was not made by aiflat run; use --overwrite "
-                                 "or another output folder")
-            apply_stats = apply_to_file(flat, video, calibrated, overwrite=True, progress_bar=progress_bar,
-                                        mem_limit=mem_limit, byte_order=byte_order)
-            state.record(name, key_apply, calibrated)
-            computed.append("apply")
-        paths["calibrated"] = calibrated
-        seconds["apply"] = time.perf_counter() - t0
+    def calibrate(self):
+        from .apply import apply_to_file
 
-    n_dust = len(detection.catalog) if detection.catalog is not None else 0
-    summary = {"video": ident, "detector": detector, "inpaint": inpaint, "computed": computed, "reused": reused,
-               "n_dust": n_dust, "seconds": seconds}
-    state.save(summary)
-    log.info("aiflat run: computed %s; reused %s", ", ".join(computed) or "nothing", ", ".join(reused) or "nothing")
-    return {"paths": paths, "computed": computed, "reused": reused, "n_dust": n_dust, "seconds": seconds,
-            "apply": apply_stats, "flat": flat, "detection": detection}
+        t0, o = time.perf_counter(), self.opts
+        key_apply = params_hash({"step": "apply", "flat": self.key_flat, "video": self.ident})
+        reused = self.state.up_to_date("calibrated", key_apply, self.calibrated)
+        if not reused:
+            if self.calibrated.exists() and not self.state.known("calibrated") and not o.overwrite:
+                raise InputError(f"{self.calibrated} exists and was not made by aiflat run; use --overwrite "
+                                 "or another output folder")
+            self.apply_stats = apply_to_file(self.flat_, self.video, self.calibrated, overwrite=True,
+                                             progress_bar=self.progress_bar, mem_limit=o.mem_limit,
+                                             byte_order=o.byte_order)
+            self.state.record("calibrated", key_apply, self.calibrated)
+        self.paths["calibrated"] = self.calibrated
+        self._done("apply", reused, t0)
+
+    def finish(self):
+        """Save the run's summary; the result dict of `run_pipeline`."""
+        o = self.opts
+        n_dust = len(self.detection.catalog) if self.detection.catalog is not None else 0
+        self.state.save({"video": self.ident, "detector": o.detector, "inpaint": o.inpaint,
+                         "computed": self.computed, "reused": self.reused, "n_dust": n_dust,
+                         "seconds": self.seconds})
+        log.info("aiflat run: computed %s; reused %s", ", ".join(self.computed) or "nothing",
+                 ", ".join(self.reused) or "nothing")
+        return {"paths": self.paths, "computed": self.computed, "reused": self.reused, "n_dust": n_dust,
+                "seconds": self.seconds, "apply": self.apply_stats, "flat": self.flat_,
+                "detection": self.detection}

@@ -3,16 +3,19 @@
 Three measurements (issue 14):
 
 1. **throughput**: ``--n-videos`` simulated videos of about ``--size-mb`` MB
-   each (one dust), run as a night in-process (``client=None``: the tasks one
-   after another in this process) and on a ``LocalCluster`` of ``--workers``
-   worker processes (one thread each), fresh output folders each; the ratio of
-   the wall times.  Simulation time is not counted.
+   each (one dust), the baseline being ``aiflat run`` on each video alone, one
+   after another in this process (each detects and makes its own flat), against
+   the night (``force=True``: every video calibrated, as the baseline does) on a
+   ``LocalCluster`` of ``--workers`` worker processes (one thread each); the
+   ratio of the wall times.  Simulation time is not counted.
 2. **memory**: the peak resident memory of every worker process during the
    cluster run (psutil, sampled every 0.1 s), against ``--mem-limit`` (the
-   bound of each task's working memory) and the worker's resident memory
-   before the run (Python, numpy, astropy, distributed).
-3. **accuracy**: with 3 videos of one dust (scene, motion and noise seeds
-   differ), the flat of the night against the flat of each single video
+   bound of each task's working memory) and the worker's *import floor*: its
+   resident memory after importing what the tasks use (Python, numpy, scipy,
+   astropy, distributed, aiflat_astro), before any data.
+3. **accuracy**: for each ``--regimes`` (the realistic default ``solar`` and
+   ``solar-soft``) and held-out ``--dust-seeds``, 3 videos of one dust (scene,
+   motion and noise seeds differ), the flat of the night against the flat of each single video
    (``aiflat run`` on it alone), on the truth: flat residual
    (`~aiflat_astro.evaluate.evaluate_file` of flat.fits: residual rms inside the
    true shadows over the uncorrected rms; lower is better) and recall of the
@@ -81,92 +84,164 @@ class PeakRSS:
         self._thread.join()
 
 
-def throughput(args, folder):
+def _warm_imports():
+    """Import what the tasks use (the worker's floor before any data), return the RSS in bytes."""
+    import importlib
+
+    import psutil
+
+    for mod in ("aiflat_astro.night", "aiflat_astro.combine", "aiflat_astro.flat", "aiflat_astro.jitter",
+                "aiflat_astro.inpaint", "aiflat_astro.detection.local", "aiflat_astro.apply",
+                "aiflat_astro.io.fits", "aiflat_astro.detection.outputs", "aiflat_astro._nightflat"):
+        importlib.import_module(mod)
+    return psutil.Process().memory_info().rss
+
+
+def sequential_singles(paths, folder, opts):
+    """``aiflat run`` on each video alone, one after another, in this process (the baseline)."""
+    from aiflat_astro.pipeline import run_pipeline
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    steps = {}
+    for k, p in enumerate(paths):
+        r = run_pipeline(p, Path(folder) / f"single{k:02d}", **opts)
+        for name, sec in r["seconds"].items():
+            steps[name] = steps.get(name, 0.0) + sec
+    return time.perf_counter() - t0, steps, time.process_time() - c0
+
+
+def _cpu_seconds():
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
+def cluster_night(paths, folder, args, opts):
+    """The night on a LocalCluster; wall time, result and per-worker memory."""
     import distributed
 
     from aiflat_astro.night import local_cluster, run_night
+
+    with local_cluster(args.workers, mem_limit=args.mem_limit) as lc, distributed.Client(lc) as client:
+        floor = client.run(_warm_imports)  # imports before the clock, as a warm cluster
+        pids = client.run(os.getpid)
+        with PeakRSS(list(pids.values())) as rss:
+            cpu0, c0 = client.run(_cpu_seconds), time.process_time()
+            t0 = time.perf_counter()
+            night = run_night(paths, Path(folder) / "night_cluster", client=client, force=True, **opts)
+            t_night = time.perf_counter() - t0
+            cpu1, c1 = client.run(_cpu_seconds), time.process_time()
+    cpu = {"workers": sum(cpu1[a] - cpu0[a] for a in cpu0), "driver": c1 - c0}
+    mem = [{"pid": pid, "import_floor_mb": floor[addr] / 1e6, "peak_mb": rss.peak[pid] / 1e6,
+            "data_mb": (rss.peak[pid] - floor[addr]) / 1e6} for addr, pid in pids.items()]
+    return t_night, night, mem, cpu
+
+
+def flat_accuracy(folder, truths):
+    """Flat residual on the truth of each single-video flat and of the night's (one dust: one truth)."""
+    from aiflat_astro.evaluate import evaluate_file
+
+    singles = [evaluate_file(Path(folder) / f"single{k:02d}" / "flat.fits", t)["residual_ratio"]
+               for k, t in enumerate(truths)]
+    return {"singles": singles,
+            "night": evaluate_file(Path(folder) / "night_cluster" / "flat.fits", truths[0])["residual_ratio"]}
+
+
+def throughput(args, folder):
     from aiflat_astro.utils._atomic import parse_size
 
     shape = tuple(int(s) for s in args.shape.split("x"))[::-1]
     t0 = time.perf_counter()
-    paths, _, n_frames = simulate(folder, args.n_videos, size_mb=args.size_mb, shape=shape)
+    paths, truths, n_frames = simulate(folder, args.n_videos, size_mb=args.size_mb, shape=shape)
     total_mb = sum(p.stat().st_size for p in paths) / 1e6
     print(f"simulated {len(paths)} videos of {n_frames} frames {shape[1]}x{shape[0]} "
-          f"({total_mb / len(paths):.0f} MB each) in {time.perf_counter() - t0:.0f} s")
+          f"({total_mb / len(paths):.0f} MB each) in {time.perf_counter() - t0:.0f} s; load {os.getloadavg()}",
+          flush=True)
     opts = {"mem_limit": args.mem_limit}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t0 = time.perf_counter()
-        seq = run_night(paths, Path(folder) / "out_seq", **opts)
-        t_seq = time.perf_counter() - t0
-    print(f"in-process: {t_seq:.1f} s ({total_mb / t_seq:.1f} MB/s); steps "
-          + ", ".join(f"{k} {v:.1f}" for k, v in seq["seconds"].items()))
-    with local_cluster(args.workers, mem_limit=args.mem_limit) as lc, distributed.Client(lc) as client:
-        client.run(lambda: __import__("aiflat_astro.night"))  # imports before the clock, as a warm cluster
-        pids = list(client.run(os.getpid).values())
-        import psutil
-
-        idle = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
-        with warnings.catch_warnings(), PeakRSS(pids) as rss:
-            warnings.simplefilter("ignore")
-            t0 = time.perf_counter()
-            par = run_night(paths, Path(folder) / "out_par", client=client, **opts)
-            t_par = time.perf_counter() - t0
-    print(f"{args.workers} workers: {t_par:.1f} s ({total_mb / t_par:.1f} MB/s); steps "
-          + ", ".join(f"{k} {v:.1f}" for k, v in par["seconds"].items()))
-    same = [a["output_sha256"] for a in seq["videos"]] == [b["output_sha256"] for b in par["videos"]]
+        t_seq, seq_steps, cpu_seq = sequential_singles(paths, folder, opts)
+        print(f"{len(paths)} single-video runs in-process, one after another: {t_seq:.1f} s "
+              f"({total_mb / t_seq:.1f} MB/s); steps " + ", ".join(f"{k} {v:.1f}" for k, v in seq_steps.items()),
+              flush=True)
+        t_par, night, mem, cpu = cluster_night(paths, folder, args, opts)
+    print(f"the night on {args.workers} workers: {t_par:.1f} s ({total_mb / t_par:.1f} MB/s); steps "
+          + ", ".join(f"{k} {v:.1f}" for k, v in night["seconds"].items()))
     limit = parse_size(args.mem_limit)
-    mem = [{"pid": pid, "idle_mb": idle[pid] / 1e6, "peak_mb": rss.peak[pid] / 1e6,
-            "peak_minus_idle_mb": (rss.peak[pid] - idle[pid]) / 1e6} for pid in pids]
     for m in mem:
-        print(f"  worker {m['pid']}: idle {m['idle_mb']:.0f} MB, peak {m['peak_mb']:.0f} MB "
-              f"(+{m['peak_minus_idle_mb']:.0f} MB; mem_limit {limit / 1e6:.0f} MB)")
-    print(f"speed-up {t_seq / t_par:.2f}x; same calibrated videos: {same}; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        print(f"  worker {m['pid']}: import floor {m['import_floor_mb']:.0f} MB, peak {m['peak_mb']:.0f} MB "
+              f"(data +{m['data_mb']:.0f} MB; mem_limit {limit / 1e6:.0f} MB)")
+    status = [v["status"] for v in night["videos"]]
+    acc = flat_accuracy(folder, truths)
+    print(f"flat residual on the truth: single videos {', '.join(f'{r:.3f}' for r in acc['singles'])}; "
+          f"the night {acc['night']:.3f}")
+    load = os.getloadavg()
+    cpu_night = cpu["workers"] + cpu["driver"]
+    ideal = cpu_seq / max(cpu_night / args.workers, cpu["driver"])
+    print(f"speed-up {t_seq / t_par:.2f}x (target >= 1.7); statuses {status}; load average "
+          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores")
+    print(f"CPU seconds: single-video runs {cpu_seq:.1f}, the night {cpu_night:.1f} (workers {cpu['workers']:.1f}, "
+          f"driver {cpu['driver']:.1f}): {cpu_seq / cpu_night:.2f}x less work; on {args.workers} free cores "
+          f"at most {ideal:.2f}x")
     return {"n_videos": len(paths), "mb_each": total_mb / len(paths), "n_frames": n_frames,
-            "shape": list(shape), "seconds_in_process": t_seq, "seconds_cluster": t_par,
-            "workers": args.workers, "speedup": t_seq / t_par, "same_outputs": same,
-            "steps_in_process": seq["seconds"], "steps_cluster": par["seconds"], "memory": mem,
-            "mem_limit_mb": limit / 1e6, "loadavg": os.getloadavg()[0]}
+            "shape": list(shape), "seconds_sequential_singles": t_seq, "seconds_cluster_night": t_par,
+            "workers": args.workers, "speedup": t_seq / t_par, "statuses": status,
+            "steps_singles": seq_steps, "steps_cluster": night["seconds"], "memory": mem,
+            "residual_singles": acc["singles"], "residual_night": acc["night"],
+            "cpu_seconds_singles": cpu_seq, "cpu_seconds_night_workers": cpu["workers"],
+            "cpu_seconds_night_driver": cpu["driver"], "work_ratio": cpu_seq / cpu_night,
+            "speedup_on_free_cores_at_most": ideal,
+            "mem_limit_mb": limit / 1e6, "loadavg": list(load)}
 
 
 def accuracy(args, folder):
+    rows = []
+    for regime in args.regimes:
+        for dust_seed in args.dust_seeds:
+            row = accuracy_case(args, Path(folder) / f"acc_{regime}_{dust_seed}", regime, dust_seed)
+            rows.append(row)
+            best = min(row["single_residual"])
+            print(f"{regime} dust {dust_seed}: single residual "
+                  f"{', '.join(f'{r:.3f}' for r in row['single_residual'])} recall "
+                  f"{', '.join(f'{r:.2f}' for r in row['single_recall'])}; night residual "
+                  f"{row['night_residual']:.3f} recall {row['night_recall']:.2f} "
+                  f"({'met' if row['night_residual'] <= best else 'NOT met'} against the best single "
+                  f"{best:.3f}); checks {row['night_status']}", flush=True)
+    return rows
+
+
+def accuracy_case(args, sub, regime, dust_seed):
+    """Three videos of one dust: each alone, then the night, all against the truth."""
+    from aiflat_astro.datasets import make_dusty_video
     from aiflat_astro.evaluate import evaluate_file
     from aiflat_astro.pipeline import run_pipeline
 
-    rows = []
-    for dust_seed in args.dust_seeds:
-        sub = Path(folder) / f"acc{dust_seed}"
-        sub.mkdir()
-        from aiflat_astro.datasets import make_dusty_video
-
-        paths, truths = [], []
-        for k in range(3):
-            p = sub / f"s{k}.ser"
-            truths.append(make_dusty_video(p, shape=(240, 320), n_frames=args.acc_frames, n_dust=10,
-                                           seed=10 * dust_seed + k, dust_seed=dust_seed))
-            paths.append(p)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            singles = []
-            for k, p in enumerate(paths):
-                out = sub / f"single{k}"
-                run_pipeline(p, out, apply=False)
-                singles.append((evaluate_file(out / "flat.fits", truths[k]),
-                                evaluate_file(out / "mask.fits", truths[k])))
-            night = run_pipeline(paths, sub / "night", apply=False, force=True)
-            shared = (evaluate_file(sub / "night" / "flat.fits", truths[0]),
-                      evaluate_file(sub / "night" / "mask.fits", truths[0]))
-        row = {"dust_seed": dust_seed,
-               "single_residual": [s[0].get("residual_ratio") for s in singles],
-               "single_recall": [s[1].get("recall") for s in singles],
-               "night_residual": shared[0].get("residual_ratio"), "night_recall": shared[1].get("recall"),
-               "night_status": [v["status"] for v in night["videos"]]}
-        rows.append(row)
-        print(f"dust {dust_seed}: single residual {', '.join(f'{r:.3f}' for r in row['single_residual'])} "
-              f"recall {', '.join(f'{r:.2f}' for r in row['single_recall'])}; night residual "
-              f"{row['night_residual']:.3f} recall {row['night_recall']:.2f}; checks {row['night_status']}")
-    return rows
+    sub.mkdir(parents=True)
+    paths, truths = [], []
+    for k in range(3):
+        p = sub / f"s{k}.ser"
+        truths.append(make_dusty_video(p, shape=(240, 320), n_frames=args.acc_frames, n_dust=10, regime=regime,
+                                       seed=10 * dust_seed + k, dust_seed=dust_seed))
+        paths.append(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        singles = []
+        for k, p in enumerate(paths):
+            out = sub / f"single{k}"
+            run_pipeline(p, out, apply=False)
+            singles.append((evaluate_file(out / "flat.fits", truths[k]),
+                            evaluate_file(out / "mask.fits", truths[k])))
+        night = run_pipeline(paths, sub / "night", apply=False, force=True)
+        shared = (evaluate_file(sub / "night" / "flat.fits", truths[0]),
+                  evaluate_file(sub / "night" / "mask.fits", truths[0]))
+    return {"regime": regime, "dust_seed": dust_seed,
+            "single_residual": [s[0].get("residual_ratio") for s in singles],
+            "single_recall": [s[1].get("recall") for s in singles],
+            "single_precision": [s[1].get("precision") for s in singles],
+            "night_residual": shared[0].get("residual_ratio"), "night_recall": shared[1].get("recall"),
+            "night_precision": shared[1].get("precision"),
+            "night_status": [v["status"] for v in night["videos"]]}
 
 
 def main(argv=None):
@@ -176,7 +251,9 @@ def main(argv=None):
     p.add_argument("--shape", default="640x512", help="frame width x height")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--mem-limit", default="256MB")
-    p.add_argument("--dust-seeds", type=int, nargs="+", default=[31, 32])
+    p.add_argument("--dust-seeds", type=int, nargs="+", default=[51, 52, 53],
+                   help="held-out dust seeds (not looked at while developing)")
+    p.add_argument("--regimes", nargs="+", default=["solar", "solar-soft"])
     p.add_argument("--acc-frames", type=int, default=40)
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-accuracy", action="store_true")

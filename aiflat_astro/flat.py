@@ -99,7 +99,7 @@ def _as_median(median):
 
 
 def _as_detection(dust_mask, weight, shape):
-    from .detection._base import DustDetection, empty_catalog
+    from .products import DustDetection, empty_catalog
 
     if isinstance(dust_mask, DustDetection):
         det = dust_mask

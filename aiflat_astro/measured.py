@@ -1197,7 +1197,7 @@ def write_measured_catalog(path, detection, info, *, overwrite=False):
     overwrite : bool, optional
         Default `False`.
     """
-    from .detection._base import CATALOG_COLUMNS
+    from .products import CATALOG_COLUMNS
     from .utils._atomic import atomic_output
 
     table = add_flat_method(detection.catalog, info)

@@ -230,7 +230,7 @@ def median_band_task(videos, selections, rows, part, *, byte_order, mem_limit):
 def flat_task(outdir, videos, selections, *, key_median, detector, inpaint, f_ratio, pixel_size, floor,
               detector_options, inpaint_options, byte_order, mem_limit, overwrite, need_side):
     """Mask, side products and flat from the shared median (reusing those that are up to date)."""
-    from .detection._base import detect_dust
+    from .detection._high_level import detect_dust
     from .flat import make_flat
     from .io.fits import read_flat, read_mask, read_median, write_flat
     from .pipeline import _KEY, _KEY_COMMENT, PRODUCTS, _reuse, _side_products, _write_mask
@@ -538,7 +538,7 @@ def _new_shadows(corrected, shared, known, depth, fraction, frames=None):
 
     from scipy import ndimage
 
-    from .detection._base import detect_dust
+    from .detection._high_level import detect_dust
     from .utils.exceptions import AiflatUserWarning
 
     grown = ndimage.binary_dilation(known, iterations=3) if known.any() else known

@@ -246,7 +246,7 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
     video = videos[0]
     from .apply import apply_to_file, output_name
     from .combine import median_combine
-    from .detection._base import detect_dust
+    from .detection._high_level import detect_dust
     from .flat import make_flat
     from .io.fits import read_flat, read_mask, read_median, write_flat
 

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 
-from aiflat_astro.detection._base import DustDetection, empty_catalog
+from aiflat_astro.products import DustDetection, empty_catalog
 from aiflat_astro.detection.gemini import GeminiDustDetector, inpaint_gemini
 from aiflat_astro.dq import DustDQ
 

@@ -31,7 +31,8 @@ from scipy import ndimage
 
 from ..dq import DustDQ
 from ..utils.exceptions import InputError
-from ._base import DustDetection, DustDetector, _make_detector
+from ..products import DustDetection
+from ._base import DustDetector, _make_detector
 from ._render import normalise, smooth_background
 from .gemini import GeminiDustDetector, _component_catalog
 

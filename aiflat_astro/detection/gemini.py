@@ -47,7 +47,8 @@ from scipy import ndimage
 from ..dq import DustDQ
 from ..provenance import sha256_array, sha256_bytes
 from ..utils.exceptions import GeminiError, InputError
-from ._base import DustDetection, DustDetector, empty_catalog
+from ..products import DustDetection, empty_catalog
+from ._base import DustDetector
 from ._gemini_api import API_VERSION, Session, default_cache_dir
 from ._render import (IMAGE_SIZES, Stretch, blend_weights, decode_image, normalise, place,
                       plan_requests, resample, smooth_background, unplace)

@@ -19,7 +19,7 @@ import numpy as np
 from ..dq import DustDQ
 from ..utils._atomic import atomic_output
 from ..utils._colour import to_mono
-from ._base import CATALOG_COLUMNS
+from ..products import CATALOG_COLUMNS
 
 __all__ = ["write_catalog", "write_regions", "write_preview", "REGION_COLORS"]
 

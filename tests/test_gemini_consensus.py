@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from aiflat_astro.detection import DustDetection, detect_dust
-from aiflat_astro.detection._fake_server import FakeGeminiServer, lookup_responder
-from aiflat_astro.detection._render import place, plan_requests
+from aiflat_astro._gemini.fake_server import FakeGeminiServer, lookup_responder
+from aiflat_astro._gemini.render import place, plan_requests
 from aiflat_astro.detection.consensus import ConsensusDetector, combine_detections
 from aiflat_astro.detection.gemini import GeminiDustDetector
 from aiflat_astro.dq import DustDQ

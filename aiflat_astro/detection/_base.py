@@ -1,38 +1,19 @@
-"""The detector protocol and the registry of detectors by name.
+"""The registry of detectors by name.
 
 A *detector* (the "eye") is a callable that turns the temporal median into a
-`~aiflat_astro.products.DustDetection`.  Detectors are looked up by name in a
-small registry, so that new ones (``'gemini'``, ``'consensus'``) plug in with
-`register_detector`; `~aiflat_astro.detection.detect_dust` is the front end.
+`~aiflat_astro.products.DustDetection` (the protocol: `DustDetector`, in
+``_protocol``).  Detectors are looked up by name in a small registry, so that
+new ones (``'gemini'``, ``'consensus'``) plug in with `register_detector`;
+`~aiflat_astro.detection.detect_dust` is the front end.  The registry points
+at the detectors; the detectors import only the protocol, so no cycle.
 """
 
 from ..products import CATALOG_COLUMNS, DustDetection, empty_catalog  # noqa: F401 (the detectors' data model)
 from ..utils._lazy import resolve
 from ..utils.exceptions import InputError
+from ._protocol import DustDetector
 
 __all__ = ["DustDetector", "register_detector", "available_detectors"]
-
-
-class DustDetector:
-    """Base class (protocol) of dust detectors.
-
-    A detector is a callable with a ``name``::
-
-        detector(median, *, frames=None, mask=None, f_ratio=None, pixel_size=None) -> DustDetection
-
-    ``median`` is a 2-D float array (the temporal median), ``frames`` an
-    optional frame source (anything `aiflat_astro.io.frames.open_frames`
-    accepts) for detectors that use image motion, ``mask`` an optional boolean
-    array of pixels to ignore, ``f_ratio`` and ``pixel_size`` (µm) optional
-    optics that set the expected shadow sizes.  Any object that follows the
-    protocol can be passed to `detect_dust` as ``detector``.
-    """
-
-    #: Registry name of the detector.
-    name = "base"
-
-    def __call__(self, median, *, frames=None, mask=None, f_ratio=None, pixel_size=None):  # pragma: no cover
-        raise NotImplementedError
 
 
 # name -> class, factory callable or "module:attribute" string (imported lazily)

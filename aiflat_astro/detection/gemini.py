@@ -27,7 +27,7 @@ that marks dark pixels as dust:
 
 >>> import tempfile
 >>> import numpy as np
->>> from aiflat_astro.detection._fake_server import FakeGeminiServer, dark_pixel_mask
+>>> from aiflat_astro._gemini.fake_server import FakeGeminiServer, dark_pixel_mask
 >>> y, x = np.mgrid[:128, :160]
 >>> median = 1000.0 * (1 - 0.05 * (np.hypot(y - 60, x - 70) < 8))
 >>> with FakeGeminiServer(dark_pixel_mask()) as server:
@@ -39,22 +39,25 @@ that marks dark pixels as dust:
 """
 
 import logging
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
+from dataclasses import replace as dataclass_replace
 
 import numpy as np
 from astropy.table import Table
 from scipy import ndimage
 
-from ..dq import DustDQ
-from ..provenance import sha256_array, sha256_bytes
-from ..utils.exceptions import GeminiError, InputError
-from ..products import DustDetection, empty_catalog
-from ._base import DustDetector
-from ._gemini_api import API_VERSION, Session, default_cache_dir
-from ._render import (IMAGE_SIZES, Stretch, blend_weights, decode_image, normalise, place,
-                      plan_requests, resample, smooth_background, unplace)
-from ._render import tile_overlap as tile_overlap_px
 from .._constants import DEFAULT_GEMINI_MODEL  # re-exported: default "Nano Banana Pro" image model
-from .prompts import INPAINT_PROMPT, MASK_PROMPT, PROMPT_VERSION, prompt_sha256
+from .._gemini.client import API_VERSION, default_cache_dir
+from .._gemini.prompts import INPAINT_PROMPT, MASK_PROMPT, PROMPT_VERSION, prompt_sha256
+from .._gemini.render import (Stretch, blend_weights, decode_image, normalise, place, resample, smooth_background,
+                              unplace)
+from .._gemini.settings import GeminiSettings, summarise_answers
+from ..dq import DustDQ
+from ..products import DustDetection, empty_catalog
+from ..provenance import sha256_array
+from ..utils.exceptions import GeminiError, InputError
+from ._protocol import DustDetector
 
 __all__ = ["GeminiDustDetector", "inpaint_gemini", "gemini_cache_dir", "DEFAULT_GEMINI_MODEL"]
 
@@ -82,38 +85,6 @@ def gemini_cache_dir():
     True
     """
     return default_cache_dir()
-
-
-def _check_common(model, image_size, max_tiles):
-    if not isinstance(model, str) or not model.strip():
-        raise InputError("the Gemini model id must be a non-empty string")
-    if image_size not in IMAGE_SIZES:
-        raise InputError(f"image_size must be one of {', '.join(IMAGE_SIZES)}, got {image_size!r}")
-    if int(max_tiles) < 1:
-        raise InputError(f"max_tiles must be at least 1, got {max_tiles}")
-
-
-def _plan(shape, image_size, tile_size, tile_overlap, max_tiles):
-    requests = plan_requests(shape, image_size=image_size, tile_size=tile_size,
-                             overlap=tile_overlap)
-    if len(requests) > max_tiles:
-        raise InputError(f"a {shape[1]}x{shape[0]} frame needs {len(requests)} Gemini requests "
-                         f"at image_size={image_size!r}, more than max_tiles={max_tiles}; use a "
-                         "larger image_size or raise max_tiles")
-    return requests
-
-
-def _summarise(answers):
-    """Provenance fields shared by detection and inpainting."""
-    shas = [a.response_sha256 for a in answers]
-    response_sha = shas[0] if len(shas) == 1 else sha256_bytes(",".join(shas))
-    ids = [a.response_id for a in answers if a.response_id]
-    tokens = sum(int(a.usage.get("total_token_count", 0)) for a in answers)
-    params = {"AITILES": len(answers), "AITOKENS": tokens,
-              "AICACHED": bool(answers) and all(a.cached for a in answers)}
-    if len(ids) == 1:
-        params["AIRESPID"] = ids[0][:60]
-    return response_sha, params
 
 
 def _component_catalog(dust, ratio, prob, *, f_ratio, pixel_size, method):
@@ -224,7 +195,7 @@ class GeminiDustDetector(DustDetector):
     temperature : float, optional
         Sampling temperature; default: the model's own.
     prompt : str, optional
-        Replace `~aiflat_astro.detection.prompts.MASK_PROMPT` (recorded in provenance).
+        Replace `~aiflat_astro._gemini.prompts.MASK_PROMPT` (recorded in provenance).
     """
 
     name = "gemini"
@@ -234,30 +205,29 @@ class GeminiDustDetector(DustDetector):
                  max_delay=30.0, cache=True, cache_dir=None, threshold=0.5, stretch=0.08,
                  background_scale=None, tile_size=None, tile_overlap=None, max_tiles=16,
                  min_area=4, allow_empty=False, seed=0, temperature=None, prompt=None):
-        _check_common(model, image_size, max_tiles)
+        self.settings = GeminiSettings(model=model, image_size=image_size, client=client, api_key=api_key,
+                                       env_file=env_file, base_url=base_url, timeout=timeout, retries=retries,
+                                       initial_delay=initial_delay, max_delay=max_delay, cache=cache,
+                                       cache_dir=cache_dir, tile_size=tile_size, tile_overlap=tile_overlap,
+                                       max_tiles=max_tiles, seed=seed, temperature=temperature)
         if not 0 < threshold < 1:
             raise InputError(f"threshold must be between 0 and 1, got {threshold}")
         if not 0 < stretch <= 1:
             raise InputError(f"stretch must be in (0, 1], got {stretch}")
         self.model = model
         self.image_size = image_size
-        self.client = client
-        self._client_options = {"api_key": api_key, "env_file": env_file, "base_url": base_url,
-                                "timeout": timeout, "retries": retries,
-                                "initial_delay": initial_delay, "max_delay": max_delay}
-        self.cache = cache
-        self.cache_dir = cache_dir
         self.threshold = float(threshold)
         self.stretch = float(stretch)
         self.background_scale = background_scale
-        self.tile_size = tile_size
-        self.tile_overlap = tile_overlap
-        self.max_tiles = int(max_tiles)
         self.min_area = int(min_area)
         self.allow_empty = bool(allow_empty)
-        self.seed = seed
-        self.temperature = temperature
         self.prompt = MASK_PROMPT if prompt is None else str(prompt)
+
+    def __getattr__(self, name):
+        # the connection and tiling options (``seed``, ``tile_size``, ...) live in ``settings``
+        if name != "settings" and name in GeminiSettings.names():
+            return getattr(self.settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self):
         return f"GeminiDustDetector(model={self.model!r}, image_size={self.image_size!r})"
@@ -292,22 +262,18 @@ class GeminiDustDetector(DustDetector):
             raise InputError(f"the median must be a 2-D image, got shape {data.shape}")
         if mask is not None and np.shape(mask) != data.shape:
             raise InputError(f"mask shape {np.shape(mask)} differs from the median's {data.shape}")
-        requests = _plan(data.shape, self.image_size, self.tile_size, self.tile_overlap,
-                         self.max_tiles)
+        requests = self.settings.plan(data.shape)
         image, ratio, stretch, ignored = self._render(data, mask=mask)
         prob_sum = np.zeros(data.shape)
         weight_sum = np.zeros(data.shape)
         answers, records = [], []
-        overlap = tile_overlap_px(self.image_size, self.tile_size, self.tile_overlap)
+        overlap = self.settings.overlap
 
-        with Session(client=self.client, cache=self.cache, cache_dir=self.cache_dir,
-                     **self._client_options) as session:
+        with self.settings.session() as session:
             for index, request in enumerate(requests):
-                answer = session.generate(model=self.model, prompt=self.prompt,
-                                          images=[place(image, request, _NEUTRAL)],
+                answer = session.generate(images=[place(image, request, _NEUTRAL)],
                                           aspect_ratio=request.aspect_ratio,
-                                          image_size=self.image_size, seed=self.seed,
-                                          temperature=self.temperature)
+                                          **self.settings.generation(self.prompt))
                 raw = decode_image(answer.image)
                 tile_prob = np.clip(unplace(raw, request), 0.0, 1.0)
                 white = _check_mask_answer(raw, tile_prob, index if len(requests) > 1 else None)
@@ -338,7 +304,7 @@ class GeminiDustDetector(DustDetector):
         return detection.expanded()
 
     def _provenance(self, data, answers, records, stretch, n_calls):
-        response_sha, params = _summarise(answers)
+        response_sha, params = summarise_answers(answers)
         params.update({"PRMTVER": PROMPT_VERSION, "AISIZE": self.image_size,
                        "AITHRESH": self.threshold, "AISTRTCH": self.stretch})
         return {
@@ -477,12 +443,113 @@ def _ask_for_inpainting(session, requests, image, mask_image, ratio, *, shape, o
     return blend, clipped, answers, records
 
 
-def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL, image_size="2K",
-                   client=None, api_key=None, env_file=None, base_url=None, timeout=300.0,
-                   retries=4, initial_delay=2.0, max_delay=30.0, cache=True, cache_dir=None,
-                   background_scale=None, ring_width=12, min_half_width=0.01, match="linear",
-                   tile_size=None, tile_overlap=None, max_tiles=16, min_correlation=0.5,
-                   deblur=True, seed=0, temperature=None, prompt=None):
+@dataclass(frozen=True)
+class GeminiInpaintOptions:
+    """The round-trip options of `inpaint_gemini` (see there): ``background_scale``,
+    ``ring_width`` (12), ``min_half_width`` (0.01), ``match`` ('linear'),
+    ``min_correlation`` (0.5), ``deblur`` (True) and ``prompt``
+    (`~aiflat_astro._gemini.prompts.INPAINT_PROMPT`)."""
+
+    background_scale: int = None
+    ring_width: int = 12
+    min_half_width: float = 0.01
+    match: str = "linear"
+    min_correlation: float = 0.5
+    deblur: bool = True
+    prompt: str = None
+
+    @property
+    def prompt_text(self):
+        return INPAINT_PROMPT if self.prompt is None else str(self.prompt)
+
+
+def _split_options(settings, options, keywords):
+    """``(GeminiSettings, GeminiInpaintOptions)`` from the objects and the one-by-one keywords."""
+    round_trip = {f.name for f in dataclass_fields(GeminiInpaintOptions)}
+    unknown = set(keywords) - round_trip - set(GeminiSettings.names())
+    if unknown:
+        raise TypeError(f"inpaint_gemini() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    mine = {k: v for k, v in keywords.items() if k in round_trip}
+    theirs = {k: v for k, v in keywords.items() if k not in round_trip}
+    settings = GeminiSettings(**theirs) if settings is None else dataclass_replace(settings, **theirs)
+    options = GeminiInpaintOptions(**mine) if options is None else dataclass_replace(options, **mine)
+    return settings, options
+
+
+@dataclass
+class _Sent:
+    """What is sent: the median as a ratio to its background, stretched to 8 bits, and the ring."""
+
+    data: np.ndarray
+    region: np.ndarray
+    ring: np.ndarray
+    background: np.ndarray
+    ratio: np.ndarray
+    stretch: Stretch
+    image: np.ndarray
+
+
+def _prepare(data, region, options):
+    finite = np.isfinite(data)
+    distance = ndimage.distance_transform_edt(~region)
+    ring = (distance > 0) & (distance <= options.ring_width) & finite
+    background = smooth_background(np.where(finite, data, np.nan), mask=region | ~finite,
+                                   scale=options.background_scale)
+    ratio = normalise(np.where(finite, data, background), background)
+    stretch = _inpaint_stretch(ratio, ring, min_half_width=options.min_half_width)
+    return _Sent(data, region, ring, background, ratio, stretch, stretch.forward(ratio))
+
+
+def _deblurred_reference(sent, blend, answer_ratio, usable, deblur):
+    """The input blurred like the answer: ``(reference, blur base name, sigma)``.
+
+    The model (and the resampling) blurs a little: that blur is estimated where
+    the answer must equal the input, so that like is compared with like and the
+    median's own sharp texture kept (``flat = B(ratio) / answer``).
+    """
+    if not deblur:
+        return sent.ratio, "none", 0.0
+    roundtrip = np.where(blend.covered, blend.mean("roundtrip"), sent.ratio)
+    blur, sigma = _fit_blur(answer_ratio, {"none": sent.ratio, "resample": roundtrip}, usable)
+    base = roundtrip if blur == "resample" else sent.ratio
+    return (ndimage.gaussian_filter(base, sigma, mode="nearest") if sigma else base), blur, sigma
+
+
+def _matched_ratio(answer_ratio, blurred, usable, sent, requests, overlap, match):
+    """One photometric map per request (a model may change the brightness or contrast of its
+    whole answer), learnt on the ring pixels of that tile and blended like the answers."""
+    if not match:
+        return answer_ratio
+    matched = _Blend(sent.data.shape, overlap)
+    for request in requests:
+        sl = request.slices
+        if usable[sl].sum() < 10:
+            raise GeminiError(f"too few usable pixels around the dust in tile {request.tile} "
+                              "to match the model's photometry")
+        matched.add(request, value=_match(answer_ratio[sl], blurred[sl], usable[sl], sent.stretch, match))
+    return matched.mean("value")
+
+
+def _inpaint_info(info, settings, options, sent, answers, records, n_calls, checks):
+    prompt = options.prompt_text
+    response_sha, params = summarise_answers(answers)
+    params.update({"PRMTVER": PROMPT_VERSION, "AISIZE": settings.image_size,
+                   "AIHALFW": round(sent.stretch.hi - 1.0, 6)})
+    info["params"] = params
+    info["provenance"] = {"ai_model": settings.model, "ai_prompt": prompt,
+                          "prompt_sha256": prompt_sha256(prompt), "response_sha256": response_sha}
+    info["gemini"] = {
+        "role": "inpaint", "model": settings.model, "api_version": API_VERSION,
+        "prompt_version": PROMPT_VERSION, "image_size": settings.image_size,
+        "stretch": sent.stretch.as_dict(), "grey_level_step": sent.stretch.step,
+        "background_scale": options.background_scale, "ring_width": options.ring_width,
+        "match": options.match, **checks, "seed": settings.seed, "temperature": settings.temperature,
+        "requests_made": n_calls, "requests": records,
+    }
+    return info
+
+
+def inpaint_gemini(median, detection, *, frames=None, settings=None, options=None, **keywords):
     """Clean estimate inside the dust mask from a Gemini inpainting.
 
     The round trip is designed so that the 8-bit encoding does not limit the
@@ -509,13 +576,20 @@ def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL
     detection : `~aiflat_astro.detection.DustDetection`
         Its ``weight > 0`` is the region to reconstruct (sent as the mask).
     frames : ignored
-        Accepted for the inpainter protocol.
-    model, image_size, client, api_key, env_file, base_url : optional
+        Accepted for the clean-estimate protocol.
+    settings : `~aiflat_astro._gemini.settings.GeminiSettings`, optional
+        Connection, cache and tiling options, all at once.
+    options : `GeminiInpaintOptions`, optional
+        The round-trip options below, all at once.
+    **keywords
+        Either of them one by one, as before: ``model``, ``image_size``,
+        ``client``, ``api_key``, ``env_file``, ``base_url``, ``timeout``,
+        ``retries``, ``initial_delay``, ``max_delay``, ``cache``,
+        ``cache_dir``, ``tile_size``, ``tile_overlap``, ``max_tiles``,
+        ``seed``, ``temperature`` (as for `GeminiDustDetector`; only tiles
+        that contain masked pixels are sent) and the options that follow.
+    background_scale : int, optional
         As for `GeminiDustDetector`.
-    timeout, retries, initial_delay, max_delay, cache, cache_dir : optional
-        As for `GeminiDustDetector`.
-    background_scale, tile_size, tile_overlap, max_tiles, seed, temperature : optional
-        As for `GeminiDustDetector`; only tiles that contain masked pixels are sent.
     ring_width : int, optional
         Width (pixels) of the ring around the mask used for the stretch, the
         checks and the photometric match (default 12).
@@ -532,7 +606,7 @@ def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL
     deblur : bool, optional
         Fit the blur of the round trip and compare like with like (default True).
     prompt : str, optional
-        Replace `~aiflat_astro.detection.prompts.INPAINT_PROMPT`.
+        Replace `~aiflat_astro._gemini.prompts.INPAINT_PROMPT`.
 
     Returns
     -------
@@ -543,8 +617,7 @@ def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL
         (AI model, prompt, hashes), ``params`` and ``gemini`` (per-request
         geometry, response ids, token usage, stretch, checks).
     """
-    _check_common(model, image_size, max_tiles)
-    prompt = INPAINT_PROMPT if prompt is None else str(prompt)
+    settings, options = _split_options(settings, options, keywords)
     data = np.array(getattr(median, "data", median), dtype=np.float64)
     weight = np.asarray(getattr(detection, "weight", detection), dtype=np.float32)
     if weight.shape != data.shape:
@@ -554,78 +627,30 @@ def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL
     if not region.any():
         log.info("empty dust mask: nothing to inpaint, no Gemini request made")
         return data.astype(np.float32), info
-    finite = np.isfinite(data)
-    distance = ndimage.distance_transform_edt(~region)
-    ring = (distance > 0) & (distance <= ring_width) & finite
-    background = smooth_background(np.where(finite, data, np.nan), mask=region | ~finite,
-                                   scale=background_scale)
-    ratio = normalise(np.where(finite, data, background), background)
-    stretch = _inpaint_stretch(ratio, ring, min_half_width=min_half_width)
-    image = stretch.forward(ratio)
-    requests = [r for r in _plan(data.shape, image_size, tile_size, tile_overlap, max_tiles)
-                if region[r.slices].any()]
-    overlap = tile_overlap_px(image_size, tile_size, tile_overlap)
-    options = {"api_key": api_key, "env_file": env_file, "base_url": base_url,
-               "timeout": timeout, "retries": retries, "initial_delay": initial_delay,
-               "max_delay": max_delay}
-    with Session(client=client, cache=cache, cache_dir=cache_dir, **options) as session:
+    sent = _prepare(data, region, options)
+    requests = [r for r in settings.plan(data.shape) if region[r.slices].any()]
+    with settings.session() as session:
         blend, clipped_answer, answers, records = _ask_for_inpainting(
-            session, requests, image, np.where(region, 255, 0).astype(np.uint8), ratio,
-            shape=data.shape, overlap=overlap, deblur=deblur, model=model, prompt=prompt,
-            image_size=image_size, seed=seed, temperature=temperature)
+            session, requests, sent.image, np.where(region, 255, 0).astype(np.uint8), sent.ratio,
+            shape=data.shape, overlap=settings.overlap, deblur=options.deblur,
+            **settings.generation(options.prompt_text))
         n_calls = session.n_calls
-    answer_ratio = stretch.inverse(blend.mean("answer"))
+    answer_ratio = sent.stretch.inverse(blend.mean("answer"))
     # Ring pixels clipped in either 8-bit image carry no photometric information.
-    usable = ring & blend.covered & (image > 0) & (image < 255) & ~clipped_answer
+    usable = sent.ring & blend.covered & (sent.image > 0) & (sent.image < 255) & ~clipped_answer
     if usable.sum() < 10:
         raise GeminiError("too few usable pixels around the dust to check and match the "
                           "model's answer")
-    agreement = _check_agreement(answer_ratio[usable], ratio[usable], stretch, min_correlation)
-
-    # The model (and the resampling) blurs a little: estimate that blur where the answer must
-    # equal the input, compare like with like, and keep the median's own sharp texture:
-    # flat = B(ratio) / answer, clean = median / flat.
-    blur, sigma, blurred = "none", 0.0, ratio
-    if deblur:
-        roundtrip = np.where(blend.covered, blend.mean("roundtrip"), ratio)
-        blur, sigma = _fit_blur(answer_ratio, {"none": ratio, "resample": roundtrip}, usable)
-        base = roundtrip if blur == "resample" else ratio
-        blurred = ndimage.gaussian_filter(base, sigma, mode="nearest") if sigma else base
-
-    # One photometric map per request (a model may change the brightness or contrast of its
-    # whole answer), learnt on the ring pixels of that tile and blended like the answers.
-    clean_ratio = answer_ratio
-    if match:
-        matched = _Blend(data.shape, overlap)
-        for request in requests:
-            sl = request.slices
-            if usable[sl].sum() < 10:
-                raise GeminiError(f"too few usable pixels around the dust in tile {request.tile} "
-                                  "to match the model's photometry")
-            matched.add(request, value=_match(answer_ratio[sl], blurred[sl], usable[sl], stretch,
-                                              match))
-        clean_ratio = matched.mean("value")
+    agreement = _check_agreement(answer_ratio[usable], sent.ratio[usable], sent.stretch, options.min_correlation)
+    blurred, blur, sigma = _deblurred_reference(sent, blend, answer_ratio, usable, options.deblur)
+    clean_ratio = _matched_ratio(answer_ratio, blurred, usable, sent, requests, settings.overlap, options.match)
     with np.errstate(divide="ignore", invalid="ignore"):
-        clean = np.where(region, clean_ratio * background * (ratio / blurred), data)
+        clean = np.where(region, clean_ratio * sent.background * (sent.ratio / blurred), data)
     clean, n_clipped = _fill_clipped(clean, data, region, clipped_answer, blur, sigma)
-
-    response_sha, params = _summarise(answers)
-    params.update({"PRMTVER": PROMPT_VERSION, "AISIZE": image_size,
-                   "AIHALFW": round(stretch.hi - 1.0, 6)})
-    info["params"] = params
-    info["provenance"] = {"ai_model": model, "ai_prompt": prompt,
-                          "prompt_sha256": prompt_sha256(prompt), "response_sha256": response_sha}
-    info["gemini"] = {
-        "role": "inpaint", "model": model, "api_version": API_VERSION,
-        "prompt_version": PROMPT_VERSION, "image_size": image_size,
-        "stretch": stretch.as_dict(), "grey_level_step": stretch.step,
-        "background_scale": background_scale, "ring_width": ring_width, "match": match,
-        "agreement": agreement, "clipped_pixels": n_clipped,
-        "blur": {"base": blur, "sigma": sigma}, "seed": seed, "temperature": temperature,
-        "requests_made": n_calls, "requests": records,
-    }
+    checks = {"agreement": agreement, "clipped_pixels": n_clipped, "blur": {"base": blur, "sigma": sigma}}
+    _inpaint_info(info, settings, options, sent, answers, records, n_calls, checks)
     log.info("Gemini inpainted %d px in %d request(s) (%d made); stretch half-width %.4f",
-             int(region.sum()), len(requests), n_calls, stretch.hi - 1.0)
+             int(region.sum()), len(requests), n_calls, sent.stretch.hi - 1.0)
     return clean, info
 
 

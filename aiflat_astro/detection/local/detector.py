@@ -8,7 +8,8 @@ from scipy import ndimage
 
 from ...dq import DustDQ
 from ...utils.exceptions import InputError
-from .._base import DustDetection, DustDetector, empty_catalog
+from ...products import DustDetection, empty_catalog
+from .._protocol import DustDetector
 from . import motion
 from .candidates import extract, merge_scales, scale_diameters, scale_maps
 from .scoring import score

@@ -15,7 +15,7 @@ answers with 8-bit PNG.
 Examples
 --------
 >>> import numpy as np
->>> from aiflat_astro.detection._fake_server import FakeGeminiServer, echo
+>>> from aiflat_astro._gemini.fake_server import FakeGeminiServer, echo
 >>> with FakeGeminiServer(echo) as server:
 ...     server.url.startswith("http://127.0.0.1:")
 True
@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from ._render import IMAGE_SIZES, decode_image, encode_png, ratio_value, resample
+from .render import IMAGE_SIZES, decode_image, encode_png, ratio_value, resample
 
 __all__ = []
 
@@ -311,11 +311,11 @@ def clean_image_responder(median, detection, clean, *, api_key, **options):
     -------
     responder : callable
         For `FakeGeminiServer`.
-    stretch : `~aiflat_astro.detection._render.Stretch`
+    stretch : `~aiflat_astro._gemini.render.Stretch`
         The stretch the requests use.
     """
-    from ._render import Request, Stretch, normalise, place, smooth_background
-    from .gemini import inpaint_gemini
+    from .render import Request, Stretch, normalise, place, smooth_background
+    from ..detection.gemini import inpaint_gemini
 
     with FakeGeminiServer(echo) as fake:
         _, info = inpaint_gemini(median, detection, api_key=api_key, base_url=fake.url, cache=False, **options)

@@ -409,7 +409,7 @@ def ser_layout(file_size, frame_count, frame_bytes, *, trailer_ok=None):
         if rest:
             notes.append(f"incomplete last frame ({rest} bytes) ignored")
     elif n > 0 and rest >= 8 * n and (frame_count > 0 or trailer_ok is None
-                                       or trailer_ok(data_end, n)):
+                                      or trailer_ok(data_end, n)):
         trailer_offset, trailer_count, extra = data_end, n, rest - 8 * n
         if extra:
             notes.append(f"{extra} unexpected bytes after the timestamp trailer ignored")
@@ -1282,8 +1282,8 @@ class SERWriter:
         if data.dtype.kind == "f":
             data = np.clip(np.rint(data), info.min, info.max)
         elif data.dtype.kind in "iub":
-            if data.dtype != self.dtype and data.size and (data.min() < info.min or
-                                                            data.max() > info.max):
+            if data.dtype != self.dtype and data.size and (data.min() < info.min
+                                                           or data.max() > info.max):
                 raise InputError(f"frame {self.n_written} has values outside the {self.dtype} "
                                  f"range {info.min}..{info.max}")
         else:

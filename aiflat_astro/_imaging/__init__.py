@@ -1,0 +1,9 @@
+"""Small image-processing cores shared by the detectors and the flat (array in, array out).
+
+* `~.robust` — robust scatter (`astropy.stats.mad_std`) and block means
+  (`astropy.nddata.block_reduce`);
+* `~.disc` — the circle fit of a solar or lunar limb.
+
+Nothing here reads files, knows about detections or imports above
+`aiflat_astro.utils`; ``tests/test_architecture.py`` checks it.
+"""

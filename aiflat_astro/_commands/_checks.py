@@ -9,8 +9,8 @@ NumPy and astropy are imported only by the checks that need them.
 
 import argparse
 
-__all__ = ["MIN_FRAMES", "MIN_MEM_LIMIT", "positive_int", "check_mem_limit",
-           "check_frame_selection", "check_image_values", "check_median", "check_mask_matches",
+__all__ = ["MIN_FRAMES", "MIN_MEM_LIMIT", "positive_int", "positive_float", "non_negative_float", "open_fraction",
+           "check_mem_limit", "check_frame_selection", "check_image_values", "check_median", "check_mask_matches",
            "check_run_inputs"]
 
 #: A temporal median of fewer frames than this is refused when --step/--max-frames caused it.
@@ -44,6 +44,41 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _float_type(text, accept, expected):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def positive_float(text):
+    """``argparse`` type: a number > 0.
+
+    Examples
+    --------
+    >>> positive_float("2.5")
+    2.5
+    >>> positive_float("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a positive number, got '0'
+    """
+    return _float_type(text, lambda v: v > 0, "a positive number")
+
+
+def non_negative_float(text):
+    """``argparse`` type: a number >= 0 (NaN refused)."""
+    return _float_type(text, lambda v: v >= 0, "a number >= 0")
+
+
+def open_fraction(text):
+    """``argparse`` type: a number strictly between 0 and 1."""
+    return _float_type(text, lambda v: 0 < v < 1, "a number between 0 and 1")
 
 
 def check_mem_limit(value, *, option="--mem-limit"):

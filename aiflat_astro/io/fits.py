@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from ..dq import DustDQ, dq_definitions_table
+from ..dq import dq_definitions_table
 from ..provenance import add_provenance_cards, provjson_hdu, read_provjson, verify_checksums
 from ..utils._atomic import atomic_output
 from ..utils._colour import is_colour
@@ -194,6 +194,7 @@ def read_mask(path):
     if rows is None:
         from scipy import ndimage
 
+        from ..dq import DustDQ
         from ..products import catalog_from_labels
 
         labels, _ = ndimage.label((dq & DustDQ.DUST) > 0, structure=np.ones((3, 3), bool))

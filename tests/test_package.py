@@ -37,3 +37,16 @@ def test_cli_start_does_not_import_heavy_subpackages():
             "'aiflat_astro.datasets', 'aiflat_astro.flat', 'aiflat_astro.pipeline') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_mask_io_does_not_load_the_detectors(tmp_path):
+    """mask.fits is read and written through the data model (products) alone."""
+    code = ("import sys, numpy as np; from aiflat_astro.io.fits import read_mask, write_mask; "
+            "from aiflat_astro.products import DustDetection, empty_catalog; "
+            "dq = np.zeros((32, 32), np.uint8); dq[4:8, 4:8] = 1; "
+            f"p = {str(tmp_path / 'mask.fits')!r}; "
+            "write_mask(p, DustDetection(dq=dq, weight=(dq > 0).astype(np.float32), catalog=empty_catalog())); "
+            "d = read_mask(p); assert (d.dq == dq).all() and len(d.catalog) == 0; "
+            "print(sorted(m for m in sys.modules if m.startswith('aiflat_astro.detection')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -5,5 +5,6 @@
 * `~.disc` — the circle fit of a solar or lunar limb.
 
 Nothing here reads files, knows about detections or imports above
-`aiflat_astro.utils`; ``tests/test_architecture.py`` checks it.
+`aiflat_astro.utils`, so every layer from `aiflat_astro.dq` up may use it;
+``tests/test_architecture.py`` checks it.
 """

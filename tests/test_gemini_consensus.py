@@ -107,6 +107,7 @@ def test_consensus_detector_with_fake_gemini(tmp_path):
                                             place(answer_mask.astype(float), request, 0.0)})) as server:
         detector = ConsensusDetector(api_key=KEY, base_url=server.url, **FAST)
         result = detector(median)
+
     def source_at(xc, yc):
         d = np.hypot(result.catalog["x_centroid"] - xc, result.catalog["y_centroid"] - yc)
         assert d.min() < 1

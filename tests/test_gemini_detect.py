@@ -16,8 +16,8 @@ from astropy.io import fits
 
 from aiflat_astro.datasets import make_dusty_video
 from aiflat_astro._gemini.fake_server import (FakeGeminiServer, blocked_reply, dark_pixel_mask, echo,
-                                                 error_reply, finish_reply, image_reply, lookup_responder,
-                                                 text_reply, Reply)
+                                              error_reply, finish_reply, image_reply, lookup_responder,
+                                              text_reply, Reply)
 from aiflat_astro._gemini.render import place, plan_requests
 from aiflat_astro.detection.gemini import DEFAULT_GEMINI_MODEL, GeminiDustDetector
 from aiflat_astro._gemini.prompts import MASK_PROMPT, PROMPT_VERSION, prompt_sha256

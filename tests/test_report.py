@@ -22,7 +22,7 @@ from aiflat_astro.utils.exceptions import InputError
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists()
-                                                 else None)
+                                                else None)
 
 
 def _report_data(path):

@@ -473,19 +473,18 @@ class _ByteOrderDecision:
     inconclusive: bool = False
 
 
-def _decide_byte_order(samples, little_endian_flag, *, byte_order="auto", phase=(1, 1), pixel_depth=16):
-    if byte_order in ("<", ">"):
-        name = "little" if byte_order == "<" else "big"
-        return _ByteOrderDecision(byte_order, f"{name}-endian forced by byte_order={byte_order!r}")
-    if byte_order != "auto":
-        raise InputError(f"byte_order must be 'auto', '<' or '>', got {byte_order!r}")
+def _flag_prior(little_endian_flag):
+    """The byte order the header's LittleEndian flag means in practice, and why."""
     if little_endian_flag == 0:
-        prior, prior_text = "<", "LittleEndian flag 0 (de-facto convention: little-endian data)"
-    elif little_endian_flag == 1:
-        prior, prior_text = ">", "LittleEndian flag 1 (de-facto convention: big-endian data)"
-    else:
-        prior, prior_text = "<", (f"LittleEndian flag {little_endian_flag} is neither 0 nor 1 "
-                                  "(assuming little-endian, the usual x86 order)")
+        return "<", "LittleEndian flag 0 (de-facto convention: little-endian data)"
+    if little_endian_flag == 1:
+        return ">", "LittleEndian flag 1 (de-facto convention: big-endian data)"
+    return "<", (f"LittleEndian flag {little_endian_flag} is neither 0 nor 1 "
+                 "(assuming little-endian, the usual x86 order)")
+
+
+def _order_from_smoothness(samples, phase):
+    """``(order or None, evidence, why undecided)`` from how smooth each byte is across neighbours."""
     tv = np.zeros(2)
     for s in samples:
         tv += _byte_tv(s, phase)
@@ -494,31 +493,37 @@ def _decide_byte_order(samples, little_endian_flag, *, byte_order="auto", phase=
     sy, sx = phase
     pairs = sum(max(s.shape[0] - sy, 0) * s.shape[1] + s.shape[0] * max(s.shape[1] - sx, 0)
                 for s in samples)
-    data = None
     if pairs < BYTE_ORDER_MIN_PAIRS:
-        why = f"only {pairs} same-channel neighbour pairs: too few samples to tell"
-    elif max(tv0, tv1) < BYTE_ORDER_MIN_TV:
-        why = "nearly constant frames"
-    elif min(tv0, tv1) == 0:
+        return None, None, f"only {pairs} same-channel neighbour pairs: too few samples to tell"
+    if max(tv0, tv1) < BYTE_ORDER_MIN_TV:
+        return None, None, "nearly constant frames"
+    if min(tv0, tv1) == 0:
         # One byte never changes.  A constant non-zero byte can only be the high
         # byte; a byte that is always 0 is either the high byte of small values
         # or the low byte of MSB-aligned data of 8 bits or less: undecidable.
         k = 0 if tv0 == 0 else 1
         values = {int(s[0, 0, k]) for s in samples if s.size}
         if values == {0}:
-            why = (f"byte {k} of every sample is 0: values below 256 or MSB-aligned data of at "
-                   "most 8 bits")
-        else:
-            data, ratio_text = ("<" if k == 1 else ">"), f"byte {k} constant and non-zero"
-    else:
-        ratio = tv0 / tv1
-        ratio_text = f"byte smoothness ratio {ratio:.3g}"
-        if ratio > BYTE_ORDER_RATIO:
-            data = "<"
-        elif ratio < 1 / BYTE_ORDER_RATIO:
-            data = ">"
-        else:
-            why = ratio_text
+            return None, None, (f"byte {k} of every sample is 0: values below 256 or MSB-aligned data of at "
+                                "most 8 bits")
+        return ("<" if k == 1 else ">"), f"byte {k} constant and non-zero", None
+    ratio = tv0 / tv1
+    ratio_text = f"byte smoothness ratio {ratio:.3g}"
+    if ratio > BYTE_ORDER_RATIO:
+        return "<", ratio_text, None
+    if ratio < 1 / BYTE_ORDER_RATIO:
+        return ">", ratio_text, None
+    return None, None, ratio_text
+
+
+def _decide_byte_order(samples, little_endian_flag, *, byte_order="auto", phase=(1, 1), pixel_depth=16):
+    if byte_order in ("<", ">"):
+        name = "little" if byte_order == "<" else "big"
+        return _ByteOrderDecision(byte_order, f"{name}-endian forced by byte_order={byte_order!r}")
+    if byte_order != "auto":
+        raise InputError(f"byte_order must be 'auto', '<' or '>', got {byte_order!r}")
+    prior, prior_text = _flag_prior(little_endian_flag)
+    data, ratio_text, why = _order_from_smoothness(samples, phase)
     if data is None:
         # second evidence: a header depth below 16 bits that only one order fits
         fits = [o for o in ("<", ">") if _depth_consistent(samples, o, pixel_depth)]

@@ -57,11 +57,11 @@ _LAZY = {
         'inpaint_gemini', 'gemini_cache_dir', 'DEFAULT_GEMINI_MODEL', 'ConsensusDetector',
         'DISPUTED_POLICIES',
     ),
-    "inpaint": (
+    "flat.estimators.local": (
         'inpaint_local', 'solar_disc_background', 'match_photometry', 'register_inpainter',
         'get_inpainter', 'available_inpainters', 'run_inpainter', 'LOCAL_METHODS', 'MATCH_METHODS',
     ),
-    "jitter": (
+    "flat.estimators.jitter": (
         'JITTER_MIN_R2', 'jitter_clean',
     ),
     "flat": (
@@ -71,7 +71,7 @@ _LAZY = {
         'DriftPath', 'register_frames', 'measure_shift', 'shift_extent', 'drift_constraint',
         'plot_drift',
     ),
-    "measured": (
+    "flat.estimators.measured": (
         'MeasuredTransmission', 'measure_transmission', 'inpaint_measured',
         'add_flat_method', 'write_measured_catalog',
     ),
@@ -88,8 +88,8 @@ __all__ = list(_LAZY_NAMES)
 
 
 #: Subpackages and modules reachable as attributes (``aiflat_astro.io.read_ser``).
-_SUBMODULES = frozenset({"apply", "combine", "datasets", "detection", "dq", "evaluate", "flat", "inpaint",
-                         "io", "jitter", "measured", "pipeline", "provenance", "registration", "utils"})
+_SUBMODULES = frozenset({"apply", "combine", "datasets", "detection", "dq", "evaluate", "flat", "io", "pipeline",
+                         "products", "provenance", "registration", "utils"})
 
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY_NAMES, submodules=_SUBMODULES)

@@ -34,7 +34,7 @@ from aiflat_astro._gemini.fake_server import FakeGeminiServer, clean_image_respo
 from aiflat_astro._gemini.render import resample
 from aiflat_astro.dq import DustDQ
 from aiflat_astro.flat import make_flat
-from aiflat_astro.inpaint import register_inpainter
+from aiflat_astro.flat.estimators.local import register_inpainter
 
 KEY = "benchmark-key"
 

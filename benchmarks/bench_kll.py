@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from aiflat_astro.datasets.kll import make_kll_set
-from aiflat_astro.fullflat import full_flat
+from aiflat_astro.flat.fullflat import full_flat
 
 
 def flat_errors(gain, truth, cover):

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from aiflat_astro import make_dusty_video, make_flat, median_combine
 from aiflat_astro.io.frames import ArraySource
-from aiflat_astro.jitter import jitter_clean
+from aiflat_astro.flat.estimators.jitter import jitter_clean
 from aiflat_astro.utils.exceptions import InputError
 
 

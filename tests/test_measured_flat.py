@@ -20,7 +20,7 @@ from aiflat_astro.datasets import make_dusty_video
 from aiflat_astro.detection._base import DustDetection, empty_catalog
 from aiflat_astro.dq import DustDQ, expand_mask
 from aiflat_astro.flat import make_flat
-from aiflat_astro.measured import (
+from aiflat_astro.flat.estimators.measured import (
     MeasuredTransmission,
     add_flat_method,
     inpaint_measured,

@@ -24,7 +24,7 @@ def test_every_public_name_resolves():
 def test_builtin_names_match_registries():
     from aiflat_astro._constants import BUILTIN_DETECTORS, BUILTIN_INPAINTERS
     from aiflat_astro.detection import available_detectors
-    from aiflat_astro.inpaint import available_inpainters
+    from aiflat_astro.flat.estimators.local import available_inpainters
 
     assert set(BUILTIN_DETECTORS) <= set(available_detectors())
     assert set(BUILTIN_INPAINTERS) <= set(available_inpainters())
@@ -33,7 +33,7 @@ def test_builtin_names_match_registries():
 def test_cli_start_does_not_import_heavy_subpackages():
     code = ("import sys, aiflat_astro.cli as c; c._build_parser(); "
             "print(sorted(m for m in ('scipy.signal', 'matplotlib', 'google.genai', 'skimage', "
-            "'aiflat_astro.detection', 'aiflat_astro.registration', 'aiflat_astro.inpaint', "
+            "'aiflat_astro.detection', 'aiflat_astro.registration', 'aiflat_astro.flat.estimators', "
             "'aiflat_astro.datasets', 'aiflat_astro.flat', 'aiflat_astro.pipeline') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

@@ -161,7 +161,7 @@ def _run_full(args, median, detection, t0):
 def _report_measured(args, flat, detection):
     import json
 
-    from ..measured import write_measured_catalog
+    from ..flat.estimators.measured import write_measured_catalog
 
     info = json.loads(flat.meta["PROVJSON"]).get("inpaint_info", {})
     drift = info.get("drift", {}).get("summary", {})

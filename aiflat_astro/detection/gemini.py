@@ -384,7 +384,7 @@ def _check_agreement(answer, reference, stretch, min_correlation):
 
 def _match(answer, reference, usable, stretch, method):
     """Photometric map of an answer onto the input, learnt on the ``usable`` pixels."""
-    from ..inpaint import match_photometry
+    from ..flat.estimators.local import match_photometry
 
     est, ref = answer[usable], reference[usable]
     if np.std(ref) > 2 * stretch.step and np.std(est) > 2 * stretch.step:
@@ -663,7 +663,7 @@ def _fill_clipped(clean, data, region, clipped_answer, blur, sigma):
     the clean value follows from it.  The blur spreads a clipped value over
     its neighbours, so the clipped area is widened accordingly.
     """
-    from ..inpaint import inpaint_local
+    from ..flat.estimators.local import inpaint_local
 
     reach = int(np.ceil(2 * sigma)) + (2 if blur == "resample" else 1)
     if clipped_answer.any():

@@ -54,12 +54,15 @@ _LAZY = {
         'expected_diameters', 'darkness_map', 'read_regions', 'apply_region_edits',
         'detection_from_mask', 'catalog_from_mask', 'read_user_mask', 'write_catalog',
         'write_regions', 'write_preview', 'REGION_COLORS', 'GeminiDustDetector',
-        'inpaint_gemini', 'gemini_cache_dir', 'DEFAULT_GEMINI_MODEL', 'ConsensusDetector',
+        'gemini_cache_dir', 'DEFAULT_GEMINI_MODEL', 'ConsensusDetector',
         'DISPUTED_POLICIES',
     ),
     "flat.estimators.local": (
         'inpaint_local', 'solar_disc_background', 'match_photometry', 'register_inpainter',
         'get_inpainter', 'available_inpainters', 'run_inpainter', 'LOCAL_METHODS', 'MATCH_METHODS',
+    ),
+    "flat.estimators.gemini": (
+        'inpaint_gemini',
     ),
     "flat.estimators.jitter": (
         'JITTER_MIN_R2', 'jitter_clean',

@@ -38,6 +38,7 @@ from scipy import sparse
 from scipy.sparse import linalg as splinalg
 
 from ...utils._lazy import resolve
+from ._interface import GeminiEstimator, MeasuredEstimator
 from ...utils.exceptions import InputError
 
 __all__ = [
@@ -818,5 +819,5 @@ def _local_inpainter(median, detection, *, frames=None, method="poly", normalize
 
 
 register_inpainter("local", _local_inpainter)
-register_inpainter("measured", "aiflat_astro.flat.estimators.measured:inpaint_measured")
-register_inpainter("gemini", "aiflat_astro.detection.gemini:inpaint_gemini")
+register_inpainter("measured", MeasuredEstimator())
+register_inpainter("gemini", GeminiEstimator())

@@ -54,24 +54,27 @@ _LAZY = {
         'expected_diameters', 'darkness_map', 'read_regions', 'apply_region_edits',
         'detection_from_mask', 'catalog_from_mask', 'read_user_mask', 'write_catalog',
         'write_regions', 'write_preview', 'REGION_COLORS', 'GeminiDustDetector',
-        'inpaint_gemini', 'gemini_cache_dir', 'DEFAULT_GEMINI_MODEL', 'ConsensusDetector',
+        'gemini_cache_dir', 'DEFAULT_GEMINI_MODEL', 'ConsensusDetector',
         'DISPUTED_POLICIES',
     ),
-    "inpaint": (
+    "flat.estimators.local": (
         'inpaint_local', 'solar_disc_background', 'match_photometry', 'register_inpainter',
         'get_inpainter', 'available_inpainters', 'run_inpainter', 'LOCAL_METHODS', 'MATCH_METHODS',
     ),
-    "jitter": (
+    "flat.estimators.gemini": (
+        'inpaint_gemini',
+    ),
+    "flat.estimators.jitter": (
         'JITTER_MIN_R2', 'jitter_clean',
     ),
     "flat": (
-        'make_flat', 'multiply_master_flat', 'evaluate_flat', 'FLAT_PROFILES',
+        'make_flat', 'FlatOptions', 'multiply_master_flat', 'evaluate_flat', 'FLAT_PROFILES',
     ),
     "registration": (
         'DriftPath', 'register_frames', 'measure_shift', 'shift_extent', 'drift_constraint',
         'plot_drift',
     ),
-    "measured": (
+    "flat.estimators.measured": (
         'MeasuredTransmission', 'measure_transmission', 'inpaint_measured',
         'add_flat_method', 'write_measured_catalog',
     ),
@@ -79,7 +82,7 @@ _LAZY = {
         'apply_flat', 'apply_to_file', 'flat_boxes',
     ),
     "pipeline": (
-        'run_pipeline',
+        'run_pipeline', 'RunOptions',
     ),
 }
 _LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
@@ -88,8 +91,8 @@ __all__ = list(_LAZY_NAMES)
 
 
 #: Subpackages and modules reachable as attributes (``aiflat_astro.io.read_ser``).
-_SUBMODULES = frozenset({"apply", "combine", "datasets", "detection", "dq", "evaluate", "flat", "inpaint",
-                         "io", "jitter", "measured", "pipeline", "provenance", "registration", "utils"})
+_SUBMODULES = frozenset({"apply", "combine", "datasets", "detection", "dq", "evaluate", "flat", "io", "pipeline",
+                         "products", "provenance", "registration", "utils"})
 
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY_NAMES, submodules=_SUBMODULES)

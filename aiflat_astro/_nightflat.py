@@ -110,7 +110,7 @@ def merge_detections(detections, medians, *, keep_fraction=0.5):
     --------
     >>> import numpy as np
     >>> from aiflat_astro.detection import DustDetection
-    >>> from aiflat_astro.detection._base import _catalog_from_rows
+    >>> from aiflat_astro.products import _catalog_from_rows
     >>> y, x = np.mgrid[:48, :48]
     >>> spot = np.hypot(x - 20, y - 20) < 4
     >>> row = {"id": 1, "x_centroid": 20.0, "y_centroid": 20.0, "area": float(spot.sum()),

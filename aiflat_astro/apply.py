@@ -40,6 +40,9 @@ from .utils.exceptions import InputError
 
 __all__ = ["apply_flat", "apply_to_file", "flat_boxes"]
 
+#: Largest flat value accepted by `check_flat_values`: a flat divides, 1e30 would zero the pixel.
+FLAT_MAX = 100.0
+
 log = logging.getLogger(__name__)
 
 
@@ -464,6 +467,36 @@ def apply_to_file(flat, input_path, output_path, *, overwrite=False, progress_ba
                           mem_limit=mem_limit, byte_order=byte_order)
 
 
+def check_flat_values(data, *, name):
+    """Refuse a flat with values that would destroy pixels on division.
+
+    NaN, infinite, zero or negative values, and values above `FLAT_MAX`
+    (1e30 in a shadow would set the corrected pixels to 0) are refused.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> f = np.ones((4, 4), np.float32); f[1, 1] = 1e30
+    >>> check_flat_values(f, name="flat.fits")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    aiflat_astro.utils.exceptions.InputError: flat.fits: 1 flat value(s) above 100 (largest 1e+30); ...
+    """
+    a = np.asarray(data)
+    finite = np.isfinite(a)
+    if not finite.all():
+        raise InputError(f"{name}: the flat has {int(a.size - np.count_nonzero(finite))} NaN or infinite value(s); "
+                         "it cannot be applied")
+    if a.size and float(a.min()) <= 0:
+        raise InputError(f"{name}: the flat has {int(np.count_nonzero(a <= 0))} zero or negative value(s); "
+                         "it cannot be applied")
+    high = a > FLAT_MAX
+    if high.any():
+        raise InputError(f"{name}: {int(np.count_nonzero(high))} flat value(s) above {FLAT_MAX:g} (largest "
+                         f"{float(a.max()):.6g}); dividing by them would wipe out the pixels (a flat is about 1: "
+                         "is this a flat?)")
+
+
 def _apply_to_file(flat, input_path, output_path, *, overwrite=False, progress_bar=False, mem_limit="256MB",
                    byte_order="auto", started=None, t0=None):
     """`apply_to_file`; ``started`` is a `BackgroundCopy` of a SER input already copying to a
@@ -474,8 +507,6 @@ def _apply_to_file(flat, input_path, output_path, *, overwrite=False, progress_b
     try:
         data, meta, name = _flat_data(flat)
         flat_id = (name, meta.get("PARAMSHA", "") if meta else "")
-        from ._commands._checks import check_flat_values
-
         check_flat_values(data, name=name)
         input_path, output_path = _check_paths(input_path, output_path)
         if input_path.suffix.lower() == ".ser":

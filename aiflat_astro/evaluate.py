@@ -19,7 +19,7 @@ from .dq import DustDQ
 from .utils.exceptions import InputError
 
 __all__ = ["evaluate_mask", "evaluate_file", "shadow_snr", "shadow_contrast", "residual_contrast",
-           "mask_from_flat"]
+           "mask_from_flat", "flat_errors"]
 
 log = logging.getLogger(__name__)
 
@@ -519,5 +519,3 @@ def flat_errors(gain, truth, cover):
     coef, *_ = np.linalg.lstsq(a, e, rcond=None)
     return float(np.sqrt(np.mean(e**2))), float(np.sqrt(np.mean((e - a @ coef) ** 2)))
 
-
-__all__ += ["flat_errors"]

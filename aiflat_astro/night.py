@@ -286,7 +286,7 @@ def _own_median(video, sel, opts):
 
 
 def _own_detection(video, median, sel, opts):
-    from .detection._base import detect_dust
+    from .detection._high_level import detect_dust
 
     with opts.frames([video], [sel]) as frames:
         return detect_dust(median, detector=opts.detector, frames=frames, f_ratio=opts.f_ratio,
@@ -583,7 +583,7 @@ def _new_shadows(corrected, shared, known, depth, fraction, frames=None, *, cand
 def _local_catalog(image, frames):
     import warnings
 
-    from .detection._base import detect_dust
+    from .detection._high_level import detect_dust
     from .utils.exceptions import AiflatUserWarning
 
     with warnings.catch_warnings():

@@ -32,7 +32,7 @@ from astropy.io import fits
 from .provenance import params_hash, software_id
 from .utils.exceptions import InputError, ProvenanceError, warn_user
 
-__all__ = ["run_pipeline"]  # RunOptions is public by name; aiflat_astro._LAZY mirrors this list
+__all__ = ["run_pipeline", "RunOptions"]
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ class _Run:
 
     # -- 2. dust detection and its side products ------------------------------------------
     def mask(self):
-        from .detection._base import detect_dust
+        from .detection._high_level import detect_dust
         from .io.fits import read_mask
 
         t0, o = time.perf_counter(), self.opts

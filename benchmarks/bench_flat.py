@@ -48,7 +48,7 @@ from scipy import ndimage
 from aiflat_astro.combine import median_combine
 from aiflat_astro.datasets import make_dusty_video
 from aiflat_astro.flat import make_flat
-from aiflat_astro.inpaint import match_photometry
+from aiflat_astro.flat.estimators.local import match_photometry
 
 LOCAL_VARIANTS = {
     "harmonic": {"method": "harmonic", "normalize": False},
@@ -90,7 +90,7 @@ def _oracle_inpainter(median, detection, *, frames=None, transmission=None):
 def bench_flats(args):
     results = {}
     if args.oracle:
-        from aiflat_astro.inpaint import available_inpainters, register_inpainter
+        from aiflat_astro.flat.estimators.local import available_inpainters, register_inpainter
 
         if "bench-oracle" not in available_inpainters():
             register_inpainter("bench-oracle", _oracle_inpainter)

@@ -61,7 +61,7 @@ from scipy.special import expit
 from aiflat_astro.datasets.real import load_xu2016
 from aiflat_astro.evaluate import _robust_plane, mask_from_flat, residual_contrast
 from aiflat_astro.flat import make_flat
-from aiflat_astro.inpaint import inpaint_local
+from aiflat_astro.flat.estimators.local import inpaint_local
 
 #: Quantiles (5 %, 50 %, 95 %) of the real specks' equivalent diameter and depth (notes §1).
 DIAMETER_Q = (3.1, 9.9, 18.9)

@@ -30,11 +30,12 @@ import numpy as np
 
 from aiflat_astro.datasets import make_dusty_video
 from aiflat_astro.detection._base import DustDetection, empty_catalog
-from aiflat_astro.detection._fake_server import FakeGeminiServer, clean_image_responder
-from aiflat_astro.detection._render import resample
+from aiflat_astro._gemini.fake_server import FakeGeminiServer
+from aiflat_astro.flat.estimators.gemini import clean_image_responder
+from aiflat_astro._gemini.render import resample
 from aiflat_astro.dq import DustDQ
 from aiflat_astro.flat import make_flat
-from aiflat_astro.inpaint import register_inpainter
+from aiflat_astro.flat.estimators.local import register_inpainter
 
 KEY = "benchmark-key"
 

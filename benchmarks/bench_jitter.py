@@ -73,8 +73,8 @@ from scipy import ndimage
 from aiflat_astro.combine import median_combine
 from aiflat_astro.datasets import make_dusty_video
 from aiflat_astro.flat import make_flat
-from aiflat_astro.inpaint import available_inpainters, get_inpainter, register_inpainter
-from aiflat_astro.jitter import jitter_clean
+from aiflat_astro.flat.estimators.local import available_inpainters, get_inpainter, register_inpainter
+from aiflat_astro.flat.estimators.jitter import jitter_clean
 
 METHODS = ("local", "jitter", "global", "true")
 

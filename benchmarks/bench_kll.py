@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from aiflat_astro.datasets.kll import make_kll_set
 from aiflat_astro.evaluate import flat_errors
-from aiflat_astro.fullflat import full_flat
+from aiflat_astro.flat.fullflat import full_flat
 
 
 def simulated(shape, n_frames, max_offset, seed, level):

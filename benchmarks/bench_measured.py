@@ -26,7 +26,7 @@ from aiflat_astro.detection import detect_dust
 from aiflat_astro.detection._base import DustDetection, empty_catalog
 from aiflat_astro.dq import DustDQ, expand_mask
 from aiflat_astro.flat import make_flat
-from aiflat_astro.measured import measure_transmission
+from aiflat_astro.flat.estimators.measured import measure_transmission
 
 CASES = [
     # (label, options of make_dusty_video)

@@ -15,11 +15,11 @@ import pytest
 from astropy.table import Table
 from scipy import ndimage
 
-import aiflat_astro.flat as flat_module
+import aiflat_astro.flat._high_level as flat_module
 from aiflat_astro.detection._base import DustDetection
 from aiflat_astro.dq import DustDQ, expand_mask
 from aiflat_astro.flat import make_flat
-from aiflat_astro.inpaint import inpaint_local
+from aiflat_astro.flat.estimators.local import inpaint_local
 from aiflat_astro.utils.exceptions import AiflatUserWarning
 
 

@@ -8,7 +8,7 @@ from scipy import ndimage
 from aiflat_astro.datasets.kll import make_kll_set
 from aiflat_astro.evaluate import flat_errors
 from aiflat_astro.dq import DustDQ
-from aiflat_astro.fullflat import full_flat, make_full_flat, solve_gain
+from aiflat_astro.flat.fullflat import full_flat, make_full_flat, solve_gain
 from aiflat_astro.utils.exceptions import InputError
 
 

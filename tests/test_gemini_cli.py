@@ -7,7 +7,7 @@ from astropy.io import fits
 
 from aiflat_astro.cli import main
 from aiflat_astro.datasets import make_dusty_video
-from aiflat_astro.detection._fake_server import FakeGeminiServer, dark_pixel_mask, echo
+from aiflat_astro._gemini.fake_server import FakeGeminiServer, dark_pixel_mask, echo
 from aiflat_astro.dq import DustDQ
 
 KEY = "AIzaSy-TEST-cli-secret-987654"
@@ -93,7 +93,7 @@ def test_flat_missing_key(tmp_path, server, products, monkeypatch, capsys):
 
 def test_flat_server_error_is_one_line(tmp_path, server, products, capsys):
     median, mask = products
-    from aiflat_astro.detection._fake_server import error_reply
+    from aiflat_astro._gemini.fake_server import error_reply
 
     server.queue(error_reply(503))
     code = main(["flat", str(median), "--mask", str(mask), "-o", str(tmp_path / "flat.fits"), "--inpaint",

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from aiflat_astro.detection._base import DustDetection, detect_dust
-from aiflat_astro.detection._fake_server import FakeGeminiServer, lookup_responder
-from aiflat_astro.detection._render import place, plan_requests
+from aiflat_astro.detection import DustDetection, detect_dust
+from aiflat_astro._gemini.fake_server import FakeGeminiServer, lookup_responder
+from aiflat_astro._gemini.render import place, plan_requests
 from aiflat_astro.detection.consensus import ConsensusDetector, combine_detections
 from aiflat_astro.detection.gemini import GeminiDustDetector
 from aiflat_astro.dq import DustDQ
@@ -31,7 +31,7 @@ def as_detection(mask, name, confidence=0.9):
     rows = []
     for k, (cy, cx) in enumerate(ndimage.center_of_mass(mask, labels, range(1, n + 1)), start=1):
         rows.append({"id": k, "x_centroid": cx, "y_centroid": cy, "confidence": confidence})
-    from aiflat_astro.detection._base import _catalog_from_rows
+    from aiflat_astro.products import _catalog_from_rows
 
     return DustDetection(dq=dq, weight=mask.astype(np.float32), catalog=_catalog_from_rows(rows), detector=name,
                          provenance={"detector": name, "ai_model": "m" if name == "gemini" else None},
@@ -107,6 +107,7 @@ def test_consensus_detector_with_fake_gemini(tmp_path):
                                             place(answer_mask.astype(float), request, 0.0)})) as server:
         detector = ConsensusDetector(api_key=KEY, base_url=server.url, **FAST)
         result = detector(median)
+
     def source_at(xc, yc):
         d = np.hypot(result.catalog["x_centroid"] - xc, result.catalog["y_centroid"] - yc)
         assert d.min() < 1

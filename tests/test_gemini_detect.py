@@ -1,6 +1,6 @@
 """GeminiDustDetector through the real google-genai SDK against a local fake server.
 
-The server (`aiflat_astro.detection._fake_server`) speaks the generateContent
+The server (`aiflat_astro._gemini.fake_server`) speaks the generateContent
 wire format on 127.0.0.1; nothing in the SDK is mocked.  Masks come either
 from simulator truth placed in the geometry of each request, or from an
 oracle that only sees the pixels it was sent (so that aiflat's own padding,
@@ -15,12 +15,12 @@ import pytest
 from astropy.io import fits
 
 from aiflat_astro.datasets import make_dusty_video
-from aiflat_astro.detection._fake_server import (FakeGeminiServer, blocked_reply, dark_pixel_mask, echo,
-                                                 error_reply, finish_reply, image_reply, lookup_responder,
-                                                 text_reply, Reply)
-from aiflat_astro.detection._render import place, plan_requests
+from aiflat_astro._gemini.fake_server import (FakeGeminiServer, blocked_reply, dark_pixel_mask, echo,
+                                              error_reply, finish_reply, image_reply, lookup_responder,
+                                              text_reply, Reply)
+from aiflat_astro._gemini.render import place, plan_requests
 from aiflat_astro.detection.gemini import DEFAULT_GEMINI_MODEL, GeminiDustDetector
-from aiflat_astro.detection.prompts import MASK_PROMPT, PROMPT_VERSION, prompt_sha256
+from aiflat_astro._gemini.prompts import MASK_PROMPT, PROMPT_VERSION, prompt_sha256
 from aiflat_astro.dq import DustDQ
 from aiflat_astro.provenance import add_provenance_cards, provjson_hdu, read_provjson
 from aiflat_astro.utils.exceptions import GeminiError, InputError
@@ -195,7 +195,7 @@ class TestMasks:
 
         def responder(request):
             mask = (request.images[0] < 0.4).astype(float)
-            from aiflat_astro.detection._render import resample
+            from aiflat_astro._gemini.render import resample
             return image_reply(resample(mask, request.output_shape) >= 0.5, thought_images=[wrong])
 
         server.responder = responder

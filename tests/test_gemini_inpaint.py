@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from aiflat_astro.datasets import make_dusty_video
-from aiflat_astro.detection._base import DustDetection, empty_catalog
-from aiflat_astro.detection._fake_server import FakeGeminiServer, clean_image_responder, echo, image_reply
-from aiflat_astro.detection.gemini import inpaint_gemini
-from aiflat_astro.detection.prompts import INPAINT_PROMPT, prompt_sha256
+from aiflat_astro.products import DustDetection, empty_catalog
+from aiflat_astro._gemini.fake_server import FakeGeminiServer, echo, image_reply
+from aiflat_astro.flat.estimators.gemini import clean_image_responder, inpaint_gemini
+from aiflat_astro._gemini.prompts import INPAINT_PROMPT, prompt_sha256
 from aiflat_astro.dq import DustDQ
 from aiflat_astro.utils.exceptions import GeminiError
 

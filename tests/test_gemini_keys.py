@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from aiflat_astro.detection._gemini_api import API_VERSION, default_cache_dir, make_client
-from aiflat_astro.detection._keys import resolve_api_key, scrub
+from aiflat_astro._gemini.client import API_VERSION, default_cache_dir, make_client
+from aiflat_astro._gemini.keys import resolve_api_key, scrub
 from aiflat_astro.utils.exceptions import GeminiError
 
 

@@ -13,8 +13,9 @@ import os
 import numpy as np
 import pytest
 
-from aiflat_astro.detection._base import DustDetection, empty_catalog
-from aiflat_astro.detection.gemini import GeminiDustDetector, inpaint_gemini
+from aiflat_astro.products import DustDetection, empty_catalog
+from aiflat_astro.detection.gemini import GeminiDustDetector
+from aiflat_astro.flat.estimators.gemini import inpaint_gemini
 from aiflat_astro.dq import DustDQ
 
 

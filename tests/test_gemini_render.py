@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from aiflat_astro.detection._render import (ASPECT_RATIOS, Request, Stretch, blend_weights, check_answer_shape,
-                                            decode_image, encode_png, nearest_aspect_ratio, normalise,
-                                            pad_to_ratio, place, plan_requests, ratio_value, resample,
-                                            smooth_background, tile_layout, unplace)
+from aiflat_astro._gemini.render import (ASPECT_RATIOS, Request, Stretch, blend_weights, check_answer_shape,
+                                         decode_image, encode_png, nearest_aspect_ratio, normalise,
+                                         pad_to_ratio, place, plan_requests, ratio_value, resample,
+                                         smooth_background, tile_layout, unplace)
 from aiflat_astro.utils.exceptions import GeminiError, InputError
 
 

@@ -8,7 +8,7 @@ import pytest
 from aiflat_astro.combine import median_combine
 from aiflat_astro.datasets import make_dusty_video
 from aiflat_astro.flat import make_flat
-from aiflat_astro.inpaint import inpaint_local, solar_disc_background
+from aiflat_astro.flat.estimators.local import inpaint_local, solar_disc_background
 from aiflat_astro.utils.exceptions import InputError
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from aiflat_astro.inpaint import (LOCAL_METHODS, available_inpainters, get_inpainter, inpaint_local,
+from aiflat_astro.flat.estimators.local import (LOCAL_METHODS, available_inpainters, get_inpainter, inpaint_local,
                                   match_photometry, register_inpainter, run_inpainter)
 from aiflat_astro.utils.exceptions import InputError
 
@@ -69,7 +69,7 @@ def test_region_at_the_image_border():
 
 
 def test_large_region_coarse_to_fine(monkeypatch):
-    import aiflat_astro.inpaint as ip
+    import aiflat_astro.flat.estimators.local as ip
 
     monkeypatch.setattr(ip, "_DIRECT_LIMIT", 500)
     truth = _plane((100, 100))
@@ -168,17 +168,17 @@ def test_registry_and_run_inpainter_protects_unmasked_pixels():
         assert np.allclose(clean[weight > 0], 3 * median[weight > 0])
         assert info["method"] == "test-noisy" and info["generated"] is True
     finally:
-        from aiflat_astro import inpaint
+        from aiflat_astro.flat.estimators import local as inpaint
 
         inpaint._INPAINTERS.pop("test-noisy")
 
 
 def test_registry_lazy_and_errors():
-    register_inpainter("test-lazy", "aiflat_astro.inpaint:_local_inpainter")
+    register_inpainter("test-lazy", "aiflat_astro.flat.estimators.local:_local_inpainter")
     try:
         assert callable(get_inpainter("test-lazy"))
     finally:
-        from aiflat_astro import inpaint
+        from aiflat_astro.flat.estimators import local as inpaint
 
         inpaint._INPAINTERS.pop("test-lazy")
     with pytest.raises(InputError, match="unknown inpainting method"):
@@ -194,6 +194,6 @@ def test_registry_lazy_and_errors():
         with pytest.raises(InputError, match="returned shape"):
             run_inpainter("test-wrong", np.ones((8, 8)), _Det(np.ones((8, 8), np.float32)))
     finally:
-        from aiflat_astro import inpaint
+        from aiflat_astro.flat.estimators import local as inpaint
 
         inpaint._INPAINTERS.pop("test-wrong")

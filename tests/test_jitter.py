@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from aiflat_astro import make_dusty_video, make_flat, median_combine
 from aiflat_astro.io.frames import ArraySource
-from aiflat_astro.jitter import jitter_clean
+from aiflat_astro.flat.estimators.jitter import jitter_clean
 from aiflat_astro.utils.exceptions import InputError
 
 
@@ -222,7 +222,7 @@ def test_raw_colour_mosaic(solar, tmp_path):
 
 def test_separable_sampler_is_the_bicubic_spline():
     """The per-box sampler gives map_coordinates' values and slopes, also near the box's edge."""
-    from aiflat_astro.jitter import _Box
+    from aiflat_astro.flat.estimators.jitter import _Box
 
     rng = np.random.default_rng(4)
     median = 1000 + ndimage.gaussian_filter(rng.normal(0, 30, (50, 64)), 1.5)

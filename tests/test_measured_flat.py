@@ -20,7 +20,7 @@ from aiflat_astro.datasets import make_dusty_video
 from aiflat_astro.detection._base import DustDetection, empty_catalog
 from aiflat_astro.dq import DustDQ, expand_mask
 from aiflat_astro.flat import make_flat
-from aiflat_astro.measured import (
+from aiflat_astro.flat.estimators.measured import (
     MeasuredTransmission,
     add_flat_method,
     inpaint_measured,
@@ -330,7 +330,7 @@ def test_box_shift_is_the_spline_of_ndimage_shift():
     """The separable box shift gives scipy.ndimage.shift's values (order 1 and 3) on the interior."""
     from scipy import ndimage as ndi
 
-    from aiflat_astro.measured import _PAD, _sample_box, _shifted_interior
+    from aiflat_astro.flat.estimators.measured import _PAD, _sample_box, _shifted_interior
 
     rng = np.random.default_rng(3)
     coeffs = rng.normal(size=(30 + 2 * _PAD + 1, 40 + 2 * _PAD + 1))

@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from aiflat_astro.detection.review import detection_from_mask
 from aiflat_astro.flat import make_flat
-from aiflat_astro.measured import measure_transmission
+from aiflat_astro.flat.estimators.measured import measure_transmission
 from aiflat_astro.utils.exceptions import DetectorFallbackWarning
 
 

@@ -6,7 +6,7 @@ from astropy.nddata import CCDData, StdDevUncertainty
 
 from aiflat_astro._nightflat import combine_flats, merge_detections
 from aiflat_astro.detection import DustDetection
-from aiflat_astro.detection._base import _catalog_from_rows
+from aiflat_astro.products import _catalog_from_rows
 from aiflat_astro.dq import DustDQ
 
 SHAPE = (80, 96)

@@ -22,7 +22,7 @@ from aiflat_astro.utils.exceptions import InputError
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists()
-                                                 else None)
+                                                else None)
 
 
 def _report_data(path):
@@ -382,7 +382,7 @@ def test_no_shadow_and_no_flat(tmp_path):
     from astropy.nddata import CCDData
 
     from aiflat_astro.detection import DustDetection
-    from aiflat_astro.detection._base import empty_catalog
+    from aiflat_astro.products import empty_catalog
     from aiflat_astro.io.fits import write_mask
 
     img = np.random.default_rng(0).normal(1000, 10, (40, 50)).astype(np.float32)

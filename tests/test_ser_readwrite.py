@@ -12,7 +12,6 @@ from astropy.nddata import CCDData
 
 from aiflat_astro.io import SERReader, SERWriter, read_ser, write_ser
 from aiflat_astro.io.ser import HEADER_SIZE, datetime_to_ticks
-from aiflat_astro.utils.exceptions import SERFormatWarning
 from aiflat_astro.utils.exceptions import InputError, SERFormatWarning
 
 T0 = datetime_to_ticks("2025-03-29T10:50:00")

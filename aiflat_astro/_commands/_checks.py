@@ -9,16 +9,14 @@ NumPy and astropy are imported only by the checks that need them.
 
 import argparse
 
-__all__ = ["MIN_FRAMES", "MIN_MEM_LIMIT", "FLAT_MAX", "positive_int", "check_mem_limit",
-           "check_frame_selection", "check_image_values", "check_median", "check_mask_matches",
-           "check_flat_values", "check_run_inputs"]
+__all__ = ["MIN_FRAMES", "MIN_MEM_LIMIT", "positive_int", "positive_float", "non_negative_float", "open_fraction",
+           "check_mem_limit", "check_frame_selection", "check_image_values", "check_median", "check_mask_matches",
+           "check_run_inputs"]
 
 #: A temporal median of fewer frames than this is refused when --step/--max-frames caused it.
 MIN_FRAMES = 3
 #: Smallest --mem-limit accepted by every command (a limit below it cannot be honoured).
 MIN_MEM_LIMIT = 1_000_000
-#: Largest flat value accepted by ``apply``: a flat divides, 1e30 would zero the pixel.
-FLAT_MAX = 100.0
 
 
 def _error(message):
@@ -46,6 +44,41 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _float_type(text, accept, expected):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def positive_float(text):
+    """``argparse`` type: a number > 0.
+
+    Examples
+    --------
+    >>> positive_float("2.5")
+    2.5
+    >>> positive_float("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a positive number, got '0'
+    """
+    return _float_type(text, lambda v: v > 0, "a positive number")
+
+
+def non_negative_float(text):
+    """``argparse`` type: a number >= 0 (NaN refused)."""
+    return _float_type(text, lambda v: v >= 0, "a number >= 0")
+
+
+def open_fraction(text):
+    """``argparse`` type: a number strictly between 0 and 1."""
+    return _float_type(text, lambda v: 0 < v < 1, "a number between 0 and 1")
 
 
 def check_mem_limit(value, *, option="--mem-limit"):
@@ -187,7 +220,7 @@ def check_mask_matches(detection, median, *, mask_name, median_name, force=False
     recorded = (detection.provenance or {}).get("input_sha256")
     if not recorded:
         return
-    from ..detection._base import _as_image
+    from ..detection._high_level import _as_image
     from ..provenance import sha256_array
 
     image = median if hasattr(median, "meta") else data
@@ -199,38 +232,6 @@ def check_mask_matches(detection, median, *, mask_name, median_name, force=False
     if not force:
         raise _error(message + "; make the mask from this median, or pass --force to use it anyway")
     warn_user(message + "; used anyway (--force)", AiflatUserWarning)
-
-
-def check_flat_values(data, *, name):
-    """Refuse a flat with values that would destroy pixels on division.
-
-    NaN, infinite, zero or negative values, and values above `FLAT_MAX`
-    (1e30 in a shadow would set the corrected pixels to 0) are refused.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> f = np.ones((4, 4), np.float32); f[1, 1] = 1e30
-    >>> check_flat_values(f, name="flat.fits")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    aiflat_astro.utils.exceptions.InputError: flat.fits: 1 flat value(s) above 100 (largest 1e+30); ...
-    """
-    import numpy as np
-
-    a = np.asarray(data)
-    finite = np.isfinite(a)
-    if not finite.all():
-        raise _error(f"{name}: the flat has {int(a.size - np.count_nonzero(finite))} NaN or infinite value(s); "
-                     "it cannot be applied")
-    if a.size and float(a.min()) <= 0:
-        raise _error(f"{name}: the flat has {int(np.count_nonzero(a <= 0))} zero or negative value(s); "
-                     "it cannot be applied")
-    high = a > FLAT_MAX
-    if high.any():
-        raise _error(f"{name}: {int(np.count_nonzero(high))} flat value(s) above {FLAT_MAX:g} (largest "
-                     f"{float(a.max()):.6g}); dividing by them would wipe out the pixels (a flat is about 1: "
-                     "is this a flat?)")
 
 
 def check_run_inputs(args):

@@ -47,8 +47,10 @@ def _simulate(outdir, progress):
                 return video, truth, False
         except Exception:  # noqa: BLE001 - an unreadable truth is simply simulated again
             pass
+    from ..utils.exceptions import AiflatUserWarning
+
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "only k of n shadows fit": fine for a demo
+        warnings.simplefilter("ignore", AiflatUserWarning)  # "only k of n shadows fit": fine for a demo
         truth = make_dusty_video(video, truth_path=truth_path, overwrite=True, progress_bar=progress,
                                  **DEMO_SIMULATION)
     return video, truth, True

@@ -3,32 +3,9 @@
 import time
 
 from ..utils._atomic import check_output_path
+from ._checks import non_negative_float, positive_float
 
 __all__ = ["add_parser", "run"]
-
-
-def _positive(text):
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _non_negative(text):
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 def add_parser(subparsers):
@@ -50,8 +27,8 @@ def add_parser(subparsers):
     p.add_argument("--frames", metavar="VIDEO",
                    help="the frames the median was made from (SER, FITS cube or files): dust stays on "
                         "the sensor while the scene moves; strongly recommended for solar data")
-    p.add_argument("--f-ratio", type=_positive, metavar="N", help="focal ratio at the sensor")
-    p.add_argument("--pixel-size", type=_positive, metavar="UM",
+    p.add_argument("--f-ratio", type=positive_float, metavar="N", help="focal ratio at the sensor")
+    p.add_argument("--pixel-size", type=positive_float, metavar="UM",
                    help="pixel size in micrometres; with --f-ratio it sets the expected shadow sizes and "
                         "gives the dust distance from the sensor in the catalog")
     p.add_argument("--catalog", metavar="DUST.ecsv", help="also write the shadow catalog (ECSV)")
@@ -63,9 +40,9 @@ def add_parser(subparsers):
     p.add_argument("--user-mask", metavar="MASK.fits|png",
                    help="your own dust mask (FITS or PNG, nonzero = dust, same size as the median); "
                         "replaces the detector")
-    p.add_argument("--dilate", type=_non_negative, default=2.0, metavar="PX",
+    p.add_argument("--dilate", type=non_negative_float, default=2.0, metavar="PX",
                    help="dilation of the dust mask before the soft edge, pixels (default: 2)")
-    p.add_argument("--soft-edge", type=_non_negative, default=1.5, metavar="PX",
+    p.add_argument("--soft-edge", type=non_negative_float, default=1.5, metavar="PX",
                    help="Gaussian sigma of the weight's soft edge, pixels (default: 1.5)")
     p.add_argument("--overwrite", action="store_true", help="replace output files that exist")
     from ._gemini import add_gemini_options

@@ -3,20 +3,9 @@
 import time
 
 from ..utils._atomic import check_output_path
+from ._checks import open_fraction
 
 __all__ = ["add_parser", "run"]
-
-
-def _fraction(text):
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
 
 
 def add_parser(subparsers):
@@ -43,7 +32,7 @@ def add_parser(subparsers):
     p.add_argument("--catalog", metavar="DUST.ecsv",
                    help="with --inpaint measured: the dust catalog with the method that set each shadow "
                         "(flat_method: measured or local) and the drift summary")
-    p.add_argument("--floor", type=_fraction, default=0.05,
+    p.add_argument("--floor", type=open_fraction, default=0.05,
                    help="lowest transmission corrected; below it the flat is set to the floor and flagged "
                         "LOW_TRANS (default: 0.05)")
     p.add_argument("--profile", choices=("auto", "radial", "none"), default="auto",
@@ -172,7 +161,7 @@ def _run_full(args, median, detection, t0):
 def _report_measured(args, flat, detection):
     import json
 
-    from ..measured import write_measured_catalog
+    from ..flat.estimators.measured import write_measured_catalog
 
     info = json.loads(flat.meta["PROVJSON"]).get("inpaint_info", {})
     drift = info.get("drift", {}).get("summary", {})

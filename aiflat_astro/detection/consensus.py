@@ -13,7 +13,7 @@ Examples
 --------
 >>> import tempfile
 >>> import numpy as np
->>> from aiflat_astro.detection._fake_server import FakeGeminiServer, dark_pixel_mask
+>>> from aiflat_astro._gemini.fake_server import FakeGeminiServer, dark_pixel_mask
 >>> y, x = np.mgrid[:128, :160]
 >>> median = 1000.0 * (1 - 0.2 * (np.hypot(y - 60, x - 70) < 6))
 >>> with FakeGeminiServer(dark_pixel_mask()) as server:
@@ -31,9 +31,11 @@ from scipy import ndimage
 
 from ..dq import DustDQ
 from ..utils.exceptions import InputError
-from ._base import DustDetection, DustDetector, _make_detector
-from ._render import normalise, smooth_background
+from ..products import DustDetection
+from ._protocol import DustDetector
+from .._gemini.render import normalise, smooth_background
 from .gemini import GeminiDustDetector, _component_catalog
+from .local import LocalDustDetector
 
 __all__ = ["ConsensusDetector", "DISPUTED_POLICIES"]
 
@@ -71,7 +73,7 @@ class ConsensusDetector(DustDetector):
         if gemini is not None and gemini_options:
             raise InputError("give either a Gemini detector or Gemini options, not both")
         if local is None or isinstance(local, dict):
-            local = _make_detector("local", dict(local or {}))
+            local = LocalDustDetector(**dict(local or {}))
         if gemini is None:
             gemini_options.setdefault("allow_empty", True)
             gemini = GeminiDustDetector(**gemini_options)

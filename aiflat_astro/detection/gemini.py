@@ -1,4 +1,4 @@
-"""Google Gemini as the eye (dust masks) and as a generative hand (inpainting).
+"""Google Gemini as the eye: dust masks (the hand, inpainting, is `aiflat_astro.flat.estimators.gemini`).
 
 The temporal median is divided by its own smooth large-scale background and
 stretched with a known affine map around 1.0, so that a 1 % shadow is about
@@ -10,9 +10,9 @@ blended.
 
 `GeminiDustDetector` asks for a black-and-white dust mask, checks it (blank,
 inverted, all-white, not a mask, wrong aspect ratio) and thresholds it to the
-DUST bit.  `inpaint_gemini` sends the image and the expanded mask and uses
-the answer only inside the mask, after undoing the stretch and matching its
-photometry locally; those pixels get the GENERATED bit in the flat.
+DUST bit.  The client, the rendering and the settings are shared with the
+Gemini clean estimate (`~aiflat_astro.flat.estimators.gemini.inpaint_gemini`)
+through `aiflat_astro._gemini`.
 
 Every answer is stored in a content-addressed cache (model, prompt hash,
 pixels sent, settings), so that a rerun with unchanged inputs makes no call
@@ -27,7 +27,7 @@ that marks dark pixels as dust:
 
 >>> import tempfile
 >>> import numpy as np
->>> from aiflat_astro.detection._fake_server import FakeGeminiServer, dark_pixel_mask
+>>> from aiflat_astro._gemini.fake_server import FakeGeminiServer, dark_pixel_mask
 >>> y, x = np.mgrid[:128, :160]
 >>> median = 1000.0 * (1 - 0.05 * (np.hypot(y - 60, x - 70) < 8))
 >>> with FakeGeminiServer(dark_pixel_mask()) as server:
@@ -44,18 +44,18 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage
 
-from ..dq import DustDQ
-from ..provenance import sha256_array, sha256_bytes
-from ..utils.exceptions import GeminiError, InputError
-from ._base import DustDetection, DustDetector, empty_catalog
-from ._gemini_api import API_VERSION, Session, default_cache_dir
-from ._render import (IMAGE_SIZES, Stretch, blend_weights, decode_image, normalise, place,
-                      plan_requests, resample, smooth_background, unplace)
-from ._render import tile_overlap as tile_overlap_px
 from .._constants import DEFAULT_GEMINI_MODEL  # re-exported: default "Nano Banana Pro" image model
-from .prompts import INPAINT_PROMPT, MASK_PROMPT, PROMPT_VERSION, prompt_sha256
+from .._gemini.client import API_VERSION, default_cache_dir
+from .._gemini.prompts import MASK_PROMPT, PROMPT_VERSION, prompt_sha256
+from .._gemini.render import Stretch, blend_weights, decode_image, normalise, place, smooth_background, unplace
+from .._gemini.settings import GeminiSettings, summarise_answers
+from ..dq import DustDQ
+from ..products import DustDetection, empty_catalog
+from ..provenance import sha256_array
+from ..utils.exceptions import GeminiError, InputError
+from ._protocol import DustDetector
 
-__all__ = ["GeminiDustDetector", "inpaint_gemini", "gemini_cache_dir", "DEFAULT_GEMINI_MODEL"]
+__all__ = ["GeminiDustDetector", "gemini_cache_dir", "DEFAULT_GEMINI_MODEL"]
 
 log = logging.getLogger(__name__)
 
@@ -81,38 +81,6 @@ def gemini_cache_dir():
     True
     """
     return default_cache_dir()
-
-
-def _check_common(model, image_size, max_tiles):
-    if not isinstance(model, str) or not model.strip():
-        raise InputError("the Gemini model id must be a non-empty string")
-    if image_size not in IMAGE_SIZES:
-        raise InputError(f"image_size must be one of {', '.join(IMAGE_SIZES)}, got {image_size!r}")
-    if int(max_tiles) < 1:
-        raise InputError(f"max_tiles must be at least 1, got {max_tiles}")
-
-
-def _plan(shape, image_size, tile_size, tile_overlap, max_tiles):
-    requests = plan_requests(shape, image_size=image_size, tile_size=tile_size,
-                             overlap=tile_overlap)
-    if len(requests) > max_tiles:
-        raise InputError(f"a {shape[1]}x{shape[0]} frame needs {len(requests)} Gemini requests "
-                         f"at image_size={image_size!r}, more than max_tiles={max_tiles}; use a "
-                         "larger image_size or raise max_tiles")
-    return requests
-
-
-def _summarise(answers):
-    """Provenance fields shared by detection and inpainting."""
-    shas = [a.response_sha256 for a in answers]
-    response_sha = shas[0] if len(shas) == 1 else sha256_bytes(",".join(shas))
-    ids = [a.response_id for a in answers if a.response_id]
-    tokens = sum(int(a.usage.get("total_token_count", 0)) for a in answers)
-    params = {"AITILES": len(answers), "AITOKENS": tokens,
-              "AICACHED": bool(answers) and all(a.cached for a in answers)}
-    if len(ids) == 1:
-        params["AIRESPID"] = ids[0][:60]
-    return response_sha, params
 
 
 def _component_catalog(dust, ratio, prob, *, f_ratio, pixel_size, method):
@@ -223,7 +191,7 @@ class GeminiDustDetector(DustDetector):
     temperature : float, optional
         Sampling temperature; default: the model's own.
     prompt : str, optional
-        Replace `~aiflat_astro.detection.prompts.MASK_PROMPT` (recorded in provenance).
+        Replace `~aiflat_astro._gemini.prompts.MASK_PROMPT` (recorded in provenance).
     """
 
     name = "gemini"
@@ -233,30 +201,29 @@ class GeminiDustDetector(DustDetector):
                  max_delay=30.0, cache=True, cache_dir=None, threshold=0.5, stretch=0.08,
                  background_scale=None, tile_size=None, tile_overlap=None, max_tiles=16,
                  min_area=4, allow_empty=False, seed=0, temperature=None, prompt=None):
-        _check_common(model, image_size, max_tiles)
+        self.settings = GeminiSettings(model=model, image_size=image_size, client=client, api_key=api_key,
+                                       env_file=env_file, base_url=base_url, timeout=timeout, retries=retries,
+                                       initial_delay=initial_delay, max_delay=max_delay, cache=cache,
+                                       cache_dir=cache_dir, tile_size=tile_size, tile_overlap=tile_overlap,
+                                       max_tiles=max_tiles, seed=seed, temperature=temperature)
         if not 0 < threshold < 1:
             raise InputError(f"threshold must be between 0 and 1, got {threshold}")
         if not 0 < stretch <= 1:
             raise InputError(f"stretch must be in (0, 1], got {stretch}")
         self.model = model
         self.image_size = image_size
-        self.client = client
-        self._client_options = {"api_key": api_key, "env_file": env_file, "base_url": base_url,
-                                "timeout": timeout, "retries": retries,
-                                "initial_delay": initial_delay, "max_delay": max_delay}
-        self.cache = cache
-        self.cache_dir = cache_dir
         self.threshold = float(threshold)
         self.stretch = float(stretch)
         self.background_scale = background_scale
-        self.tile_size = tile_size
-        self.tile_overlap = tile_overlap
-        self.max_tiles = int(max_tiles)
         self.min_area = int(min_area)
         self.allow_empty = bool(allow_empty)
-        self.seed = seed
-        self.temperature = temperature
         self.prompt = MASK_PROMPT if prompt is None else str(prompt)
+
+    def __getattr__(self, name):
+        # the connection and tiling options (``seed``, ``tile_size``, ...) live in ``settings``
+        if name != "settings" and name in GeminiSettings.names():
+            return getattr(self.settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self):
         return f"GeminiDustDetector(model={self.model!r}, image_size={self.image_size!r})"
@@ -291,22 +258,18 @@ class GeminiDustDetector(DustDetector):
             raise InputError(f"the median must be a 2-D image, got shape {data.shape}")
         if mask is not None and np.shape(mask) != data.shape:
             raise InputError(f"mask shape {np.shape(mask)} differs from the median's {data.shape}")
-        requests = _plan(data.shape, self.image_size, self.tile_size, self.tile_overlap,
-                         self.max_tiles)
+        requests = self.settings.plan(data.shape)
         image, ratio, stretch, ignored = self._render(data, mask=mask)
         prob_sum = np.zeros(data.shape)
         weight_sum = np.zeros(data.shape)
         answers, records = [], []
-        overlap = tile_overlap_px(self.image_size, self.tile_size, self.tile_overlap)
+        overlap = self.settings.overlap
 
-        with Session(client=self.client, cache=self.cache, cache_dir=self.cache_dir,
-                     **self._client_options) as session:
+        with self.settings.session() as session:
             for index, request in enumerate(requests):
-                answer = session.generate(model=self.model, prompt=self.prompt,
-                                          images=[place(image, request, _NEUTRAL)],
+                answer = session.generate(images=[place(image, request, _NEUTRAL)],
                                           aspect_ratio=request.aspect_ratio,
-                                          image_size=self.image_size, seed=self.seed,
-                                          temperature=self.temperature)
+                                          **self.settings.generation(self.prompt))
                 raw = decode_image(answer.image)
                 tile_prob = np.clip(unplace(raw, request), 0.0, 1.0)
                 white = _check_mask_answer(raw, tile_prob, index if len(requests) > 1 else None)
@@ -337,7 +300,7 @@ class GeminiDustDetector(DustDetector):
         return detection.expanded()
 
     def _provenance(self, data, answers, records, stretch, n_calls):
-        response_sha, params = _summarise(answers)
+        response_sha, params = summarise_answers(answers)
         params.update({"PRMTVER": PROMPT_VERSION, "AISIZE": self.image_size,
                        "AITHRESH": self.threshold, "AISTRTCH": self.stretch})
         return {
@@ -365,294 +328,3 @@ class GeminiDustDetector(DustDetector):
             "history": [f"dust mask by {self.model} ({len(answers)} request(s), "
                         f"{len(answers) - n_calls} from the response cache)"],
         }
-
-
-def _inpaint_stretch(ratio, ring, *, min_half_width):
-    """Symmetric stretch around 1.0 wide enough for the clean texture next to the dust."""
-    values = ratio[ring]
-    values = values[np.isfinite(values)]
-    spread = float(np.percentile(np.abs(values - 1.0), 95)) if values.size else 0.0
-    return Stretch.around_one(float(np.clip(2.0 * spread, min_half_width, 1.0)))
-
-
-def _fit_blur(answer, bases, usable, *, sigmas=tuple(np.arange(0.0, 2.01, 0.25))):
-    """Blur model (base image, extra Gaussian sigma) that best maps the input onto the answer.
-
-    ``bases`` maps names to candidate images (the input, the input put through
-    the same resampling round trip as the answer); the fit minimises the
-    mean absolute difference on the ``usable`` ring pixels.
-    """
-    rows, cols = np.nonzero(usable)
-    pad = 12
-    win = (slice(max(0, rows.min() - pad), rows.max() + pad + 1),
-           slice(max(0, cols.min() - pad), cols.max() + pad + 1))
-    use = usable[win]
-    target = answer[win][use]
-    best = (np.inf, "none", 0.0)
-    for name, base in bases.items():
-        ref = np.where(np.isfinite(base[win]), base[win], 1.0)
-        for sigma in sigmas:
-            model = ndimage.gaussian_filter(ref, sigma, mode="nearest") if sigma else ref
-            cost = float(np.mean(np.abs(target - model[use])))
-            if cost < best[0]:
-                best = (cost, name, float(sigma))
-    return best[1], best[2]
-
-
-def _check_agreement(answer, reference, stretch, min_correlation):
-    """Raise `GeminiError` unless the answer reproduces the input where nothing was to change."""
-    prefix = "the model's image differs from the input around the dust"
-    if np.std(reference) > 3 * stretch.step:
-        corr = float(np.corrcoef(answer, reference)[0, 1]) if np.std(answer) > 0 else 0.0
-        if not corr >= min_correlation:
-            raise GeminiError(f"{prefix} (correlation {corr:.2f}, minimum {min_correlation}): "
-                              "it was altered or re-framed; refusing to use it")
-        return {"correlation": corr}
-    offset = float(np.median(answer - reference))
-    if abs(offset) > 0.25 * (stretch.hi - stretch.lo):
-        raise GeminiError(f"{prefix} (brightness offset {offset:+.4f} of the background): "
-                          "it was altered; refusing to use it")
-    return {"offset": offset}
-
-
-def _match(answer, reference, usable, stretch, method):
-    """Photometric map of an answer onto the input, learnt on the ``usable`` pixels."""
-    from ..inpaint import match_photometry
-
-    est, ref = answer[usable], reference[usable]
-    if np.std(ref) > 2 * stretch.step and np.std(est) > 2 * stretch.step:
-        return match_photometry(np.where(np.isfinite(answer), answer, 1.0),
-                                np.where(usable, reference, 1.0), (~usable).astype(np.uint8),
-                                method=method)
-    # a featureless surrounding: only an offset can be measured
-    return answer + float(np.median(ref - est))
-
-
-class _Blend:
-    """Accumulates per-request arrays on the sensor grid with the tile blending weights."""
-
-    def __init__(self, shape, overlap):
-        self.shape = shape
-        self.overlap = overlap
-        self.weight = np.zeros(shape)
-        self.sums = {}
-
-    def add(self, request, **arrays):
-        w = blend_weights(request.tile, self.shape, self.overlap)
-        self.weight[request.slices] += w
-        for name, value in arrays.items():
-            self.sums.setdefault(name, np.zeros(self.shape))[request.slices] += w * value
-
-    @property
-    def covered(self):
-        return self.weight > 0
-
-    def mean(self, name, fill=np.nan):
-        out = np.full(self.shape, fill, dtype=float)
-        covered = self.covered
-        out[covered] = self.sums[name][covered] / self.weight[covered]
-        return out
-
-
-def _ask_for_inpainting(session, requests, image, mask_image, ratio, *, shape, overlap, deblur,
-                        **generate):
-    """Send every request; return the blended answers, clipped pixels and the provenance records."""
-    blend = _Blend(shape, overlap)
-    clipped = np.zeros(shape, bool)
-    answers, records = [], []
-    for request in requests:
-        answer = session.generate(images=[place(image, request, _NEUTRAL),
-                                          place(mask_image, request, 0)],
-                                  aspect_ratio=request.aspect_ratio, **generate)
-        raw = decode_image(answer.image)
-        arrays = {"answer": unplace(raw, request)}
-        if deblur:  # the input put through the same resampling round trip as the answer
-            arrays["roundtrip"] = unplace(resample(place(ratio, request, 1.0), raw.shape), request)
-        blend.add(request, **arrays)
-        saturated = (raw <= 0.5 / 255) | (raw >= 254.5 / 255)
-        clipped[request.slices] |= unplace(saturated.astype(float), request) > 0
-        answers.append(answer)
-        records.append({**request.as_dict(), **answer.record()})
-    return blend, clipped, answers, records
-
-
-def inpaint_gemini(median, detection, *, frames=None, model=DEFAULT_GEMINI_MODEL, image_size="2K",
-                   client=None, api_key=None, env_file=None, base_url=None, timeout=300.0,
-                   retries=4, initial_delay=2.0, max_delay=30.0, cache=True, cache_dir=None,
-                   background_scale=None, ring_width=12, min_half_width=0.01, match="linear",
-                   tile_size=None, tile_overlap=None, max_tiles=16, min_correlation=0.5,
-                   deblur=True, seed=0, temperature=None, prompt=None):
-    """Clean estimate inside the dust mask from a Gemini inpainting.
-
-    The round trip is designed so that the 8-bit encoding does not limit the
-    flat (see :ref:`gemini`):
-
-    1. the median is divided by a smooth background fitted *outside* the
-       mask, and the ratio ``r`` is mapped to 8 bits with a symmetric affine
-       stretch ``[1 - h, 1 + h]`` just wide enough for the texture next to
-       the dust (``h`` = twice the 95th percentile of ``|r - 1|`` in a ring
-       around the mask, at least ``min_half_width``): one grey level is
-       ``2 h / 255`` in ``r`` (0.008 % for ``h = 0.01``);
-    2. the answer is resampled onto the sensor grid (area average), the
-       stretch is undone exactly and the photometry matched to the input on
-       the ring, one linear map per request;
-    3. the blur of the round trip is fitted on the ring and the median's own
-       texture kept: ``flat = B(r) / answer``;
-    4. where the answer is clipped (stars, umbrae, sky) the transmission is
-       interpolated from the good pixels around.
-
-    Parameters
-    ----------
-    median : `numpy.ndarray`
-        2-D temporal median.
-    detection : `~aiflat_astro.detection.DustDetection`
-        Its ``weight > 0`` is the region to reconstruct (sent as the mask).
-    frames : ignored
-        Accepted for the inpainter protocol.
-    model, image_size, client, api_key, env_file, base_url : optional
-        As for `GeminiDustDetector`.
-    timeout, retries, initial_delay, max_delay, cache, cache_dir : optional
-        As for `GeminiDustDetector`.
-    background_scale, tile_size, tile_overlap, max_tiles, seed, temperature : optional
-        As for `GeminiDustDetector`; only tiles that contain masked pixels are sent.
-    ring_width : int, optional
-        Width (pixels) of the ring around the mask used for the stretch, the
-        checks and the photometric match (default 12).
-    min_half_width : float, optional
-        Smallest stretch half-width ``h`` (default 0.01).
-    match : {'linear', 'histogram', None}, optional
-        Photometric matching of the answer to the median on the ring
-        (`~aiflat_astro.inpaint.match_photometry`); None to skip.
-    min_correlation : float, optional
-        Smallest accepted correlation between the answer and the input on
-        the ring (default 0.5); below it (or, on a featureless ring, with an
-        offset of more than a quarter of the stretch) the model has altered
-        or re-framed the image and `GeminiError` is raised.
-    deblur : bool, optional
-        Fit the blur of the round trip and compare like with like (default True).
-    prompt : str, optional
-        Replace `~aiflat_astro.detection.prompts.INPAINT_PROMPT`.
-
-    Returns
-    -------
-    clean : `numpy.ndarray`
-        float32 clean estimate, equal to ``median`` where the weight is 0.
-    info : dict
-        ``generated`` (bool array: the weight > 0 pixels), ``provenance``
-        (AI model, prompt, hashes), ``params`` and ``gemini`` (per-request
-        geometry, response ids, token usage, stretch, checks).
-    """
-    _check_common(model, image_size, max_tiles)
-    prompt = INPAINT_PROMPT if prompt is None else str(prompt)
-    data = np.array(getattr(median, "data", median), dtype=np.float64)
-    weight = np.asarray(getattr(detection, "weight", detection), dtype=np.float32)
-    if weight.shape != data.shape:
-        raise InputError(f"the mask shape {weight.shape} differs from the median's {data.shape}")
-    region = weight > 0
-    info = {"method": "gemini", "generated": region.copy(), "params": {}, "provenance": {}}
-    if not region.any():
-        log.info("empty dust mask: nothing to inpaint, no Gemini request made")
-        return data.astype(np.float32), info
-    finite = np.isfinite(data)
-    distance = ndimage.distance_transform_edt(~region)
-    ring = (distance > 0) & (distance <= ring_width) & finite
-    background = smooth_background(np.where(finite, data, np.nan), mask=region | ~finite,
-                                   scale=background_scale)
-    ratio = normalise(np.where(finite, data, background), background)
-    stretch = _inpaint_stretch(ratio, ring, min_half_width=min_half_width)
-    image = stretch.forward(ratio)
-    requests = [r for r in _plan(data.shape, image_size, tile_size, tile_overlap, max_tiles)
-                if region[r.slices].any()]
-    overlap = tile_overlap_px(image_size, tile_size, tile_overlap)
-    options = {"api_key": api_key, "env_file": env_file, "base_url": base_url,
-               "timeout": timeout, "retries": retries, "initial_delay": initial_delay,
-               "max_delay": max_delay}
-    with Session(client=client, cache=cache, cache_dir=cache_dir, **options) as session:
-        blend, clipped_answer, answers, records = _ask_for_inpainting(
-            session, requests, image, np.where(region, 255, 0).astype(np.uint8), ratio,
-            shape=data.shape, overlap=overlap, deblur=deblur, model=model, prompt=prompt,
-            image_size=image_size, seed=seed, temperature=temperature)
-        n_calls = session.n_calls
-    answer_ratio = stretch.inverse(blend.mean("answer"))
-    # Ring pixels clipped in either 8-bit image carry no photometric information.
-    usable = ring & blend.covered & (image > 0) & (image < 255) & ~clipped_answer
-    if usable.sum() < 10:
-        raise GeminiError("too few usable pixels around the dust to check and match the "
-                          "model's answer")
-    agreement = _check_agreement(answer_ratio[usable], ratio[usable], stretch, min_correlation)
-
-    # The model (and the resampling) blurs a little: estimate that blur where the answer must
-    # equal the input, compare like with like, and keep the median's own sharp texture:
-    # flat = B(ratio) / answer, clean = median / flat.
-    blur, sigma, blurred = "none", 0.0, ratio
-    if deblur:
-        roundtrip = np.where(blend.covered, blend.mean("roundtrip"), ratio)
-        blur, sigma = _fit_blur(answer_ratio, {"none": ratio, "resample": roundtrip}, usable)
-        base = roundtrip if blur == "resample" else ratio
-        blurred = ndimage.gaussian_filter(base, sigma, mode="nearest") if sigma else base
-
-    # One photometric map per request (a model may change the brightness or contrast of its
-    # whole answer), learnt on the ring pixels of that tile and blended like the answers.
-    clean_ratio = answer_ratio
-    if match:
-        matched = _Blend(data.shape, overlap)
-        for request in requests:
-            sl = request.slices
-            if usable[sl].sum() < 10:
-                raise GeminiError(f"too few usable pixels around the dust in tile {request.tile} "
-                                  "to match the model's photometry")
-            matched.add(request, value=_match(answer_ratio[sl], blurred[sl], usable[sl], stretch,
-                                              match))
-        clean_ratio = matched.mean("value")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        clean = np.where(region, clean_ratio * background * (ratio / blurred), data)
-    clean, n_clipped = _fill_clipped(clean, data, region, clipped_answer, blur, sigma)
-
-    response_sha, params = _summarise(answers)
-    params.update({"PRMTVER": PROMPT_VERSION, "AISIZE": image_size,
-                   "AIHALFW": round(stretch.hi - 1.0, 6)})
-    info["params"] = params
-    info["provenance"] = {"ai_model": model, "ai_prompt": prompt,
-                          "prompt_sha256": prompt_sha256(prompt), "response_sha256": response_sha}
-    info["gemini"] = {
-        "role": "inpaint", "model": model, "api_version": API_VERSION,
-        "prompt_version": PROMPT_VERSION, "image_size": image_size,
-        "stretch": stretch.as_dict(), "grey_level_step": stretch.step,
-        "background_scale": background_scale, "ring_width": ring_width, "match": match,
-        "agreement": agreement, "clipped_pixels": n_clipped,
-        "blur": {"base": blur, "sigma": sigma}, "seed": seed, "temperature": temperature,
-        "requests_made": n_calls, "requests": records,
-    }
-    log.info("Gemini inpainted %d px in %d request(s) (%d made); stretch half-width %.4f",
-             int(region.sum()), len(requests), n_calls, stretch.hi - 1.0)
-    return clean, info
-
-
-def _fill_clipped(clean, data, region, clipped_answer, blur, sigma):
-    """Replace the clean estimate where the answer was clipped at black or white.
-
-    There (a star, a sunspot umbra, the sky beyond the limb) the answer's
-    value is unknown: the transmission ``median / clean`` is interpolated from
-    the good pixels around (the flat is smooth; the scene need not be) and
-    the clean value follows from it.  The blur spreads a clipped value over
-    its neighbours, so the clipped area is widened accordingly.
-    """
-    from ..inpaint import inpaint_local
-
-    reach = int(np.ceil(2 * sigma)) + (2 if blur == "resample" else 1)
-    if clipped_answer.any():
-        clipped_answer = ndimage.binary_dilation(clipped_answer, iterations=reach)
-    clipped = region & (clipped_answer | ~np.isfinite(clean) | (clean <= 0))
-    n_clipped = int(clipped.sum())
-    if n_clipped:
-        if n_clipped == int(region.sum()):
-            raise GeminiError("the model's answer is black or white everywhere inside the dust "
-                              "mask")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            transmission = np.where(region & ~clipped, data / clean, 1.0)
-        transmission = inpaint_local(transmission, clipped, method="harmonic", normalize=False)
-        clean[clipped] = data[clipped] / np.clip(transmission[clipped], 1e-3, None)
-    clean = clean.astype(np.float32)
-    if not np.all(np.isfinite(clean[region])):
-        raise GeminiError("the model's answer does not cover the whole dust mask")
-    return clean, n_clipped

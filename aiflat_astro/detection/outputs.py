@@ -19,7 +19,7 @@ import numpy as np
 from ..dq import DustDQ
 from ..utils._atomic import atomic_output
 from ..utils._colour import to_mono
-from ._base import CATALOG_COLUMNS
+from ..io.catalog import write_catalog_ecsv
 
 __all__ = ["write_catalog", "write_regions", "write_preview", "REGION_COLORS"]
 
@@ -54,29 +54,19 @@ def write_catalog(path, detection, *, overwrite=False):
     >>> str(t["x_centroid"].unit), float(t["area"][0])
     ('pix', 36.0)
     """
-    table = detection.catalog.copy()
-    for name in table.colnames:
-        if name in CATALOG_COLUMNS:
-            _, unit, desc = CATALOG_COLUMNS[name]
-            table[name].unit = unit
-            table[name].description = desc
+    table = detection.catalog
     prov = detection.provenance or {}
-    table.meta = {
-        "comments": ["aiflat_astro dust catalog: one row per sensor-dust shadow",
-                     "x_centroid, y_centroid: 0-based pixels, rows top-down as in the median FITS file"],
-        "detector": detection.detector,
-        "n_shadows": len(table),
-        "n_review": int(np.count_nonzero(table["review"])) if len(table) else 0,
-    }
+    meta = {"detector": detection.detector, "n_shadows": len(table),
+            "n_review": int(np.count_nonzero(table["review"])) if len(table) else 0}
     for key in ("input_sha256", "mask_sha256"):
         if prov.get(key):
-            table.meta[key] = prov[key]
+            meta[key] = prov[key]
     params = prov.get("params") or {}
     if "FRATIO" in params and "PIXSIZE" in params:
-        table.meta["f_ratio"] = params["FRATIO"]
-        table.meta["pixel_size_um"] = params["PIXSIZE"]
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        table.write(tmp, format="ascii.ecsv")
+        meta["f_ratio"] = params["FRATIO"]
+        meta["pixel_size_um"] = params["PIXSIZE"]
+    write_catalog_ecsv(path, table, overwrite=overwrite, meta=meta,
+                       comments=["x_centroid, y_centroid: 0-based pixels, rows top-down as in the median FITS file"])
     log.info("wrote %s (%d shadows)", path, len(table))
 
 

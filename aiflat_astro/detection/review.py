@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from ..dq import DustDQ
 from ..utils.exceptions import InputError
-from ._base import DustDetection, empty_catalog
+from ..products import DustDetection, catalog_from_labels
 
 __all__ = ["read_regions", "apply_region_edits", "detection_from_mask", "catalog_from_mask",
            "read_user_mask"]
@@ -144,32 +144,12 @@ def _measure(labels, ids, median, *, f_ratio=None, pixel_size=None, method="user
     """Catalog rows for labelled shadows, measured on the median (depth against a local background)."""
     from .local import darkness_map
 
-    with_distance = f_ratio is not None and pixel_size is not None
-    catalog = empty_catalog(with_distance=with_distance)
-    if not len(ids):
-        return catalog
     darkness = None
-    if median is not None:
-        grown = ndimage.binary_dilation(labels > 0, iterations=3)
-        darkness, _ = darkness_map(median, exclude=grown)
-    dust = labels > 0
-    for k in ids:
-        sel = labels == k
-        area = int(sel.sum())
-        if area == 0:
-            continue
-        y, x = ndimage.center_of_mass(sel)
-        filled = ndimage.binary_fill_holes(sel)
-        diameter = float(np.sqrt(4 * filled.sum() / np.pi))
-        depth = float(np.percentile(darkness[sel], 95)) if darkness is not None else np.nan
-        row = {"id": int(k), "x_centroid": float(x), "y_centroid": float(y), "area": float(area),
-               "equivalent_diameter": diameter, "depth": depth, "confidence": float(confidence),
-               "review": False, "method": method}
-        if with_distance:
-            row["distance_mm"] = diameter * pixel_size * f_ratio * 1e-3
-        catalog.add_row([row[c] for c in catalog.colnames])
-    del dust
-    return catalog
+    if median is not None and len(ids):
+        darkness, _ = darkness_map(median, exclude=ndimage.binary_dilation(labels > 0, iterations=3))
+    depths = None if darkness is None else (lambda sel: np.percentile(darkness[sel], 95))
+    return catalog_from_labels(labels, ids, depths=depths, f_ratio=f_ratio, pixel_size=pixel_size,
+                               method=method, confidence=confidence)
 
 
 def catalog_from_mask(dq_or_mask, median=None, *, f_ratio=None, pixel_size=None, method="user-mask"):

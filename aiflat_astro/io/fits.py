@@ -149,7 +149,7 @@ def write_mask(path, detection, *, overwrite=False, header=None):
     weight.header["ROWORDER"] = ROWORDER
     weight.header["COMMENT"] = "soft blending weight: 1 inside the dust, Gaussian soft edge outside"
     dq_def = fits.BinTableHDU(dq_definitions_table(), name="DQ_DEF")
-    from ..detection._base import _catalog_records
+    from ..products import _catalog_records
 
     record = dict(prov)
     record["catalog"] = _catalog_records(detection.catalog)
@@ -178,7 +178,7 @@ def read_mask(path):
     `~aiflat_astro.utils.exceptions.InputError`
         The file is not an aiflat mask.
     """
-    from ..detection._base import DustDetection, _catalog_from_rows, empty_catalog
+    from ..products import DustDetection, _catalog_from_rows, empty_catalog
 
     hdul = _open_verified(path, "mask")
     with hdul:
@@ -192,9 +192,13 @@ def read_mask(path):
         detector = hdul[0].header.get("DETECTOR", prov.get("detector", "unknown"))
     rows = prov.pop("catalog", None)
     if rows is None:
-        from ..detection.review import catalog_from_mask
+        from scipy import ndimage
 
-        catalog = catalog_from_mask(dq)
+        from ..dq import DustDQ
+        from ..products import catalog_from_labels
+
+        labels, _ = ndimage.label((dq & DustDQ.DUST) > 0, structure=np.ones((3, 3), bool))
+        catalog = catalog_from_labels(labels)
     else:
         with_distance = any("distance_mm" in r for r in rows)
         catalog = _catalog_from_rows(rows, with_distance=with_distance) if rows else \

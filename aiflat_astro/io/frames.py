@@ -179,7 +179,7 @@ class FITSCubeSource(FrameSource):
         """Frame ``frame_index`` as `~astropy.nddata.CCDData` with the cube's header."""
         i = self._check_index(frame_index)
         return ccddata_class()(self.read(i), unit=_unit_from(self.header),
-                       meta=_frame_header(self.header, i))
+                               meta=_frame_header(self.header, i))
 
     @property
     def meta(self):
@@ -433,3 +433,109 @@ def open_frames(inputs, *, byte_order="auto"):
         raise InputError(f"{str(bad)!r}: give one SER video at a time (or several 2-D FITS "
                          "frames)")
     return FITSFilesSource(paths, name=Path(inputs[0]).name if named_folder else None)
+
+
+# --------------------------------------------------------------------------------------
+# one way to take frames: open them unless already a source; choose which to use
+
+
+def is_frame_source(obj):
+    """True for an open frame source (anything with ``read_rows``, ``n_frames``, ``frame_shape``, ``dtype``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_frame_source(open_frames(np.zeros((2, 4, 4)))), is_frame_source(np.zeros((2, 4, 4)))
+    (True, False)
+    """
+    return all(hasattr(obj, attr) for attr in ("read_rows", "n_frames", "frame_shape", "dtype"))
+
+
+class opened_frames:  # noqa: N801 - used like a function: ``with opened_frames(x) as src``
+    """Context manager: the frames as a source, opened here (and closed on exit) unless already one.
+
+    Parameters
+    ----------
+    frames : path, list of paths, array, `FrameSource`
+        Anything `open_frames` accepts, or an open source (used as is and
+        left open: its owner closes it).
+    byte_order : {'auto', 'little', 'big'}, optional
+        For SER files opened here.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> with opened_frames(np.zeros((3, 4, 5))) as src:
+    ...     src.n_frames, src.frame_shape
+    (3, (4, 5))
+    """
+
+    def __init__(self, frames, *, byte_order="auto"):
+        self.frames = frames
+        self.byte_order = byte_order
+        self.owned = not is_frame_source(frames)
+        self._source = None
+
+    def __enter__(self):
+        self._source = open_frames(self.frames, byte_order=self.byte_order) if self.owned else self.frames
+        return self._source
+
+    def __exit__(self, *exc):
+        if self.owned and self._source is not None:
+            self._source.close()
+        self._source = None
+
+
+def spread_indices(n, max_count):
+    """At most ``max_count`` positions in ``range(n)``, evenly spread, both ends included.
+
+    A drift path, a gain solve or a motion test needs frames from the whole
+    video, not its first seconds.  All positions when ``n <= max_count``.
+
+    Examples
+    --------
+    >>> spread_indices(10, 4)
+    array([0, 3, 6, 9])
+    >>> spread_indices(3, 5)
+    array([0, 1, 2])
+    """
+    n, max_count = int(n), int(max_count)
+    if max_count < 1:
+        raise InputError(f"max_frames must be a positive integer, got {max_count}")
+    if n <= max_count:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, max_count)).astype(int))
+
+
+def select_frames(n_frames, *, step=1, max_frames=None, spread=True):
+    """Indices of the frames to use: every ``step``-th, then at most ``max_frames`` of them.
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames in the video.
+    step : int, optional
+        Use every ``step``-th frame (default 1).
+    max_frames : int, optional
+        Use at most this many of those.
+    spread : bool, optional
+        True (default): spread them over the whole selection
+        (`spread_indices`); False: the first ``max_frames`` (what
+        `~aiflat_astro.combine.median_combine` does).
+
+    Examples
+    --------
+    >>> select_frames(100, step=10, max_frames=4)
+    array([ 0, 30, 60, 90])
+    >>> select_frames(100, step=10, max_frames=4, spread=False)
+    array([ 0, 10, 20, 30])
+    """
+    for name, value in (("step", step), ("max_frames", max_frames)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if int(n_frames) < 1:
+        raise InputError("the video has no frames")
+    indices = np.arange(0, int(n_frames), int(step), dtype=np.intp)
+    if max_frames is None or indices.size <= max_frames:
+        return indices
+    return indices[spread_indices(indices.size, max_frames)] if spread else indices[:int(max_frames)]

@@ -409,7 +409,7 @@ def ser_layout(file_size, frame_count, frame_bytes, *, trailer_ok=None):
         if rest:
             notes.append(f"incomplete last frame ({rest} bytes) ignored")
     elif n > 0 and rest >= 8 * n and (frame_count > 0 or trailer_ok is None
-                                       or trailer_ok(data_end, n)):
+                                      or trailer_ok(data_end, n)):
         trailer_offset, trailer_count, extra = data_end, n, rest - 8 * n
         if extra:
             notes.append(f"{extra} unexpected bytes after the timestamp trailer ignored")
@@ -473,19 +473,18 @@ class _ByteOrderDecision:
     inconclusive: bool = False
 
 
-def _decide_byte_order(samples, little_endian_flag, *, byte_order="auto", phase=(1, 1), pixel_depth=16):
-    if byte_order in ("<", ">"):
-        name = "little" if byte_order == "<" else "big"
-        return _ByteOrderDecision(byte_order, f"{name}-endian forced by byte_order={byte_order!r}")
-    if byte_order != "auto":
-        raise InputError(f"byte_order must be 'auto', '<' or '>', got {byte_order!r}")
+def _flag_prior(little_endian_flag):
+    """The byte order the header's LittleEndian flag means in practice, and why."""
     if little_endian_flag == 0:
-        prior, prior_text = "<", "LittleEndian flag 0 (de-facto convention: little-endian data)"
-    elif little_endian_flag == 1:
-        prior, prior_text = ">", "LittleEndian flag 1 (de-facto convention: big-endian data)"
-    else:
-        prior, prior_text = "<", (f"LittleEndian flag {little_endian_flag} is neither 0 nor 1 "
-                                  "(assuming little-endian, the usual x86 order)")
+        return "<", "LittleEndian flag 0 (de-facto convention: little-endian data)"
+    if little_endian_flag == 1:
+        return ">", "LittleEndian flag 1 (de-facto convention: big-endian data)"
+    return "<", (f"LittleEndian flag {little_endian_flag} is neither 0 nor 1 "
+                 "(assuming little-endian, the usual x86 order)")
+
+
+def _order_from_smoothness(samples, phase):
+    """``(order or None, evidence, why undecided)`` from how smooth each byte is across neighbours."""
     tv = np.zeros(2)
     for s in samples:
         tv += _byte_tv(s, phase)
@@ -494,31 +493,37 @@ def _decide_byte_order(samples, little_endian_flag, *, byte_order="auto", phase=
     sy, sx = phase
     pairs = sum(max(s.shape[0] - sy, 0) * s.shape[1] + s.shape[0] * max(s.shape[1] - sx, 0)
                 for s in samples)
-    data = None
     if pairs < BYTE_ORDER_MIN_PAIRS:
-        why = f"only {pairs} same-channel neighbour pairs: too few samples to tell"
-    elif max(tv0, tv1) < BYTE_ORDER_MIN_TV:
-        why = "nearly constant frames"
-    elif min(tv0, tv1) == 0:
+        return None, None, f"only {pairs} same-channel neighbour pairs: too few samples to tell"
+    if max(tv0, tv1) < BYTE_ORDER_MIN_TV:
+        return None, None, "nearly constant frames"
+    if min(tv0, tv1) == 0:
         # One byte never changes.  A constant non-zero byte can only be the high
         # byte; a byte that is always 0 is either the high byte of small values
         # or the low byte of MSB-aligned data of 8 bits or less: undecidable.
         k = 0 if tv0 == 0 else 1
         values = {int(s[0, 0, k]) for s in samples if s.size}
         if values == {0}:
-            why = (f"byte {k} of every sample is 0: values below 256 or MSB-aligned data of at "
-                   "most 8 bits")
-        else:
-            data, ratio_text = ("<" if k == 1 else ">"), f"byte {k} constant and non-zero"
-    else:
-        ratio = tv0 / tv1
-        ratio_text = f"byte smoothness ratio {ratio:.3g}"
-        if ratio > BYTE_ORDER_RATIO:
-            data = "<"
-        elif ratio < 1 / BYTE_ORDER_RATIO:
-            data = ">"
-        else:
-            why = ratio_text
+            return None, None, (f"byte {k} of every sample is 0: values below 256 or MSB-aligned data of at "
+                                "most 8 bits")
+        return ("<" if k == 1 else ">"), f"byte {k} constant and non-zero", None
+    ratio = tv0 / tv1
+    ratio_text = f"byte smoothness ratio {ratio:.3g}"
+    if ratio > BYTE_ORDER_RATIO:
+        return "<", ratio_text, None
+    if ratio < 1 / BYTE_ORDER_RATIO:
+        return ">", ratio_text, None
+    return None, None, ratio_text
+
+
+def _decide_byte_order(samples, little_endian_flag, *, byte_order="auto", phase=(1, 1), pixel_depth=16):
+    if byte_order in ("<", ">"):
+        name = "little" if byte_order == "<" else "big"
+        return _ByteOrderDecision(byte_order, f"{name}-endian forced by byte_order={byte_order!r}")
+    if byte_order != "auto":
+        raise InputError(f"byte_order must be 'auto', '<' or '>', got {byte_order!r}")
+    prior, prior_text = _flag_prior(little_endian_flag)
+    data, ratio_text, why = _order_from_smoothness(samples, phase)
     if data is None:
         # second evidence: a header depth below 16 bits that only one order fits
         fits = [o for o in ("<", ">") if _depth_consistent(samples, o, pixel_depth)]
@@ -700,6 +705,30 @@ class SERReader(FrameSource):
             raise InputError(f"byte_order must be 'auto', '<' or '>', got {byte_order!r}")
         self.warnings_list = []
         self._closed = True
+        self._read_header()
+        self._read_layout()
+        # byte order and bit depth: from bounded bands of rows of three frames
+        self.sample_frames = sorted({0, self.n_frames // 2, self.n_frames - 1})
+        self.dtype = np.dtype(np.uint8 if self.header.bytes_per_sample == 1 else np.uint16)
+        self._closed = False
+        blocks = [b for i in self.sample_frames for b in self._sample_blocks(i)]
+        self.sampled_fraction = min(1.0, sum(b.size for b in blocks) /
+                                    max(len(self.sample_frames) * self.header.frame_bytes, 1))
+        self._choose_byte_order(blocks, byte_order)
+        # Frames are read with positional reads from a file opened for each call, not
+        # through a memory map (the pages of a memory-mapped multi-GB video would stay
+        # mapped and count in the resident memory) nor a file kept open (nothing to leak
+        # or to reopen in a worker process).
+        self._measure_depth(blocks)
+        self._read_trailer()
+        for message in self.warnings_list:
+            warn_user(f"{self.name}: {message}", SERFormatWarning)
+        log.debug("opened %s: %d frames %s %s, byte order %s (%s)", self.name, self.n_frames,
+                  self.frame_shape, self.file_dtype, self.byte_order, self.byte_order_reason)
+
+    # -- opening, step by step ---------------------------------------------------
+    def _read_header(self):
+        """Read and validate the 178-byte header; set the geometry and the capture metadata."""
         try:
             self.file_size = os.path.getsize(self.path)
             with open(self.path, "rb") as fh:
@@ -723,13 +752,15 @@ class SERReader(FrameSource):
             self._note(f"FileID is {header.file_id!r}, not {LUCAM_ID!r}; reading it as SER anyway")
         if header.color_id not in COLOR_IDS:
             self._note(f"unknown ColorID {header.color_id}: read as mono (one sample per pixel)")
-
         self.width, self.height = header.width, header.height
         self.planes = header.planes
         self.frame_shape = (self.height, self.width) + ((3,) if self.planes == 3 else ())
         self.bayer_pattern = header.bayer_pattern
         self.capture_metadata = parse_capture_metadata(header.telescope)
 
+    def _read_layout(self):
+        """Frames, trailer and extra bytes from the file size (`ser_layout`)."""
+        header = self.header
         layout = ser_layout(self.file_size, header.frame_count, header.frame_bytes,
                             trailer_ok=self._trailer_looks_valid)
         self.layout = layout
@@ -741,48 +772,40 @@ class SERReader(FrameSource):
                 f"{self.name!r} contains no complete frame ({self.file_size} bytes; one "
                 f"{self.width}x{self.height} frame needs {header.frame_bytes} bytes)")
 
-        # -- byte order, bit depth: from bounded bands of rows of three frames ---
-        samples_idx = sorted({0, self.n_frames // 2, self.n_frames - 1})
-        self.sample_frames = samples_idx
-        self.dtype = np.dtype(np.uint8 if header.bytes_per_sample == 1 else np.uint16)
-        self._closed = False
-        blocks = [b for i in samples_idx for b in self._sample_blocks(i)]
-        self.sampled_fraction = min(1.0, sum(b.size for b in blocks) /
-                                    max(len(samples_idx) * header.frame_bytes, 1))
+    def _choose_byte_order(self, blocks, byte_order):
+        """Set ``byte_order`` (and its reason) and ``file_dtype`` from the sampled rows and the flag."""
+        header = self.header
         if header.bytes_per_sample == 1:
             self.byte_order = "<"
             self.byte_order_reason = "8-bit samples: byte order does not apply"
             self.byte_order_inconclusive = False
             self.file_dtype = np.dtype("u1")
-        else:
-            phase = (1, 3) if self.planes == 3 else (2, 2) if 8 <= header.color_id <= 19 else (1, 1)
-            decision = _decide_byte_order(blocks, header.little_endian_flag, byte_order=byte_order,
-                                          phase=phase, pixel_depth=header.pixel_depth)
-            order, reason = decision.order, decision.reason
-            self.byte_order, self.byte_order_reason = order, reason
-            self.byte_order_inconclusive = decision.inconclusive
-            if decision.disagree:
-                self._note(reason + " (file probably written by a spec-literal writer such as "
-                           "INDI; pass byte_order (--byte-order) to override)")
-            elif decision.inconclusive and header.little_endian_flag != 0:
-                # flag 1 is ambiguous in practice (de-facto big-endian, or INDI/CSERIO's
-                # spec-literal little-endian): a guess is said out loud.  Flag 0 means
-                # little-endian for every known writer on x86 hosts: the reason says
-                # "inconclusive", without a warning.
-                other = ">" if order == "<" else "<"
-                self._note(f"byte order inconclusive from the data; reading "
-                           f"{'little' if order == '<' else 'big'}-endian as the LittleEndian flag "
-                           f"{header.little_endian_flag} says (de-facto meaning). If the frames look "
-                           f"like noise, pass --byte-order '{other}' (byte_order='{other}')")
-            if header.little_endian_flag not in (0, 1) and byte_order == "auto":
-                self._note(f"LittleEndian flag {header.little_endian_flag} is neither 0 nor 1")
-            self.file_dtype = np.dtype(order + "u2")
-        # Frames are read with positional reads from a file opened for each call, not
-        # through a memory map (the pages of a memory-mapped multi-GB video would stay
-        # mapped and count in the resident memory) nor a file kept open (nothing to leak
-        # or to reopen in a worker process).
+            return
+        phase = (1, 3) if self.planes == 3 else (2, 2) if 8 <= header.color_id <= 19 else (1, 1)
+        decision = _decide_byte_order(blocks, header.little_endian_flag, byte_order=byte_order,
+                                      phase=phase, pixel_depth=header.pixel_depth)
+        order, reason = decision.order, decision.reason
+        self.byte_order, self.byte_order_reason = order, reason
+        self.byte_order_inconclusive = decision.inconclusive
+        if decision.disagree:
+            self._note(reason + " (file probably written by a spec-literal writer such as "
+                       "INDI; pass byte_order (--byte-order) to override)")
+        elif decision.inconclusive and header.little_endian_flag != 0:
+            # flag 1 is ambiguous in practice (de-facto big-endian, or INDI/CSERIO's
+            # spec-literal little-endian): a guess is said out loud.  Flag 0 means
+            # little-endian for every known writer on x86 hosts: the reason says
+            # "inconclusive", without a warning.
+            other = ">" if order == "<" else "<"
+            self._note(f"byte order inconclusive from the data; reading "
+                       f"{'little' if order == '<' else 'big'}-endian as the LittleEndian flag "
+                       f"{header.little_endian_flag} says (de-facto meaning). If the frames look "
+                       f"like noise, pass --byte-order '{other}' (byte_order='{other}')")
+        if header.little_endian_flag not in (0, 1) and byte_order == "auto":
+            self._note(f"LittleEndian flag {header.little_endian_flag} is neither 0 nor 1")
+        self.file_dtype = np.dtype(order + "u2")
 
-        # -- measured depth (on the same bands) ------------------------------
+    def _measure_depth(self, blocks):
+        """Largest value, measured bit depth and unused low bits, on the sampled rows."""
         vmax, vor = 0, 0
         for b in blocks:
             v = np.ascontiguousarray(b).view(self.file_dtype)
@@ -793,22 +816,18 @@ class SERReader(FrameSource):
         self.measured_depth = max(vmax.bit_length(), 1)
         self.unused_low_bits = (vor & -vor).bit_length() - 1 if vor else 0
 
-        # -- timestamps -------------------------------------------------------
+    def _read_trailer(self):
+        """Read the timestamp trailer, when there is one."""
         self.timestamps = None
         self.timestamp_ticks = None
         self.timestamps_reference = None
         self.timestamps_reason = "no timestamp trailer"
         self.trailer_bytes = None
-        if layout.trailer_offset is not None:
+        if self.layout.trailer_offset is not None:
             with open(self.path, "rb") as fh:
-                fh.seek(layout.trailer_offset)
-                self.trailer_bytes = fh.read(8 * layout.trailer_count)
+                fh.seek(self.layout.trailer_offset)
+                self.trailer_bytes = fh.read(8 * self.layout.trailer_count)
             self._read_timestamps()
-
-        for message in self.warnings_list:
-            warn_user(f"{self.name}: {message}", SERFormatWarning)
-        log.debug("opened %s: %d frames %s %s, byte order %s (%s)", self.name, self.n_frames,
-                  self.frame_shape, self.file_dtype, self.byte_order, self.byte_order_reason)
 
     # -- helpers --------------------------------------------------------------
     def _sample_blocks(self, i):
@@ -1282,8 +1301,8 @@ class SERWriter:
         if data.dtype.kind == "f":
             data = np.clip(np.rint(data), info.min, info.max)
         elif data.dtype.kind in "iub":
-            if data.dtype != self.dtype and data.size and (data.min() < info.min or
-                                                            data.max() > info.max):
+            if data.dtype != self.dtype and data.size and (data.min() < info.min
+                                                           or data.max() > info.max):
                 raise InputError(f"frame {self.n_written} has values outside the {self.dtype} "
                                  f"range {info.min}..{info.max}")
         else:

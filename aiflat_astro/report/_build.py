@@ -231,9 +231,71 @@ def _radial(values, dist, rmax, valid):
     return [None if not np.isfinite(v) else round(float(v), 4) for v in out]
 
 
+def _crop_box(x, y, diam, shape):
+    """Half-size and ``(r0, r1, c0, c1)`` of the thumbnail around a shadow (clipped to the image)."""
+    h, w = shape
+    half = int(np.clip(np.ceil(0.8 * diam) + 6, 10, 120))
+    cx, cy = int(round(np.clip(x, 0, w - 1))), int(round(np.clip(y, 0, h - 1)))
+    return half, (max(cy - half, 0), min(cy + half + 1, h), max(cx - half, 0), min(cx + half + 1, w))
+
+
+def _thumbnail_strip(crop, cal, own, others, low):
+    """PNG-ready RGB strip: the median, the median with outlines, the calibrated image."""
+    ref = np.concatenate([crop[np.isfinite(crop)].ravel()] +
+                         ([cal[np.isfinite(cal)].ravel()] if cal is not None else []))
+    lo, hi = (np.percentile(ref, [0.5, 99.5]) if ref.size else (0.0, 1.0))
+    if not hi > lo:
+        hi = lo + 1.0
+
+    def gray(img):
+        return (np.clip((np.nan_to_num(img, nan=lo) - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+
+    g = gray(crop)
+    outline = np.repeat(g[:, :, None], 3, axis=2)
+    outline[_boundary(others)] = (0, 190, 255)
+    outline[low & own] = (255, 0, 220)
+    outline[_boundary(own)] = (255, 225, 0)
+    panels = [np.repeat(g[:, :, None], 3, axis=2), outline]
+    panels.append(np.repeat(gray(cal)[:, :, None], 3, axis=2) if cal is not None
+                  else np.full_like(outline, 235))
+    panels = [_resample(p, _THUMB_MAX) for p in panels]
+    ph, pw = panels[0].shape[:2]
+    strip = np.full((ph, 3 * pw + 4, 3), 255, np.uint8)
+    for k, p in enumerate(panels):
+        strip[:, k * (pw + 2):k * (pw + 2) + pw] = p
+    return strip
+
+
+def _radial_profiles(crop, cal, flat_crop, ring, box, x, y, half, valid):
+    """Radial profiles: the observed dip (median / surrounding level), the flat (the transmission
+    the calibration divides by) and the calibrated image (/ its level: 1 = no dust left)."""
+    r0, r1, c0, c1 = box
+    level = float(np.median(crop[ring])) if ring.sum() >= 8 else float(np.nanmedian(crop))
+    yy, xx = np.mgrid[r0:r1, c0:c1]
+    dist = np.hypot(yy - y, xx - x)
+    rmax = float(min(half, dist.max()))
+    prof = {"observed": _radial(crop / level if level else crop * np.nan, dist, rmax, valid)}
+    if flat_crop is not None:
+        prof["flat"] = _radial(flat_crop, dist, rmax, valid)
+        lev_c = float(np.median(cal[ring])) if ring.sum() >= 8 else float(np.nanmedian(cal))
+        prof["calibrated"] = _radial(cal / lev_c if lev_c else cal * np.nan, dist, rmax, valid)
+    return prof
+
+
+def _flat_method_label(row, cols, inpaint, shadow_prov, generated):
+    """How the flat was set inside the shadow, in words."""
+    if "flat_method" in cols:
+        return str(row["flat_method"])
+    method = str(inpaint or "unknown")
+    if shadow_prov.get("profile"):
+        method += f", {shadow_prov['profile']} profile" if shadow_prov["profile"] != "none" else ", per pixel"
+    if generated:
+        method += ", generated"
+    return method
+
+
 def _shadow_cards(data, dq, labels, catalog, flat_data, flat_prov, inpaint):
     """One record a shadow: its numbers, its thumbnail strip, its radial profiles."""
-    h, w = data.shape
     cols = set(catalog.colnames)
     xs = np.asarray(catalog["x_centroid"], float)
     ys = np.asarray(catalog["y_centroid"], float)
@@ -249,63 +311,21 @@ def _shadow_cards(data, dq, labels, catalog, flat_data, flat_prov, inpaint):
         sid = int(row["id"])
         x, y = float(xs[i]), float(ys[i])
         diam = _finite(row["equivalent_diameter"], default=2.0) if "equivalent_diameter" in cols else 2.0
-        half = int(np.clip(np.ceil(0.8 * diam) + 6, 10, 120))
-        cx, cy = int(round(np.clip(x, 0, w - 1))), int(round(np.clip(y, 0, h - 1)))
-        r0, r1 = max(cy - half, 0), min(cy + half + 1, h)
-        c0, c1 = max(cx - half, 0), min(cx + half + 1, w)
-        crop = data[r0:r1, c0:c1]
+        half, box = _crop_box(x, y, diam, data.shape)
+        r0, r1, c0, c1 = box
+        crop, dqc = data[r0:r1, c0:c1], dq[r0:r1, c0:c1]
         cal = calibrated[r0:r1, c0:c1] if calibrated is not None else None
         own = labels[r0:r1, c0:c1] == sid
         others = dust[r0:r1, c0:c1] & ~own
-        ring = ~dust[r0:r1, c0:c1] & ((dq[r0:r1, c0:c1] & _BIT["DUST_HALO"]) == 0) & np.isfinite(crop)
-        level = float(np.median(crop[ring])) if ring.sum() >= 8 else float(np.nanmedian(crop))
-        ref = np.concatenate([crop[np.isfinite(crop)].ravel()] +
-                             ([cal[np.isfinite(cal)].ravel()] if cal is not None else []))
-        lo, hi = (np.percentile(ref, [0.5, 99.5]) if ref.size else (0.0, 1.0))
-        if not hi > lo:
-            hi = lo + 1.0
-
-        def gray(img):
-            return (np.clip((np.nan_to_num(img, nan=lo) - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
-
-        g = gray(crop)
-        outline = np.repeat(g[:, :, None], 3, axis=2)
-        outline[_boundary(others)] = (0, 190, 255)
-        low = (dq[r0:r1, c0:c1] & _BIT["LOW_TRANS"]) > 0
-        outline[low & own] = (255, 0, 220)
-        outline[_boundary(own)] = (255, 225, 0)
-        panels = [np.repeat(g[:, :, None], 3, axis=2), outline]
-        panels.append(np.repeat(gray(cal)[:, :, None], 3, axis=2) if cal is not None
-                      else np.full_like(outline, 235))
-        panels = [_resample(p, _THUMB_MAX) for p in panels]
-        ph, pw = panels[0].shape[:2]
-        strip = np.full((ph, 3 * pw + 4, 3), 255, np.uint8)
-        for k, p in enumerate(panels):
-            strip[:, k * (pw + 2):k * (pw + 2) + pw] = p
-        # radial profiles: the observed dip (median / surrounding level), the flat (the transmission
-        # the calibration divides by) and the calibrated image (/ its level: 1 = no dust left)
-        yy, xx = np.mgrid[r0:r1, c0:c1]
-        dist = np.hypot(yy - y, xx - x)
-        valid = ~others
-        rmax = float(min(half, dist.max()))
-        prof = {"observed": _radial(crop / level if level else crop * np.nan, dist, rmax, valid)}
-        if flat_data is not None:
-            prof["flat"] = _radial(flat_data[r0:r1, c0:c1], dist, rmax, valid)
-            lev_c = float(np.median(cal[ring])) if ring.sum() >= 8 else float(np.nanmedian(cal))
-            prof["calibrated"] = _radial(cal / lev_c if lev_c else cal * np.nan, dist, rmax, valid)
+        ring = ~dust[r0:r1, c0:c1] & ((dqc & _BIT["DUST_HALO"]) == 0) & np.isfinite(crop)
+        low = (dqc & _BIT["LOW_TRANS"]) > 0
+        strip = _thumbnail_strip(crop, cal, own, others, low)
+        prof = _radial_profiles(crop, cal, None if flat_data is None else flat_data[r0:r1, c0:c1], ring, box,
+                                x, y, half, ~others)
         sp = shadow_prov.get(sid, {})
-        if "flat_method" in cols:
-            method = str(row["flat_method"])
-        else:
-            method = str(inpaint or "unknown")
-            if sp.get("profile"):
-                method += f", {sp['profile']} profile" if sp["profile"] != "none" else ", per pixel"
-            gen = own & ((dq[r0:r1, c0:c1] & _BIT["GENERATED"]) > 0)
-            if gen.any():
-                method += ", generated"
+        method = _flat_method_label(row, cols, inpaint, sp, (own & ((dqc & _BIT["GENERATED"]) > 0)).any())
         # REVIEW: flagged by the detector, or by the flat (a profile that did not fit, no usable signal)
-        review = (bool(row["review"]) if "review" in cols else False) or \
-            bool((dq[r0:r1, c0:c1][own] & _BIT["REVIEW"]).any())
+        review = (bool(row["review"]) if "review" in cols else False) or bool((dqc[own] & _BIT["REVIEW"]).any())
         rec = {"id": sid, "x": round(x, 2), "y": round(y, 2), "diameter": _finite(diam, digits=2),
                "area": _finite(row["area"], digits=1) if "area" in cols else None,
                "depth": _finite(row["depth"], digits=4) if "depth" in cols else None,

@@ -4,7 +4,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["cfa_normalise", "is_colour", "to_mono"]
+__all__ = ["cfa_normalise", "is_colour", "to_mono", "mono_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,22 @@ def to_mono(data, *, what="median"):
                  "(dust shadows are achromatic)", what)
         return np.asarray(data, dtype=np.float32).mean(axis=-1, dtype=np.float64).astype(np.float32)
     return data
+
+
+def mono_frame(frame, *, dtype=np.float64):
+    """A frame as a new 2-D array of ``dtype``; a 3-D (colour) frame is averaged over its last axis.
+
+    The one conversion for frames read from a video (`to_mono` is the one for
+    a median, which logs the colour case once).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mono_frame(np.ones((2, 2, 3), np.uint16)).dtype, mono_frame(np.ones((2, 2, 3))).shape
+    (dtype('float64'), (2, 2))
+    """
+    a = np.array(frame, dtype=dtype)
+    return a.mean(axis=2) if a.ndim == 3 else a
 
 
 def cfa_normalise(data, pattern):

@@ -24,8 +24,9 @@ class BackgroundCopy:
     2.7–3.2 s and `shutil.copyfile` 2.2–4.9 s.  The output grows front to
     back, so the bytes below its current size are final and `wait_for` lets
     a caller patch the part already copied while the kernel copies the rest;
-    `cancel` stops it after the current call (at most 2 GiB, about a second).  Elsewhere the copy is `shutil.copyfile` in
-    one call, and `wait_for` waits for all of it.
+    `cancel` stops it after the current call (at most 2 GiB, about a second).
+    Elsewhere the copy is `shutil.copyfile` in one call, and `wait_for` waits
+    for all of it.
 
     Both files are opened before the thread starts, so the output exists
     (empty) on return and a caller that removes it after `cancel` leaves

@@ -9,7 +9,8 @@ from scipy import ndimage
 from ...dq import DustDQ
 from ...registration import median_pair_distance
 from ...utils.exceptions import InputError
-from .._base import DustDetection, DustDetector, empty_catalog
+from ...products import DustDetection, empty_catalog
+from .._protocol import DustDetector
 from . import motion
 from .candidates import extract, family, merge_scales, scale_diameters, scale_maps
 from .scoring import BETA_SPLIT, BETA_SPLIT_STATIC, score

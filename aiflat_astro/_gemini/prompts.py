@@ -12,7 +12,7 @@ response and 1 % shadows are clearly darker.
 
 Examples
 --------
->>> from aiflat_astro.detection.prompts import MASK_PROMPT, PROMPT_VERSION, prompt_sha256
+>>> from aiflat_astro._gemini.prompts import MASK_PROMPT, PROMPT_VERSION, prompt_sha256
 >>> PROMPT_VERSION
 '1'
 >>> len(prompt_sha256(MASK_PROMPT))

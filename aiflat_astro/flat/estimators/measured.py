@@ -40,10 +40,10 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage as ndi
 
-from .registration import (DriftPath, _as_mono, _bin_mean, _binned_frames, _open_source,
+from ...registration import (DriftPath, _as_mono, _bin_mean, _binned_frames, _open_source,
                            register_frames)
-from .utils._atomic import parse_size
-from .utils.exceptions import DetectorFallbackWarning, InputError, warn_user
+from ...utils._atomic import parse_size
+from ...utils.exceptions import DetectorFallbackWarning, InputError, warn_user
 
 __all__ = [
     "MeasuredTransmission",
@@ -707,7 +707,7 @@ def _solve_batch(batch, shifts, transmission, uncertainty, measured, *, n_min, m
                 trans, err, profile = np.where(r.pixels & good, trans_r, trans), err_r, "radial"
         if method == "measured" and not good[r.pixels].all():
             # a few pixels without enough frames: interpolate them from measured neighbours
-            from .inpaint import inpaint_local
+            from .local import inpaint_local
 
             missing = r.pixels & ~good
             trans = inpaint_local(np.where(good, trans, 1.0).astype(np.float32), missing,
@@ -1026,7 +1026,7 @@ def _local_transmission(median, detection, select):
     """Transmission of the selected pixels as ``inpaint='local'`` would make it."""
     from dataclasses import replace
 
-    from .flat import make_flat
+    from .._high_level import make_flat
 
     weight = np.where(select, detection.weight, 0).astype(np.float32)
     sub = replace(detection, weight=weight)
@@ -1105,16 +1105,16 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, drift_plot=N
                                "n_measured": 0, "n_local": 0, "generated": False}
 
     if drift_plot is not None:
-        from .utils._atomic import check_output_path
+        from ...utils._atomic import check_output_path
 
         check_output_path(drift_plot, overwrite=overwrite)  # fail before the work
-    from .dq import DustDQ
+    from ...dq import DustDQ
 
     defects = (np.asarray(detection.dq) & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
     mt = measure_transmission(frames, detection.dust_mask, weight=weight, labels=detection.labels,
                               invalid=defects if defects.any() else None, drift=drift, **options)
     if drift_plot is not None:
-        from .registration import plot_drift
+        from ...registration import plot_drift
 
         plot_drift(mt.drift, drift_plot, diameters=list(mt.shadows["diameter"]),
                    overwrite=overwrite)
@@ -1141,7 +1141,7 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, drift_plot=N
         warn_user(fallback, DetectorFallbackWarning)
     if mt.n_measured == 0:
         # exactly what inpaint='local' gives (same clean estimate, same flat profile)
-        from .inpaint import run_inpainter
+        from .local import run_inpainter
 
         clean, local_info = run_inpainter("local", median, detection)
         profile = local_info.get("profile", "radial")
@@ -1251,8 +1251,8 @@ def write_measured_catalog(path, detection, info, *, overwrite=False):
     overwrite : bool, optional
         Default `False`.
     """
-    from .detection._base import CATALOG_COLUMNS
-    from .utils._atomic import atomic_output
+    from ...products import CATALOG_COLUMNS
+    from ...utils._atomic import atomic_output
 
     table = add_flat_method(detection.catalog, info)
     for name in table.colnames:

@@ -44,7 +44,7 @@ Examples
 >>> import os, tempfile
 >>> import numpy as np
 >>> from aiflat_astro import make_dusty_video, median_combine
->>> from aiflat_astro.jitter import jitter_clean
+>>> from aiflat_astro.flat.estimators.jitter import jitter_clean
 >>> path = os.path.join(tempfile.mkdtemp(), "sun.ser")
 >>> truth = make_dusty_video(path, shape=(96, 128), n_frames=30, n_dust=2, seed=3)
 >>> median = median_combine(path).data
@@ -63,7 +63,7 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse import linalg as splinalg
 
-from .utils.exceptions import InputError
+from ...utils.exceptions import InputError
 
 __all__ = ["JITTER_MIN_R2", "jitter_clean"]
 
@@ -85,7 +85,7 @@ def _mono(frame):
 
 def _phase_gains(image, pattern):
     """Per-pixel gain map of the four phases of a raw colour mosaic (ones without a pattern)."""
-    from .utils._colour import cfa_normalise
+    from ...utils._colour import cfa_normalise
 
     gains = np.ones((2, 2))
     if pattern:
@@ -433,7 +433,7 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, quadra
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
         return clean, []
-    from .io.frames import open_frames
+    from ...io.frames import open_frames
 
     source = open_frames(frames)
     try:

@@ -15,7 +15,7 @@ answers with 8-bit PNG.
 Examples
 --------
 >>> import numpy as np
->>> from aiflat_astro.detection._fake_server import FakeGeminiServer, echo
+>>> from aiflat_astro._gemini.fake_server import FakeGeminiServer, echo
 >>> with FakeGeminiServer(echo) as server:
 ...     server.url.startswith("http://127.0.0.1:")
 True
@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from ._render import IMAGE_SIZES, decode_image, encode_png, ratio_value, resample
+from .render import IMAGE_SIZES, decode_image, encode_png, ratio_value, resample
 
 __all__ = []
 
@@ -295,37 +295,3 @@ def lookup_responder(answers, *, text="Here it is."):
             return error_reply(400, "unexpected image")
         return image_reply(_to_output(np.asarray(answers[key], dtype=float), request), text=text)
     return responder
-
-
-def clean_image_responder(median, detection, clean, *, api_key, **options):
-    """Responder answering every inpainting request with the TRUE clean image.
-
-    A first pass against an `echo` server learns the geometry (tiles,
-    padding) and the stretch that `~aiflat_astro.detection.gemini.inpaint_gemini`
-    uses for ``median``; each request is then answered with ``clean`` put
-    through the same stretch and geometry (and so the same 8-bit encoding
-    and resizing as a model answer).  A flat made from these answers differs
-    from the exact one only by what the round trip adds.
-
-    Returns
-    -------
-    responder : callable
-        For `FakeGeminiServer`.
-    stretch : `~aiflat_astro.detection._render.Stretch`
-        The stretch the requests use.
-    """
-    from ._render import Request, Stretch, normalise, place, smooth_background
-    from .gemini import inpaint_gemini
-
-    with FakeGeminiServer(echo) as fake:
-        _, info = inpaint_gemini(median, detection, api_key=api_key, base_url=fake.url, cache=False, **options)
-    stretch = Stretch(**info["gemini"]["stretch"])
-    background = smooth_background(median, mask=detection.weight > 0)
-    sent = stretch.forward(normalise(median, background))
-    true = stretch.forward(normalise(clean, background)) / 255.0
-    table = {}
-    for record in info["gemini"]["requests"]:
-        request = Request(tile=tuple(record["tile"]), aspect_ratio=record["aspect_ratio"],
-                          pad=tuple(tuple(p) for p in record["pad"]))
-        table[place(sent, request, 128).tobytes()] = place(true, request, 0.5)
-    return lookup_responder(table), stretch

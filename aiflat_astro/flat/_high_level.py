@@ -50,13 +50,13 @@ from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from scipy import ndimage, optimize
 
-from .dq import DustDQ, expand_mask
-from .provenance import add_provenance_cards, params_hash, sha256_array
-from .utils._atomic import parse_size
-from .utils._colour import cfa_normalise, to_mono
-from .utils.exceptions import InputError, warn_user
+from ..dq import DustDQ, expand_mask
+from ..provenance import add_provenance_cards, params_hash, sha256_array
+from ..utils._atomic import parse_size
+from ..utils._colour import cfa_normalise, to_mono
+from ..utils.exceptions import InputError, warn_user
 
-__all__ = ["make_flat", "multiply_master_flat", "evaluate_flat", "FLAT_PROFILES"]
+__all__ = ["make_flat", "FlatOptions", "multiply_master_flat", "evaluate_flat", "FLAT_PROFILES"]
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _as_median(median):
 
 
 def _as_detection(dust_mask, weight, shape):
-    from .detection._base import DustDetection, empty_catalog
+    from ..products import DustDetection, empty_catalog
 
     if isinstance(dust_mask, DustDetection):
         det = dust_mask
@@ -280,7 +280,7 @@ def _texture_sigma(median, clean_bg, ring):
 
 def _ring_background(median, region, usable, width):
     """Robust plane-plus-quadratic fitted to a ring around ``region`` (for the texture level)."""
-    from .inpaint import _ring_poly
+    from .estimators.local import _ring_poly
 
     bg = _ring_poly(np.where(usable, median, 0.0).astype(np.float64), region, usable, 2, width)
     return bg
@@ -480,7 +480,7 @@ def _temporal_sigma(frames, region, *, mem_limit="256MB", progress_bar=False):
     computed in one streaming pass over row bands holding masked pixels, in
     bounded memory.  Returns a float64 map (0 outside ``region``).
     """
-    from .io.frames import open_frames
+    from ..io.frames import open_frames
 
     source = open_frames(frames)
     try:
@@ -654,7 +654,7 @@ def _scene_motion(frames, region, opts, det=None):
     measured = (getattr(det, "provenance", None) or {}).get("motion") or {}
     if measured.get("pair_px") is not None:
         return float(measured["pair_px"])
-    from .registration import median_pair_distance, register_frames
+    from ..registration import median_pair_distance, register_frames
 
     try:
         shifts = register_frames(frames, dust_mask=region, max_frames=9).shifts
@@ -716,7 +716,7 @@ def _uncertainty(frames, valid, region, fallback, trans, model_err, w, low, opts
 
 def _dust_flat(med, det, inpaint, frames, opts, min_signal):
     """Clean estimate, transmission model, the flat's pixels, DQ and uncertainty (mask not empty)."""
-    from .inpaint import run_inpainter
+    from .estimators.local import run_inpainter
 
     w = np.asarray(det.weight, dtype=np.float32)
     region, dq = w > 0, det.dq.copy()
@@ -866,7 +866,7 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, o
 
         return make_full_flat(median, frames, dust_mask=dust_mask, progress_bar=opts.progress_bar,
                               **(opts.inpaint_options or {}))
-    from .inpaint import get_inpainter
+    from .estimators.local import get_inpainter
 
     get_inpainter(inpaint)  # an unknown method is an error even when the mask is empty
     med, median_header = _as_median(median)
@@ -920,11 +920,11 @@ def evaluate_flat(flat, truth):
     0.0
     """
     if isinstance(flat, (str, bytes)) or hasattr(flat, "__fspath__"):
-        from .io.fits import read_flat
+        from ..io.fits import read_flat
 
         flat = read_flat(flat)
     if isinstance(truth, (str, bytes)) or hasattr(truth, "__fspath__"):
-        from .datasets import read_truth
+        from ..datasets import read_truth
 
         truth = read_truth(truth)
     f = np.asarray(getattr(flat, "data", flat), dtype=np.float64)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..provenance import sha256_array, sha256_bytes
 from ..utils.exceptions import GeminiError
-from ._keys import resolve_api_key, scrub
+from .keys import resolve_api_key, scrub
 
 __all__ = []
 
@@ -281,7 +281,7 @@ def generate_image(session, *, model, prompt, images, aspect_ratio, image_size, 
     """
     from google.genai import errors, types
 
-    from ._render import encode_png
+    from .render import encode_png
     from .prompts import prompt_sha256
 
     config_record = {"aspect_ratio": aspect_ratio, "image_size": image_size, "seed": seed,

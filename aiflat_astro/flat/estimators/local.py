@@ -37,8 +37,9 @@ from scipy import optimize
 from scipy import sparse
 from scipy.sparse import linalg as splinalg
 
-from .utils._lazy import resolve
-from .utils.exceptions import InputError
+from ...utils._lazy import resolve
+from ._interface import GeminiEstimator, MeasuredEstimator
+from ...utils.exceptions import InputError
 
 __all__ = [
     "inpaint_local",
@@ -762,7 +763,7 @@ def _local_inpainter(median, detection, *, frames=None, method="poly", normalize
     (``jitter='auto'``, the default), the shadows on a textured scene are then filled
     from the scene's gradient measured from the seeing jitter
     (`~aiflat_astro.jitter.jitter_clean`); ``jitter=False`` turns that off."""
-    from .dq import DustDQ
+    from ...dq import DustDQ
 
     if disc not in ("auto", False, "off"):
         raise InputError(f"disc must be 'auto' or False, got {disc!r}")
@@ -818,5 +819,5 @@ def _local_inpainter(median, detection, *, frames=None, method="poly", normalize
 
 
 register_inpainter("local", _local_inpainter)
-register_inpainter("measured", "aiflat_astro.measured:inpaint_measured")
-register_inpainter("gemini", "aiflat_astro.detection.gemini:inpaint_gemini")
+register_inpainter("measured", MeasuredEstimator())
+register_inpainter("gemini", GeminiEstimator())

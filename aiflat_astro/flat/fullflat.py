@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from .registration import DriftPath, _binned_frames, _open_source, register_frames
-from .utils._atomic import parse_size
-from .utils.exceptions import AiflatUserWarning, InputError, warn_user
+from ..registration import DriftPath, _binned_frames, _open_source, register_frames
+from ..utils._atomic import parse_size
+from ..utils.exceptions import AiflatUserWarning, InputError, warn_user
 
 __all__ = ["FullFlat", "solve_gain", "full_flat", "make_full_flat"]
 
@@ -495,9 +495,9 @@ def make_full_flat(median, frames, *, dust_mask=None, drift=None, **options):
     from astropy.io import fits
     from astropy.nddata import CCDData, StdDevUncertainty
 
-    from .dq import DustDQ
-    from .flat import _flat_header, _json_safe, _median_inputs
-    from .provenance import sha256_array
+    from ..dq import DustDQ
+    from ._high_level import _flat_header, _json_safe, _median_inputs
+    from ..provenance import sha256_array
 
     if frames is None:
         raise InputError("a full flat needs the shifted frames (frames=..., or --video on the "

@@ -30,7 +30,7 @@ LAYERS = (
     ("flat", ("flat",)),
     ("apply", ("apply",)),
     ("evaluation", ("evaluate",)),
-    ("pipeline", ("pipeline", "night", "report")),
+    ("pipeline", ("pipeline", "night", "_nightflat", "report")),
     ("command line", ("cli", "_commands")),
 )
 

@@ -49,7 +49,7 @@ import numpy as np
 
 from ._nightflat import combine_flats, merge_detections
 from .io._base import FrameSource
-from .pipeline import RunOptions, _file_identity, _region_files
+from ._runstate import RunOptions, _file_identity, _region_files
 from .provenance import params_hash, software_id
 from .utils.exceptions import InputError, warn_user
 
@@ -307,7 +307,7 @@ def median_band_task(videos, selections, rows, part, opts):
 def merge_task(outdir, own_masks, own_medians, key_mask, need_side):
     """The shared mask (`merge_detections` of the videos' own) and its side products."""
     from .io.fits import read_mask, read_median
-    from .pipeline import PRODUCTS, _side_products, _write_mask
+    from ._runstate import PRODUCTS, _side_products, _write_mask
 
     t0 = time.perf_counter()
     paths = {name: Path(outdir) / fname for name, fname in PRODUCTS.items()}
@@ -322,7 +322,7 @@ def merge_task(outdir, own_masks, own_medians, key_mask, need_side):
 def side_task(outdir):
     """dust.ecsv, dust.reg and preview.png again from the shared mask and median."""
     from .io.fits import read_mask, read_median
-    from .pipeline import PRODUCTS, _side_products
+    from ._runstate import PRODUCTS, _side_products
 
     paths = {name: Path(outdir) / fname for name, fname in PRODUCTS.items()}
     _side_products(read_mask(paths["mask"]), read_median(paths["median"]), paths)
@@ -350,7 +350,7 @@ def video_flat_task(outdir, video, own_median, selection, part, opts, *, drift_p
 def combine_task(outdir, parts, key_flat, opts):
     """flat.fits from the per-video flats (`combine_flats`)."""
     from .io.fits import read_flat, write_flat
-    from .pipeline import _KEY, _KEY_COMMENT
+    from ._runstate import _KEY, _KEY_COMMENT
 
     t0 = time.perf_counter()
     flat, weights = combine_flats([read_flat(p) for p in parts], floor=opts.floor)
@@ -735,7 +735,7 @@ class _Night:
     """The state of one night while its steps run: entries of the manifest, step keys, timings."""
 
     def __init__(self, videos, outdir, opts):
-        from .pipeline import PRODUCTS, _State
+        from ._runstate import PRODUCTS, _State
 
         self.t_start = time.perf_counter()
         self.videos, self.outdir, self.opts = _checked_inputs(videos, outdir)[0], Path(outdir), opts
@@ -819,7 +819,7 @@ class _Night:
 
     # -- 2. the exact median of all frames of all videos, in bands of rows -----------------
     def median(self, client):
-        from .pipeline import _recorded_key
+        from ._runstate import _recorded_key
 
         t0 = time.perf_counter()
         used = self.used
@@ -857,7 +857,7 @@ class _Night:
 
     # -- 3. the shared mask: the videos' own detections merged ------------------------------
     def mask(self):
-        from .pipeline import _recorded_key
+        from ._runstate import _recorded_key
 
         t0 = time.perf_counter()
         self.key_mask = mask_key(self.key_median, detector=self.opts.detector,
@@ -895,7 +895,7 @@ class _Night:
     # -- 4. the flat: one per video under the shared mask, combined ------------------------
     def flat(self):
         from .io.fits import read_flat
-        from .pipeline import _reuse
+        from ._runstate import _reuse
 
         t0 = time.perf_counter()
         o = self.opts
@@ -1124,7 +1124,7 @@ def _write_night_median(path, data, key, *, videos, surveys, selections, step):
     from astropy.nddata import CCDData
 
     from .combine import _build_header
-    from .pipeline import _write_median
+    from ._runstate import _write_median
 
     class _Named:
         meta = None

@@ -30,7 +30,7 @@ LAYERS = (
     ("flat", ("flat",)),
     ("apply", ("apply",)),
     ("evaluation", ("evaluate",)),
-    ("pipeline", ("pipeline", "night", "_nightflat", "report")),
+    ("pipeline", ("_runstate", "pipeline", "night", "_nightflat", "report")),
     ("command line", ("cli", "_commands")),
 )
 
@@ -43,7 +43,6 @@ KNOWN_CYCLES = (
     # header helpers below _high_level, measured without make_flat (owners "hand", "speed").
     {"flat._high_level", "flat.fullflat", "flat.estimators.local", "flat.estimators.measured",
      "flat.estimators._interface", "flat.estimators.gemini"},
-    {"night", "pipeline"},                                 # the night reuses the run's products
 )
 
 _REGISTRY_STRING = re.compile(r"^aiflat_astro(\.\w+)+:\w+$")

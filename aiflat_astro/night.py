@@ -182,16 +182,19 @@ class ConcatFrames(FrameSource):
 
 
 def _selection(n_frames, *, max_frames, step):
-    sel = range(0, n_frames, max(1, int(step)))
-    return sel if max_frames is None else sel[:int(max_frames)]
+    """The frames of a video the night uses: every ``step``-th, the first ``max_frames`` (as `aiflat median`)."""
+    from .io.frames import select_frames
+
+    if int(n_frames) < 1:
+        return []
+    return select_frames(n_frames, step=step, max_frames=max_frames, spread=False).tolist()
 
 
 def _spread(sel, n):
     """``n`` entries of ``sel`` spread evenly over it (all of them if fewer)."""
-    if len(sel) <= n:
-        return list(sel)
-    pos = np.linspace(0, len(sel) - 1, n).round().astype(int)
-    return [sel[p] for p in pos]
+    from .io.frames import spread_indices
+
+    return [sel[int(p)] for p in spread_indices(len(sel), n)]
 
 
 def _save_npy(path, array):
@@ -215,7 +218,7 @@ class NightOptions(RunOptions):
     Examples
     --------
     >>> NightOptions(step=2).selection(9)
-    range(0, 9, 2)
+    [0, 2, 4, 6, 8]
     """
 
     force: bool = False

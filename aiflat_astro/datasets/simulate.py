@@ -301,12 +301,7 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
                                        level, frame_rate)
     n_frames, bit_depth, seed = int(n_frames), int(bit_depth), _check_seed(seed)
     dust_seed = None if dust_seed is None else _check_seed(dust_seed, "dust_seed")
-    if path is not None:
-        path = check_output_path(path, overwrite=overwrite)
-    if truth_path is not None:
-        truth_path = check_output_path(truth_path, overwrite=overwrite)
-        if path is not None and truth_path.resolve() == path.resolve():
-            raise InputError("the truth file and the video must be different files")
+    path, truth_path = _checked_outputs(path, truth_path, overwrite)
     cfg = DUST_REGIMES[regime]
     f_ratio = float(cfg["f_ratio"] if f_ratio is None else f_ratio)
     obstruction = float(cfg["obstruction"] if obstruction is None else obstruction)
@@ -318,31 +313,12 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
         rng_dust = np.random.default_rng(np.random.SeedSequence(dust_seed).spawn(5)[2])
     shifts = _shift_path(rng_shift, n_frames, float(drift), float(jitter))
     margin = int(np.ceil(np.abs(shifts).max(initial=0.0))) + 2
-    h, w = shape
-    big_shape = (h + 2 * margin, w + 2 * margin)
-    features = []
-    if regime == "solar":
-        texture = MEDIAN_TEXTURE if texture is None else float(texture)
-        big, (cy, cx, radius), features = _solar_scene_real(big_shape, rng_scene, limb=limb,
-                                                            texture=texture)
-        for f in features:
-            f["y"], f["x"] = f["y"] - margin, f["x"] - margin     # sensor coordinates at zero shift
-    if regime == "solar-soft":
-        big, (cy, cx, radius) = _solar_scene(big_shape, rng_scene, limb=limb, features=True,
-                                             granule_size=6.0, granulation=0.03)
-    if regime in ("solar", "solar-soft"):
-        yy, xx = np.ogrid[0:h, 0:w]
-        allowed = np.hypot(yy + margin - cy, xx + margin - cx) < radius - margin - 3
-    else:
-        big = make_deepsky_scene(big_shape, seed=rng_scene)
-        allowed = None
-    scene = big[margin:margin + h, margin:margin + w].copy()
+    big, scene, allowed, features = _simulated_scene(shape, margin, regime, rng_scene, limb=limb,
+                                                     texture=texture)
     vign_amp = float(rng_vign.uniform(*cfg["vignetting"]))
     vignetting = make_vignetting(shape, amplitude=vign_amp, seed=rng_vign)
     if dust_free:
-        transmission = np.ones(shape, np.float32)
-        labels = np.zeros(shape, np.int32)
-        shadows = _shadow_table([])
+        transmission, labels, shadows = np.ones(shape, np.float32), np.zeros(shape, np.int32), _shadow_table([])
     else:
         transmission, labels, shadows = make_dust_transmission(
             shape, regime=regime, f_ratio=f_ratio, pixel_size=pixel_size, obstruction=obstruction,
@@ -351,7 +327,6 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     full_scale = 2**bit_depth - 1
     lit = scene > 0.1 * np.percentile(scene, 99)
     gain = level * full_scale / float(np.mean((scene * vignetting)[lit]))
-    e_per_adu = FULL_WELL / full_scale
     params = {
         "regime": regime, "shape": list(shape), "n_frames": n_frames, "f_ratio": f_ratio,
         "pixel_size": float(pixel_size), "obstruction": obstruction,
@@ -362,24 +337,68 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
         "dust_free": bool(dust_free), "seed": int(seq.entropy), "dust_seed": dust_seed,
         "frame_rate": float(frame_rate),
         "start_time": START_TIME, "gain": gain, "full_scale": full_scale, "full_well": FULL_WELL,
-        "e_per_adu": e_per_adu, "read_noise": READ_NOISE, "vignetting_amplitude": vign_amp,
+        "e_per_adu": FULL_WELL / full_scale, "read_noise": READ_NOISE, "vignetting_amplitude": vign_amp,
         "margin": margin, "video": None if path is None else str(Path(path).resolve()),
         "software": software_id(),
     }
     truth = DustyVideoTruth(transmission=transmission, vignetting=vignetting, labels=labels,
                             shadows=shadows, shifts=shifts, scene=scene, params=params, path=path)
     if path is not None:
-        gain_map = (gain * vignetting * transmission).astype(np.float32)
-        synth = _FrameSynth(big, margin, gain_map, full_scale=full_scale,
-                            dtype=np.uint8 if bit_depth <= 8 else np.uint16, noise=noise_mode,
-                            e_per_adu=e_per_adu, read_noise_adu=READ_NOISE / e_per_adu,
-                            rng=rng_noise)
-        _write_video(path, synth, shifts, params, overwrite=overwrite, progress_bar=progress_bar)
+        _render_video(path, big, truth, rng_noise, overwrite=overwrite, progress_bar=progress_bar)
     if truth_path is not None:
         write_truth(truth_path, truth, overwrite=overwrite)
-    log.info("simulated %d frames %dx%d (%s) with %d dust shadows", n_frames, h, w, regime,
+    log.info("simulated %d frames %dx%d (%s) with %d dust shadows", n_frames, *shape, regime,
              len(shadows))
     return truth
+
+
+def _checked_outputs(path, truth_path, overwrite):
+    """The video and truth paths, checked before anything is computed (None stays None)."""
+    if path is not None:
+        path = check_output_path(path, overwrite=overwrite)
+    if truth_path is not None:
+        truth_path = check_output_path(truth_path, overwrite=overwrite)
+        if path is not None and truth_path.resolve() == path.resolve():
+            raise InputError("the truth file and the video must be different files")
+    return path, truth_path
+
+
+def _simulated_scene(shape, margin, regime, rng, *, limb, texture):
+    """The scene on a grid ``margin`` px larger than the sensor on each side.
+
+    Returns the large scene, its crop at zero shift, the pixels where dust
+    may go (on the disc, away from the limb by more than the motion; None for
+    deep sky) and the named scene features (``'solar'``), in sensor coordinates.
+    """
+    h, w = shape
+    big_shape = (h + 2 * margin, w + 2 * margin)
+    features = []
+    if regime == "deepsky":
+        big = make_deepsky_scene(big_shape, seed=rng)
+        return big, big[margin:margin + h, margin:margin + w].copy(), None, features
+    if regime == "solar":
+        texture = MEDIAN_TEXTURE if texture is None else float(texture)
+        big, (cy, cx, radius), features = _solar_scene_real(big_shape, rng, limb=limb, texture=texture)
+        for f in features:
+            f["y"], f["x"] = f["y"] - margin, f["x"] - margin     # sensor coordinates at zero shift
+    else:
+        big, (cy, cx, radius) = _solar_scene(big_shape, rng, limb=limb, features=True,
+                                             granule_size=6.0, granulation=0.03)
+    yy, xx = np.ogrid[0:h, 0:w]
+    allowed = np.hypot(yy + margin - cy, xx + margin - cx) < radius - margin - 3
+    return big, big[margin:margin + h, margin:margin + w].copy(), allowed, features
+
+
+def _render_video(path, big, truth, rng_noise, *, overwrite, progress_bar):
+    """Stream the frames of ``truth`` (scene ``big`` shifted, times gain, dust, noise) to ``path``."""
+    p = truth.params
+    gain_map = (p["gain"] * truth.vignetting * truth.transmission).astype(np.float32)
+    synth = _FrameSynth(big, p["margin"], gain_map, full_scale=p["full_scale"],
+                        dtype=np.uint8 if p["bit_depth"] <= 8 else np.uint16,
+                        noise=None if p["noise"] == "none" else p["noise"],
+                        e_per_adu=p["e_per_adu"], read_noise_adu=READ_NOISE / p["e_per_adu"],
+                        rng=rng_noise)
+    _write_video(path, synth, truth.shifts, p, overwrite=overwrite, progress_bar=progress_bar)
 
 
 def _write_video(path, synth, shifts, params, *, overwrite, progress_bar):

@@ -1,7 +1,7 @@
 """`GeminiSettings`: how to reach the model and how to tile a frame, shared by the eye and the hand.
 
 The detector (`~aiflat_astro.detection.GeminiDustDetector`) and the clean
-estimate (`~aiflat_astro.detection.inpaint_gemini`) take the same thirteen
+estimate (`~aiflat_astro.flat.estimators.gemini.inpaint_gemini`) take the same thirteen
 connection and tiling options; they are checked once here, plan the same
 requests, open the same kind of `~aiflat_astro._gemini.client.Session` and
 summarise the answers into the same provenance fields.

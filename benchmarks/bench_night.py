@@ -90,9 +90,10 @@ def _warm_imports():
 
     import psutil
 
-    for mod in ("aiflat_astro.night", "aiflat_astro.combine", "aiflat_astro.flat", "aiflat_astro.flat.estimators.jitter",
-                "aiflat_astro.flat.estimators.local", "aiflat_astro.detection.local", "aiflat_astro.apply",
-                "aiflat_astro.io.fits", "aiflat_astro.detection.outputs", "aiflat_astro._nightflat"):
+    for mod in ("aiflat_astro.night", "aiflat_astro.combine", "aiflat_astro.flat",
+                "aiflat_astro.flat.estimators.jitter", "aiflat_astro.flat.estimators.local",
+                "aiflat_astro.detection.local", "aiflat_astro.apply", "aiflat_astro.io.fits",
+                "aiflat_astro.detection.outputs", "aiflat_astro._nightflat"):
         importlib.import_module(mod)
     return psutil.Process().memory_info().rss
 

@@ -344,7 +344,7 @@ def _windows(labels, shape, pad):
 
 def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, quadratic=True, gap=4,
                  pad=16, max_reg_pixels=6000, iterations=6, min_frames=12, max_frames=200,
-                 max_shift=3.0, min_r2=JITTER_MIN_R2, progress_bar=False):
+                 first_frames=60, max_shift=3.0, min_r2=JITTER_MIN_R2, progress_bar=False):
     """Dust-free median inside dust shadows, integrated from the gradient that the jitter measures.
 
     Parameters
@@ -387,6 +387,16 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, quadra
         of the measured gradient falls as one over the square root of their
         number; 200 frames of a long video are plenty, and the
         registration costs a few milliseconds a frame and a shadow).
+    first_frames : int or None, optional
+        Register every shadow on this many of the selected frames first
+        (spread evenly); only the shadows whose gradient check fails there
+        but could still pass with the lower noise of all the selected
+        frames are registered on the other selected frames.  The error of a
+        shadow's estimate stops falling after a few tens of frames, while
+        on a faint video more shadows pass the check with more frames
+        (``benchmarks/bench_jitter_frames.py``, :ref:`performance`).
+        None: every selected frame for every shadow.  Each frame is read
+        once either way.
     max_shift : float, optional
         A shadow whose frames move by more than this rms (px) is not filled:
         beyond a few pixels the scene is not a low-order function of the
@@ -447,10 +457,12 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, quadra
         med_gain = _phase_gains(med, pattern)      # ones unless a raw colour mosaic
         boxes = _shadow_boxes(med / med_gain, mask, bad, labels, pad=pad, gap=gap,
                               max_reg_pixels=max_reg_pixels, n_terms=6 if quadratic else 3)
-        _register_and_accumulate(source, boxes, _frame_selection(n_frames, max_frames),
-                                 shifts=shifts, pattern=pattern, iterations=iterations,
-                                 quadratic=quadratic,
-                                 progress_bar=progress_bar)
+        _register_in_stages(source, boxes, _frame_selection(n_frames, max_frames),
+                            first_frames=first_frames, shifts=shifts, pattern=pattern,
+                            iterations=iterations, quadratic=quadratic,
+                            checks={"min_frames": min_frames, "max_shift": max_shift,
+                                    "min_r2": min_r2},
+                            progress_bar=progress_bar)
     finally:
         if source is not frames:
             source.close()
@@ -576,6 +588,47 @@ def _register_and_accumulate(source, boxes, indices, *, shifts, pattern, iterati
             box.shifts.extend(d)
             box.levels.extend(c)
             box.reg_rms.extend(rms)
+
+
+def _register_in_stages(source, boxes, indices, *, first_frames, checks, **options):
+    """`_register_and_accumulate` on ``first_frames`` of ``indices``, then on the rest for the
+    boxes that need them (`_needs_more_frames`); each frame is read once."""
+    if first_frames is None or len(indices) <= int(first_frames):
+        _register_and_accumulate(source, boxes, indices, **options)
+        return
+    first = [indices[i] for i in _frame_selection(len(indices), int(first_frames))]
+    taken = set(first)
+    rest = [i for i in indices if i not in taken]
+    _register_and_accumulate(source, boxes, first, **options)
+    gain = len(indices) / len(first)
+    pending = [box for box in boxes if _needs_more_frames(box, gain=gain, **checks)]
+    log.debug("jitter: %d of %d shadow(s) registered on %d more frames", len(pending),
+              len(boxes), len(rest))
+    if pending:
+        _register_and_accumulate(source, pending, rest, **options)
+
+
+def _needs_more_frames(box, *, gain, min_frames, max_shift, min_r2):
+    """Whether more frames can still change the box's gradient check.
+
+    Not if it already passes (R² ≥ ``min_r2``): past a few tens of frames
+    the error of the estimate is its bias, not its noise
+    (``benchmarks/bench_jitter_frames.py``).  Nor if it cannot pass even if
+    all of its misfit were noise: ``gain`` times the frames divide the noise
+    variance by about ``gain`` (by up to twice that measured on the test
+    scenes, the shifts' spread varying), so ``1 - (1 - R²) / (2 gain) <
+    min_r2`` stays a failure.  A shift problem (too few frames registered)
+    needs them.
+    """
+    if box.n_reg < 30:
+        return False
+    if _shift_problem(box, {}, min_frames=min_frames, max_shift=max_shift):
+        return True
+    gy, gx = _measured_gradient(box)
+    r2 = _gradient_agreement(box, np.log(box.median), gy, gx)
+    if r2 is None or not np.isfinite(r2):
+        return False
+    return bool(r2 < min_r2 <= 1 - (1 - r2) / (2 * gain))
 
 
 def _fill_shadow(box, clean, bad, med_gain, *, min_frames, max_shift, min_r2):

@@ -41,7 +41,7 @@ from astropy.table import Table
 from scipy import ndimage as ndi
 
 from ...registration import (DriftPath, _as_mono, _bin_mean, _binned_frames, _open_source,
-                           register_frames)
+                             register_frames)
 from ...utils._atomic import parse_size
 from ...utils.exceptions import DetectorFallbackWarning, InputError, warn_user
 
@@ -915,7 +915,8 @@ def measure_transmission(
         of shadows that fits; beyond that fewer frames are used.  Default
         ``'1GB'``.
     registration : dict, optional
-        Options for `~aiflat_astro.registration.register_frames`.
+        Options for `~aiflat_astro.registration.register_frames` (default here:
+        ``max_size=512``, a central region of at most 512 px a side).
     progress_bar : bool, optional
         Show tqdm progress bars.  Default `False`.
 
@@ -928,95 +929,163 @@ def measure_transmission(
     InputError
         Bad shapes or options, or an unreadable video.
     """
+    opts = MeasureOptions(step=step, max_frames=max_frames, min_frames=min_frames,
+                          min_coverage=min_coverage, min_signal=min_signal, n_iter=n_iter,
+                          surface_degree=surface_degree, estimator=estimator, radial=radial,
+                          chi2_max=chi2_max, exclude=exclude, ring_gap=ring_gap, survey=survey,
+                          mem_limit=mem_limit, registration=registration,
+                          progress_bar=progress_bar)
     dust_mask, weight, labels = _checked_inputs(dust_mask, weight, labels, estimator=estimator,
                                                 radial=radial, min_coverage=min_coverage)
+    parse_size(mem_limit)  # a bad limit fails before the work
+    maps = _exclusion_maps(dust_mask, weight, labels, invalid, opts)
+    with _open_source(frames) as source:
+        if tuple(source.frame_shape)[:2] != dust_mask.shape:
+            raise InputError(f"frames of shape {tuple(source.frame_shape)[:2]} do not match "
+                             f"the dust mask {dust_mask.shape}")
+        if drift is None:
+            drift = _register_for_measurement(source, dust_mask, opts)
+        static_features = _survey_static_dust(source, drift, maps, opts)
+        result, rows, n, n_min = _measure_regions(source, drift, maps, opts)
+    shadows = _shadow_table(rows)
+    shadows.meta["drift"] = drift.summary()
+    major, minor, _ = drift.extent
+    log.info("measured transmission: %d of %d shadows measured (drift %.1f x %.1f px)",
+             int(np.sum(shadows["method"] == "measured")) if rows else 0, len(rows), major, minor)
+    return MeasuredTransmission(transmission=result[0], uncertainty=result[1],
+                                measured=result[2], shadows=shadows, drift=drift,
+                                params=opts.params(n, n_min, static_features))
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """The options of `measure_transmission` (see there), checked and passed as one object."""
+
+    step: int = 1
+    max_frames: int = 400
+    min_frames: int = None
+    min_coverage: float = 0.98
+    min_signal: float = 0.1
+    n_iter: int = 2
+    surface_degree: int = 2
+    estimator: str = "mean"
+    radial: object = "auto"
+    chi2_max: float = 1.5
+    exclude: float = 3.0
+    ring_gap: float = 0.35
+    survey: bool = True
+    mem_limit: object = "1GB"
+    registration: dict = None
+    progress_bar: bool = False
+
+    def exclude_extra(self, diameter):
+        """Dust dilation (px) kept out of the clean samples around a shadow of ``diameter``."""
+        return max(float(self.exclude), 0.1 * diameter)
+
+    def level_gap(self, diameter):
+        """Distance (px) beyond which a box's level is measured: past the bright Fresnel rim."""
+        return max(float(self.exclude), float(self.ring_gap) * diameter)
+
+    def params(self, n_used, n_min, static_features):
+        """`MeasuredTransmission.params`."""
+        return {
+            "method": "two-median (registered scene median, per-frame box level, robust plane)",
+            "n_frames_used": int(n_used), "min_frames": int(n_min),
+            "min_coverage": float(self.min_coverage), "min_signal": float(self.min_signal),
+            "n_iter": int(self.n_iter), "estimator": self.estimator, "radial": self.radial,
+            "chi2_max": float(self.chi2_max), "surface_degree": int(self.surface_degree),
+            "exclude_px": float(self.exclude), "ring_gap": float(self.ring_gap),
+            "survey": bool(self.survey), "static_features": static_features,
+            "mem_limit": str(self.mem_limit),
+        }
+
+
+@dataclass
+class _ExclusionMaps:
+    """The regions and the pixel maps that keep dust out of the clean samples."""
+
+    regions: list
+    excl: np.ndarray       # never a clean sample (dilated dust, defects, surveyed dust)
+    near: np.ndarray       # too near a shadow to set a box's level
+    excl_any: np.ndarray   # ``excl`` grown by one pixel (for the scene boxes' masks)
+
+    def add(self, extra):
+        """Add pixels (dust found by the survey) to the exclusion maps."""
+        self.excl |= extra
+        self.near |= extra
+        self.excl_any = ndi.binary_dilation(self.excl, structure=np.ones((3, 3), bool))
+
+
+def _exclusion_maps(dust_mask, weight, labels, invalid, opts):
+    """The regions around the shadows and the exclusion maps (`_ExclusionMaps`)."""
     shape = dust_mask.shape
-    budget = parse_size(mem_limit)
-
-    def exclude_extra(diameter):
-        return max(float(exclude), 0.1 * diameter)
-
-    def level_gap(diameter):
-        # the level is set far enough out to miss bright Fresnel rims (about D/3 wide)
-        return max(float(exclude), float(ring_gap) * diameter)
-
     target = dust_mask | (weight > 0)
-    regions, owner = _regions(shape, dust_mask, weight, labels, level_gap, margin_frac=0.2)
-    excl = _exclusion(shape, target, regions, exclude_extra, owner)
+    regions, owner = _regions(shape, dust_mask, weight, labels, opts.level_gap, margin_frac=0.2)
+    excl = _exclusion(shape, target, regions, opts.exclude_extra, owner)
     if invalid is not None:
         invalid = np.asarray(invalid, dtype=bool)
         if invalid.shape != shape:
             raise InputError(f"invalid shape {invalid.shape} differs from the dust mask {shape}")
         excl |= ndi.binary_dilation(invalid, iterations=1)
-    near = _exclusion(shape, target, regions, level_gap, owner) | excl
-    excl_any = ndi.binary_dilation(excl, structure=np.ones((3, 3), bool))
+    near = _exclusion(shape, target, regions, opts.level_gap, owner) | excl
+    return _ExclusionMaps(regions, excl, near,
+                          ndi.binary_dilation(excl, structure=np.ones((3, 3), bool)))
 
-    with _open_source(frames) as source:
-        if tuple(source.frame_shape)[:2] != shape:
-            raise InputError(f"frames of shape {tuple(source.frame_shape)[:2]} do not match "
-                             f"the dust mask {shape}")
-        if drift is None:
-            opts = dict(registration or {})
-            opts.setdefault("step", step)
-            opts.setdefault("max_frames", max_frames)
-            opts.setdefault("progress_bar", progress_bar)
-            # the dust itself, not the wider exclusion zone: masking more costs signal
-            reg_mask = ndi.binary_dilation(dust_mask, iterations=1) if dust_mask.any() else None
-            drift = register_frames(source, dust_mask=reg_mask, **opts)
-        idx = np.asarray(drift.frame_index)
-        shifts_all = np.asarray(drift.shifts)
-        static_features = []
-        if survey and drift.extent[0] >= 5.0:  # without drift everything looks static
-            extra, static_features = _static_survey(source, idx, shifts_all, excl)
-            if static_features:
-                excl |= extra
-                near |= extra
-                excl_any = ndi.binary_dilation(excl, structure=np.ones((3, 3), bool))
 
-        batches, pick = _memory_plan(regions, shifts_all, idx.size, budget, mem_limit)
-        use_idx = idx[pick]
-        shifts = shifts_all[pick]
-        n = use_idx.size
-        n_min = int(min_frames) if min_frames is not None else _default_min_frames(n)
-        if n_min < 1:
-            raise InputError(f"min_frames must be >= 1, got {min_frames}")
-        major, minor, _ = drift.extent
+_REGISTRATION_SIZE = 512   # px a side of the central region registered (register_frames' max_size)
 
-        transmission = np.ones(shape, np.float32)
-        uncertainty = np.zeros(shape, np.float32)
-        measured = np.zeros(shape, bool)
-        rows = []
-        for batch in batches:
-            _stream_boxes(source, batch, use_idx, shifts, excl, near, excl_any, progress_bar)
-            rows += _solve_batch(batch, shifts, transmission, uncertainty, measured,
-                                 n_min=n_min, min_signal=min_signal, n_iter=n_iter,
-                                 surface_degree=surface_degree, estimator=estimator,
-                                 radial=radial, chi2_max=chi2_max, min_coverage=min_coverage,
-                                 extent=(major, minor))
 
-    shadows = _shadow_table(rows)
-    shadows.meta["drift"] = drift.summary()
-    params = {
-        "method": "two-median (registered scene median, per-frame box level, robust plane)",
-        "n_frames_used": int(n),
-        "min_frames": int(n_min),
-        "min_coverage": float(min_coverage),
-        "min_signal": float(min_signal),
-        "n_iter": int(n_iter),
-        "estimator": estimator,
-        "radial": radial,
-        "chi2_max": float(chi2_max),
-        "surface_degree": int(surface_degree),
-        "exclude_px": float(exclude),
-        "ring_gap": float(ring_gap),
-        "survey": bool(survey),
-        "static_features": static_features,
-        "mem_limit": str(mem_limit),
-    }
-    log.info("measured transmission: %d of %d shadows measured (drift %.1f x %.1f px)",
-             int(np.sum(shadows["method"] == "measured")) if rows else 0, len(rows), major, minor)
-    return MeasuredTransmission(transmission=transmission, uncertainty=uncertainty,
-                                measured=measured, shadows=shadows, drift=drift, params=params)
+def _register_for_measurement(source, dust_mask, opts):
+    """`register_frames` of the video with the dust (dilated by one pixel) masked."""
+    reg = dict(opts.registration or {})
+    reg.setdefault("step", opts.step)
+    reg.setdefault("max_frames", opts.max_frames)
+    reg.setdefault("progress_bar", opts.progress_bar)
+    # a central 512 px region: the shifts as precise as on 1024 px (docs/performance.rst)
+    reg.setdefault("max_size", _REGISTRATION_SIZE)
+    # the dust itself, not the wider exclusion zone: masking more costs signal
+    reg_mask = ndi.binary_dilation(dust_mask, iterations=1) if dust_mask.any() else None
+    return register_frames(source, dust_mask=reg_mask, **reg)
+
+
+def _survey_static_dust(source, drift, maps, opts):
+    """Dust the detector missed (`_static_survey`), added to ``maps``; its list."""
+    if not (opts.survey and drift.extent[0] >= 5.0):  # without drift everything looks static
+        return []
+    extra, static_features = _static_survey(source, np.asarray(drift.frame_index),
+                                            np.asarray(drift.shifts), maps.excl)
+    if static_features:
+        maps.add(extra)
+    return static_features
+
+
+def _measure_regions(source, drift, maps, opts):
+    """Stream the boxes and solve every region, batch by batch within the memory limit.
+
+    Returns ``((transmission, uncertainty, measured), rows, n_used, n_min)``.
+    """
+    shifts_all = np.asarray(drift.shifts)
+    idx = np.asarray(drift.frame_index)
+    batches, pick = _memory_plan(maps.regions, shifts_all, idx.size, parse_size(opts.mem_limit),
+                                 opts.mem_limit)
+    use_idx, shifts = idx[pick], shifts_all[pick]
+    n = use_idx.size
+    n_min = int(opts.min_frames) if opts.min_frames is not None else _default_min_frames(n)
+    if n_min < 1:
+        raise InputError(f"min_frames must be >= 1, got {opts.min_frames}")
+    major, minor, _ = drift.extent
+    shape = maps.excl.shape
+    result = (np.ones(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, bool))
+    rows = []
+    for batch in batches:
+        _stream_boxes(source, batch, use_idx, shifts, maps.excl, maps.near, maps.excl_any,
+                      opts.progress_bar)
+        rows += _solve_batch(batch, shifts, *result, n_min=n_min, min_signal=opts.min_signal,
+                             n_iter=opts.n_iter, surface_degree=opts.surface_degree,
+                             estimator=opts.estimator, radial=opts.radial,
+                             chi2_max=opts.chi2_max, min_coverage=opts.min_coverage,
+                             extent=(major, minor))
+    return result, rows, n, n_min
 
 
 # ---------------------------------------------------------------------------

@@ -236,3 +236,39 @@ def test_separable_sampler_is_the_bicubic_spline():
         want = box._map_coordinates(d, 1e-2)
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(g, w, rtol=0, atol=1e-9 * np.abs(w).max())
+
+
+def test_settled_shadows_use_the_first_frames_only():
+    frames, trans, base = _textured_video(n_frames=90, shape=(96, 120))
+    median = np.median(frames, axis=0)
+    mask = trans < 0.999
+    source = _CountingSource(frames)
+    staged, report = jitter_clean(median, mask, source, first_frames=30)
+    assert report[0]["used"]
+    # the shadow passed its check comfortably on the first 30 frames: the others are not read
+    assert len(source.reads) == 30 and source.reads == sorted(set(source.reads))
+    every, _ = jitter_clean(median, mask, frames, first_frames=None)
+    inside = trans < 0.999
+    truth = median[inside] / trans[inside]
+    for clean in (staged, every):
+        assert np.std(clean[inside] / truth) < 0.01
+
+
+def test_a_shadow_that_needs_more_frames_gets_them_once_each():
+    # a faint texture: the check fails on 30 frames (R2 ~0.04) and passes on 90 (R2 ~0.56)
+    frames, trans, _ = _textured_video(n_frames=90, shape=(96, 120), texture=0.008)
+    median = np.median(frames, axis=0)
+    source = _CountingSource(frames)
+    _, report = jitter_clean(median, trans < 0.999, source, first_frames=30)
+    assert report[0]["used"]
+    assert sorted(source.reads) == list(range(90))    # the first 30, then the other 60
+    assert len(set(source.reads)) == 90
+
+
+def test_a_shadow_that_cannot_pass_stops_after_the_first_frames():
+    frames, trans, _ = _textured_video(n_frames=90, shape=(96, 120), texture=0.0)
+    median = np.median(frames, axis=0)
+    source = _CountingSource(frames)
+    _, report = jitter_clean(median, trans < 0.999, source, first_frames=30)
+    assert not report[0]["used"] and report[0]["reason"] == "no texture"
+    assert len(source.reads) == 30

@@ -35,6 +35,11 @@ UNDECIDED_LARGE = 20.0
 #: A shadow is blurred by the optics: its core (darker than half its depth) covers at least a
 #: 3 px disc, π 1.5² ≈ 7 px (the smallest real specks, notes §1: 5 % below 3.1 px).  Fewer: a defect.
 MIN_CORE_AREA = 7
+#: Its half-peak core (pixels connected to its darkest one, darker than half of it) then covers
+#: at least that disc; the noise on the darkest pixel can halve it, never below 4 px.  Fewer is a
+#: cold-pixel cluster (a few sensor pixels with full-depth steps to their neighbours: DQ COLD, not
+#: a shadow), and being fixed on the sensor the frames do not rescue it.
+MIN_PEAK_AREA = 4
 #: A motion measurement decides when its uncertainty is below this.
 BETA_DECISIVE = 0.1
 
@@ -62,7 +67,9 @@ def shape_terms(c):
         terms["ring"] = 1.0
     elif c.ring > 1.5:
         terms["continues outward"] = -0.7 * (c.ring - 1.5)
-    if c.core_area < MIN_CORE_AREA:
+    if c.peak_area < MIN_PEAK_AREA:
+        terms["a cold-pixel cluster"] = -8.0
+    elif c.core_area < MIN_CORE_AREA:
         terms["sharper than a shadow"] = -4.0
     if c.diameter < SMALL and c.depth < MIN_SMALL_DEPTH:
         terms["too faint for a speck"] = -(MIN_SMALL_DEPTH - c.depth) / 0.01
@@ -117,5 +124,8 @@ def score(c, *, has_limb, frames_used, beta_split=BETA_SPLIT):
             cap = 1.0 if c.diameter >= UNDECIDED_LARGE and np.isfinite(c.beta) else -0.1
             c.terms["unverified"] = min(0.0, cap - logit)
             logit = min(logit, cap)
+    if "a cold-pixel cluster" in c.terms:
+        # a sensor defect, whatever the frames say
+        logit = min(logit, c.terms["a cold-pixel cluster"])
     c.confidence = float(sigmoid(logit))
     return c

@@ -17,6 +17,8 @@ MAX_LARGE_DEPTH = 0.35
 LARGE = 80.0
 #: Real specks are round: elongation (√ eigenvalue ratio) 1.15 median, 1.81 at 95 %.
 ROUND = 1.6
+#: Surroundings darker than the background by this many of their noise sigmas: not a speck's.
+RING_DARK = 0.5
 #: Small specks (below this diameter, px) are sharp and at least this deep (5 % of the real ones: 0.07).
 SMALL, MIN_SMALL_DEPTH = 30.0, 0.05
 #: Most log-odds a "fixed on the sensor" verdict adds (the sensor has its own fixed pattern).
@@ -65,8 +67,10 @@ def shape_terms(c):
         terms["isolated"] = 1.0
     if c.ring < -2.0:
         terms["ring"] = 1.0
-    elif c.ring > 1.5:
-        terms["continues outward"] = -0.7 * (c.ring - 1.5)
+    elif c.ring > RING_DARK:
+        # real dust has a bright ring (T > 1) or at least a clear surrounding: a dip whose
+        # surroundings are darker than the background continues into the scene
+        terms["continues outward"] = -(c.ring - RING_DARK)
     if c.peak_area < MIN_PEAK_AREA:
         terms["a cold-pixel cluster"] = -8.0
     elif c.core_area < MIN_CORE_AREA:

@@ -221,3 +221,21 @@ def test_corner_of_the_limb_gives_no_centroid_offsets(tmp_path):
     finally:
         source.close()
     assert method == "registration" and np.sqrt(np.mean(shifts**2)) < 3
+
+
+@pytest.mark.parametrize("frames", [False, True])
+def test_cold_pixel_cluster_is_not_a_shadow_but_a_small_speck_is(frames):
+    """A 2x3 px cluster of cold pixels (full-depth steps, as on the real star field) is no dust,
+    even fixed on the sensor in every frame; a 4 px speck of the same depth beside it is."""
+    rng = np.random.default_rng(3)
+    truth = np.ones((160, 160), np.float32)
+    truth[60:62, 40:43] = (0.78, 0.80, 0.79)        # the cold cluster (rows 22 % and 10 % deep)
+    truth[61, 40:43] = 0.90
+    yy, xx = np.mgrid[:160, :160]
+    truth *= np.where(np.hypot(yy - 100.3, xx - 110.6) < 2.2, 0.78, 1.0)      # a 4.4 px speck
+    stack = 300 * truth * (1 + rng.normal(0, 0.01, (9, 160, 160)))
+    median = np.median(stack, axis=0).astype(np.float32)
+    det = LocalDustDetector()(median, frames=stack.astype(np.float32) if frames else None)
+    cat = det.catalog
+    assert np.hypot(cat["y_centroid"] - 100.3, cat["x_centroid"] - 110.6).min() < 2, cat
+    assert np.hypot(cat["y_centroid"] - 60.5, cat["x_centroid"] - 41).min() > 5, cat

@@ -39,6 +39,7 @@ class Candidate:
     depth: float                    # 75th percentile of the darkness in its core (1 − transmission)
     z: float                        # peak significance (robust sigmas of its scale)
     core_area: float = np.inf       # pixels darker than half its depth
+    peak_area: float = np.inf       # pixels connected to its darkest one, darker than half of it
     elongation: float = 1.0
     ring: float = 0.0               # mean darkness just outside, in sigmas (negative: bright ring)
     isolation: float = 1.0          # core over its darkest surrounding sector (1 isolated, 0 a lane)

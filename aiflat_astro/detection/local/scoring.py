@@ -17,6 +17,8 @@ MAX_LARGE_DEPTH = 0.35
 LARGE = 80.0
 #: Real specks are round: elongation (√ eigenvalue ratio) 1.15 median, 1.81 at 95 %.
 ROUND = 1.6
+#: Surroundings darker than the background by this many of their noise sigmas: not a speck's.
+RING_DARK = 0.5
 #: Small specks (below this diameter, px) are sharp and at least this deep (5 % of the real ones: 0.07).
 SMALL, MIN_SMALL_DEPTH = 30.0, 0.05
 #: Most log-odds a "fixed on the sensor" verdict adds (the sensor has its own fixed pattern).
@@ -35,6 +37,11 @@ UNDECIDED_LARGE = 20.0
 #: A shadow is blurred by the optics: its core (darker than half its depth) covers at least a
 #: 3 px disc, π 1.5² ≈ 7 px (the smallest real specks, notes §1: 5 % below 3.1 px).  Fewer: a defect.
 MIN_CORE_AREA = 7
+#: Its half-peak core (pixels connected to its darkest one, darker than half of it) then covers
+#: at least that disc; the noise on the darkest pixel can halve it, never below 4 px.  Fewer is a
+#: cold-pixel cluster (a few sensor pixels with full-depth steps to their neighbours: DQ COLD, not
+#: a shadow), and being fixed on the sensor the frames do not rescue it.
+MIN_PEAK_AREA = 4
 #: A motion measurement decides when its uncertainty is below this.
 BETA_DECISIVE = 0.1
 
@@ -60,9 +67,13 @@ def shape_terms(c):
         terms["isolated"] = 1.0
     if c.ring < -2.0:
         terms["ring"] = 1.0
-    elif c.ring > 1.5:
-        terms["continues outward"] = -0.7 * (c.ring - 1.5)
-    if c.core_area < MIN_CORE_AREA:
+    elif c.ring > RING_DARK:
+        # real dust has a bright ring (T > 1) or at least a clear surrounding: a dip whose
+        # surroundings are darker than the background continues into the scene
+        terms["continues outward"] = -(c.ring - RING_DARK)
+    if c.peak_area < MIN_PEAK_AREA:
+        terms["a cold-pixel cluster"] = -8.0
+    elif c.core_area < MIN_CORE_AREA:
         terms["sharper than a shadow"] = -4.0
     if c.diameter < SMALL and c.depth < MIN_SMALL_DEPTH:
         terms["too faint for a speck"] = -(MIN_SMALL_DEPTH - c.depth) / 0.01
@@ -117,5 +128,8 @@ def score(c, *, has_limb, frames_used, beta_split=BETA_SPLIT):
             cap = 1.0 if c.diameter >= UNDECIDED_LARGE and np.isfinite(c.beta) else -0.1
             c.terms["unverified"] = min(0.0, cap - logit)
             logit = min(logit, cap)
+    if "a cold-pixel cluster" in c.terms:
+        # a sensor defect, whatever the frames say
+        logit = min(logit, c.terms["a cold-pixel cluster"])
     c.confidence = float(sigmoid(logit))
     return c

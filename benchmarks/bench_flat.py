@@ -22,7 +22,7 @@ Usage::
 
     python benchmarks/bench_flat.py [--seeds 4] [--first-seed 0] [--detector] [--oracle]
                                     [--variants poly2,harmonic] [--profiles radial]
-                                    [--drift 100 --frames]
+                                    [--drift 100 --frames] [--silhouette]
 
 ``poly2`` is the default of ``make_flat`` (on a solar disc: the disc model
 times the median of the ring, ``disc_poly_degree=0``); ``poly2 disc deg1``
@@ -114,6 +114,8 @@ def bench_flats(args):
                 if args.oracle:
                     runs.append(("true clean", "bench-oracle", {"transmission": truth.transmission},
                                  "radial", None))
+                if args.silhouette:  # opt-in model of non-round shadows (FlatOptions.silhouette)
+                    runs.append(("silhouette", "local", {}, "radial", None))
                 if args.frames:  # as `aiflat flat --video`: the scene's motion chooses the model
                     runs.append(("with frames", "local", {}, "auto", path))
                 for name, inpaint, opts, profile, frames in runs:
@@ -121,7 +123,8 @@ def bench_flats(args):
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         flat = make_flat(median, mask, inpaint=inpaint, inpaint_options=opts,
-                                         profile=profile, frames=frames)
+                                         profile=profile, frames=frames,
+                                         silhouette=name == "silhouette")
                     dt = time.perf_counter() - t0
                     pooled, per = residuals(flat.data, truth)
                     r = results.setdefault((regime, name, profile), {"pooled": [], "per": [], "time": []})
@@ -205,6 +208,8 @@ def main():
                         help="peak-to-peak Lissajous drift of the simulated scene, px (default 0: jitter)")
     parser.add_argument("--frames", action="store_true",
                         help="add a row: make_flat with the frames (scene_motion measured, profile auto)")
+    parser.add_argument("--silhouette", action="store_true",
+                        help="add a row for make_flat(..., silhouette=True)")
     parser.add_argument("--skip-flats", action="store_true")
     parser.add_argument("--skip-matching", action="store_true")
     args = parser.parse_args()

@@ -48,6 +48,7 @@ the flat.
 Usage::
 
     python benchmarks/bench_flat_real.py [--injected-cases 6] [--specks 20] [--skip-xu2016]
+                                         [--silhouette]
 """
 
 import argparse
@@ -148,7 +149,7 @@ def transmission_proxy(frames, mask, *, width=20):
     return proxy
 
 
-def bench_xu2016():
+def bench_xu2016(silhouette=False):
     s = load_xu2016()
     mask = mask_from_flat(s.paper_flat, s.spots, min_depth=0.1, grow=2)
     lab, n = ndimage.label(mask)
@@ -163,6 +164,8 @@ def bench_xu2016():
     # smaller than it, so each gets the plain ratio (profile 'auto', scene_motion 'auto')
     flats["ours+frames"] = our_flat(median, mask, frames=np.asarray(s.frames, dtype=np.float32))
     t_frames = time.perf_counter() - t0
+    if silhouette:
+        flats["silhouette"] = our_flat(median, mask, silhouette=True)
     flats["seed-like"] = seed_like_flat(median, mask)
     proxy = transmission_proxy(s.frames, mask)
     grown = ndimage.distance_transform_edt(~mask) <= 3
@@ -201,9 +204,9 @@ def bench_xu2016():
     return rows
 
 
-def bench_injected(n_cases, n_specks):
+def bench_injected(n_cases, n_specks, silhouette=False):
     s = load_xu2016()
-    names = ("none", "ours", "seed-like", "true T")
+    names = ("none", "ours") + (("silhouette",) if silhouette else ()) + ("seed-like", "true T")
     acc = {k: {"self": [], "truth": [], "ring": []} for k in names}
     for case, k in enumerate(INJECT_FRAMES[:n_cases]):
         cy, cx = s.centroids[k].astype(int)
@@ -214,6 +217,8 @@ def bench_injected(n_cases, n_specks):
         grown, ring = dist <= 3, (dist > 0) & (dist <= 3)
         flats = {"none": np.ones(t.shape), "ours": our_flat(image, core), "seed-like": seed_like_flat(image, core),
                  "true T": t}
+        if silhouette:  # opt-in model of non-round shadows (FlatOptions.silhouette)
+            flats["silhouette"] = our_flat(image, core, silhouette=True)
         for name, f in flats.items():
             acc[name]["self"].append(residual_contrast(image / f, image, core)["residual"])
             acc[name]["truth"].append(np.sqrt(np.mean((t[grown] / f[grown] - 1) ** 2) / np.mean((1 - t[grown]) ** 2)))
@@ -234,10 +239,12 @@ def main():
     parser.add_argument("--injected-cases", type=int, default=len(INJECT_FRAMES))
     parser.add_argument("--specks", type=int, default=20)
     parser.add_argument("--skip-xu2016", action="store_true")
+    parser.add_argument("--silhouette", action="store_true",
+                        help="add rows for make_flat(..., silhouette=True)")
     args = parser.parse_args()
     if not args.skip_xu2016:
-        bench_xu2016()
-    bench_injected(args.injected_cases, args.specks)
+        bench_xu2016(args.silhouette)
+    bench_injected(args.injected_cases, args.specks, args.silhouette)
     print("\nthe seed's flat leaves 0.43 (self) on the real dusty median (notes §1)")
 
 

@@ -86,6 +86,7 @@ _PIXEL_SLACK = 0.5        # a pixel's value spans +-0.5 px of radius: misfit all
 _ELONG_MIN = 1.05         # a core elongated by more than this gets an elliptical profile (below: pixel noise)
 _ELONG_MAX = 3.0          # ... by at most this (fibres beyond stay elongated 3:1 and get REVIEW)
 _ELONG_MIN_PIXELS = 12    # cores smaller than this have no measurable shape: circular profile
+_SILHOUETTE_GATE = 1.0    # silhouette model tried where the radial rms misfit exceeds this x sigma
 
 
 # --------------------------------------------------------------------------------------
@@ -409,15 +410,81 @@ def _one_shadow(sid, win, origin, ctx):
                texture_sigma=float(sigma), outlier_fraction=frac,
                misfit=float(np.sqrt(np.mean(resid**2))) if resid.size else 0.0,
                min_transmission=float(prof.min()), max_transmission=float(prof.max()))
-    if frac > _MAX_OUTLIERS:
+    model, merr = _silhouette_choice(win, mine, sid, ctx, (rc, prof), model, merr, sigma, rec)
+    if frac > _MAX_OUTLIERS and rec["profile"] == "radial":
         rec.update(review=True, reason=f"not round: {frac:.0%} of the pixels deviate from the radial "
                                        f"profile by > {_OUTLIER_SIGMA:g} texture sigma (non-round "
                                        "dust or a scene feature inside the mask)")
     return model, merr, rec
 
 
+def _radial_dof(rc):
+    """Degrees of freedom of a radial profile: one per 0.5 px of its radii, plus the centre."""
+    return int(np.ceil(np.ptp(rc) / 0.5)) + 3 if np.size(rc) else 3
+
+
+def _silhouette_leaks(sil_model, mine, core, sigma):
+    """True if the silhouette's shadow reaches beyond the core's halo (a scene feature copied).
+
+    The core is where the shadow darkens by more than a fraction of its
+    depth; 2 px beyond it a dust shadow is down to the ring's level, so a
+    model darker than a quarter of its depth (or 3 texture sigmas) there
+    follows something that is not this shadow.
+    """
+    outside = mine & ~ndimage.binary_dilation(core, iterations=2)
+    if not outside.any():
+        return False
+    depth = 1.0 - float(sil_model[mine].min())
+    return float((1.0 - sil_model[outside]).max()) > max(0.25 * depth, 3.0 * sigma)
+
+
+def _silhouette_choice(win, mine, sid, ctx, radial_profile, model, merr, sigma, rec):
+    """The silhouette model (`~aiflat_astro.flat.silhouette`) where it fits beyond the texture.
+
+    Tried only where the radial model's rms misfit exceeds the texture
+    sigma; both models are then scored on the same pixels (the shadow's
+    valid pixels and the known T = 1 around it) by the BIC, the radial
+    profile with one degree of freedom per 0.5 px of radius, the silhouette
+    with its active pixels; and the silhouette's shadow must stay inside
+    the core's halo (`_silhouette_leaks`).
+    """
+    if not ctx["silhouette"]:
+        return model, merr
+    from .silhouette import _bic, fit_silhouette
+
+    region = ctx["weight"][win] > 0
+    good = mine & ctx["valid"][win]
+    fit = good | ~region
+    data = np.where(good, ctx["ratio"][win], 1.0)
+    core = ctx["labels"][win] == sid
+    depth = max(0.0, 1.0 - float(np.min(radial_profile[1])))
+    radial_map = np.ones(data.shape)
+    radial_map[mine] = model
+    if np.sqrt(np.mean((data - radial_map)[fit] ** 2)) <= _SILHOUETTE_GATE * sigma:
+        return model, merr          # the radial profile fits within the texture: keep it
+    sil = fit_silhouette(data, fit, mine, core, sigma=sigma, slack=_EDGE_TOLERANCE * depth)
+    if sil is None:
+        return model, merr
+    kept = sil["kept"]
+    rss_radial = float(np.sum((data - radial_map)[kept] ** 2))
+    bic_radial = _bic(rss_radial, sil["n"], _radial_dof(radial_profile[0]))
+    bic_sil = _bic(sil["rss"], sil["n"], sil["dof"])
+    rec.update(silhouette_bic=float(bic_sil), radial_bic=float(bic_radial),
+               radial_rms=float(np.sqrt(rss_radial / sil["n"])),
+               silhouette_rms=float(np.sqrt(sil["rss"] / sil["n"])))
+    if bic_sil >= bic_radial:
+        return model, merr
+    if _silhouette_leaks(sil["model"], mine, core, sigma):
+        rec.update(silhouette_leak=True)
+        return model, merr
+    rec.update(profile="silhouette", footprint_px=float(sil["diameter"]),
+               reason="not one round speck: silhouette * footprint fits better (BIC)")
+    misfit = np.sqrt(sil["rss"] / max(sil["n"], 1))
+    return sil["model"][mine], np.full(model.shape, misfit)
+
+
 def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_hint, *,
-                         motion=None):
+                         motion=None, silhouette=False):
     """Radial-profile transmission per shadow.
 
     Returns the transmission map (NaN where no model was made: those
@@ -426,7 +493,7 @@ def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_h
     shadow smaller than the scene's ``motion`` (px) keeps the plain ratio.
     """
     ctx = {"median": median, "ratio": ratio, "valid": valid, "weight": weight, "assign": assign,
-           "labels": labels, "centres": centres_hint, "motion": motion}
+           "labels": labels, "centres": centres_hint, "motion": motion, "silhouette": silhouette}
     trans = np.full(ratio.shape, np.nan)
     model_err = np.zeros(ratio.shape)
     records = []
@@ -571,7 +638,9 @@ class FlatOptions:
 
     Parameters
     ----------
-    floor, profile, min_signal, inpaint_options, mem_limit, progress_bar, full, scene_motion
+    floor, profile, min_signal, inpaint_options, mem_limit, progress_bar, full
+        See `make_flat`.
+    scene_motion, silhouette
         See `make_flat`.
 
     Examples
@@ -588,6 +657,7 @@ class FlatOptions:
     progress_bar: bool = False
     full: bool = False
     scene_motion: object = "auto"
+    silhouette: bool = False
 
     def __post_init__(self):
         if self.profile not in FLAT_PROFILES:
@@ -664,7 +734,7 @@ def _scene_motion(frames, region, opts, det=None):
     return median_pair_distance(shifts)
 
 
-def _transmission_model(med, det, w, valid, ratio, chosen, motion):
+def _transmission_model(med, det, w, valid, ratio, chosen, motion, silhouette=False):
     """The transmission ``T`` inside the weight: per-shadow radial profiles or the plain ratio.
 
     Returns ``T`` (NaN where unusable), the pixels that keep the plain
@@ -677,7 +747,8 @@ def _transmission_model(med, det, w, valid, ratio, chosen, motion):
         return trans, region, np.zeros(med.shape), [], None
     assign = _partition(w, det.labels)
     radial, model_err, records = _radial_transmission(med, ratio, valid, w, assign, det.labels,
-                                                      _catalog_centres(det), motion=motion)
+                                                      _catalog_centres(det), motion=motion,
+                                                      silhouette=silhouette)
     modelled = np.isfinite(radial)
     return np.where(modelled, radial, trans), region & ~modelled, model_err, records, assign
 
@@ -727,8 +798,8 @@ def _dust_flat(med, det, inpaint, frames, opts, min_signal):
     defects = (dq & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
     valid = region & np.isfinite(ratio) & (clean > min_signal) & np.isfinite(med) & ~defects
     motion = _scene_motion(frames, region, opts, det) if chosen == "radial" else None
-    trans, fallback, model_err, records, assign = _transmission_model(med, det, w, valid, ratio,
-                                                                      chosen, motion)
+    trans, fallback, model_err, records, assign = _transmission_model(
+        med, det, w, valid, ratio, chosen, motion, opts.silhouette)
     if records:
         _flag_records(dq, records, assign, region)
     flat, low = _compose(w, trans, region, dq, opts.floor)
@@ -819,6 +890,13 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, o
         (default) measures it from ``frames`` when they are given
         (`~aiflat_astro.registration.register_frames` on 9 frames); `None`
         never.
+    silhouette : bool, optional
+        Try, on each shadow the radial profile does not fit beyond the
+        texture, a model of its silhouette convolved with one pupil
+        footprint (`~aiflat_astro.flat.silhouette`; clumps and fibres), kept
+        where its BIC is lower and its shadow stays inside the core's halo.
+        Default False: measured, it does not beat the radial profile on
+        held-out simulated seeds (see the docs' "Which model" section).
     min_signal : float, optional
         Pixels whose clean estimate is below this level carry no usable
         transmission (dark sky next to the solar limb); default 1 % of the

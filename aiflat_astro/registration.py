@@ -622,8 +622,8 @@ def _bin_mean(image, b):
 def _binned_frames(source, indices, b):
     """The frames ``indices`` of ``source``, one at a time: mono, ``b`` × ``b`` binned, float32.
 
-    The read-and-bin loop of the full flat (`aiflat_astro.fullflat`) and of
-    the measured flat's static survey (`aiflat_astro.measured`).
+    The read-and-bin loop of the full flat (`aiflat_astro.flat.fullflat`) and of
+    the measured flat's static survey (`aiflat_astro.flat.estimators.measured`).
     """
     for i in indices:
         yield _bin_mean(_as_mono(source.read(int(i))), b).astype(np.float32)

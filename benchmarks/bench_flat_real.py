@@ -40,7 +40,7 @@ as the fraction left of the uncorrected contrast
 the mask dilated by 3 px, its weight ``w`` = max(dilated mask, the dilated
 mask blurred by a Gaussian of sigma 2 px) cut below 0.01, ``clean`` = a
 harmonic (Laplace) interpolation inside ``w > 0``
-(`~aiflat_astro.inpaint.inpaint_local`, ``method='harmonic'``,
+(`~aiflat_astro.flat.estimators.local.inpaint_local`, ``method='harmonic'``,
 ``normalize=False``), ``T = min(median / clean, 1)`` (the seed clipped at 1.0),
 ``flat = 1 - w + w T``.  It copies the image's texture under the mask into
 the flat.

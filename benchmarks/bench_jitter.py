@@ -3,7 +3,7 @@
 The frames of a solar video move by seeing jitter while the dust stays put;
 regressing each pixel on the frame shifts measures the scene's gradient
 under a shadow, and integrating it gives the dust-free median there
-(`aiflat_astro.jitter.jitter_clean`).  This benchmark compares, on the
+(`aiflat_astro.flat.estimators.jitter.jitter_clean`).  This benchmark compares, on the
 same videos (`make_dusty_video` defaults: 320 × 256, 40 frames, jitter
 1 px rms, no drift), the flat made with
 

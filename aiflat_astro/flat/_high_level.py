@@ -2,7 +2,7 @@
 
 The flat is built from three ingredients: the temporal median, the dust mask
 (DQ bits and a soft weight ``w``, from a detector) and a clean estimate of
-the median without dust (`aiflat_astro.inpaint`)::
+the median without dust (`aiflat_astro.flat.estimators.local`)::
 
     flat = 1 - w + w * T,        T = transmission estimated from median / clean
 
@@ -862,7 +862,7 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, o
         Soft weight 0..1 replacing the detection's; for a plain mask the
         default is `~aiflat_astro.dq.expand_mask` (dilate 2 px, soft edge 1.5 px).
     inpaint : str, optional
-        Clean-estimate method registered in `aiflat_astro.inpaint`:
+        Clean-estimate method registered in `aiflat_astro.flat.estimators.local`:
         ``'local'`` (default, offline, deterministic), ``'measured'`` (from
         the drift of the scene; needs ``frames``), ``'gemini'`` (generative).
     frames : optional
@@ -911,8 +911,8 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, o
         Show a progress bar while reading ``frames``.
     full : bool, optional
         Instead of the dust flat, the whole gain table from the shifted
-        ``frames`` (`aiflat_astro.fullflat.make_full_flat`; ``inpaint_options``
-        go to `~aiflat_astro.fullflat.full_flat`): NOT 1.0 outside the
+        ``frames`` (`aiflat_astro.flat.fullflat.make_full_flat`; ``inpaint_options``
+        go to `~aiflat_astro.flat.fullflat.full_flat`): NOT 1.0 outside the
         dust, ``FLATTYPE = 'FULL'``.  Default `False`.
 
     Returns
@@ -939,7 +939,7 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, o
     True
     """
     opts = _flat_options(options, keywords)
-    if opts.full:  # the whole gain table from shifted images: aiflat_astro.fullflat (owner: kll)
+    if opts.full:  # the whole gain table from shifted images: aiflat_astro.flat.fullflat (owner: kll)
         from .fullflat import make_full_flat
 
         return make_full_flat(median, frames, dust_mask=dust_mask, progress_bar=opts.progress_bar,

@@ -762,7 +762,7 @@ def _local_inpainter(median, detection, *, frames=None, method="poly", normalize
     ``median / model``, a local level), the others as without it.  With ``frames``
     (``jitter='auto'``, the default), the shadows on a textured scene are then filled
     from the scene's gradient measured from the seeing jitter
-    (`~aiflat_astro.jitter.jitter_clean`); ``jitter=False`` turns that off."""
+    (`~aiflat_astro.flat.estimators.jitter.jitter_clean`); ``jitter=False`` turns that off."""
     from ...dq import DustDQ
 
     if disc not in ("auto", False, "off"):

@@ -26,7 +26,7 @@ bounded memory:
    and a shadow pixel only if at least ``n_min`` frames see a usable scene
    point: this *coverage test* decides per shadow whether the drift
    constrains it.  Shadows that fail it are filled by local interpolation
-   (`aiflat_astro.inpaint.inpaint_local`), and the catalog says so.
+   (`aiflat_astro.flat.estimators.local.inpaint_local`), and the catalog says so.
 
 The transmission is exactly what the flat needs inside the shadow, and 1.0
 outside, so nothing outside the dust mask is touched.
@@ -1113,7 +1113,7 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, drift_plot=N
     """Clean estimate of the median inside the dust, measured from the drift.
 
     The ``'measured'`` method of `~aiflat_astro.flat.make_flat` (registered
-    in `aiflat_astro.inpaint`).  `measure_transmission` measures the shadows
+    in `aiflat_astro.flat.estimators.local`).  `measure_transmission` measures the shadows
     the drift constrains; the others, and every shadow of a video without
     usable drift, get exactly what ``inpaint='local'`` would give them.
 

@@ -198,29 +198,22 @@ def _median_combine(src, *, max_frames, step, mem_bytes, progress_bar, bias, dar
 
 # --------------------------------------------------------------------------- sources
 
-def _is_frame_source(obj):
-    return all(hasattr(obj, attr) for attr in ("read_rows", "n_frames", "frame_shape", "dtype"))
-
-
 def _open_source(source):
     """Return ``(frame source, owned)``; owned sources are closed by us."""
-    if _is_frame_source(source):
-        return source, False
-    from .io.frames import open_frames
+    from .io.frames import is_frame_source, open_frames
 
+    if is_frame_source(source):
+        return source, False
     return open_frames(source), True
 
 
 def _select_frames(n_total, *, max_frames, step):
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
-        raise InputError(f"step must be a positive integer, got {step!r}")
-    indices = np.arange(0, n_total, int(step), dtype=np.intp)
-    if max_frames is not None:
-        if isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) \
-                or max_frames < 1:
-            raise InputError(f"max_frames must be a positive integer, got {max_frames!r}")
-        indices = indices[:int(max_frames)]
-    return indices
+    """Every ``step``-th frame, the first ``max_frames`` of them (`~aiflat_astro.io.frames.select_frames`)."""
+    from .io.frames import select_frames
+
+    if int(n_total) < 1:
+        return np.arange(0, dtype=np.intp)
+    return select_frames(n_total, step=step, max_frames=max_frames, spread=False)
 
 
 def _load_master(value, kind, frame_shape):

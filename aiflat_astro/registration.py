@@ -32,6 +32,9 @@ from astropy.table import Table
 from scipy import ndimage as ndi
 from scipy.signal.windows import tukey
 
+from ._imaging.robust import block_mean
+from .io.frames import select_frames
+from .utils._colour import mono_frame
 from .utils.exceptions import InputError
 
 __all__ = [
@@ -106,35 +109,6 @@ class _open_source:
             self._opened.close()
 
 
-def _as_mono(frame):
-    """Frame as float64 2-D (colour frames: mean of the channels)."""
-    frame = np.asarray(frame)
-    if frame.ndim == 3:
-        return frame.astype(np.float64).mean(axis=2)
-    return frame.astype(np.float64)
-
-
-def _frame_indices(n_frames, *, step=1, max_frames=None):
-    if n_frames < 1:
-        raise InputError("the video has no frames")
-    step = int(step)
-    if step < 1:
-        raise InputError(f"step must be a positive integer, got {step}")
-    idx = np.arange(0, n_frames, step)
-    if max_frames is not None:
-        max_frames = int(max_frames)
-        if max_frames < 1:
-            raise InputError(f"max_frames must be a positive integer, got {max_frames}")
-        if idx.size > max_frames:
-            # evenly spread over the whole video (a drift path needs its ends)
-            pick = np.unique(np.round(np.linspace(0, idx.size - 1, max_frames)).astype(int))
-            idx = idx[pick]
-    return idx
-
-
-# ---------------------------------------------------------------------------
-# Phase correlation with upsampled-DFT refinement
-# ---------------------------------------------------------------------------
 def _upsampled_dft(data, region_size, upsample_factor, offsets):
     """Upsampled inverse DFT of ``data`` on a small region (Guizar-Sicairos et al. 2008).
 
@@ -266,7 +240,7 @@ class _Preprocessor:
 
     def __call__(self, frame):
         """High-passed, normalised frame (masked pixels 0), before windowing."""
-        img = _as_mono(frame)[self.region]
+        img = mono_frame(frame)[self.region]
         good = self.valid & np.isfinite(img)
         img = np.where(good, img, 0.0)
         level = np.median(img[good]) if good.any() else 1.0
@@ -612,13 +586,6 @@ _FEW_FRAMES = 25        # a set this small (no video) is off-pointed above _FEW_
 _FEW_FRACTION = 0.04
 
 
-def _bin_mean(image, b):
-    if b == 1:
-        return image
-    h, w = (image.shape[0] // b) * b, (image.shape[1] // b) * b
-    return image[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
-
-
 def _binned_frames(source, indices, b):
     """The frames ``indices`` of ``source``, one at a time: mono, ``b`` × ``b`` binned, float32.
 
@@ -626,7 +593,7 @@ def _binned_frames(source, indices, b):
     the measured flat's static survey (`aiflat_astro.flat.estimators.measured`).
     """
     for i in indices:
-        yield _bin_mean(_as_mono(source.read(int(i))), b).astype(np.float32)
+        yield block_mean(mono_frame(source.read(int(i))), b).astype(np.float32)
 
 
 class _Coarse:
@@ -637,14 +604,14 @@ class _Coarse:
         self.bin = max(2, int(np.ceil(max(frame_shape) / _COARSE_SIZE)))
         valid = np.ones(frame_shape, bool) if dust_mask is None else ~dust_mask
         # a binned pixel is valid when most of it is outside the dust
-        self.valid = _bin_mean(valid.astype(np.float64), self.bin) > 0.75
+        self.valid = block_mean(valid.astype(np.float64), self.bin) > 0.75
         shape = self.valid.shape
         self.window = np.outer(tukey(shape[0], 0.5), tukey(shape[1], 0.5))
         self.taper = _taper(shape, 0.12)
         self._smooth = _SmoothedMask(self.valid, 8.0)
 
     def spectrum(self, frame):
-        img = _bin_mean(_as_mono(frame), self.bin)
+        img = block_mean(mono_frame(frame), self.bin)
         good = self.valid & np.isfinite(img)
         img = np.where(good, img, 0.0)
         level = np.median(img[good]) if good.any() else 1.0
@@ -690,7 +657,7 @@ def _register_large(source, idx, coarse, frame_shape, dust_mask, *, max_size, hi
     peaks = np.empty(n)
     centre = np.median(coarse, axis=0)
     r = int(np.argmin(np.sum((coarse - centre) ** 2, axis=1)))
-    ref_frame = _as_mono(source.read(int(idx[r])))
+    ref_frame = mono_frame(source.read(int(idx[r])))
     search = 2 * max(2, int(np.ceil(max(frame_shape) / _COARSE_SIZE))) + 2
     for k in _progress(range(n), progress_bar, "registering", total=n):
         d = np.round(coarse[k] - coarse[r]).astype(int)
@@ -698,7 +665,7 @@ def _register_large(source, idx, coarse, frame_shape, dust_mask, *, max_size, hi
             raise InputError(f"frame {int(idx[k])} does not overlap the reference frame "
                              f"{int(idx[r])} (offset {d[0]} x {d[1]} px)")
         ref_sl, mov_sl = _overlap(frame_shape, d, max_size)
-        frame = ref_frame if k == r else _as_mono(source.read(int(idx[k])))
+        frame = ref_frame if k == r else mono_frame(source.read(int(idx[k])))
         size = (ref_sl[0].stop - ref_sl[0].start, ref_sl[1].stop - ref_sl[1].start)
         full = (slice(0, size[0]), slice(0, size[1]))
         masks = []
@@ -831,7 +798,7 @@ def register_frames(
                                 upsample_factor=upsample_factor, max_size=max_size)
     with _open_source(frames) as source:
         n_frames = int(source.n_frames)
-        idx = _frame_indices(n_frames, step=step, max_frames=max_frames)
+        idx = select_frames(n_frames, step=step, max_frames=max_frames)
         frame_shape = tuple(source.frame_shape)[:2]
         dust_mask = _checked_mask(dust_mask, frame_shape)
         coarse_step = _Coarse(frame_shape, dust_mask)

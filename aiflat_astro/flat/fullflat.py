@@ -42,6 +42,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..registration import DriftPath, _binned_frames, _open_source, register_frames
+from ..io.frames import spread_indices
 from ..utils._atomic import parse_size
 from ..utils.exceptions import AiflatUserWarning, InputError, warn_user
 
@@ -421,7 +422,7 @@ def full_flat(frames, *, drift=None, dust_mask=None, max_frames=20, bin=None, me
         idx = np.asarray(drift.frame_index)
         shifts = np.asarray(drift.shifts, dtype=np.float64)
         if idx.size > max_frames:
-            pick = np.unique(np.round(np.linspace(0, idx.size - 1, max_frames)).astype(int))
+            pick = spread_indices(idx.size, max_frames)
             idx, shifts = idx[pick], shifts[pick]
         if idx.size < 2:
             raise InputError("a full flat needs at least 2 registered frames")

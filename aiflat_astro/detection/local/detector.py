@@ -7,6 +7,7 @@ from astropy.table import Table
 from scipy import ndimage
 
 from ...dq import DustDQ
+from ...io.frames import spread_indices
 from ...registration import median_pair_distance
 from ...utils.exceptions import InputError
 from ...products import DustDetection, empty_catalog
@@ -212,7 +213,7 @@ class LocalDustDetector(DustDetector):
         try:
             if source.n_frames < 2:
                 return False, None, cands
-            idx = motion.frame_indices(source.n_frames, self.max_frames)
+            idx = spread_indices(source.n_frames, self.max_frames)
             dust = np.zeros(data.shape, bool)
             for c in cands:
                 dust[c.sl] |= c.pix

@@ -20,8 +20,9 @@ import logging
 import numpy as np
 from scipy import ndimage
 
+from ..._imaging.disc import fit_circle
 from ...io._base import FrameSource
-from ...utils._colour import cfa_normalise
+from ...utils._colour import cfa_normalise, mono_frame
 from ...utils.exceptions import InputError
 
 log = logging.getLogger(__name__)
@@ -72,28 +73,6 @@ class CFANormalised(FrameSource):
             self._source.close()
 
 
-def mono(frame):
-    """A 2-D float32 frame (colour frames averaged over their channels)."""
-    a = np.asarray(frame, dtype=np.float32)
-    return a.mean(axis=2) if a.ndim == 3 else a
-
-
-def frame_indices(n_frames, max_frames):
-    """At most ``max_frames`` frame indices spread over the video."""
-    if n_frames <= max_frames:
-        return np.arange(n_frames)
-    return np.unique(np.linspace(0, n_frames - 1, max_frames).round().astype(int))
-
-
-def fit_circle(y, x):
-    """Algebraic (Kåsa) least-squares circle through points: (cy, cx, radius) or None."""
-    a = np.column_stack([x, y, np.ones_like(x)])
-    (d, e, f), *_ = np.linalg.lstsq(a, -(x**2 + y**2), rcond=None)
-    cy, cx = -e / 2, -d / 2
-    r2 = cx**2 + cy**2 - f
-    return (cy, cx, np.sqrt(r2)) if r2 > 0 else None
-
-
 def disc_centroid(frame, level):
     """Centre (row, col) and radius of the disc from a circle fitted to its limb, or None.
 
@@ -132,7 +111,7 @@ def disc_offsets(source, idx):
     """
     cents = []
     for i in idx:
-        f = mono(source.read(int(i)))
+        f = mono_frame(source.read(int(i)), dtype=np.float32)
         level = float(np.percentile(f, 99))
         c = disc_centroid(f, level) if level > 0 else None
         if c is None:
@@ -219,7 +198,7 @@ def motion_betas(source, idx, shifts, median, cands):
     """``(β, σβ)`` of each candidate from the frames ``idx`` with scene shifts ``shifts``."""
     accs = [Accumulator(median, c) for c in cands]
     for i, s in zip(idx, shifts):
-        frame = mono(source.read(int(i)))
+        frame = mono_frame(source.read(int(i)), dtype=np.float32)
         for acc in accs:
             acc.add(frame, s)
     return [acc.result() for acc in accs]
@@ -240,7 +219,7 @@ def static_transmission(source, idx, *, window=100.0, margin=15, min_frames=3):
 
     ratios = []
     for i in idx:
-        f = mono(source.read(int(i)))
+        f = mono_frame(source.read(int(i)), dtype=np.float32)
         level = float(np.percentile(f, 99))
         disc = ndimage.binary_fill_holes(f > 0.3 * level)
         disc = ndimage.binary_erosion(disc, iterations=margin)

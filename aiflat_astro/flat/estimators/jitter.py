@@ -63,6 +63,7 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse import linalg as splinalg
 
+from ...io.frames import spread_indices
 from ...utils.exceptions import InputError
 
 __all__ = ["JITTER_MIN_R2", "jitter_clean"]
@@ -519,8 +520,7 @@ def _shadow_boxes(level, mask, bad, labels, *, pad, gap, max_reg_pixels, n_terms
 def _frame_selection(n_frames, max_frames):
     """Every frame, or ``max_frames`` spread evenly over the video."""
     if max_frames is not None and n_frames > max_frames:
-        spread = np.round(np.linspace(0, n_frames - 1, int(max_frames))).astype(int)
-        return np.unique(spread).tolist()
+        return spread_indices(n_frames, max_frames).tolist()
     return list(range(n_frames))
 
 

@@ -40,9 +40,11 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage as ndi
 
-from ...registration import (DriftPath, _as_mono, _bin_mean, _binned_frames, _open_source,
-                             register_frames)
+from ..._imaging.robust import block_mean
+from ...registration import DriftPath, _binned_frames, _open_source, register_frames
+from ...io.frames import spread_indices
 from ...utils._atomic import parse_size
+from ...utils._colour import mono_frame
 from ...utils.exceptions import DetectorFallbackWarning, InputError, warn_user
 
 __all__ = [
@@ -390,11 +392,10 @@ def _static_survey(source, frame_index, shifts, known, *, nsigma=5.0, min_depth=
     """
     shape = known.shape
     b = max(1, int(np.ceil(max(shape) / _SURVEY_SIZE)))
-    pick = np.unique(np.round(np.linspace(0, frame_index.size - 1,
-                                          min(_SURVEY_FRAMES, frame_index.size))).astype(int))
+    pick = spread_indices(frame_index.size, _SURVEY_FRAMES) if frame_index.size else np.arange(0)
     if pick.size < 8:
         return np.zeros(shape, bool), []
-    known_b = _bin_mean(known.astype(np.float32), b) > 0
+    known_b = block_mean(known.astype(np.float32), b) > 0
     known_b = ndi.binary_dilation(known_b, iterations=1)
     frames = []
     stack = []
@@ -662,7 +663,7 @@ def _stream_boxes(source, regions, use_idx, shifts, excl, near, excl_any, progre
 
         iterator = tqdm(order, desc="measuring", unit="frame", leave=False)
     for k in iterator:
-        frame = _as_mono(source.read(int(use_idx[k])))
+        frame = mono_frame(source.read(int(use_idx[k])))
         bad_px = ~np.isfinite(frame)
         frame_excl = excl_any
         if bad_px.any():  # a NaN would spread along its row and column in the spline
@@ -799,7 +800,7 @@ def _memory_plan(regions, shifts_all, n_registered, budget, mem_limit):
         batches.append(current)
         log.info("memory limit %s: %d passes over the frames", mem_limit, len(batches))
     if n_registered > n_fit:
-        pick = np.unique(np.round(np.linspace(0, n_registered - 1, n_fit)).astype(int))
+        pick = spread_indices(n_registered, n_fit)
         log.info("memory limit %s: using %d of %d registered frames", mem_limit, pick.size,
                  n_registered)
     else:

@@ -47,8 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._nightflat import combine_flats, merge_detections
+from ._nightflat import _ring_depth, combine_flats, merge_detections
 from .io._base import FrameSource
+from .io.frames import select_frames, spread_indices
 from ._runstate import RunOptions, _file_identity, _region_files
 from .provenance import params_hash, software_id
 from .utils.exceptions import InputError, warn_user
@@ -183,8 +184,6 @@ class ConcatFrames(FrameSource):
 
 def _selection(n_frames, *, max_frames, step):
     """The frames of a video the night uses: every ``step``-th, the first ``max_frames`` (as `aiflat median`)."""
-    from .io.frames import select_frames
-
     if int(n_frames) < 1:
         return []
     return select_frames(n_frames, step=step, max_frames=max_frames, spread=False).tolist()
@@ -192,8 +191,6 @@ def _selection(n_frames, *, max_frames, step):
 
 def _spread(sel, n):
     """``n`` entries of ``sel`` spread evenly over it (all of them if fewer)."""
-    from .io.frames import spread_indices
-
     return [sel[int(p)] for p in spread_indices(len(sel), n)]
 
 
@@ -390,15 +387,6 @@ def calibrate_task(flat_path, video, output, opts):
 
 # --------------------------------------------------------------------------- the dust-change check
 
-def _ring_ratio(image, core, ring):
-    a, b = image[core], image[ring]
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if a.size == 0 or b.size < 4:
-        return np.nan
-    ref = np.median(b)
-    return float(np.median(a) / ref) if ref > 0 else np.nan
-
-
 def _lit(own, ref, ring, fraction=0.5):
     """Whether the video's scene lights ``ring`` at least ``fraction`` as brightly as the shared median.
 
@@ -517,10 +505,10 @@ def _tested_shadows(own, ref, flat, dust, anydust, *, min_depth, keep_fraction):
         core = region & (flat[win] <= np.median(flat[win][region]))
         inner = ndimage.binary_dilation(region, iterations=gap)
         ring = ndimage.binary_dilation(region, iterations=gap + width) & ~inner & ~anydust[win]
-        d_ref = 1 - _ring_ratio(ref[win], core, ring)
+        d_ref = _ring_depth(ref[win], core, ring)
         if not np.isfinite(d_ref) or d_ref < min_depth or not _lit(own[win], ref[win], ring):
             continue
-        d_own = 1 - _ring_ratio(own[win], core, ring)
+        d_own = _ring_depth(own[win], core, ring)
         ratios.append(d_own / d_ref if np.isfinite(d_own) else 0.0)
         cy, cx = ndimage.center_of_mass(region)
         tested.append([k, round(float(cx) + win[1].start, 1), round(float(cy) + win[0].start, 1),
@@ -538,7 +526,7 @@ def _disk_depth(image, x, y, radius, exclude):
     d = np.hypot(xx - x, yy - y)
     core = d <= max(1.0, 0.6 * radius)
     ring = (d >= r_in) & (d <= r_out) & ~exclude[y0:y1, x0:x1]
-    return 1 - _ring_ratio(image[y0:y1, x0:x1], core, ring)
+    return _ring_depth(image[y0:y1, x0:x1], core, ring)
 
 
 def _new_shadows(corrected, shared, known, depth, fraction, frames=None, *, candidates=None):

@@ -58,8 +58,10 @@ _LAZY = {
         'DISPUTED_POLICIES',
     ),
     "flat.estimators.local": (
-        'inpaint_local', 'solar_disc_background', 'match_photometry', 'register_inpainter',
-        'get_inpainter', 'available_inpainters', 'run_inpainter', 'LOCAL_METHODS', 'MATCH_METHODS',
+        'inpaint_local', 'solar_disc_background', 'match_photometry', 'LOCAL_METHODS', 'MATCH_METHODS',
+    ),
+    "flat.estimators.registry": (
+        'register_inpainter', 'get_inpainter', 'available_inpainters', 'run_inpainter',
     ),
     "flat.estimators.gemini": (
         'inpaint_gemini',

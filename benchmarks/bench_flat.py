@@ -90,7 +90,7 @@ def _oracle_inpainter(median, detection, *, frames=None, transmission=None):
 def bench_flats(args):
     results = {}
     if args.oracle:
-        from aiflat_astro.flat.estimators.local import available_inpainters, register_inpainter
+        from aiflat_astro.flat.estimators.registry import available_inpainters, register_inpainter
 
         if "bench-oracle" not in available_inpainters():
             register_inpainter("bench-oracle", _oracle_inpainter)

@@ -35,7 +35,7 @@ from aiflat_astro.flat.estimators.gemini import clean_image_responder
 from aiflat_astro._gemini.render import resample
 from aiflat_astro.dq import DustDQ
 from aiflat_astro.flat import make_flat
-from aiflat_astro.flat.estimators.local import register_inpainter
+from aiflat_astro.flat.estimators.registry import register_inpainter
 
 KEY = "benchmark-key"
 

@@ -73,7 +73,7 @@ from scipy import ndimage
 from aiflat_astro.combine import median_combine
 from aiflat_astro.datasets import make_dusty_video
 from aiflat_astro.flat import make_flat
-from aiflat_astro.flat.estimators.local import available_inpainters, get_inpainter, register_inpainter
+from aiflat_astro.flat.estimators.registry import available_inpainters, get_inpainter, register_inpainter
 from aiflat_astro.flat.estimators.jitter import jitter_clean
 
 METHODS = ("local", "jitter", "global", "true")

@@ -36,14 +36,7 @@ LAYERS = (
 
 #: Known cycles between modules (through imports inside functions), each in
 #: files whose owners break them; a new cycle fails `test_no_new_import_cycle`.
-KNOWN_CYCLES = (
-    # make_flat runs the estimators through the registry, which lives in estimators/local.py
-    # (so gemini -> local -> registry -> gemini); measured calls make_flat back; fullflat uses
-    # _high_level's header helpers.  To break: the registry in a module of its own, the
-    # header helpers below _high_level, measured without make_flat (owners "hand", "speed").
-    {"flat._high_level", "flat.fullflat", "flat.estimators.local", "flat.estimators.measured",
-     "flat.estimators._interface", "flat.estimators.gemini"},
-)
+KNOWN_CYCLES = ()
 
 _REGISTRY_STRING = re.compile(r"^aiflat_astro(\.\w+)+:\w+$")
 

@@ -24,7 +24,7 @@ def test_every_public_name_resolves():
 def test_builtin_names_match_registries():
     from aiflat_astro._constants import BUILTIN_DETECTORS, BUILTIN_INPAINTERS
     from aiflat_astro.detection import available_detectors
-    from aiflat_astro.flat.estimators.local import available_inpainters
+    from aiflat_astro.flat.estimators.registry import available_inpainters
 
     assert set(BUILTIN_DETECTORS) <= set(available_detectors())
     assert set(BUILTIN_INPAINTERS) <= set(available_inpainters())

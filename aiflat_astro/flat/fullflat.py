@@ -497,7 +497,7 @@ def make_full_flat(median, frames, *, dust_mask=None, drift=None, **options):
     from astropy.nddata import CCDData, StdDevUncertainty
 
     from ..dq import DustDQ
-    from ._high_level import _flat_header, _json_safe, _median_inputs
+    from ._header import _flat_header, _json_safe, _median_inputs
     from ..provenance import sha256_array
 
     if frames is None:

@@ -11,7 +11,7 @@ from astropy.nddata import CCDData
 
 from aiflat_astro.dq import DustDQ
 from aiflat_astro.flat import make_flat, multiply_master_flat
-from aiflat_astro.flat.estimators.local import register_inpainter
+from aiflat_astro.flat.estimators.registry import register_inpainter
 from aiflat_astro.provenance import sha256_array
 from aiflat_astro.utils.exceptions import AiflatUserWarning, InputError
 
@@ -177,7 +177,7 @@ def test_generated_bit_from_inpainter_and_provenance_merge():
         mask = median < 1500
         flat = make_flat(median, mask, inpaint="test-fake-ai")
     finally:
-        from aiflat_astro.flat.estimators import local as inpaint
+        from aiflat_astro.flat.estimators import registry as inpaint
 
         inpaint._INPAINTERS.pop("test-fake-ai")
     assert np.all(flat.flags[mask] & DustDQ.GENERATED)

@@ -15,7 +15,7 @@ import pytest
 from astropy.table import Table
 from scipy import ndimage
 
-import aiflat_astro.flat._high_level as flat_module
+import aiflat_astro.flat._radial as flat_module
 from aiflat_astro.detection._base import DustDetection
 from aiflat_astro.dq import DustDQ, expand_mask
 from aiflat_astro.flat import make_flat

@@ -5,7 +5,7 @@ divides the median by it.  An estimator is any callable::
 
     estimator(median, detection, *, frames=None, **options) -> clean or (clean, info)
 
-(see `~aiflat_astro.flat.estimators.local.register_inpainter` for ``info``).
+(see `~aiflat_astro.flat.estimators.registry.register_inpainter` for ``info``).
 The built-in ``measured`` and ``gemini`` methods are objects of this module:
 their modules (and their dependencies: the drift registration, google-genai)
 are imported when they are first called, by an ordinary ``import`` that the

@@ -46,6 +46,7 @@ from ...io.frames import spread_indices
 from ...utils._atomic import parse_size
 from ...utils._colour import mono_frame
 from ...utils.exceptions import DetectorFallbackWarning, InputError, warn_user
+from .local import _local_inpainter
 
 __all__ = [
     "MeasuredTransmission",
@@ -1096,16 +1097,15 @@ def _local_transmission(median, detection, select):
     """Transmission of the selected pixels as ``inpaint='local'`` would make it."""
     from dataclasses import replace
 
-    from .._high_level import make_flat
+    from .._transmission import dust_flat_from_clean
 
     weight = np.where(select, detection.weight, 0).astype(np.float32)
     sub = replace(detection, weight=weight)
-    with warnings.catch_warnings():
-        # make_flat repeats its own warnings (LOW_TRANS) on the final flat
-        warnings.simplefilter("ignore")
-        flat = make_flat(median, sub, inpaint="local")
+    median = np.asarray(median, dtype=np.float32)
+    clean, info = _local_inpainter(median, sub)
+    flat = dust_flat_from_clean(median, sub, np.where(weight > 0, clean, median), info)[0]
     with np.errstate(divide="ignore", invalid="ignore"):
-        trans = (flat.data.astype(np.float64) - (1.0 - weight)) / weight
+        trans = (flat.astype(np.float64) - (1.0 - weight)) / weight
     return np.where(select & (weight > 0), trans, 1.0)
 
 
@@ -1211,9 +1211,7 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, drift_plot=N
         warn_user(fallback, DetectorFallbackWarning)
     if mt.n_measured == 0:
         # exactly what inpaint='local' gives (same clean estimate, same flat profile)
-        from .local import run_inpainter
-
-        clean, local_info = run_inpainter("local", median, detection)
+        clean, local_info = _local_inpainter(median, detection)
         profile = local_info.get("profile", "radial")
     else:
         if local.any():

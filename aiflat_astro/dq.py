@@ -16,7 +16,8 @@ array([False,  True, False,  True])
 
 import numpy as np
 
-__all__ = ["DustDQ", "DQ_BITS", "dq_definitions_table", "expand_mask", "static_defects"]  # noqa: F822 (DustDQ: module __getattr__)
+# DustDQ is served by the module __getattr__.
+__all__ = ["DustDQ", "DQ_BITS", "dq_definitions_table", "expand_mask", "static_defects"]  # noqa: F822
 
 #: (bit, value, name, description) for every DQ bit, in bit order.
 DQ_BITS = tuple(

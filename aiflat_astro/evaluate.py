@@ -518,4 +518,3 @@ def flat_errors(gain, truth, cover):
     a = np.column_stack([np.ones(yy.size), yy, xx])
     coef, *_ = np.linalg.lstsq(a, e, rcond=None)
     return float(np.sqrt(np.mean(e**2))), float(np.sqrt(np.mean((e - a @ coef) ** 2)))
-

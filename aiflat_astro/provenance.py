@@ -194,4 +194,5 @@ def verify_checksums(hdul, *, filename="file"):
         if "CHECKSUM" not in hdu.header or "DATASUM" not in hdu.header:
             raise ProvenanceError(f"{filename}: HDU {name} has no CHECKSUM/DATASUM; refusing an unverifiable product")
         if hdu.verify_datasum() != 1 or hdu.verify_checksum() != 1:
-            raise ProvenanceError(f"{filename}: checksum of HDU {name} does not verify: the file is corrupted or was edited")
+            raise ProvenanceError(f"{filename}: checksum of HDU {name} does not verify: "
+                                  "the file is corrupted or was edited")

@@ -36,21 +36,20 @@ exposures are known to be equal).
 """
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..registration import DriftPath, _binned_frames, _open_source, register_frames
+from .._imaging.robust import robust_sigma
 from ..io.frames import spread_indices
+from ..registration import DriftPath, _binned_frames, _open_source, register_frames
 from ..utils._atomic import parse_size
-from ..utils.exceptions import AiflatUserWarning, InputError, warn_user
+from ..utils.exceptions import AiflatUserWarning, InputError, renamed_keyword, warn_user
 
-__all__ = ["FullFlat", "solve_gain", "full_flat", "make_full_flat"]
+__all__ = ["FullFlat", "FullFlatOptions", "solve_gain", "full_flat", "make_full_flat"]
 
 log = logging.getLogger(__name__)
-
-_MAD_TO_SIGMA = 1.4826
 
 
 # ---------------------------------------------------------------------------
@@ -147,17 +146,222 @@ class FullFlat:
 
 
 # ---------------------------------------------------------------------------
-# the solver
+# options
 # ---------------------------------------------------------------------------
-def _robust_sigma(values):
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return 0.0
-    return float(_MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))))
+@dataclass(frozen=True)
+class FullFlatOptions:
+    """The options of `full_flat` and `solve_gain` besides their inputs (the same names as their keywords).
+
+    Parameters
+    ----------
+    frame_levels, min_signal, min_frames, robust, kernel, n_robust, n_iter, tol
+        The solver's (see `solve_gain`).
+    max_frames, bin, mem_limit, registration, progress_bar
+        Reading and registering the frames (see `full_flat`).
+
+    Examples
+    --------
+    >>> FullFlatOptions(robust=False).n_robust
+    3
+    """
+
+    frame_levels: bool = True
+    min_signal: float = 0.3
+    min_frames: int = 2
+    robust: bool = True
+    kernel: float = 3.0
+    n_robust: int = 3
+    n_iter: int = 60
+    tol: float = 1e-5
+    max_frames: int = 20
+    bin: object = None
+    mem_limit: object = "1GB"
+    registration: object = None
+    progress_bar: bool = False
+
+    def __post_init__(self):
+        if int(self.max_frames) < 2:
+            raise InputError(f"max_frames must be >= 2, got {self.max_frames}")
+        if self.bin is not None and int(self.bin) < 1:
+            raise InputError(f"bin must be a positive integer, got {self.bin}")
 
 
-def solve_gain(frames, shifts, *, valid=None, frame_levels=True, min_signal=0.3, min_frames=2,
-               robust=True, kernel=3.0, n_robust=3, n_iter=60, tol=1e-5):
+#: The fields of `FullFlatOptions` that `solve_gain` takes as keywords.
+_SOLVER_FIELDS = ("frame_levels", "min_signal", "min_frames", "robust", "kernel", "n_robust", "n_iter", "tol")
+
+
+def _full_flat_options(options, keywords, allowed, caller):
+    """`FullFlatOptions` from an ``options`` object and/or keywords (keywords win)."""
+    if options is not None and not isinstance(options, FullFlatOptions):
+        raise InputError(f"options must be a FullFlatOptions, got {type(options).__name__}")
+    unknown = set(keywords) - set(allowed)
+    if unknown:
+        raise InputError(f"{caller} got unknown option(s) {', '.join(sorted(unknown))}")
+    return replace(options or FullFlatOptions(), **keywords)
+
+
+# ---------------------------------------------------------------------------
+# the solver: inputs, the linear model, CGLS, robust rounds, gauge, errors
+# ---------------------------------------------------------------------------
+def _check_solver_inputs(frames, shifts, ignore):
+    frames = np.asarray(frames)
+    if frames.ndim != 3 or frames.shape[0] < 2:
+        raise InputError(f"frames must be (n >= 2, H, W), got shape {frames.shape}")
+    n = frames.shape[0]
+    shifts = np.asarray(shifts, dtype=np.float64)
+    if shifts.shape != (n, 2) or not np.all(np.isfinite(shifts)):
+        raise InputError(f"shifts must be finite, of shape ({n}, 2), got {shifts.shape}")
+    if ignore is not None:
+        try:
+            ignore = np.broadcast_to(np.asarray(ignore, dtype=bool), frames.shape)
+        except ValueError:
+            raise InputError(f"ignore of shape {np.shape(ignore)} does not match the frames "
+                             f"{frames.shape}") from None
+    return frames, shifts, ignore
+
+
+def _log_samples(frames, min_signal, ignore):
+    """Log-intensities and the 0/1 weight of the usable samples (bright enough, finite, not ignored)."""
+    n, h, w = frames.shape
+    logs = np.empty((n, h, w), np.float32)
+    usable = np.empty((n, h, w), np.float32)
+    for k in range(n):
+        f = frames[k].astype(np.float64)
+        finite = np.isfinite(f)
+        top = np.percentile(f[finite], 99) if finite.any() else 0.0
+        ok = finite & (f > max(float(min_signal) * top, 0.0)) & (f > 0)
+        if ignore is not None:
+            ok &= ~ignore[k]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs[k] = np.where(ok, np.log(np.where(ok, f, 1.0)), 0.0)
+        usable[k] = ok
+    if not usable.any():
+        raise InputError("no usable samples: the frames hold no signal above min_signal")
+    return logs, usable
+
+
+class _KLLModel:
+    """The linear model ``l_k = g + S_k o + c_k`` and its adjoint, over a scene grid that holds every shift."""
+
+    def __init__(self, sensor_shape, shifts, frame_levels):
+        h, w = sensor_shape
+        lo, hi = shifts.min(axis=0), shifts.max(axis=0)
+        # o is sampled for pixel x of frame k at x - s_k + (hi + 3): +3 px for the cubic taps
+        self.scene_shape = (int(np.ceil(h + hi[0] - lo[0])) + 7, int(np.ceil(w + hi[1] - lo[1])) + 7)
+        self.samplers = [_Sampler((h, w), self.scene_shape, hi + 3.0 - s) for s in shifts]
+        self.shape = (len(shifts), h, w)
+        self.frame_levels = bool(frame_levels)
+
+    def forward(self, g, o, c):
+        out = np.empty(self.shape, np.float32)
+        for k, sampler in enumerate(self.samplers):
+            out[k] = g + sampler.forward(o) + c[k]
+        return out
+
+    def scene_adjoint(self, r):
+        o = np.zeros(self.scene_shape, np.float32)
+        for k, sampler in enumerate(self.samplers):
+            sampler.adjoint(r[k], o)
+        return o
+
+    def adjoint(self, r):
+        n = self.shape[0]
+        c = r.reshape(n, -1).sum(axis=1, dtype=np.float64) if self.frame_levels else np.zeros(n)
+        return r.sum(axis=0, dtype=np.float32), self.scene_adjoint(r), c
+
+    def jacobi(self, weights):
+        """The diagonal (Jacobi) preconditioner ``1 / sqrt(diag(A^T W A))`` of each block."""
+        def inverse_sqrt(d, floor):
+            return np.where(d > floor, 1.0 / np.sqrt(np.maximum(d, 1e-12)), 0.0)
+
+        dc = weights.reshape(self.shape[0], -1).sum(axis=1, dtype=np.float64)
+        pc = inverse_sqrt(dc, 0) if self.frame_levels else np.zeros(self.shape[0])
+        return (inverse_sqrt(weights.sum(axis=0), 0).astype(np.float32),
+                inverse_sqrt(self.scene_adjoint(weights), 1e-3).astype(np.float32), pc)
+
+
+def _cgls(model, logs, weights, start, n_iter, tol):
+    """Preconditioned CGLS on ``min || sqrt(W) (A z - l) ||`` from ``start``; returns ``z`` and the iterations."""
+    pre = model.jacobi(weights)
+    sw = np.sqrt(weights)
+
+    def scaled_gradient(resid):
+        return [p * a for p, a in zip(pre, model.adjoint(sw * resid))]
+
+    def dot(a, b):
+        return float(sum(np.vdot(x, y) for x, y in zip(a, b)))
+
+    resid = sw * (logs - model.forward(*start))
+    s = scaled_gradient(resid)
+    direction = [x.copy() for x in s]
+    gamma = gamma0 = dot(s, s)
+    y = [np.zeros_like(start[0]), np.zeros_like(start[1]), np.zeros(len(start[2]))]
+    it = 0
+    for it in range(1, int(n_iter) + 1):
+        q = sw * model.forward(*(p * d for p, d in zip(pre, direction)))
+        qq = float(np.vdot(q, q))
+        if not qq > 0:
+            break
+        alpha = gamma / qq
+        for part, d in zip(y, direction):
+            part += alpha * d
+        resid -= alpha * q
+        s = scaled_gradient(resid)
+        gamma_new = dot(s, s)
+        if gamma_new <= (tol ** 2) * gamma0:
+            break
+        beta, gamma = gamma_new / gamma, gamma_new
+        direction = [x + beta * d for x, d in zip(s, direction)]
+    return tuple(z + p * part for z, p, part in zip(start, pre, y)), it
+
+
+def _robust_rounds(model, logs, usable, opts):
+    """CGLS rounds reweighted by the correntropy kernel; the solution, final weights, scatter and history."""
+    n, h, w = model.shape
+    z = (np.zeros((h, w), np.float32), np.zeros(model.scene_shape, np.float32), np.zeros(n))
+    weights = usable.copy()
+    n_rounds = max(1, int(opts.n_robust) if opts.robust else 1)
+    total, sigma, history = 0, np.nan, []
+    for rnd in range(n_rounds):
+        z, it = _cgls(model, logs, weights, z, int(opts.n_iter) * (2 if rnd == 0 else 1), opts.tol)
+        total += it
+        r = logs - model.forward(*z)
+        sigma = robust_sigma(r[usable > 0])
+        history.append({"round": rnd, "iterations": it, "sigma": round(sigma, 7)})
+        log.info("KLL round %d: %d CG iterations, residual sigma %.2e", rnd, it, sigma)
+        if opts.robust and sigma > 0 and rnd + 1 < opts.n_robust:
+            weights = usable * np.exp(-0.5 * (r / (float(opts.kernel) * sigma)) ** 2).astype(np.float32)
+        del r
+    return z, weights, sigma, {"iterations": int(total), "rounds": history}
+
+
+def _gauge_fixed_gain(g, constrained, frame_levels):
+    """``exp(g)`` with the plane (free levels) and the median over the constrained pixels removed; 1 elsewhere."""
+    h, w = g.shape
+    if frame_levels:
+        yy, xx = np.nonzero(constrained)
+        a = np.column_stack([np.ones(yy.size), (yy - h / 2) / h, (xx - w / 2) / w])
+        coef, *_ = np.linalg.lstsq(a, g[constrained].astype(np.float64), rcond=None)
+        yg, xg = np.mgrid[0:h, 0:w]
+        g = g - (coef[1] * (yg - h / 2) / h + coef[2] * (xg - w / 2) / w).astype(np.float32)
+    g = g - np.float32(np.median(g[constrained]))
+    gain = np.where(constrained, np.exp(g.astype(np.float64)), 1.0)
+    return gain / np.median(gain[constrained])
+
+
+def _gain_error(model, weights, gain, sigma, constrained):
+    """Standard error: the residual scatter over the weight of the pixel and of its scene points."""
+    scene = model.scene_adjoint(weights)
+    inv_scene = np.where(scene > 1e-3, 1.0 / np.maximum(scene, 1e-3), 0.0).astype(np.float32)
+    scene_w = np.zeros(gain.shape)
+    for k, sampler in enumerate(model.samplers):
+        scene_w += weights[k] * sampler.forward(inv_scene)
+    wsum = np.maximum(weights.sum(axis=0).astype(np.float64), 1e-6)
+    var = sigma**2 * (1.0 / wsum + np.abs(scene_w) / wsum**2)
+    return np.nan_to_num(np.where(constrained, gain * np.sqrt(var), 0.0)).astype(np.float32)
+
+
+def solve_gain(frames, shifts, *, ignore=None, options=None, valid=None, **keywords):
     """Solve ``log I_k(x) = g(x) + o(x - s_k) + c_k`` for the log-gain ``g`` (robust CGLS).
 
     Parameters
@@ -167,8 +371,11 @@ def solve_gain(frames, shifts, *, valid=None, frame_levels=True, min_signal=0.3,
         for large frames: `full_flat` does).
     shifts : array-like
         (n, 2) scene shifts ``(dy, dx)``: ``frame_k(y, x) = gain * scene(y - dy_k, x - dx_k)``.
-    valid : `~numpy.ndarray` of bool, optional
-        (n, H, W) or (H, W) samples that may be used (default: all finite).
+    ignore : `~numpy.ndarray` of bool, optional
+        (n, H, W) or (H, W): True for samples not to use (default: none;
+        non-finite samples are never used).
+    options : `FullFlatOptions`, optional
+        The solver options below as one object; keywords given as well override it.
     frame_levels : bool, optional
         Fit a level per frame (default `True`; see the module notes on the plane).
     min_signal : float, optional
@@ -186,6 +393,8 @@ def solve_gain(frames, shifts, *, valid=None, frame_levels=True, min_signal=0.3,
         CGLS iterations per round (the first round gets twice as many).  Default 60.
     tol : float, optional
         Relative tolerance on the normal-equation residual.  Default 1e-5.
+    valid : `~numpy.ndarray` of bool, optional
+        Deprecated: the samples that may be used (``ignore=~valid``).
 
     Returns
     -------
@@ -208,150 +417,29 @@ def solve_gain(frames, shifts, *, valid=None, frame_levels=True, min_signal=0.3,
     >>> bool(np.corrcoef(g.ravel(), gain.ravel())[0, 1] > 0.99)
     True
     """
-    frames = np.asarray(frames)
-    if frames.ndim != 3 or frames.shape[0] < 2:
-        raise InputError(f"frames must be (n >= 2, H, W), got shape {frames.shape}")
-    n, h, w = frames.shape
-    shifts = np.asarray(shifts, dtype=np.float64)
-    if shifts.shape != (n, 2) or not np.all(np.isfinite(shifts)):
-        raise InputError(f"shifts must be finite, of shape ({n}, 2), got {shifts.shape}")
     if valid is not None:
-        valid = np.broadcast_to(np.asarray(valid, dtype=bool), frames.shape)
-    # log data and weights
-    logs = np.empty((n, h, w), np.float32)
-    w0 = np.empty((n, h, w), np.float32)
-    for k in range(n):
-        f = frames[k].astype(np.float64)
-        finite = np.isfinite(f)
-        top = np.percentile(f[finite], 99) if finite.any() else 0.0
-        ok = finite & (f > max(float(min_signal) * top, 0.0)) & (f > 0)
-        if valid is not None:
-            ok &= valid[k]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            logs[k] = np.where(ok, np.log(np.where(ok, f, 1.0)), 0.0)
-        w0[k] = ok
-    if not w0.any():
-        raise InputError("no usable samples: the frames hold no signal above min_signal")
-    # scene grid: the sensor grid extended by the shift range (+3 px for the cubic taps)
-    lo, hi = shifts.min(axis=0), shifts.max(axis=0)
-    offset = -lo + 3.0      # scene-grid position of u = x - s_k is x - s_k + hi ... see below
-    # position of o sampled for pixel x in frame k: x - s_k + (hi + 3)
-    base = hi + 3.0
-    scene_shape = (int(np.ceil(h + hi[0] - lo[0])) + 7, int(np.ceil(w + hi[1] - lo[1])) + 7)
-    samplers = [_Sampler((h, w), scene_shape, base - shifts[k]) for k in range(n)]
-    del offset
-
-    weights = w0.copy()
-
-    def forward(g, o, c):
-        out = np.empty((n, h, w), np.float32)
-        for k in range(n):
-            out[k] = g + samplers[k].forward(o) + c[k]
-        return out
-
-    def adjoint(r):
-        # r already weighted
-        g = r.sum(axis=0, dtype=np.float32)
-        o = np.zeros(scene_shape, np.float32)
-        for k in range(n):
-            samplers[k].adjoint(r[k], o)
-        c = r.reshape(n, -1).sum(axis=1, dtype=np.float64) if frame_levels else np.zeros(n)
-        return g, o, c
-
-    g = np.zeros((h, w), np.float32)
-    o = np.zeros(scene_shape, np.float32)
-    c = np.zeros(n)
-    total_iter = 0
-    sigma = np.nan
-    history = []
-    for rnd in range(max(1, int(n_robust) if robust else 1)):
-        # Jacobi preconditioner from the current weights
-        dg = weights.sum(axis=0)
-        do = np.zeros(scene_shape, np.float32)
-        for k in range(n):
-            samplers[k].adjoint(weights[k], do)
-        dc = weights.reshape(n, -1).sum(axis=1, dtype=np.float64)
-        pg = np.where(dg > 0, 1.0 / np.sqrt(np.maximum(dg, 1e-12)), 0.0).astype(np.float32)
-        po = np.where(do > 1e-3, 1.0 / np.sqrt(np.maximum(do, 1e-12)), 0.0).astype(np.float32)
-        pc = np.where(dc > 0, 1.0 / np.sqrt(np.maximum(dc, 1e-12)), 0.0) if frame_levels \
-            else np.zeros(n)
-        sw = np.sqrt(weights)
-        # CGLS on  min || sqrt(W) (A P y - (l - A z0)) ||, z = z0 + P y
-        resid = sw * (logs - forward(g, o, c))
-        ag, ao, ac = adjoint(sw * resid)
-        sg, so, sc = pg * ag, po * ao, pc * ac
-        pg_, po_, pc_ = sg.copy(), so.copy(), sc.copy()
-        gamma = float(np.vdot(sg, sg) + np.vdot(so, so) + np.dot(sc, sc))
-        gamma0 = gamma
-        yg = np.zeros_like(g)
-        yo = np.zeros_like(o)
-        yc = np.zeros(n)
-        iters = int(n_iter) * (2 if rnd == 0 else 1)
-        it = 0
-        for it in range(1, iters + 1):
-            q = sw * forward(pg * pg_, po * po_, pc * pc_)
-            qq = float(np.vdot(q, q))
-            if not qq > 0:
-                break
-            alpha = gamma / qq
-            yg += alpha * pg_
-            yo += alpha * po_
-            yc += alpha * pc_
-            resid -= alpha * q
-            ag, ao, ac = adjoint(sw * resid)
-            sg, so, sc = pg * ag, po * ao, pc * ac
-            gamma_new = float(np.vdot(sg, sg) + np.vdot(so, so) + np.dot(sc, sc))
-            if gamma_new <= (tol ** 2) * gamma0:
-                break
-            beta = gamma_new / gamma
-            gamma = gamma_new
-            pg_ = sg + beta * pg_
-            po_ = so + beta * po_
-            pc_ = sc + beta * pc_
-        total_iter += it
-        g = g + pg * yg
-        o = o + po * yo
-        c = c + pc * yc
-        r = (logs - forward(g, o, c))
-        sigma = _robust_sigma(r[w0 > 0])
-        history.append({"round": rnd, "iterations": it, "sigma": round(sigma, 7)})
-        log.info("KLL round %d: %d CG iterations, residual sigma %.2e", rnd, it, sigma)
-        if robust and sigma > 0 and rnd + 1 < n_robust:
-            weights = w0 * np.exp(-0.5 * (r / (float(kernel) * sigma)) ** 2).astype(np.float32)
-        del r
+        ignore = renamed_keyword("solve_gain", "valid", "ignore=~valid", ~np.asarray(valid, dtype=bool),
+                                 given=ignore)
+    opts = _full_flat_options(options, keywords, _SOLVER_FIELDS, "solve_gain")
+    frames, shifts, ignore = _check_solver_inputs(frames, shifts, ignore)
+    logs, usable = _log_samples(frames, opts.min_signal, ignore)
+    model = _KLLModel(frames.shape[1:], shifts, opts.frame_levels)
+    (g, _, c), weights, sigma, info = _robust_rounds(model, logs, usable, opts)
     coverage = (weights > 0.5).sum(axis=0).astype(np.int16)
-    constrained = coverage >= int(min_frames)
+    constrained = coverage >= int(opts.min_frames)
     if not constrained.any():
         raise InputError("no pixel is constrained by the offsets (too few usable frames)")
-    # gauge: remove the plane (with free levels) and the median over the constrained pixels
-    yy, xx = np.nonzero(constrained)
-    if frame_levels:
-        a = np.column_stack([np.ones(yy.size), (yy - h / 2) / h, (xx - w / 2) / w])
-        coef, *_ = np.linalg.lstsq(a, g[constrained].astype(np.float64), rcond=None)
-        yg_, xg_ = np.mgrid[0:h, 0:w]
-        g = g - (coef[1] * (yg_ - h / 2) / h + coef[2] * (xg_ - w / 2) / w).astype(np.float32)
-    g = g - np.float32(np.median(g[constrained]))
-    gain = np.where(constrained, np.exp(g.astype(np.float64)), 1.0)
-    gain /= np.median(gain[constrained])
-    # standard error: residual scatter over the weight of the pixel and of its scene points
-    wsum = weights.sum(axis=0)
-    do = np.zeros(scene_shape, np.float32)
-    for k in range(n):
-        samplers[k].adjoint(weights[k], do)
-    scene_w = np.zeros((h, w))
-    inv_do = np.where(do > 1e-3, 1.0 / np.maximum(do, 1e-3), 0.0).astype(np.float32)
-    for k in range(n):
-        scene_w += weights[k] * samplers[k].forward(inv_do)
-    wsum = np.maximum(wsum.astype(np.float64), 1e-6)
-    var = sigma**2 * (1.0 / wsum + np.abs(scene_w) / wsum**2)
-    err = np.where(constrained, gain * np.sqrt(var), 0.0)
-    levels = np.exp(c - np.mean(c)) if frame_levels else np.ones(n)
-    info = {"iterations": int(total_iter), "residual_sigma": round(float(sigma), 7),
-            "rounds": history, "scene_shape": list(scene_shape)}
-    return (gain.astype(np.float32), np.nan_to_num(err).astype(np.float32), coverage,
-            levels, info)
+    gain = _gauge_fixed_gain(g, constrained, opts.frame_levels)
+    err = _gain_error(model, weights, gain, sigma, constrained)
+    levels = np.exp(c - np.mean(c)) if opts.frame_levels else np.ones(len(c))
+    info.update({"residual_sigma": round(float(sigma), 7), "scene_shape": list(model.scene_shape)})
+    info = {key: info[key] for key in ("iterations", "residual_sigma", "rounds", "scene_shape")}
+    return gain.astype(np.float32), err, coverage, levels, info
 
 
+# ---------------------------------------------------------------------------
+# the whole sensor: register, read binned, solve, replicate back
+# ---------------------------------------------------------------------------
 def _bin_for(shape, n, budget):
     """Smallest binning that keeps the solver's arrays within ``budget`` bytes."""
     per_px = 4 * 6 * n + 64  # logs, weights, work stacks (float32) per frame, plus maps
@@ -361,9 +449,65 @@ def _bin_for(shape, n, budget):
     return b
 
 
-def full_flat(frames, *, drift=None, dust_mask=None, max_frames=20, bin=None, mem_limit="1GB",
-              min_frames=2, frame_levels=True, robust=True, min_signal=0.3, registration=None,
-              progress_bar=False):
+def _registered_frames(source, drift, dust_mask, opts):
+    """The drift (registered here when not given) and the frame indices and shifts to solve, at most max_frames."""
+    if drift is None:
+        registration = dict(opts.registration or {})
+        registration.setdefault("max_frames", int(opts.max_frames))
+        registration.setdefault("progress_bar", opts.progress_bar)
+        drift = register_frames(source, dust_mask=dust_mask, **registration)
+    idx = np.asarray(drift.frame_index)
+    shifts = np.asarray(drift.shifts, dtype=np.float64)
+    if idx.size > int(opts.max_frames):
+        pick = spread_indices(idx.size, int(opts.max_frames))
+        idx, shifts = idx[pick], shifts[pick]
+    if idx.size < 2:
+        raise InputError("a full flat needs at least 2 registered frames")
+    return drift, idx, shifts
+
+
+def _read_binned_stack(frames, drift, dust_mask, opts):
+    """Register if needed and read the chosen frames binned to fit ``mem_limit``."""
+    budget = parse_size(opts.mem_limit)
+    with _open_source(frames) as source:
+        shape = tuple(source.frame_shape)[:2]
+        if dust_mask is not None:
+            dust_mask = np.asarray(dust_mask, dtype=bool)
+            if dust_mask.shape != shape:
+                raise InputError(f"dust_mask shape {dust_mask.shape} does not match the frames {shape}")
+        drift, idx, shifts = _registered_frames(source, drift, dust_mask, opts)
+        b = int(opts.bin) if opts.bin is not None else _bin_for(shape, idx.size, budget)
+        stack = np.empty((idx.size, shape[0] // b, shape[1] // b), np.float32)
+        for n, frame in enumerate(_binned_frames(source, idx, b)):
+            stack[n] = frame
+    return stack, shape, drift, idx, shifts, b
+
+
+def _unbinned(arrays, shape, b):
+    """Replicate binned maps back to the sensor grid (gain 1, error and coverage 0 on the uncovered edge)."""
+    if b == 1:
+        return arrays
+    out = []
+    for src, fill in zip(arrays, (1.0, 0.0, 0)):
+        dst = np.full(shape, fill, src.dtype)
+        up = np.repeat(np.repeat(src, b, axis=0), b, axis=1)
+        dst[:up.shape[0], :up.shape[1]] = up
+        out.append(dst)
+    return out
+
+
+def _full_flat_params(opts, b, idx, info):
+    params = {"solver": "weighted least squares, CGLS, Jacobi preconditioner",
+              "interpolation": "scene only, Keys cubic (sub-pixel shifts)",
+              "robust": f"correntropy (Gaussian kernel, {opts.kernel:g} sigma) IRLS" if opts.robust else "none",
+              "frame_levels": bool(opts.frame_levels), "bin": int(b), "n_frames_used": int(idx.size),
+              "frame_index": [int(i) for i in idx], "min_frames": int(opts.min_frames),
+              "min_signal": float(opts.min_signal), "plane_fixed": bool(opts.frame_levels)}
+    params.update(info)
+    return params
+
+
+def full_flat(frames, *, drift=None, dust_mask=None, options=None, **keywords):
     """The whole gain table of the sensor from a set of shifted frames.
 
     Frames are registered (`~aiflat_astro.registration.register_frames`,
@@ -381,13 +525,16 @@ def full_flat(frames, *, drift=None, dust_mask=None, max_frames=20, bin=None, me
     dust_mask : `~numpy.ndarray` of bool, optional
         Dust pixels, used only to keep the dust out of the registration
         (the full flat contains the dust shadows).
+    options : `FullFlatOptions`, optional
+        The options below (and those of `solve_gain`) as one object;
+        keywords given as well override it.
     max_frames : int, optional
         Default 20.
     bin : int, optional
         Binning factor; default the smallest that fits ``mem_limit``.
     mem_limit : str or int, optional
         Default ``'1GB'`` (a 2032 x 2032 set of 9 frames is solved binned 2 x 2).
-    min_frames, frame_levels, robust, min_signal :
+    frame_levels, min_signal, min_frames, robust, kernel, n_robust, n_iter, tol :
         See `solve_gain`.
     registration : dict, optional
         Options for `~aiflat_astro.registration.register_frames`.
@@ -402,68 +549,31 @@ def full_flat(frames, *, drift=None, dust_mask=None, max_frames=20, bin=None, me
     ------
     InputError
         Unreadable frames, bad options, or no pixel constrained.
+
+    Examples
+    --------
+    >>> from aiflat_astro.datasets.kll import make_kll_set
+    >>> s = make_kll_set(shape=(128, 128), n_frames=5, max_offset=30, seed=1)
+    >>> ff = full_flat(s.frames, robust=False)   # doctest: +SKIP
+    >>> ff.gain.shape                            # doctest: +SKIP
+    (128, 128)
     """
-    max_frames = int(max_frames)
-    if max_frames < 2:
-        raise InputError(f"max_frames must be >= 2, got {max_frames}")
-    budget = parse_size(mem_limit)
-    with _open_source(frames) as source:
-        shape = tuple(source.frame_shape)[:2]
-        if dust_mask is not None:
-            dust_mask = np.asarray(dust_mask, dtype=bool)
-            if dust_mask.shape != shape:
-                raise InputError(f"dust_mask shape {dust_mask.shape} does not match the frames "
-                                 f"{shape}")
-        if drift is None:
-            opts = dict(registration or {})
-            opts.setdefault("max_frames", max_frames)
-            opts.setdefault("progress_bar", progress_bar)
-            drift = register_frames(source, dust_mask=dust_mask, **opts)
-        idx = np.asarray(drift.frame_index)
-        shifts = np.asarray(drift.shifts, dtype=np.float64)
-        if idx.size > max_frames:
-            pick = spread_indices(idx.size, max_frames)
-            idx, shifts = idx[pick], shifts[pick]
-        if idx.size < 2:
-            raise InputError("a full flat needs at least 2 registered frames")
-        b = int(bin) if bin is not None else _bin_for(shape, idx.size, budget)
-        if b < 1:
-            raise InputError(f"bin must be a positive integer, got {bin}")
-        hb, wb = shape[0] // b, shape[1] // b
-        stack = np.empty((idx.size, hb, wb), np.float32)
-        for n, frame in enumerate(_binned_frames(source, idx, b)):
-            stack[n] = frame
+    opts = _full_flat_options(options, keywords, [f.name for f in fields(FullFlatOptions)], "full_flat")
+    stack, shape, drift, idx, shifts, b = _read_binned_stack(frames, drift, dust_mask, opts)
     major, minor, _ = drift.extent
     if minor < 2.0 * b:
         warn_user(f"the offsets span only {major:.1f} x {minor:.1f} px: the full flat is poorly "
                   "constrained across the short axis", AiflatUserWarning)
     # binned shifts: a binned pixel j covers sensor pixels b j .. b j + b - 1
-    gain_b, err_b, cov_b, levels, info = solve_gain(
-        stack, shifts / b, frame_levels=frame_levels, min_signal=min_signal,
-        min_frames=min_frames, robust=robust)
+    gain_b, err_b, cov_b, levels, info = solve_gain(stack, shifts / b, options=opts)
     del stack
-    if b > 1:
-        gain = np.ones(shape, np.float32)
-        err = np.zeros(shape, np.float32)
-        cov = np.zeros(shape, np.int16)
-        for src, dst in ((gain_b, gain), (err_b, err), (cov_b, cov)):
-            up = np.repeat(np.repeat(src, b, axis=0), b, axis=1)
-            dst[:up.shape[0], :up.shape[1]] = up
-    else:
-        gain, err, cov = gain_b, err_b, cov_b
-    constrained = cov >= int(min_frames)
+    gain, err, cov = _unbinned((gain_b, err_b, cov_b), shape, b)
+    constrained = cov >= int(opts.min_frames)
     gain = np.where(constrained, gain, 1.0).astype(np.float32)
-    params = {"solver": "weighted least squares, CGLS, Jacobi preconditioner",
-              "interpolation": "scene only, Keys cubic (sub-pixel shifts)",
-              "robust": "correntropy (Gaussian kernel, 3 sigma) IRLS" if robust else "none",
-              "frame_levels": bool(frame_levels), "bin": int(b), "n_frames_used": int(idx.size),
-              "frame_index": [int(i) for i in idx], "min_frames": int(min_frames),
-              "min_signal": float(min_signal), "plane_fixed": bool(frame_levels)}
-    params.update(info)
     log.info("full flat: %d frames, bin %d, %d of %d px constrained", idx.size, b,
              int(constrained.sum()), constrained.size)
     return FullFlat(gain=gain, uncertainty=err, coverage=cov, constrained=constrained,
-                    levels=levels, drift=drift, params=params)
+                    levels=levels, drift=drift, params=_full_flat_params(opts, b, idx, info))
 
 
 def make_full_flat(median, frames, *, dust_mask=None, drift=None, **options):

@@ -7,7 +7,7 @@ which always sets a correct ``stacklevel``.
 
 import warnings
 
-from astropy.utils.exceptions import AstropyUserWarning, AstropyWarning
+from astropy.utils.exceptions import AstropyDeprecationWarning, AstropyUserWarning, AstropyWarning
 
 __all__ = [
     "AiflatError",
@@ -21,6 +21,8 @@ __all__ = [
     "SERFormatWarning",
     "NoDustDetectedWarning",
     "DetectorFallbackWarning",
+    "AiflatDeprecationWarning",
+    "renamed_keyword",
 ]
 
 
@@ -72,6 +74,10 @@ class DetectorFallbackWarning(AiflatUserWarning):
     """A requested method could not be used and a fallback was taken."""
 
 
+class AiflatDeprecationWarning(AstropyDeprecationWarning):
+    """A keyword or name of aiflat_astro is deprecated; the message names its replacement."""
+
+
 def warn_user(message, category=AiflatUserWarning, stacklevel=1):
     """Emit ``message`` as ``category``, attributed to the caller's caller.
 
@@ -85,3 +91,44 @@ def warn_user(message, category=AiflatUserWarning, stacklevel=1):
         1 attributes the warning to the function calling `warn_user`'s caller.
     """
     warnings.warn(message, category, stacklevel=stacklevel + 2)
+
+
+def renamed_keyword(function, old, new, value, *, given=None, stacklevel=1):
+    """The value passed under a deprecated keyword name, with an `AiflatDeprecationWarning`.
+
+    Parameters
+    ----------
+    function : str
+        The public function's name, for the message.
+    old, new : str
+        The deprecated keyword and what replaces it (``'ignore'``, or an
+        expression such as ``'ignore=~valid'``).
+    value : object
+        What to use in place of ``new`` (already converted when the meaning
+        is inverted).
+    given : object, optional
+        The value passed under the new name: both at once is an `InputError`.
+    stacklevel : int, optional
+        1 attributes the warning to the caller of the function calling
+        `renamed_keyword`.
+
+    Returns
+    -------
+    object
+        ``value``.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     renamed_keyword("f", "mask", "ignore", 3)
+    3
+    >>> caught[0].category.__name__
+    'AiflatDeprecationWarning'
+    """
+    if given is not None:
+        raise InputError(f"{function}: give {new.split('=')[0]} or the deprecated {old}, not both")
+    warnings.warn(f"{function}({old}=...) is deprecated; use {new} instead", AiflatDeprecationWarning,
+                  stacklevel=stacklevel + 2)
+    return value

@@ -210,3 +210,55 @@ def test_flat_errors_plane_and_bad_input():
         flat_errors(truth[:-1], truth, cover)
     with pytest.raises(InputError, match="positive and finite"):
         flat_errors(truth - 1, truth, cover)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_kll_set(shape=(64, 64), n_frames=5, max_offset=20, n_dust=2, scene_style="soft", seed=5)
+
+
+class TestOptions:
+    """`FullFlatOptions` and the keywords of `solve_gain` / `full_flat` give the same result."""
+
+    def test_options_object_equals_keywords(self, tiny):
+        from aiflat_astro.flat.fullflat import FullFlatOptions
+
+        by_keyword = solve_gain(tiny.frames, tiny.shifts, robust=False, n_iter=20)
+        by_object = solve_gain(tiny.frames, tiny.shifts, options=FullFlatOptions(robust=False, n_iter=20))
+        np.testing.assert_array_equal(by_keyword[0], by_object[0])
+        # a keyword overrides the object
+        mixed = solve_gain(tiny.frames, tiny.shifts, options=FullFlatOptions(robust=True, n_iter=20), robust=False)
+        np.testing.assert_array_equal(by_keyword[0], mixed[0])
+        assert by_keyword[4]["iterations"] <= 40
+
+    def test_full_flat_options(self, tiny):
+        from aiflat_astro.flat.fullflat import FullFlatOptions
+
+        a = full_flat(tiny.frames, robust=False, max_frames=4)
+        b = full_flat(tiny.frames, options=FullFlatOptions(robust=False, max_frames=4))
+        np.testing.assert_array_equal(a.gain, b.gain)
+        assert a.params["n_frames_used"] == 4 and a.params["robust"] == "none"
+
+    def test_unknown_and_bad_options(self, tiny):
+        with pytest.raises(InputError, match="unknown option"):
+            solve_gain(tiny.frames, tiny.shifts, max_frames=3)  # a full_flat option, not the solver's
+        with pytest.raises(InputError, match="unknown option"):
+            full_flat(tiny.frames, n_frames=3)
+        with pytest.raises(InputError, match="max_frames"):
+            full_flat(tiny.frames, max_frames=1)
+        with pytest.raises(InputError, match="options must be"):
+            full_flat(tiny.frames, options={"robust": False})
+
+    def test_valid_is_deprecated_for_ignore(self, tiny):
+        from aiflat_astro.utils.exceptions import AiflatDeprecationWarning
+
+        keep = np.ones(tiny.frames.shape[1:], bool)
+        keep[:, :8] = False
+        new = solve_gain(tiny.frames, tiny.shifts, ignore=~keep, robust=False, n_iter=20)
+        with pytest.warns(AiflatDeprecationWarning, match=r"valid=.*ignore=~valid") as record:
+            old = solve_gain(tiny.frames, tiny.shifts, valid=keep, robust=False, n_iter=20)
+        assert record[0].filename == __file__  # stacklevel at the caller
+        np.testing.assert_array_equal(new[0], old[0])
+        assert (new[2][:, :8] == 0).all()
+        with pytest.raises(InputError, match="not both"):
+            solve_gain(tiny.frames, tiny.shifts, ignore=~keep, valid=keep)

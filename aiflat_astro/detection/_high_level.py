@@ -8,6 +8,7 @@ into the 2-D float32 array the detectors work on, runs the chosen detector
 """
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,12 @@ from ..dq import static_defects
 from ..products import DustDetection
 from ..provenance import sha256_array
 from ..utils._colour import cfa_normalise, is_colour, to_mono
-from ..utils.exceptions import InputError, NoDustDetectedWarning, warn_user
+from ..utils._options import merged_options, option_names
+from ..utils.exceptions import InputError, NoDustDetectedWarning, renamed_keyword, warn_user
 from ._base import _make_detector
 from .review import apply_region_edits, detection_from_mask
 
-__all__ = ["detect_dust"]
+__all__ = ["detect_dust", "DetectOptions"]
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,87 @@ def _as_image(median):
     return data, name
 
 
-def detect_dust(median, *, detector="local", frames=None, f_ratio=None, pixel_size=None, mask=None,
-                dilate=2, soft_edge=1.5, exclude_regions=None, include_regions=None, user_mask=None,
-                defects=True, **detector_options):
+@dataclass(frozen=True)
+class DetectOptions:
+    """The options of `detect_dust` besides its inputs and the detector's own (the same names as its keywords).
+
+    Parameters
+    ----------
+    f_ratio, pixel_size, dilate, soft_edge, exclude_regions, include_regions, user_mask, defects
+        See `detect_dust`.
+
+    Examples
+    --------
+    >>> DetectOptions(f_ratio=40).dilate
+    2
+    """
+
+    f_ratio: object = None
+    pixel_size: object = None
+    dilate: float = 2
+    soft_edge: float = 1.5
+    exclude_regions: object = None
+    include_regions: object = None
+    user_mask: object = None
+    defects: bool = True
+
+    def __post_init__(self):
+        for label, value in (("f_ratio", self.f_ratio), ("pixel_size", self.pixel_size)):
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise InputError(f"{label} must be a positive number, got {value!r}")
+
+
+def _split_keywords(keywords):
+    """``(options of DetectOptions, the detector's options)`` from `detect_dust`'s keywords."""
+    names = option_names(DetectOptions)
+    return ({k: v for k, v in keywords.items() if k in names},
+            {k: v for k, v in keywords.items() if k not in names})
+
+
+def _checked_ignore(ignore, mask, shape):
+    if mask is not None:
+        ignore = renamed_keyword("detect_dust", "mask", "ignore", mask, given=ignore, stacklevel=2)
+    if ignore is None:
+        return None
+    ignore = np.asarray(ignore, dtype=bool)
+    if ignore.shape != shape:
+        raise InputError(f"ignore shape {ignore.shape} differs from the median's {shape}")
+    return ignore
+
+
+def _detected(data, detector, detector_options, frames, ignore, opts):
+    """The detector's (or the user mask's) `DustDetection`, its type and shape checked."""
+    if opts.user_mask is not None:
+        return detection_from_mask(opts.user_mask, data, f_ratio=opts.f_ratio, pixel_size=opts.pixel_size)
+    det_callable = _make_detector(detector, detector_options)
+    det = det_callable(data, frames=frames, mask=ignore, f_ratio=opts.f_ratio, pixel_size=opts.pixel_size)
+    if not isinstance(det, DustDetection):
+        raise InputError(f"detector {getattr(det_callable, 'name', det_callable)!r} did not return a DustDetection")
+    if det.shape != data.shape:
+        raise InputError(f"detector returned a mask of shape {det.shape} for a median of shape {data.shape}")
+    return det
+
+
+def _record_provenance(det, data, name, opts):
+    prov = dict(det.provenance)
+    prov.setdefault("detector", det.detector)
+    prov["input_sha256"] = sha256_array(data)
+    prov["mask_sha256"] = sha256_array(det.dq)
+    if name:
+        prov.setdefault("inputs", [{"path": name}])
+    params = dict(prov.get("params") or {})
+    if opts.f_ratio is not None:
+        params["FRATIO"] = float(opts.f_ratio)
+    if opts.pixel_size is not None:
+        params["PIXSIZE"] = float(opts.pixel_size)
+    params["NDUST"] = int(len(det.catalog))
+    params["NREVIEW"] = int(np.count_nonzero(det.catalog["review"])) if len(det.catalog) else 0
+    prov["params"] = params
+    det.provenance = prov
+    return params
+
+
+def detect_dust(median, *, detector="local", frames=None, ignore=None, options=None, mask=None, **keywords):
     """Find sensor dust shadows in a temporal median.
 
     Parameters
@@ -85,8 +165,10 @@ def detect_dust(median, *, detector="local", frames=None, f_ratio=None, pixel_si
     pixel_size : float, optional
         Pixel size in µm.  With ``f_ratio`` it sets the expected shadow sizes
         and adds the ``distance_mm`` column (Δz ≈ D·p·N).
-    mask : `numpy.ndarray`, optional
+    ignore : `numpy.ndarray`, optional
         Boolean, True for pixels the detector must ignore.
+    options : `DetectOptions`, optional
+        The options below as one object; keywords given as well override it.
     dilate : float, optional
         Dilation (pixels) of the DUST mask before the soft edge; default 2.
     soft_edge : float, optional
@@ -99,8 +181,11 @@ def detect_dust(median, *, detector="local", frames=None, f_ratio=None, pixel_si
         detector's result.
     defects : bool, optional
         Also flag HOT, COLD and SATURATED pixels (`~aiflat_astro.dq.static_defects`).
-    **detector_options
-        Passed to the detector's constructor when ``detector`` is a name.
+    mask : `numpy.ndarray`, optional
+        Deprecated name of ``ignore``.
+    **keywords
+        The options above by name, and the detector's own options, passed
+        to its constructor when ``detector`` is a name.
 
     Returns
     -------
@@ -117,43 +202,17 @@ def detect_dust(median, *, detector="local", frames=None, f_ratio=None, pixel_si
     (1, 40)
     """
     data, name = _as_image(median)
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != data.shape:
-            raise InputError(f"mask shape {mask.shape} differs from the median's {data.shape}")
-    for label, value in (("f_ratio", f_ratio), ("pixel_size", pixel_size)):
-        if value is not None and not (np.isfinite(value) and value > 0):
-            raise InputError(f"{label} must be a positive number, got {value!r}")
-    if user_mask is not None:
-        det = detection_from_mask(user_mask, data, f_ratio=f_ratio, pixel_size=pixel_size)
-    else:
-        det_callable = _make_detector(detector, detector_options)
-        det = det_callable(data, frames=frames, mask=mask, f_ratio=f_ratio, pixel_size=pixel_size)
-        if not isinstance(det, DustDetection):
-            raise InputError(f"detector {getattr(det_callable, 'name', det_callable)!r} did not return a DustDetection")
-        if det.shape != data.shape:
-            raise InputError(f"detector returned a mask of shape {det.shape} for a median of shape {data.shape}")
-    if exclude_regions is not None or include_regions is not None:
-        det = apply_region_edits(det, data, exclude=exclude_regions, include=include_regions,
-                                 f_ratio=f_ratio, pixel_size=pixel_size)
-    det = det.expanded(dilate=dilate, soft_edge=soft_edge)
-    if defects:
+    option_keywords, detector_options = _split_keywords(keywords)
+    opts = merged_options(DetectOptions, options, option_keywords, "detect_dust")
+    ignore = _checked_ignore(ignore, mask, data.shape)
+    det = _detected(data, detector, detector_options, frames, ignore, opts)
+    if opts.exclude_regions is not None or opts.include_regions is not None:
+        det = apply_region_edits(det, data, exclude=opts.exclude_regions, include=opts.include_regions,
+                                 f_ratio=opts.f_ratio, pixel_size=opts.pixel_size)
+    det = det.expanded(dilate=opts.dilate, soft_edge=opts.soft_edge)
+    if opts.defects:
         det.dq |= static_defects(data)
-    prov = dict(det.provenance)
-    prov.setdefault("detector", det.detector)
-    prov["input_sha256"] = sha256_array(data)
-    prov["mask_sha256"] = sha256_array(det.dq)
-    if name:
-        prov.setdefault("inputs", [{"path": name}])
-    params = dict(prov.get("params") or {})
-    if f_ratio is not None:
-        params["FRATIO"] = float(f_ratio)
-    if pixel_size is not None:
-        params["PIXSIZE"] = float(pixel_size)
-    params["NDUST"] = int(len(det.catalog))
-    params["NREVIEW"] = int(np.count_nonzero(det.catalog["review"])) if len(det.catalog) else 0
-    prov["params"] = params
-    det.provenance = prov
+    params = _record_provenance(det, data, name, opts)
     if len(det.catalog) == 0:
         warn_user("no dust shadow detected; the mask is empty", NoDustDetectedWarning)
     log.info("detector %s: %d shadows (%d for review)", det.detector, params["NDUST"], params["NREVIEW"])

@@ -134,8 +134,8 @@ def test_input_errors():
         detect_dust(np.ones((32, 32)), f_ratio=-1)
     with pytest.raises(InputError, match="unknown detector"):
         detect_dust(np.ones((32, 32)), detector="nope")
-    with pytest.raises(InputError, match="mask shape"):
-        detect_dust(np.ones((32, 32)), mask=np.zeros((3, 3), bool))
+    with pytest.raises(InputError, match="ignore shape"):
+        detect_dust(np.ones((32, 32)), ignore=np.zeros((3, 3), bool))
 
 
 def test_registry_and_custom_detector(dusty):

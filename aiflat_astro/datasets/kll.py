@@ -14,11 +14,38 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage, special
 
+from ..utils._options import merged_options
 from ..utils.exceptions import InputError
 from .dust import make_dust_transmission
 from .scenes import LIMB_DARKENING, make_solar_scene, make_vignetting
 
-__all__ = ["KLLSet", "make_kll_set", "kll_offsets"]
+__all__ = ["KLLSet", "KLLSetOptions", "make_kll_set", "kll_offsets"]
+
+
+@dataclass(frozen=True)
+class KLLSetOptions:
+    """The options of `make_kll_set` (the same names and defaults as its keywords).
+
+    Examples
+    --------
+    >>> KLLSetOptions(n_frames=9).max_offset
+    330.0
+    """
+
+    shape: tuple = (1024, 1024)
+    n_frames: int = 16
+    min_offset: float = 5.0
+    max_offset: float = 330.0
+    disc_radius: object = None
+    prnu: float = 0.01
+    vignetting: float = 0.05
+    n_dust: int = 6
+    level: float = 80000.0
+    read_noise: float = 10.0
+    transparency: float = 0.02
+    seeing: float = 1.0
+    scene_style: str = "realistic"
+    seed: object = None
 
 
 @dataclass(frozen=True)
@@ -111,9 +138,7 @@ def _disc(shape, radius):
     return ((1 - LIMB_DARKENING * (1 - mu)) * on + 0.02 * (1 - on)).astype(np.float32)
 
 
-def make_kll_set(*, shape=(1024, 1024), n_frames=16, min_offset=5.0, max_offset=330.0,
-                 disc_radius=None, prnu=0.01, vignetting=0.05, n_dust=6, level=80000.0,
-                 read_noise=10.0, transparency=0.02, seeing=1.0, scene_style="realistic", seed=None):
+def make_kll_set(*, options=None, **keywords):
     """Render an off-pointed (KLL) set of full-disc frames with a known gain table.
 
     The scene is a solar disc (limb-darkened, with the granulation, sunspots,
@@ -124,6 +149,8 @@ def make_kll_set(*, shape=(1024, 1024), n_frames=16, min_offset=5.0, max_offset=
 
     Parameters
     ----------
+    options : `KLLSetOptions`, optional
+        The options below as one object; keywords given as well override it.
     shape : tuple of int, optional
         Sensor ``(height, width)``.  Default ``(1024, 1024)``.
     n_frames : int, optional
@@ -165,32 +192,51 @@ def make_kll_set(*, shape=(1024, 1024), n_frames=16, min_offset=5.0, max_offset=
     >>> s.frames.shape, round(float(np.median(s.gain)), 6)
     ((4, 96, 96), 1.0)
     """
-    if len(tuple(shape)) != 2 or min(shape) < 32:
-        raise InputError(f"shape must be (height, width) of at least 32 px, got {shape}")
-    shape = (int(shape[0]), int(shape[1]))
-    rng = np.random.default_rng(seed)
-    shifts = kll_offsets(n_frames, min_offset=min_offset, max_offset=max_offset, seed=rng)
-    radius = float(disc_radius) if disc_radius is not None else 0.42 * min(shape)
+    o = merged_options(KLLSetOptions, options, keywords, "make_kll_set")
+    if len(tuple(o.shape)) != 2 or min(o.shape) < 32:
+        raise InputError(f"shape must be (height, width) of at least 32 px, got {o.shape}")
+    shape = (int(o.shape[0]), int(o.shape[1]))
+    rng = np.random.default_rng(o.seed)
+    shifts = kll_offsets(o.n_frames, min_offset=o.min_offset, max_offset=o.max_offset, seed=rng)
+    radius = float(o.disc_radius) if o.disc_radius is not None else 0.42 * min(shape)
     margin = int(np.ceil(np.abs(shifts).max())) + 8
-    canvas = (shape[0] + 2 * margin, shape[1] + 2 * margin)
-    texture = make_solar_scene(canvas, limb=False, features=True, style=scene_style, seed=rng)
-    scene = texture * _disc(canvas, radius)
-    if seeing:
-        scene = ndimage.gaussian_filter(scene, float(seeing))
+    scene = _kll_scene(o, shape, margin, radius, rng)
+    gain, prnu_map, vig, trans, labels, dust = _kll_gain(o, shape, radius, rng)
+    frames, levels = _kll_frames(o, scene, gain, shifts, margin, rng)
+    return KLLSet(frames=frames, shifts=shifts, gain=gain, prnu=prnu_map, vignetting=vig,
+                  transmission=trans, dust_labels=labels, dust=dust, levels=levels,
+                  disc_radius=radius)
 
-    prnu_map = (1 + float(prnu) * rng.standard_normal(shape)).astype(np.float32)
-    vig = make_vignetting(shape, amplitude=float(vignetting), seed=rng)
+
+def _kll_scene(o, shape, margin, radius, rng):
+    """The solar disc scene on a canvas ``margin`` px larger than the sensor on each side, blurred by the seeing."""
+    canvas = (shape[0] + 2 * margin, shape[1] + 2 * margin)
+    texture = make_solar_scene(canvas, limb=False, features=True, style=o.scene_style, seed=rng)
+    scene = texture * _disc(canvas, radius)
+    if o.seeing:
+        scene = ndimage.gaussian_filter(scene, float(o.seeing))
+    return scene
+
+
+def _kll_gain(o, shape, radius, rng):
+    """The gain table ``prnu * vignetting * dust`` (median 1) and its factors."""
+    prnu_map = (1 + float(o.prnu) * rng.standard_normal(shape)).astype(np.float32)
+    vig = make_vignetting(shape, amplitude=float(o.vignetting), seed=rng)
     yy, xx = np.ogrid[0:shape[0], 0:shape[1]]
     # dust where the disc goes in most frames: within the disc at its central position
     allowed = np.hypot(yy - (shape[0] - 1) / 2, xx - (shape[1] - 1) / 2) < 0.8 * radius
-    trans, labels, dust = make_dust_transmission(shape, regime="solar", n_dust=int(n_dust),
+    trans, labels, dust = make_dust_transmission(shape, regime="solar", n_dust=int(o.n_dust),
                                                  allowed=allowed, seed=rng)
     gain = prnu_map * vig * trans
     norm = np.median(gain)
-    gain = (gain / norm).astype(np.float32)
-    prnu_map = (prnu_map / norm).astype(np.float32)
+    return ((gain / norm).astype(np.float32), (prnu_map / norm).astype(np.float32), vig, trans, labels, dust)
 
-    levels = 1 + float(transparency) * rng.standard_normal(n_frames)
+
+def _kll_frames(o, scene, gain, shifts, margin, rng):
+    """The frames: the scene shifted (cubic spline), times the gain and a frame level, with shot and read noise."""
+    shape = gain.shape
+    n_frames = len(shifts)
+    levels = 1 + float(o.transparency) * rng.standard_normal(n_frames)
     levels /= levels.mean()
     coeffs = ndimage.spline_filter(scene, order=3, mode="nearest")
     frames = np.empty((n_frames,) + shape, np.float32)
@@ -200,8 +246,6 @@ def make_kll_set(*, shape=(1024, 1024), n_frames=16, min_offset=5.0, max_offset=
         xk = np.arange(shape[1]) - dx + margin
         sky = ndimage.map_coordinates(coeffs, np.meshgrid(yk, xk, indexing="ij"), order=3,
                                       mode="nearest", prefilter=False)
-        electrons = np.clip(float(level) * levels[k] * gain * sky, 0, None)
-        frames[k] = rng.poisson(electrons) + float(read_noise) * rng.standard_normal(shape)
-    return KLLSet(frames=frames, shifts=shifts, gain=gain, prnu=prnu_map, vignetting=vig,
-                  transmission=trans, dust_labels=labels, dust=dust, levels=levels,
-                  disc_radius=radius)
+        electrons = np.clip(float(o.level) * levels[k] * gain * sky, 0, None)
+        frames[k] = rng.poisson(electrons) + float(o.read_noise) * rng.standard_normal(shape)
+    return frames, levels

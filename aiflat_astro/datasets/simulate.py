@@ -22,6 +22,7 @@ from astropy.table import Table
 
 from ..provenance import provjson_hdu, read_provjson, software_id, utc_now
 from ..utils._atomic import atomic_output, check_output_path
+from ..utils._options import merged_options
 from ..utils.exceptions import InputError
 from .dust import (
     DUST_REGIMES,
@@ -32,7 +33,7 @@ from .dust import (
 )
 from .scenes import _solar_scene, _solar_scene_real, make_deepsky_scene, make_vignetting
 
-__all__ = ["DustyVideoTruth", "make_dusty_video", "write_truth", "read_truth"]
+__all__ = ["DustyVideoTruth", "VideoOptions", "make_dusty_video", "write_truth", "read_truth"]
 
 log = logging.getLogger(__name__)
 
@@ -186,12 +187,43 @@ def _check_seed(seed, name="seed"):
     return int(seed)
 
 
-def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_ratio=None,
-                     pixel_size=NOMINAL_PIXEL_SIZE, obstruction=None, n_dust=None, drift=0.0,
-                     jitter=1.0,
-                     bit_depth=12, noise=True, level=0.55, limb=True, dust_free=False, seed=0,
-                     dust_seed=None, frame_rate=50.0, truth_path=None, overwrite=False,
-                     progress_bar=False, texture=None):
+@dataclasses.dataclass(frozen=True)
+class VideoOptions:
+    """What `make_dusty_video` simulates: its options besides the outputs (the same names as its keywords).
+
+    Parameters
+    ----------
+    shape, n_frames, regime, f_ratio, pixel_size, obstruction, n_dust, drift, jitter, bit_depth, noise, level, \
+limb, dust_free, seed, dust_seed, frame_rate, texture
+        See `make_dusty_video`.
+
+    Examples
+    --------
+    >>> VideoOptions(regime="deepsky").n_frames
+    40
+    """
+
+    shape: tuple = (256, 320)
+    n_frames: int = 40
+    regime: str = "solar"
+    f_ratio: object = None
+    pixel_size: float = NOMINAL_PIXEL_SIZE
+    obstruction: object = None
+    n_dust: object = None
+    drift: float = 0.0
+    jitter: float = 1.0
+    bit_depth: int = 12
+    noise: object = True
+    level: float = 0.55
+    limb: bool = True
+    dust_free: bool = False
+    seed: object = 0
+    dust_seed: object = None
+    frame_rate: float = 50.0
+    texture: object = None
+
+
+def make_dusty_video(path, *, options=None, truth_path=None, overwrite=False, progress_bar=False, **keywords):
     """Write a simulated dusty SER video and return its ground truth.
 
     A static scene is sampled on a grid larger than the sensor, shifted per
@@ -212,6 +244,9 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     ----------
     path : str, `os.PathLike` or None
         Output SER file; with None only the ground truth is computed.
+    options : `VideoOptions`, optional
+        The simulation's options below as one object; keywords given as
+        well override it.
     shape : tuple of int, optional
         Frame ``(height, width)``.
     n_frames : int, optional
@@ -297,59 +332,68 @@ def make_dusty_video(path, *, shape=(256, 320), n_frames=40, regime="solar", f_r
     ...     ser.n_frames, ser.dtype.name, ser.header.pixel_depth
     (5, 'uint16', 12)
     """
-    shape, noise_mode = _check_options(shape, n_frames, regime, bit_depth, drift, jitter, noise,
-                                       level, frame_rate)
-    n_frames, bit_depth, seed = int(n_frames), int(bit_depth), _check_seed(seed)
-    dust_seed = None if dust_seed is None else _check_seed(dust_seed, "dust_seed")
+    o = merged_options(VideoOptions, options, keywords, "make_dusty_video")
+    shape, noise_mode = _check_options(o.shape, o.n_frames, o.regime, o.bit_depth, o.drift, o.jitter, o.noise,
+                                       o.level, o.frame_rate)
+    o = dataclasses.replace(o, shape=shape, n_frames=int(o.n_frames), bit_depth=int(o.bit_depth),
+                            seed=_check_seed(o.seed),
+                            dust_seed=None if o.dust_seed is None else _check_seed(o.dust_seed, "dust_seed"))
     path, truth_path = _checked_outputs(path, truth_path, overwrite)
-    cfg = DUST_REGIMES[regime]
-    f_ratio = float(cfg["f_ratio"] if f_ratio is None else f_ratio)
-    obstruction = float(cfg["obstruction"] if obstruction is None else obstruction)
-
-    seq = np.random.SeedSequence(seed)
+    cfg = DUST_REGIMES[o.regime]
+    o = dataclasses.replace(o, f_ratio=float(cfg["f_ratio"] if o.f_ratio is None else o.f_ratio),
+                            obstruction=float(cfg["obstruction"] if o.obstruction is None else o.obstruction))
+    seq = np.random.SeedSequence(o.seed)
     # independent streams: a dust-free control shares scene, vignetting, motion and noise
     rng_scene, rng_vign, rng_dust, rng_shift, rng_noise = map(np.random.default_rng, seq.spawn(5))
-    if dust_seed is not None:   # shared dust: its own stream, placed independently of the scene
-        rng_dust = np.random.default_rng(np.random.SeedSequence(dust_seed).spawn(5)[2])
-    shifts = _shift_path(rng_shift, n_frames, float(drift), float(jitter))
+    if o.dust_seed is not None:   # shared dust: its own stream, placed independently of the scene
+        rng_dust = np.random.default_rng(np.random.SeedSequence(o.dust_seed).spawn(5)[2])
+    shifts = _shift_path(rng_shift, o.n_frames, float(o.drift), float(o.jitter))
     margin = int(np.ceil(np.abs(shifts).max(initial=0.0))) + 2
-    big, scene, allowed, features = _simulated_scene(shape, margin, regime, rng_scene, limb=limb,
-                                                     texture=texture)
+    big, scene, allowed, features = _simulated_scene(shape, margin, o.regime, rng_scene, limb=o.limb,
+                                                     texture=o.texture)
     vign_amp = float(rng_vign.uniform(*cfg["vignetting"]))
     vignetting = make_vignetting(shape, amplitude=vign_amp, seed=rng_vign)
-    if dust_free:
-        transmission, labels, shadows = np.ones(shape, np.float32), np.zeros(shape, np.int32), _shadow_table([])
-    else:
-        transmission, labels, shadows = make_dust_transmission(
-            shape, regime=regime, f_ratio=f_ratio, pixel_size=pixel_size, obstruction=obstruction,
-            n_dust=n_dust, allowed=allowed if dust_seed is None else None, seed=rng_dust)
-
-    full_scale = 2**bit_depth - 1
+    transmission, labels, shadows = _simulated_dust(o, allowed, rng_dust)
+    full_scale = 2**o.bit_depth - 1
     lit = scene > 0.1 * np.percentile(scene, 99)
-    gain = level * full_scale / float(np.mean((scene * vignetting)[lit]))
-    params = {
-        "regime": regime, "shape": list(shape), "n_frames": n_frames, "f_ratio": f_ratio,
-        "pixel_size": float(pixel_size), "obstruction": obstruction,
-        "n_dust": None if n_dust is None else int(n_dust),
-        "n_shadows": len(shadows), "drift": float(drift), "jitter": float(jitter),
-        "bit_depth": bit_depth, "noise": noise_mode or "none", "level": float(level),
-        "limb": bool(limb) and regime != "deepsky", "scene_features": features,
-        "dust_free": bool(dust_free), "seed": int(seq.entropy), "dust_seed": dust_seed,
-        "frame_rate": float(frame_rate),
-        "start_time": START_TIME, "gain": gain, "full_scale": full_scale, "full_well": FULL_WELL,
-        "e_per_adu": FULL_WELL / full_scale, "read_noise": READ_NOISE, "vignetting_amplitude": vign_amp,
-        "margin": margin, "video": None if path is None else str(Path(path).resolve()),
-        "software": software_id(),
-    }
+    gain = o.level * full_scale / float(np.mean((scene * vignetting)[lit]))
+    params = _video_params(o, noise_mode, seq, shadows, features, gain, full_scale, vign_amp, margin, path)
     truth = DustyVideoTruth(transmission=transmission, vignetting=vignetting, labels=labels,
                             shadows=shadows, shifts=shifts, scene=scene, params=params, path=path)
     if path is not None:
         _render_video(path, big, truth, rng_noise, overwrite=overwrite, progress_bar=progress_bar)
     if truth_path is not None:
         write_truth(truth_path, truth, overwrite=overwrite)
-    log.info("simulated %d frames %dx%d (%s) with %d dust shadows", n_frames, *shape, regime,
+    log.info("simulated %d frames %dx%d (%s) with %d dust shadows", o.n_frames, *shape, o.regime,
              len(shadows))
     return truth
+
+
+def _simulated_dust(o, allowed, rng):
+    """The dust transmission, labels and catalog (none for a dust-free control)."""
+    if o.dust_free:
+        return np.ones(o.shape, np.float32), np.zeros(o.shape, np.int32), _shadow_table([])
+    return make_dust_transmission(o.shape, regime=o.regime, f_ratio=o.f_ratio, pixel_size=o.pixel_size,
+                                  obstruction=o.obstruction, n_dust=o.n_dust,
+                                  allowed=allowed if o.dust_seed is None else None, seed=rng)
+
+
+def _video_params(o, noise_mode, seq, shadows, features, gain, full_scale, vign_amp, margin, path):
+    """The truth's ``params`` record: the options as simulated, the camera and the seed drawn."""
+    return {
+        "regime": o.regime, "shape": list(o.shape), "n_frames": o.n_frames, "f_ratio": o.f_ratio,
+        "pixel_size": float(o.pixel_size), "obstruction": o.obstruction,
+        "n_dust": None if o.n_dust is None else int(o.n_dust),
+        "n_shadows": len(shadows), "drift": float(o.drift), "jitter": float(o.jitter),
+        "bit_depth": o.bit_depth, "noise": noise_mode or "none", "level": float(o.level),
+        "limb": bool(o.limb) and o.regime != "deepsky", "scene_features": features,
+        "dust_free": bool(o.dust_free), "seed": int(seq.entropy), "dust_seed": o.dust_seed,
+        "frame_rate": float(o.frame_rate),
+        "start_time": START_TIME, "gain": gain, "full_scale": full_scale, "full_well": FULL_WELL,
+        "e_per_adu": FULL_WELL / full_scale, "read_noise": READ_NOISE, "vignetting_amplitude": vign_amp,
+        "margin": margin, "video": None if path is None else str(Path(path).resolve()),
+        "software": software_id(),
+    }
 
 
 def _checked_outputs(path, truth_path, overwrite):

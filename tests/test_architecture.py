@@ -34,6 +34,29 @@ LAYERS = (
     ("command line", ("cli", "_commands")),
 )
 
+#: The order *inside* a package, lowest first: (name, module prefixes relative to the
+#: package).  An import between two modules of the package may not go to a higher
+#: sub-layer; the package's ``__init__`` sits on top of them all.
+INNER_LAYERS = {
+    "flat": (
+        ("options and records", ("_options", "_header", "_uncertainty", "silhouette")),
+        ("local estimate", ("estimators.jitter", "estimators.local")),
+        ("radial profile", ("_radial",)),
+        ("transmission", ("_transmission",)),
+        ("estimators", ("estimators", "estimators.measured", "estimators.gemini", "estimators._interface",
+                        "estimators.registry")),
+        ("full flat", ("fullflat",)),
+        ("front end", ("_high_level",)),
+    ),
+    "detection": (
+        ("protocol and outputs", ("_protocol", "outputs")),
+        ("detectors", ("local", "gemini")),
+        ("consensus", ("consensus",)),
+        ("registry and review", ("_base", "review")),
+        ("front end", ("_high_level",)),
+    ),
+}
+
 #: Known cycles between modules (through imports inside functions), each in
 #: files whose owners break them; a new cycle fails `test_no_new_import_cycle`.
 KNOWN_CYCLES = ()
@@ -123,6 +146,68 @@ def test_no_upward_import():
                 upward.append(f"{module}:{line} imports {target} "
                               f"({LAYERS[own][0]} -> {'the package facade' if other is None else LAYERS[other][0]})")
     assert not upward, "imports from a higher layer:\n" + "\n".join(upward)
+
+
+def _inner_layer(module, package):
+    """Index of ``module``'s sub-layer in ``package`` (the package itself: on top)."""
+    layers = INNER_LAYERS[package]
+    full = "aiflat_astro." + package
+    if module == full:
+        return len(layers)
+    rel = module[len(full) + 1:]
+    best = None
+    for index, (_, prefixes) in enumerate(layers):
+        for prefix in prefixes:
+            if (rel == prefix or rel.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+                best = (index, len(prefix))
+    if best is None:
+        raise AssertionError(f"{module} is in no sub-layer of {package}: add it to INNER_LAYERS")
+    return best[0]
+
+
+def _inner_upward(graph):
+    """Imports between two modules of one package that go to a higher sub-layer."""
+    upward = []
+    for package, layers in INNER_LAYERS.items():
+        full = "aiflat_astro." + package
+        inside = [m for m in graph if m == full or m.startswith(full + ".")]
+        for module in inside:
+            own = _inner_layer(module, package)
+            for target, line in sorted(graph[module].items()):
+                if target != full and not target.startswith(full + "."):
+                    continue
+                other = _inner_layer(target, package)
+                if other > own:
+                    names = [name for name, _ in layers] + ["the package"]
+                    upward.append(f"{module}:{line} imports {target} ({names[own]} -> {names[other]})")
+    return upward
+
+
+def test_every_module_has_a_sub_layer():
+    for module in _graph():
+        for package in INNER_LAYERS:
+            if module.startswith(f"aiflat_astro.{package}.") or module == f"aiflat_astro.{package}":
+                _inner_layer(module, package)
+
+
+def test_no_upward_import_inside_a_package():
+    upward = _inner_upward(_graph())
+    assert not upward, "imports from a higher sub-layer:\n" + "\n".join(upward)
+
+
+@pytest.mark.parametrize("module, target", [
+    ("aiflat_astro.flat._options", "aiflat_astro.flat._high_level"),
+    ("aiflat_astro.flat.estimators.local", "aiflat_astro.flat.estimators.registry"),
+    ("aiflat_astro.flat.fullflat", "aiflat_astro.flat"),
+    ("aiflat_astro.detection.local.detector", "aiflat_astro.detection._base"),
+    ("aiflat_astro.detection._protocol", "aiflat_astro.detection.review"),
+])
+def test_inner_upward_imports_are_caught(module, target):
+    """An upward import inside flat/ or detection/, added to the real graph, fails the check."""
+    graph = _graph()
+    graph[module] = dict(graph[module], **{target: 1})
+    found = _inner_upward(graph)
+    assert len(found) == 1 and found[0].startswith(f"{module}:1 imports {target} (")
 
 
 def _short(module):

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from .dq import DustDQ
-from .utils.exceptions import InputError
+from .utils.exceptions import InputError, renamed_keyword
 
 __all__ = ["evaluate_mask", "evaluate_file", "shadow_snr", "shadow_contrast", "residual_contrast",
            "mask_from_flat", "flat_errors"]
@@ -256,14 +256,14 @@ def _robust_plane(ys, xs, values, nsigma=3.0, max_iter=5):
     return lambda yy, xx: coef[0] + coef[1] * (yy - y0) + coef[2] * (xx - x0)
 
 
-def shadow_contrast(image, dust_mask, *, ring=3, plane_width=None, exclude=None):
+def shadow_contrast(image, dust_mask, *, ring=3, plane_width=None, ignore=None, exclude=None):
     """Contrast of each dust shadow in an image against a local plane fitted outside it.
 
     For every connected shadow of ``dust_mask`` (its *core*), the shadow is
     the core grown by ``ring`` px (so a bright Fresnel ring just outside the
     dark core counts).  A plane ``a + b y + c x`` is fitted robustly (3-σ
     clipping) to the pixels between ``ring`` and ``ring + plane_width`` px
-    from the core (other shadows, ``exclude`` and non-finite pixels left
+    from the core (other shadows, ``ignore`` and non-finite pixels left
     out), and the shadow's contrast is the rms of ``image / plane - 1`` over
     its pixels.  A perfectly corrected shadow on a smooth scene gives 0; the
     scene's own texture sets the floor.
@@ -279,8 +279,10 @@ def shadow_contrast(image, dust_mask, *, ring=3, plane_width=None, exclude=None)
     plane_width : float, optional
         Width in px of the annulus the plane is fitted to; default
         ``max(5, equivalent radius of the core)``.
-    exclude : `~numpy.ndarray` of bool, optional
+    ignore : `~numpy.ndarray` of bool, optional
         Pixels not to use for the plane (and not counted in a shadow).
+    exclude : `~numpy.ndarray` of bool, optional
+        Deprecated name of ``ignore``.
 
     Returns
     -------
@@ -319,10 +321,12 @@ def shadow_contrast(image, dust_mask, *, ring=3, plane_width=None, exclude=None)
         raise InputError(f"ring must be >= 0, got {ring}")
     bad = ~np.isfinite(data)
     if exclude is not None:
-        exclude = np.asarray(exclude, dtype=bool)
-        if exclude.shape != data.shape:
-            raise InputError(f"exclude shape {exclude.shape} does not match the image shape {data.shape}")
-        bad |= exclude
+        ignore = renamed_keyword("shadow_contrast", "exclude", "ignore", exclude, given=ignore)
+    if ignore is not None:
+        ignore = np.asarray(ignore, dtype=bool)
+        if ignore.shape != data.shape:
+            raise InputError(f"ignore shape {ignore.shape} does not match the image shape {data.shape}")
+        bad |= ignore
     labels, n = ndimage.label(core, structure=np.ones((3, 3), bool))
     grown = ndimage.distance_transform_edt(~core) <= ring if n else np.zeros(core.shape, bool)
     per, npx, centres = np.full(n, np.nan), np.zeros(n, int), []
@@ -354,7 +358,7 @@ def shadow_contrast(image, dust_mask, *, ring=3, plane_width=None, exclude=None)
             "n_pixels": npx}
 
 
-def residual_contrast(corrected, uncorrected, dust_mask, *, ring=3, plane_width=None, exclude=None):
+def residual_contrast(corrected, uncorrected, dust_mask, *, ring=3, plane_width=None, ignore=None, exclude=None):
     """Fraction of the shadows' contrast left after a correction (`shadow_contrast` of both).
 
     Parameters
@@ -363,8 +367,10 @@ def residual_contrast(corrected, uncorrected, dust_mask, *, ring=3, plane_width=
         The image divided by the flat, and the image itself.
     dust_mask : `~numpy.ndarray`
         The dust cores (bool, or a DQ array's ``DUST`` bit).
-    ring, plane_width, exclude
+    ring, plane_width, ignore
         As in `shadow_contrast`.
+    exclude : `~numpy.ndarray` of bool, optional
+        Deprecated name of ``ignore``.
 
     Returns
     -------
@@ -385,8 +391,10 @@ def residual_contrast(corrected, uncorrected, dust_mask, *, ring=3, plane_width=
     >>> round(residual_contrast(img * t / half, img * t, core)["residual"], 2)
     0.56
     """
-    after = shadow_contrast(corrected, dust_mask, ring=ring, plane_width=plane_width, exclude=exclude)
-    before = shadow_contrast(uncorrected, dust_mask, ring=ring, plane_width=plane_width, exclude=exclude)
+    if exclude is not None:
+        ignore = renamed_keyword("residual_contrast", "exclude", "ignore", exclude, given=ignore)
+    after = shadow_contrast(corrected, dust_mask, ring=ring, plane_width=plane_width, ignore=ignore)
+    before = shadow_contrast(uncorrected, dust_mask, ring=ring, plane_width=plane_width, ignore=ignore)
     with np.errstate(divide="ignore", invalid="ignore"):
         per = after["per_shadow"] / before["per_shadow"]
     return {"residual": after["rms"] / before["rms"] if before["rms"] > 0 else float("nan"),

@@ -65,7 +65,7 @@ def test_residual_contrast_per_shadow_and_dq_input():
     # excluding a shadow's surroundings leaves it without a plane: NaN, not counted
     far = np.zeros(shape, bool)
     far[:, 60:] = True
-    out = shadow_contrast(img, core, exclude=far)
+    out = shadow_contrast(img, core, ignore=far)
     assert np.isfinite(out["per_shadow"][0]) and np.isnan(out["per_shadow"][1])
 
 
@@ -115,3 +115,24 @@ def test_small_sharp_speck_and_its_ring_are_corrected(diameter):
     rec = json.loads(flat.meta["PROVJSON"])["shadows"][0]
     assert not rec.get("review"), rec.get("reason")
     assert np.all(flat.data[flat.flags == 0] == 1.0)
+
+
+def test_exclude_is_deprecated_for_ignore():
+    from aiflat_astro.utils.exceptions import AiflatDeprecationWarning
+
+    shape = (80, 120)
+    t = _speck(shape, 40, 30, 14, 0.3) * _speck(shape, 40, 90, 8, 0.2)
+    img = _plane(shape) * t
+    core = (1 - t) > 0.05
+    far = np.zeros(shape, bool)
+    far[:, 60:] = True
+    new = shadow_contrast(img, core, ignore=far)
+    with pytest.warns(AiflatDeprecationWarning, match=r"shadow_contrast\(exclude=") as record:
+        old = shadow_contrast(img, core, exclude=far)
+    assert record[0].filename == __file__
+    np.testing.assert_array_equal(new["per_shadow"], old["per_shadow"])
+    with pytest.warns(AiflatDeprecationWarning, match=r"residual_contrast\(exclude="):
+        old = residual_contrast(img / t, img, core, exclude=far)
+    assert np.isnan(old["per_shadow"][1])
+    with pytest.raises(InputError, match="not both"):
+        shadow_contrast(img, core, ignore=far, exclude=far)

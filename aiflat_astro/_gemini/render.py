@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, sparse
 
-from ..utils.exceptions import GeminiError, InputError
+from ..utils.exceptions import GeminiError, InputError, renamed_keyword
 
 __all__ = []
 
@@ -68,10 +68,10 @@ def pad_to_ratio(height, width, ratio):
     return (total // 2, total - total // 2), (0, 0)
 
 
-def smooth_background(image, *, mask=None, scale=None):
+def smooth_background(image, *, ignore=None, scale=None, mask=None):
     """Return a smooth large-scale background of ``image`` (float32, same shape).
 
-    A block median (pixels in ``mask`` excluded) followed by a median filter of
+    A block median (pixels in ``ignore`` left out) followed by a median filter of
     width ``scale`` pixels rejects features smaller than about ``scale / 2``
     (dust shadows, spots, stars); a Gaussian smooths the result, which is
     interpolated bilinearly back onto the full grid.
@@ -79,10 +79,12 @@ def smooth_background(image, *, mask=None, scale=None):
     Parameters
     ----------
     image : 2-D array
-    mask : 2-D bool array, optional
+    ignore : 2-D bool array, optional
         Pixels to ignore (e.g. known dust); filled from their surroundings.
     scale : int, optional
         Width of the median filter in pixels; default ``max(32, min(shape) // 5)``.
+    mask : 2-D bool array, optional
+        Deprecated name of ``ignore``.
     """
     image = np.asarray(image, dtype=np.float64)
     ny, nx = image.shape
@@ -93,7 +95,9 @@ def smooth_background(image, *, mask=None, scale=None):
     padded = np.full((by * block, bx * block), np.nan)
     padded[:ny, :nx] = image
     if mask is not None:
-        padded[:ny, :nx][np.asarray(mask, dtype=bool)] = np.nan
+        ignore = renamed_keyword("smooth_background", "mask", "ignore", mask, given=ignore)
+    if ignore is not None:
+        padded[:ny, :nx][np.asarray(ignore, dtype=bool)] = np.nan
     blocks = padded.reshape(by, block, bx, block).transpose(0, 2, 1, 3).reshape(by, bx, -1)
     with np.errstate(all="ignore"):
         finite = np.isfinite(blocks).any(axis=2)

@@ -129,7 +129,7 @@ def combine_detections(median, local, gemini, *, disputed="review", f_ratio=None
     keep = np.uint8(0xFF ^ (DustDQ.DUST | DustDQ.DUST_HALO | DustDQ.REVIEW))
     dq |= (local.dq & keep) | (gemini.dq & keep)
 
-    background = smooth_background(median, mask=union)
+    background = smooth_background(median, ignore=union)
     ratio = normalise(median, background)
     confidence = _confidence_map(local, gemini, union.shape)
     labels, catalog = _component_catalog(union, ratio, confidence, f_ratio=f_ratio,

@@ -242,7 +242,7 @@ class GeminiDustDetector(DustDetector):
         ignore = ~np.isfinite(data)
         if mask is not None:
             ignore |= np.asarray(mask, bool)
-        background = smooth_background(np.where(np.isfinite(data), data, np.nan), mask=ignore,
+        background = smooth_background(np.where(np.isfinite(data), data, np.nan), ignore=ignore,
                                        scale=self.background_scale)
         ratio = normalise(np.where(np.isfinite(data), data, background), background)
         light = ndimage.uniform_filter(np.where(np.isfinite(data), data, 0.0), size=5)

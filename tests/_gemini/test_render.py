@@ -131,5 +131,17 @@ def test_background_ignores_shadows_and_follows_vignetting():
     clean = np.hypot(y - 100, x - 100) > 20
     assert np.abs(ratio[clean] - 1).max() < 0.01  # corners included
     assert abs(ratio[100, 100] - 0.9) < 0.01
-    masked = smooth_background(image, mask=~clean)
+    masked = smooth_background(image, ignore=~clean)
     assert abs(normalise(image, masked)[100, 100] - 0.9) < 0.005
+
+
+def test_background_mask_is_deprecated_for_ignore():
+    from aiflat_astro.utils.exceptions import AiflatDeprecationWarning
+
+    y, x = np.indices((128, 160), dtype=float)
+    image = 1000 * (1 - 0.1 * (np.hypot(y - 60, x - 60) < 10))
+    ignore = np.hypot(y - 60, x - 60) < 16
+    with pytest.warns(AiflatDeprecationWarning, match=r"smooth_background\(mask=") as record:
+        old = smooth_background(image, mask=ignore)
+    assert record[0].filename == __file__
+    np.testing.assert_array_equal(old, smooth_background(image, ignore=ignore))

@@ -191,7 +191,7 @@ def _prepare(data, region, options):
     finite = np.isfinite(data)
     distance = ndimage.distance_transform_edt(~region)
     ring = (distance > 0) & (distance <= options.ring_width) & finite
-    background = smooth_background(np.where(finite, data, np.nan), mask=region | ~finite,
+    background = smooth_background(np.where(finite, data, np.nan), ignore=region | ~finite,
                                    scale=options.background_scale)
     ratio = normalise(np.where(finite, data, background), background)
     stretch = _inpaint_stretch(ratio, ring, min_half_width=options.min_half_width)
@@ -406,7 +406,7 @@ def clean_image_responder(median, detection, clean, *, api_key, **options):
     with FakeGeminiServer(echo) as fake:
         _, info = inpaint_gemini(median, detection, api_key=api_key, base_url=fake.url, cache=False, **options)
     stretch = Stretch(**info["gemini"]["stretch"])
-    background = smooth_background(median, mask=detection.weight > 0)
+    background = smooth_background(median, ignore=detection.weight > 0)
     sent = stretch.forward(normalise(median, background))
     true = stretch.forward(normalise(clean, background)) / 255.0
     table = {}

@@ -50,7 +50,7 @@ from astropy.nddata import CCDData, StdDevUncertainty
 from ..dq import DustDQ, expand_mask
 from ..provenance import params_hash, sha256_array
 from ..utils._colour import cfa_normalise, to_mono
-from ..utils.exceptions import InputError, warn_user
+from ..utils.exceptions import InputError, renamed_keyword, warn_user
 from ._header import _AI_KEYS, PROV_KEY, _flat_header, _json_safe, _median_inputs  # noqa: F401
 from ._options import FLAT_PROFILES, FlatOptions, _flat_options
 from ._transmission import _min_signal, dust_flat_from_clean
@@ -80,6 +80,8 @@ def _as_median(median):
 def _as_detection(dust_mask, weight, shape):
     from ..products import DustDetection, empty_catalog
 
+    if dust_mask is None:
+        raise InputError("make_flat needs the dust: a DustDetection, a boolean dust mask or a uint8 DQ array")
     if isinstance(dust_mask, DustDetection):
         det = dust_mask
         if det.shape != shape:
@@ -149,8 +151,8 @@ def _provenance(med, median_header, det, inpaint, opts, min_signal, result):
     return _flat_header(median_header, prov)
 
 
-def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, options=None,
-              **keywords):
+def make_flat(median, detection=None, *, weight=None, inpaint="local", frames=None, options=None,
+              dust_mask=None, **keywords):
     """Make a synthetic dust flat from a temporal median and a dust mask.
 
     Parameters
@@ -158,9 +160,9 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, o
     median : `~astropy.nddata.CCDData` or `~numpy.ndarray`
         2-D temporal median (``median_combine``), bias/dark subtracted if the
         frames carry a pedestal (a pedestal makes the shadows look shallower).
-    dust_mask : `~aiflat_astro.detection.DustDetection`, or array
+    detection : `~aiflat_astro.detection.DustDetection`, or array
         The dust: a detection (DQ, weight, catalog), a uint8 DQ array with
-        `~aiflat_astro.dq.DustDQ` bits, or a boolean mask (True = dust).
+        `~aiflat_astro.dq.DustDQ` bits, or a boolean dust mask (True = dust).
     weight : `~numpy.ndarray`, optional
         Soft weight 0..1 replacing the detection's; for a plain mask the
         default is `~aiflat_astro.dq.expand_mask` (dilate 2 px, soft edge 1.5 px).
@@ -217,6 +219,8 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, o
         ``frames`` (`aiflat_astro.flat.fullflat.make_full_flat`; ``inpaint_options``
         go to `~aiflat_astro.flat.fullflat.full_flat`): NOT 1.0 outside the
         dust, ``FLATTYPE = 'FULL'``.  Default `False`.
+    dust_mask : optional
+        Deprecated keyword name of ``detection``.
 
     Returns
     -------
@@ -241,17 +245,19 @@ def make_flat(median, dust_mask, *, weight=None, inpaint="local", frames=None, o
     >>> bool(np.all(flat.data[flat.flags == 0] == 1.0))
     True
     """
+    if dust_mask is not None:
+        detection = renamed_keyword("make_flat", "dust_mask", "detection", dust_mask, given=detection)
     opts = _flat_options(options, keywords)
     if opts.full:  # the whole gain table from shifted images: aiflat_astro.flat.fullflat (owner: kll)
         from .fullflat import make_full_flat
 
-        return make_full_flat(median, frames, dust_mask=dust_mask, progress_bar=opts.progress_bar,
+        return make_full_flat(median, frames, detection=detection, progress_bar=opts.progress_bar,
                               **(opts.inpaint_options or {}))
     from .estimators.registry import get_inpainter
 
     get_inpainter(inpaint)  # an unknown method is an error even when the mask is empty
     med, median_header = _as_median(median)
-    det = _as_detection(dust_mask, weight, med.shape)
+    det = _as_detection(detection, weight, med.shape)
     min_signal = _min_signal(med, opts.min_signal)
     if np.any(np.asarray(det.weight) > 0):
         flat, dq, uncertainty, result = _dust_flat(med, det, inpaint, frames, opts, min_signal)

@@ -576,13 +576,13 @@ def full_flat(frames, *, drift=None, dust_mask=None, options=None, **keywords):
                     levels=levels, drift=drift, params=_full_flat_params(opts, b, idx, info))
 
 
-def make_full_flat(median, frames, *, dust_mask=None, drift=None, **options):
+def make_full_flat(median, frames, *, detection=None, drift=None, dust_mask=None, **options):
     """The full flat as a `~astropy.nddata.CCDData` ready for ``write_flat`` (`make_flat(..., full=True)`).
 
     The flat is the whole gain table, **not** 1.0 outside the dust: the
     header says so (``FLATTYPE = 'FULL'``).  DQ: ``LOW_TRANS`` where no
     offset constrains the gain (flat 1.0 there), ``DUST`` / ``DUST_HALO``
-    from ``dust_mask`` when it is a detection or a DQ array.  ``UNCERT``
+    from ``detection`` when it is a detection or a DQ array.  ``UNCERT``
     holds the standard error.
 
     Parameters
@@ -592,9 +592,11 @@ def make_full_flat(median, frames, *, dust_mask=None, drift=None, **options):
         its shape is checked).
     frames :
         The shifted frames (see `full_flat`).
-    dust_mask : `~aiflat_astro.detection.DustDetection`, bool or uint8 DQ array, optional
+    detection : `~aiflat_astro.detection.DustDetection`, bool or uint8 DQ array, optional
         The dust (kept out of the registration; its DQ bits are copied).
     drift : `~aiflat_astro.registration.DriftPath`, optional
+    dust_mask : optional
+        Deprecated name of ``detection``.
     **options
         Passed to `full_flat`.
 
@@ -602,29 +604,21 @@ def make_full_flat(median, frames, *, dust_mask=None, drift=None, **options):
     -------
     `~astropy.nddata.CCDData`
     """
+    if dust_mask is not None:
+        detection = renamed_keyword("make_full_flat", "dust_mask", "detection", dust_mask, given=detection)
     import astropy.units as u
     from astropy.io import fits
     from astropy.nddata import CCDData, StdDevUncertainty
 
     from ..dq import DustDQ
-    from ._header import _flat_header, _json_safe, _median_inputs
-    from ..provenance import sha256_array
+    from ._header import _flat_header
 
     if frames is None:
         raise InputError("a full flat needs the shifted frames (frames=..., or --video on the "
                          "command line)")
     header = getattr(median, "meta", None) or getattr(median, "header", None) or fits.Header()
-    dq = None
-    mask = None
-    if dust_mask is not None:
-        arr = getattr(dust_mask, "dq", dust_mask)
-        arr = np.asarray(arr)
-        if arr.dtype == bool:
-            mask = arr
-            dq = np.where(arr, np.uint8(DustDQ.DUST), np.uint8(0))
-        else:
-            dq = arr.astype(np.uint8)
-            mask = (dq & DustDQ.DUST) > 0
+    header = header if isinstance(header, fits.Header) else fits.Header()
+    dq, mask = _dust_dq(detection)
     ff = full_flat(frames, drift=drift, dust_mask=mask, **options)
     if median is not None:
         med_shape = np.shape(getattr(median, "data", median))
@@ -632,8 +626,32 @@ def make_full_flat(median, frames, *, dust_mask=None, drift=None, **options):
             raise InputError(f"median shape {med_shape} does not match the frames {ff.gain.shape}")
     flags = np.zeros(ff.gain.shape, np.uint8) if dq is None else dq.copy()
     flags[~ff.constrained] |= np.uint8(DustDQ.LOW_TRANS)
-    prov = {"inputs": _median_inputs(header) if isinstance(header, fits.Header) else [],
-            "detector": getattr(dust_mask, "detector", "user" if dust_mask is not None else "none"),
+    out_header = _flat_header(header, _full_flat_provenance(ff, header, detection, dq))
+    out_header["FLATTYPE"] = ("FULL", "whole gain table: NOT 1.0 outside the dust")
+    return CCDData(ff.gain, unit=u.dimensionless_unscaled, flags=flags,
+                   uncertainty=StdDevUncertainty(ff.uncertainty), meta=out_header)
+
+
+def _dust_dq(detection):
+    """``(uint8 DQ, bool DUST mask)`` of a detection, a DQ array or a bool mask (``(None, None)`` for none)."""
+    from ..dq import DustDQ
+
+    if detection is None:
+        return None, None
+    arr = np.asarray(getattr(detection, "dq", detection))
+    if arr.dtype == bool:
+        return np.where(arr, np.uint8(DustDQ.DUST), np.uint8(0)), arr
+    dq = arr.astype(np.uint8)
+    return dq, (dq & DustDQ.DUST) > 0
+
+
+def _full_flat_provenance(ff, header, detection, dq):
+    """The provenance record of a full flat for `~aiflat_astro.flat._header._flat_header`."""
+    from ..provenance import sha256_array
+    from ._header import _json_safe, _median_inputs
+
+    prov = {"inputs": _median_inputs(header),
+            "detector": getattr(detection, "detector", "user" if detection is not None else "none"),
             "inpaint": "full-flat (kll)",
             "input_sha256": sha256_array(ff.gain),
             "params": {"FLATTYPE": "FULL", "NFRMUSED": ff.params["n_frames_used"],
@@ -642,9 +660,6 @@ def make_full_flat(median, frames, *, dust_mask=None, drift=None, **options):
             "history": ["full flat (whole gain table) from shifted images: robust KLL/Chae "
                         "least squares",
                         "NOT 1.0 outside the dust: pixel response, vignetting and dust"]}
-    if mask is not None:
+    if dq is not None:
         prov["mask_sha256"] = sha256_array(np.asarray(dq))
-    out_header = _flat_header(header if isinstance(header, fits.Header) else fits.Header(), prov)
-    out_header["FLATTYPE"] = ("FULL", "whole gain table: NOT 1.0 outside the dust")
-    return CCDData(ff.gain, unit=u.dimensionless_unscaled, flags=flags,
-                   uncertainty=StdDevUncertainty(ff.uncertainty), meta=out_header)
+    return prov

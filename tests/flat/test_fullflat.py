@@ -80,7 +80,7 @@ class TestSolveGain:
 @pytest.fixture(scope="module")
 def flat(small_set):
     mask = small_set.dust_labels > 0
-    return make_full_flat(np.median(small_set.frames, axis=0), small_set.frames, dust_mask=mask)
+    return make_full_flat(np.median(small_set.frames, axis=0), small_set.frames, detection=mask)
 
 
 class TestFullFlatProduct:
@@ -262,3 +262,16 @@ class TestOptions:
         assert (new[2][:, :8] == 0).all()
         with pytest.raises(InputError, match="not both"):
             solve_gain(tiny.frames, tiny.shifts, ignore=~keep, valid=keep)
+
+
+def test_make_full_flat_dust_mask_is_deprecated(tiny):
+    from aiflat_astro.utils.exceptions import AiflatDeprecationWarning
+
+    mask = tiny.transmission < 0.97
+    median = np.median(tiny.frames, axis=0)
+    new = make_full_flat(median, tiny.frames, detection=mask, robust=False)
+    with pytest.warns(AiflatDeprecationWarning, match=r"make_full_flat\(dust_mask="):
+        old = make_full_flat(median, tiny.frames, dust_mask=mask, robust=False)
+    np.testing.assert_array_equal(new.data, old.data)
+    np.testing.assert_array_equal(new.flags, old.flags)
+    assert ((new.flags & DustDQ.DUST) > 0).sum() == mask.sum()

@@ -266,3 +266,22 @@ def test_multiply_master_flat():
     assert np.array_equal(out.flags, dust.flags)
     with pytest.raises(InputError, match="shape"):
         multiply_master_flat(dust, CCDData(np.ones((4, 4)), unit="adu"))
+
+
+def test_dust_mask_keyword_is_deprecated_for_detection():
+    """``make_flat(median, dust_mask=...)`` still works, with an AiflatDeprecationWarning at the caller."""
+    from aiflat_astro.utils.exceptions import AiflatDeprecationWarning
+
+    y, x = np.mgrid[0:64, 0:64]
+    shadow = np.hypot(y - 32, x - 30) < 8
+    median = np.where(shadow, 0.8, 1.0).astype(np.float32) * 1000
+    new = make_flat(median, detection=shadow)
+    with pytest.warns(AiflatDeprecationWarning, match=r"make_flat\(dust_mask=.*detection") as record:
+        old = make_flat(median, dust_mask=shadow)
+    assert record[0].filename == __file__
+    np.testing.assert_array_equal(new.data, old.data)
+    np.testing.assert_array_equal(new.data, make_flat(median, shadow).data)
+    with pytest.raises(InputError, match="not both"):
+        make_flat(median, shadow, dust_mask=shadow)
+    with pytest.raises(InputError, match="needs the dust"):
+        make_flat(median)

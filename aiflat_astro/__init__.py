@@ -29,7 +29,7 @@ _LAZY = {
     "utils.exceptions": (
         'AiflatError', 'SERFormatError', 'InputError', 'DetectionError', 'GeminiError',
         'ProvenanceError', 'AiflatWarning', 'AiflatUserWarning', 'SERFormatWarning',
-        'NoDustDetectedWarning', 'DetectorFallbackWarning',
+        'NoDustDetectedWarning', 'DetectorFallbackWarning', 'AiflatDeprecationWarning',
     ),
     "dq": (
         'DustDQ', 'DQ_BITS', 'dq_definitions_table', 'expand_mask', 'static_defects',
@@ -45,7 +45,7 @@ _LAZY = {
     "datasets": (
         'shadow_diameter', 'shadow_depth', 'shadow_profile', 'make_dust_transmission',
         'measure_dust', 'DUST_REGIMES', 'LABEL_FRACTION', 'make_solar_scene', 'make_deepsky_scene',
-        'make_vignetting', 'DustyVideoTruth', 'make_dusty_video', 'write_truth',
+        'make_vignetting', 'DustyVideoTruth', 'VideoOptions', 'make_dusty_video', 'write_truth',
         'read_truth',
     ),
     "detection": (

@@ -1,9 +1,10 @@
 """`FlatOptions`: the options of `~aiflat_astro.flat.make_flat` besides its inputs."""
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..utils._options import merged_options
 from ..utils.exceptions import InputError
 
 __all__ = ["FlatOptions", "FLAT_PROFILES"]
@@ -62,9 +63,4 @@ class FlatOptions:
 
 def _flat_options(options, keywords):
     """`FlatOptions` from an ``options`` object and/or `make_flat`'s keywords (keywords win)."""
-    if options is not None and not isinstance(options, FlatOptions):
-        raise InputError(f"options must be a FlatOptions, got {type(options).__name__}")
-    unknown = set(keywords) - {f.name for f in fields(FlatOptions)}
-    if unknown:
-        raise InputError(f"make_flat got unknown option(s) {', '.join(sorted(unknown))}")
-    return replace(options or FlatOptions(), **keywords)
+    return merged_options(FlatOptions, options, keywords, "make_flat")

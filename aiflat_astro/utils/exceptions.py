@@ -22,7 +22,6 @@ __all__ = [
     "NoDustDetectedWarning",
     "DetectorFallbackWarning",
     "AiflatDeprecationWarning",
-    "renamed_keyword",
 ]
 
 

@@ -49,7 +49,7 @@ _LAZY = {
         'read_truth',
     ),
     "detection": (
-        'DustDetection', 'DustDetector', 'detect_dust', 'register_detector',
+        'DustDetection', 'DustDetector', 'detect_dust', 'DetectOptions', 'register_detector',
         'available_detectors', 'empty_catalog', 'CATALOG_COLUMNS', 'LocalDustDetector',
         'expected_diameters', 'darkness_map', 'read_regions', 'apply_region_edits',
         'detection_from_mask', 'catalog_from_mask', 'read_user_mask', 'write_catalog',

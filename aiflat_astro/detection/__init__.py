@@ -17,6 +17,7 @@ from .consensus import *  # noqa: F401,F403
 
 from . import _base, _high_level, local, review, outputs, gemini, consensus  # noqa: E402,F401
 
-__all__ = list(["DustDetection", "DustDetector", "detect_dust", "register_detector", "available_detectors",
+__all__ = list(["DustDetection", "DustDetector", "detect_dust", "DetectOptions", "register_detector",
+                "available_detectors",
                 "empty_catalog", "CATALOG_COLUMNS"]
                + local.__all__ + review.__all__ + outputs.__all__ + gemini.__all__ + consensus.__all__)

@@ -19,10 +19,10 @@ SHAPE = (240, 320)
 N_FRAMES = 40
 #: held-out dust seeds
 DUST_SEEDS = (81, 82, 83)
-#: what the check gets wrong on them (measured once, the first run on these seeds): a speck removed from
-#: under a scene whose own texture is as deep (81, 82) or that its own detector and the dips miss
+#: what the check gets wrong on them (measured on the first runs on these seeds): a speck removed from
+#: under a scene whose own texture is as deep (82; 81 too before the ring-scatter noise of large shadows) or that its own detector and the dips miss
 #: (82, 83: new), same-dust shadows hidden by a plage under them (83).  Strict: a fix shows as XPASS.
-KNOWN_MISSES = {("removed", 81), ("removed", 82), ("new", 82), ("new", 83), ("same", 83)}
+KNOWN_MISSES = {("removed", 82), ("new", 82), ("new", 83), ("same", 83)}
 
 
 def _known(request, what, seed):

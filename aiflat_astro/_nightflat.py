@@ -19,11 +19,20 @@ combined:
   flagged REVIEW there included), so that a video whose scene spoils the
   clean estimate of one shadow hardly counts there; a video that does not
   light a shadow (its flat is flagged REVIEW there) gets no weight.
+
+The night's dust-change check (`check_dust`) lives here too: it asks of
+each video the question `merge_detections` asks of each shadow.
 """
 
-import numpy as np
+from dataclasses import asdict, dataclass, fields
 
-__all__ = ["merge_detections", "combine_flats"]
+import numpy as np
+from scipy import ndimage
+
+from .utils._colour import mono_frame
+from .utils.exceptions import InputError
+
+__all__ = ["merge_detections", "combine_flats", "check_dust", "CheckOptions"]
 
 #: Floor of the per-video weights' noise term (transmission units).
 WEIGHT_FLOOR = 0.003
@@ -50,8 +59,8 @@ def shadow_depths(medians, region, anydust):
     """Depth of one shadow (boolean ``region``) in each median; NaN where that median does not light it.
 
     The depth is measured as in `aiflat_astro.night.check_dust`: the median
-    inside over the median of a ring around it, outside the halo of every
-    shadow (``anydust``).  A median whose ring is less than half as bright as
+    inside over the median of a ring around it, off every shadow
+    (``anydust``, the videos' dust grown by the ring's gap).  A median whose ring is less than half as bright as
     the brightest median's ring does not light the spot (sky beyond the limb).
     """
     from scipy import ndimage
@@ -73,12 +82,14 @@ def _components(detection):
     from scipy import ndimage
 
     support, _ = ndimage.label(detection.weight > 0)
+    labels = detection.labels
     for row in (detection.catalog if detection.catalog is not None else ()):
-        dust = detection.labels == int(row["id"])
+        dust = labels == int(row["id"])
         if not dust.any():
             continue
         ids = np.unique(support[dust])
-        yield row, dust, np.isin(support, ids[ids > 0]) | dust
+        # a weight component can join two shadows: the other's pixels are its own (kept or rejected on its own)
+        yield row, dust, (np.isin(support, ids[ids > 0]) & ((labels == 0) | dust)) | dust
 
 
 def merge_detections(detections, medians, *, keep_fraction=0.5):
@@ -132,11 +143,15 @@ def merge_detections(detections, medians, *, keep_fraction=0.5):
 
     if len(detections) != len(medians) or not detections:
         raise ValueError("merge_detections: one median a detection, at least one")
-    meds = [np.asarray(m, np.float64).mean(axis=-1) if np.ndim(m) == 3 else np.asarray(m, np.float64)
-            for m in medians]
+    from scipy import ndimage
+
+    meds = [mono_frame(m) for m in medians]
+    # the rings that measure a shadow keep off every video's dust (not its halo: a detector's halo can
+    # cover a ring entirely, and a shadow never measured is never rejected)
     anydust = np.zeros(meds[0].shape, bool)
     for det in detections:
-        anydust |= (det.dq & int(DustDQ.DUST | DustDQ.DUST_HALO)) > 0
+        anydust |= (det.dq & int(DustDQ.DUST)) > 0
+    anydust = ndimage.binary_dilation(anydust, iterations=2) if anydust.any() else anydust
     dq = np.zeros(meds[0].shape, np.uint8)
     weight = np.zeros(meds[0].shape, np.float32)
     defects = int(DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)
@@ -150,7 +165,9 @@ def merge_detections(detections, medians, *, keep_fraction=0.5):
                 rejected.append([v, round(float(row["x_centroid"]), 1), round(float(row["y_centroid"]), 1)])
                 continue
             new = not ((dq & int(DustDQ.DUST)) > 0)[dust].any()
-            dq[support] |= det.dq[support] & np.uint8(~defects & 0xFF)
+            halo = support & ~dust
+            dq[halo] |= det.dq[halo] & np.uint8(~(defects | int(DustDQ.DUST)) & 0xFF)
+            dq[dust] |= det.dq[dust] & np.uint8(~defects & 0xFF)
             weight[support] = np.maximum(weight[support], det.weight[support])
             if new:
                 rows.append(row)
@@ -277,3 +294,432 @@ def _combined_flat(first, data, unc, flags, floor, n_flats):
     meta["NFLATS"] = (int(n_flats), "per-video flats combined (aiflat run, a night)")
     uncertainty = StdDevUncertainty(unc.astype(np.float32)) if first.uncertainty is not None else None
     return CCDData(data.astype(np.float32), unit=first.unit, meta=meta, flags=flags, uncertainty=uncertainty)
+
+
+# =========================================================================== the dust-change check
+# The dust-change check of a night: does one video's dust match the shared flat's? (issue 14)
+#
+# Two questions, each a statistical test whose noise is measured per shadow in
+# the video itself, with a false-alarm rate ``false_alarm`` per video split over
+# the shadows tested (Bonferroni: each test at ``z = Φ⁻¹(1 − α / n)``):
+#
+# * **a shadow missing** (the speck was cleaned off): for each shadow of the
+#   shared mask, its depth in the video's median (median of its deeper half
+#   over the median of a ring around it) against the depth the *flat* predicts
+#   there (the same core and ring measured on the flat).  Its noise σ is the
+#   spread of the same measurement, the same core and ring, moved to dust-free
+#   places around the shadow in the video's median: the scene's texture
+#   (granulation, pores, a penumbra), the photon noise and their correlation
+#   at the shadow's own scale.  A shadow is *tested* where the two hypotheses
+#   (present: the flat's depth; absent: none) lie at least ``2 z σ`` apart, and
+#   is *missing* when the video's depth is nearer to none than to the flat's
+#   (below ``keep_fraction`` of it).  A shadow the video does not light (the
+#   sky beyond its limb) is not tested.
+# * **a new shadow** (a speck arrived): a shadow of the video's own detection
+#   outside the shared mask, deep in the video's median over the flat (``z σ``
+#   above the noise measured as above), less than half as deep in the shared
+#   median over the flat (not dust of every video), and *static*: the motion test on the video's frames (the scene moves
+#   under seeing, the dust stays) puts it on the sensor at ``z`` standard errors
+#   (``(β_split − β) / σβ ≥ z``).  A dip of one video that its frames cannot
+#   place on the sensor is its scene (a pore, a lane) as much as new dust, and
+#   is not counted (``n_unverified`` says how many).
+#
+# `check_dust` is what the night's check task calls; `CheckOptions` groups its
+# options.
+
+
+#: Where the motion test's β turns from "stays on the sensor" (0) to "moves with the scene" (1).
+BETA_SPLIT = 0.5
+#: Fewest dust-free placements of a shadow's core and ring for its noise to be measured.
+MIN_NULLS = 8
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """The options of the dust-change check (`check_dust`).
+
+    Parameters
+    ----------
+    false_alarm : float
+        Probability that a video whose dust matches is called a mismatch by
+        chance, split over its tests (default 0.01).
+    min_depth : float
+        Shadows shallower than this in the flat are not tested (default 0.02).
+    keep_fraction : float
+        A shadow is present when the video shows at least this fraction of the
+        flat's depth (default 0.5: the midpoint of present and absent).
+    new_depth : float or None
+        Least depth of a new shadow in the video's median over the flat
+        (default ``2 * min_depth``).
+    new_fraction : float
+        A new shadow is less than this fraction as deep in the shared median
+        over the flat as in the video's (default 0.5: the midpoint of dust
+        every video shows, as deep there, and dust of this video alone, which
+        moves the median of every video's frames a little only).
+    max_missing, max_new : int
+        Shadows missing and new shadows tolerated (default 0 and 0).
+
+    Examples
+    --------
+    >>> CheckOptions(max_new=1).max_new, CheckOptions.from_dict({"min_depth": 0.03}).min_depth
+    (1, 0.03)
+    """
+
+    false_alarm: float = 0.01
+    min_depth: float = 0.02
+    keep_fraction: float = 0.5
+    new_depth: float = None
+    new_fraction: float = 0.5
+    max_missing: int = 0
+    max_new: int = 0
+
+    def __post_init__(self):
+        if not 0 < float(self.false_alarm) < 1:
+            raise InputError(f"false_alarm must be between 0 and 1, got {self.false_alarm!r}")
+
+    @classmethod
+    def from_dict(cls, options):
+        """Options from a dict (``check_options`` of a night); an unknown key is an InputError."""
+        options = dict(options or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InputError(f"unknown check options: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**options)
+
+    def z(self, n_tests):
+        """The one-sided threshold, in standard errors, of each of ``n_tests`` tests."""
+        from scipy.stats import norm
+
+        return float(norm.isf(float(self.false_alarm) / max(1, int(n_tests))))
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def check_dust(own_median, shared_median, dq, flat, *, frames=None, candidates=None, options=None, **thresholds):
+    """Whether a video's dust matches the shared flat's (the module's two tests).
+
+    Parameters
+    ----------
+    own_median : `~numpy.ndarray`
+        The video's median (its own, or a cheap one of a frame subset).
+    shared_median, dq, flat : `~numpy.ndarray`
+        The shared median, its DQ mask and the flat.
+    frames : frame source, optional
+        Frames of the video, for the motion test of new shadows (without
+        them no new shadow can be confirmed).
+    candidates : `~astropy.table.Table`, optional
+        The video's own detection catalog (``x_centroid``, ``y_centroid``,
+        ``area``): the candidates of new shadows.  Default: the local
+        detector on the video's median over the flat.
+    options : `CheckOptions` or dict, optional
+        The tests' options; or give them as keywords (``min_depth=0.03``).
+
+    Returns
+    -------
+    dict
+        ``match`` (bool), ``n_tested``, ``n_missing``, ``n_new``,
+        ``n_unverified``, ``missing`` and ``new`` (lists of ``[x, y]``),
+        ``tested`` (``[label, x, y, present]`` of each tested shadow),
+        ``shadows`` (each tested shadow's depths and noise), ``depth_ratio``
+        (median of the video's depth over the flat's) and ``message``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y, x = np.mgrid[:96, :96]
+    >>> shadow = (x - 48) ** 2 + (y - 48) ** 2 < 36
+    >>> flat = np.where(shadow, 0.8, 1.0).astype(np.float32)
+    >>> dq = shadow.astype(np.uint8)
+    >>> sky = rng.normal(1000.0, 5.0, (96, 96))
+    >>> check_dust(sky * flat, sky * flat, dq, flat)["match"]
+    True
+    >>> r = check_dust(sky, sky * flat, dq, flat)   # the speck was cleaned off
+    >>> r["match"], r["n_missing"]
+    (False, 1)
+    """
+    opts = _options(options, thresholds)
+    own, ref = mono_frame(own_median), mono_frame(shared_median)
+    flat, dq = np.asarray(flat, dtype=np.float64), np.asarray(dq)
+    if own.shape != ref.shape or flat.shape != ref.shape or dq.shape != ref.shape:
+        raise InputError(f"check_dust: shapes differ: {own.shape}, {ref.shape}, {flat.shape}, {dq.shape}")
+    from .dq import DustDQ
+
+    dust = (dq & int(DustDQ.DUST)) > 0
+    shadows = _missing_test(own, ref, flat, dust, opts)
+    tested = [[s["label"], s["x"], s["y"], s["present"]] for s in shadows]
+    safe = np.where(flat > 0, flat, 1.0)
+    new, unverified = _new_test(own / safe, ref / safe, own, dust, opts, frames=frames, candidates=candidates)
+    missing = [[s["x"], s["y"]] for s in shadows if not s["present"]]
+    ratios = [s["depth"] / s["expected"] for s in shadows]
+    return {"match": bool(len(missing) <= opts.max_missing and len(new) <= opts.max_new),
+            "n_tested": len(tested), "n_missing": len(missing), "n_new": len(new), "n_unverified": unverified,
+            "missing": missing, "new": new, "tested": tested, "shadows": shadows,
+            "depth_ratio": float(np.median(ratios)) if ratios else None,
+            "message": check_message(len(tested), missing, new)}
+
+
+def _options(options, thresholds):
+    if options is not None and thresholds:
+        raise TypeError("check_dust: give options= or the threshold keywords, not both")
+    if isinstance(options, CheckOptions):
+        return options
+    return CheckOptions.from_dict(options if options is not None else thresholds)
+
+
+def check_message(n_tested, missing, new, unconfirmed=0):
+    """The one-line verdict: shadows tested, missing and new ones with their places."""
+    parts = [f"{n_tested} shadows tested"]
+    if unconfirmed:
+        parts[0] += f" ({unconfirmed} not shown by most videos, not counted)"
+    if missing:
+        parts.append(f"{len(missing)} missing (at x, y {', '.join(f'{x:.0f} {y:.0f}' for x, y in missing[:5])})")
+    if new:
+        parts.append(f"{len(new)} new (at x, y {', '.join(f'{x:.0f} {y:.0f}' for x, y in new[:5])})")
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- the noise of a depth
+
+def _null_depths(image, core, ring, origin, blocked, *, radius):
+    """Depths of the same core and ring moved to places around ``origin`` that no dust touches.
+
+    ``core`` and ``ring`` are boolean masks of one window whose top-left
+    corner is ``origin`` (row, column); the places are 12 directions at one
+    and two ``radius`` (a move of ``radius`` takes the window off its own
+    shadow).  Returns the depths measured there (finite ones only).
+    """
+    h, w = core.shape
+    ny, nx = image.shape
+    used = core | ring
+    out = []
+    for r in (radius, 2 * radius):
+        for a in np.linspace(0, 2 * np.pi, 12, endpoint=False):
+            y0, x0 = origin[0] + int(round(r * np.sin(a))), origin[1] + int(round(r * np.cos(a)))
+            if y0 < 0 or x0 < 0 or y0 + h > ny or x0 + w > nx or blocked[y0:y0 + h, x0:x0 + w][used].any():
+                continue
+            d = _ring_depth(image[y0:y0 + h, x0:x0 + w], core, ring)
+            if np.isfinite(d):
+                out.append(d)
+    return np.asarray(out)
+
+
+def _noise(nulls):
+    """Root mean square of the null depths about zero (NaN when too few).
+
+    Not a robust spread: the scene's texture has heavy tails (a plage ridge
+    or a pore under a shadow can hide or deepen it), and its offset from
+    zero (a ring brighter than its core on average) is as much noise as its
+    scatter.  A placement on a sunspot inflates it: that shadow's test then
+    tells little, which is what such a neighbourhood allows.
+    """
+    if nulls.size < MIN_NULLS:
+        return np.nan
+    return float(np.sqrt(np.mean(nulls ** 2)))
+
+
+def _depth_noise(image, core, ring, origin, blocked, *, radius):
+    """σ of a depth: from the null placements (`_noise`), else from the ring's own scatter.
+
+    A shadow too large for 8 dust-free placements around it (a soft disc of
+    a third of the frame) gets the error of a median's ratio from the ring
+    pixels' robust scatter s: ``1.25 s sqrt(1/n_core + 1/n_ring)``, twice
+    that for the texture's correlation between neighbouring pixels.
+    """
+    sigma = _noise(_null_depths(image, core, ring, origin, blocked, radius=radius))
+    if np.isfinite(sigma):
+        return sigma
+    patch = image[origin[0]:origin[0] + core.shape[0], origin[1]:origin[1] + core.shape[1]]
+    values = patch[ring][np.isfinite(patch[ring])]
+    level = np.median(values) if values.size >= 8 else 0.0
+    if level <= 0 or not core.any():
+        return np.nan
+    spread = 1.4826 * np.median(np.abs(values / level - 1))
+    return float(2 * 1.2533 * spread * np.sqrt(1 / core.sum() + 1 / values.size))
+
+
+# --------------------------------------------------------------------------- a shadow missing
+
+def _shadow_windows(dust):
+    """Each shared shadow: ``(label, window, region, ring width)`` (the geometry of `_shadow_window`)."""
+    labels, _ = ndimage.label(dust)
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        size = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
+        win, _gap, width = _shadow_window(sl, dust.shape, size)
+        yield k, win, labels[win] == k, width
+
+
+def _missing_test(own, ref, flat, dust, opts):
+    """Each shared shadow the video lights: depths, noise and whether it is there.
+
+    The null hypothesis is that the dust matches: a shadow is missing only
+    when its depth in the video is ``z σ`` below the flat's (that rejects it
+    being there at the test's false-alarm rate) and nearer to none than to
+    the flat's (below ``keep_fraction`` of it: a flat a little too deep is
+    no missing speck).
+    """
+    blocked = ndimage.binary_dilation(dust, iterations=2)
+    tested = [m for m in (_measure_shadow(own, ref, flat, blocked, k, win, region, width)
+                          for k, win, region, width in _shadow_windows(dust))
+              if m is not None and m["expected"] >= opts.min_depth]
+    z = opts.z(len(tested))
+    for m in tested:
+        gone = m["expected"] - m["depth"] >= z * m["sigma"] and m["depth"] < opts.keep_fraction * m["expected"]
+        m["present"] = not gone
+    return tested
+
+
+def _measure_shadow(own, ref, flat, blocked, k, win, region, width, gap=2):
+    """Depth in the video, depth the flat predicts, noise (or None: not lit, no ring, no noise)."""
+    core = region & (flat[win] <= np.median(flat[win][region]))
+    inner = ndimage.binary_dilation(region, iterations=gap)
+    ring = ndimage.binary_dilation(region, iterations=gap + width) & ~inner & ~blocked[win]
+    if ring.sum() < 8 or not _lit(own[win], ref[win], ring):
+        return None
+    expected = _ring_depth(flat[win], core, ring)
+    depth = _ring_depth(own[win], core, ring)
+    origin = (win[0].start, win[1].start)
+    sigma = _depth_noise(own, core, ring, origin, blocked, radius=max(region.shape))
+    if not (np.isfinite(expected) and np.isfinite(depth) and np.isfinite(sigma)):
+        return None
+    cy, cx = ndimage.center_of_mass(region)
+    return {"label": int(k), "x": round(float(cx) + win[1].start, 1), "y": round(float(cy) + win[0].start, 1),
+            "depth": round(depth, 4), "expected": round(expected, 4), "sigma": round(sigma, 4)}
+
+
+def _lit(own, ref, ring, fraction=0.5):
+    """Whether the video's scene lights ``ring`` at least ``fraction`` as brightly as the shared median.
+
+    A shadow over the sky (or off the disc) in this video cannot show its
+    dust, so it is no evidence that the dust is missing.
+    """
+    a, b = own[ring], ref[ring]
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    return a.size >= 4 and b.size >= 4 and np.median(a) >= fraction * np.median(b)
+
+
+# --------------------------------------------------------------------------- a new shadow
+
+def _disk(shape, x, y, radius):
+    """The window, core disc and ring of a candidate at ``(x, y)`` of ``radius``."""
+    ny, nx = shape
+    r_in, r_out = radius + 2, radius + 2 + max(3.0, radius)
+    y0, y1 = max(0, int(y - r_out - 1)), min(ny, int(y + r_out + 2))
+    x0, x1 = max(0, int(x - r_out - 1)), min(nx, int(x + r_out + 2))
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    d = np.hypot(xx - x, yy - y)
+    return (slice(y0, y1), slice(x0, x1)), d <= max(1.0, 0.6 * radius), (d >= r_in) & (d <= r_out)
+
+
+def _new_candidates(corrected, shared, known, opts, candidates):
+    """The candidates outside the shared mask, deep above their noise in ``corrected``, absent from ``shared``."""
+    grown = ndimage.binary_dilation(known, iterations=2) if known.any() else known
+    rows = [r for r in (candidates if candidates is not None else ())
+            if not grown[min(max(int(round(float(r["y_centroid"]))), 0), known.shape[0] - 1),
+                         min(max(int(round(float(r["x_centroid"]))), 0), known.shape[1] - 1)]]
+    z = opts.z(len(rows))
+    least = 2 * opts.min_depth if opts.new_depth is None else opts.new_depth
+    out = []
+    for row in rows:
+        x, y = float(row["x_centroid"]), float(row["y_centroid"])
+        radius = float(np.sqrt(max(float(row["area"]), 1.0) / np.pi))
+        win, core, ring = _disk(corrected.shape, x, y, radius)
+        ring = ring & ~grown[win]
+        d_own, d_shared = _ring_depth(corrected[win], core, ring), _ring_depth(shared[win], core, ring)
+        sigma = _depth_noise(corrected, core, ring, (win[0].start, win[1].start), grown,
+                            radius=core.shape[0])
+        if not np.isfinite(d_own) or d_own < least or not (np.isfinite(sigma) and d_own >= z * sigma):
+            continue
+        if np.isfinite(d_shared) and d_shared >= opts.new_fraction * d_own:
+            continue  # in the shared median too: dust the shared mask missed, not new dust
+        out.append((x, y, win, core))
+    return out, z
+
+
+def _new_test(corrected, shared, own, known, opts, *, frames=None, candidates=None):
+    """New shadows ``[x, y]`` the motion test puts on the sensor, and the count it could not place."""
+    found, z = _new_candidates(corrected, shared, known, opts, _with_dips(candidates, _dips(corrected, known, opts)))
+    if not found:
+        return [], 0
+    if frames is None:
+        return [], len(found)
+    betas = _static_betas(frames, own, known, found)
+    new = [[round(x, 1), round(y, 1)] for (x, y, _w, _c), (b, s) in zip(found, betas)
+           if np.isfinite(b) and np.isfinite(s) and (BETA_SPLIT - b) >= z * max(s, 1e-3)]
+    return new, len(found) - len(new)
+
+
+def _static_betas(frames, median, known, found):
+    """``(β, σβ)`` of each candidate: the detector's motion test on the video's frames.
+
+    The scene's shifts come from the registration of the frames (a night's
+    videos hold the target under seeing; the disc centroids of a partial
+    disc are not its motion).
+    """
+    from .detection.local.motion import motion_betas, open_source
+    from .registration import register_frames
+
+    class _Candidate:
+        def __init__(self, win, core):
+            self.sl, self.pix = win, core
+
+    source, opened = open_source(frames, median.shape)
+    try:
+        drift = register_frames(source, dust_mask=known if known.mean() < 0.1 else None,
+                                max_frames=source.n_frames, n_reference=min(12, source.n_frames))
+        return motion_betas(source, np.asarray(drift.frame_index), np.asarray(drift.shifts, float),
+                            median.astype(np.float32), [_Candidate(win, core) for _x, _y, win, core in found])
+    finally:
+        if opened:
+            source.close()
+
+
+def _dips(image, known, opts, *, size=31, most=30):
+    """Dark spots of ``image`` (the video's median over the flat) off the shared dust: ``x, y, area`` rows.
+
+    Whatever the video's own detector found or missed: each pixel's depth
+    against a running median of ``size`` px (on a grid of every second
+    pixel), over the lit part of the image; spots deeper than ``new_depth``
+    and four times the image's robust depth noise at a local maximum, the
+    ``most`` deepest.  The check's tests then decide which are new dust.
+    """
+    small = ndimage.median_filter(image[::2, ::2], size=max(3, size // 2), mode="nearest")
+    background = np.repeat(np.repeat(small, 2, axis=0), 2, axis=1)[:image.shape[0], :image.shape[1]]
+    lit = background > 0.3 * np.percentile(background, 99)
+    if lit.sum() < 16:
+        return []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        depth = np.where(lit, 1 - image / np.where(lit, background, 1.0), 0.0)
+    noise = 1.4826 * np.median(np.abs(depth[lit] - np.median(depth[lit])))
+    least = max(2 * opts.min_depth if opts.new_depth is None else opts.new_depth, 4 * noise)
+    # each local maximum of the depth is a spot (a speck on a dark lane is its own spot, not the lane's)
+    smooth = ndimage.gaussian_filter(depth, 1.0)
+    peaks = (smooth == ndimage.maximum_filter(smooth, size=11)) & (depth > least) & ~known
+    ys, xs = np.nonzero(peaks)
+    order = np.argsort(-depth[ys, xs])[:most]
+    return [_spot(depth, int(ys[i]), int(xs[i])) for i in order]
+
+
+def _spot(depth, y, x, reach=20):
+    """The spot at a depth maximum ``(y, x)``: the centre and area of its pixels at least half as deep."""
+    y0, x0 = max(0, y - reach), max(0, x - reach)
+    patch = depth[y0:y + reach + 1, x0:x + reach + 1]
+    labels, _ = ndimage.label(patch >= 0.5 * depth[y, x])
+    px = labels == labels[y - y0, x - x0]
+    cy, cx = ndimage.center_of_mass(px)
+    return {"x_centroid": float(cx) + x0, "y_centroid": float(cy) + y0, "area": float(px.sum()),
+            "peak": float(depth[y, x])}
+
+
+def _with_dips(candidates, dips, near=4.0):
+    """The catalog's candidates and the dips that none of them is within ``near`` px of."""
+    rows = list(candidates) if candidates is not None else []
+    xy = [(float(r["x_centroid"]), float(r["y_centroid"])) for r in rows]
+    for d in dips:
+        if all(np.hypot(d["x_centroid"] - x, d["y_centroid"] - y) > near for x, y in xy):
+            rows.append(d)
+    return rows

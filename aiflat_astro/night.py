@@ -26,8 +26,10 @@ run in-process, one after another, or on a dask.distributed cluster
    the videos' transmissions weighted by their measured noise and their
    agreement (`combine_flats`) into ``flat.fits``;
 5. **check**, one task a video: the video's dust against the shared mask and
-   flat, from its own median and detection (`check_dust`); a video whose
-   shadows are missing or that shows new ones is ``dust-mismatch``;
+   flat, from its own median, detection and frames (`check_dust`: two
+   statistical tests with the noise measured per shadow in the video, see
+   `aiflat_astro._nightflat`); a video whose shadows are missing or that
+   shows new ones is ``dust-mismatch``;
 6. **calibrate**, one task a video that passed the check (or all with
    ``force``): `~aiflat_astro.apply.apply_to_file` with the shared flat,
    exactly as ``aiflat apply`` does.
@@ -47,14 +49,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._nightflat import _ring_depth, combine_flats, merge_detections
+from ._nightflat import CheckOptions, check_dust, check_message, combine_flats, merge_detections
 from .io._base import FrameSource
 from .io.frames import select_frames, spread_indices
 from ._runstate import RunOptions, _file_identity, _region_files
 from .provenance import params_hash, software_id
 from .utils.exceptions import InputError, warn_user
 
-__all__ = ["run_night", "NightOptions", "check_dust", "merge_detections", "combine_flats", "local_cluster",
+__all__ = ["run_night", "NightOptions", "check_dust", "CheckOptions", "merge_detections", "combine_flats", "local_cluster",
            "ConcatFrames", "MANIFEST"]
 
 log = logging.getLogger(__name__)
@@ -370,7 +372,7 @@ def check_task(outdir, video, own_median, own_mask, check_frames, opts):
     own = read_mask(own_mask)
     with opts.frames([video], [check_frames]) as frames:
         return check_dust(np.load(own_median), median.data, detection.dq, flat.data, frames=frames,
-                          candidates=own.catalog, **(opts.check_options or {}))
+                          candidates=own.catalog, options=CheckOptions.from_dict(opts.check_options))
 
 
 def calibrate_task(flat_path, video, output, opts):
@@ -385,208 +387,11 @@ def calibrate_task(flat_path, video, output, opts):
     return {"output_sha256": sha256_file(output), "stats": small, "seconds": time.perf_counter() - t0}
 
 
-# --------------------------------------------------------------------------- the dust-change check
-
-def _lit(own, ref, ring, fraction=0.5):
-    """Whether the video's scene lights ``ring`` at least ``fraction`` as brightly as the shared median.
-
-    A shadow over the sky (or off the disc) in this video cannot show its
-    dust, so it is no evidence that the dust is missing.
-    """
-    a, b = own[ring], ref[ring]
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    return a.size >= 4 and b.size >= 4 and np.median(a) >= fraction * np.median(b)
-
-
-def check_dust(own_median, shared_median, dq, flat, *, frames=None, candidates=None, min_depth=0.02,
-               keep_fraction=0.5, new_depth=None, new_fraction=0.25, max_missing=0, max_new=0):
-    """Whether a video's dust matches the shared flat's.
-
-    Each shadow of the shared mask (a connected region of DUST pixels) is
-    measured in both medians the same way: the median of its deeper half
-    (where the flat is below its median over the shadow) over the median of
-    a ring around it, outside the halo.  A shadow at least ``min_depth`` deep
-    in the shared median is *missing* from the video when it is less than
-    ``keep_fraction`` of that depth there; a shadow whose surroundings the
-    video does not light (the sky beyond the limb) is not tested.  A *new* shadow is a dark region
-    of the video's median corrected by the flat (``own / flat``) outside the
-    shared mask, found by the local detector, at least ``new_depth`` deep
-    (default: ``2 * min_depth``) and less than ``new_fraction`` of that in
-    the shared median over the flat (new dust in one video of several
-    hardly shows in the median of all their frames; a shadow that the shared
-    mask missed shows in both, and is not new); with ``frames`` (those of the cheap
-    median) the detector's motion test tells the static dust from the scene.
-
-    Parameters
-    ----------
-    own_median : `~numpy.ndarray`
-        The video's median (its own, or a cheap one of a frame subset).
-    shared_median, dq, flat : `~numpy.ndarray`
-        The shared median, its DQ mask and the flat.
-    frames : frame source, optional
-        The frames of the video's median, for the detector's motion test.
-    candidates : `~astropy.table.Table`, optional
-        The video's own detection catalog (``x_centroid``, ``y_centroid``,
-        ``area``): the candidates of new shadows, instead of running the local
-        detector on ``own / flat`` (a night has each video's own detection).
-    min_depth, keep_fraction, new_depth, new_fraction : float, optional
-        Thresholds above.
-    max_missing, max_new : int, optional
-        Shadows missing and new shadows tolerated before the video is a
-        mismatch (default 0 and 0).
-
-    Returns
-    -------
-    dict
-        ``match`` (bool), ``n_tested``, ``n_missing``, ``n_new``,
-        ``missing`` and ``new`` (lists of ``[x, y]`` centres), ``tested``
-        (``[label, x, y, present]`` of each tested shadow), ``depth_ratio``
-        (median over the tested shadows of the video's depth over the shared
-        depth) and ``message``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> y, x = np.mgrid[:64, :64]
-    >>> shadow = (x - 32) ** 2 + (y - 32) ** 2 < 36
-    >>> flat = np.where(shadow, 0.8, 1.0).astype(np.float32)
-    >>> dq = shadow.astype(np.uint8)
-    >>> sky = np.full((64, 64), 1000.0, np.float32)
-    >>> check_dust(sky * flat, sky * flat, dq, flat)["match"]
-    True
-    >>> r = check_dust(sky, sky * flat, dq, flat)   # the speck was cleaned off
-    >>> r["match"], r["n_missing"]
-    (False, 1)
-    """
-    from .dq import DustDQ
-
-    own, ref = _mono(own_median), _mono(shared_median)
-    flat = np.asarray(flat, dtype=np.float64)
-    dq = np.asarray(dq)
-    if own.shape != ref.shape or flat.shape != ref.shape or dq.shape != ref.shape:
-        raise InputError(f"check_dust: shapes differ: {own.shape}, {ref.shape}, {flat.shape}, {dq.shape}")
-    anydust = (dq & int(DustDQ.DUST | DustDQ.DUST_HALO)) > 0
-    tested, ratios = _tested_shadows(own, ref, flat, (dq & int(DustDQ.DUST)) > 0, anydust,
-                                     min_depth=min_depth, keep_fraction=keep_fraction)
-    missing = [[x, y] for _k, x, y, present in tested if not present]
-    safe = np.where(flat > 0, flat, 1.0)
-    new = _new_shadows(own / safe, ref / safe, anydust, 2 * min_depth if new_depth is None else new_depth,
-                       new_fraction, frames, candidates=candidates)
-    match = len(missing) <= max_missing and len(new) <= max_new
-    parts = [f"{len(tested)} shadows tested"]
-    if missing:
-        parts.append(f"{len(missing)} missing (at x, y {', '.join(f'{x:.0f} {y:.0f}' for x, y in missing[:5])})")
-    if new:
-        parts.append(f"{len(new)} new (at x, y {', '.join(f'{x:.0f} {y:.0f}' for x, y in new[:5])})")
-    return {"match": bool(match), "n_tested": len(tested), "n_missing": len(missing), "n_new": len(new),
-            "missing": missing, "new": new, "tested": tested,
-            "depth_ratio": float(np.median(ratios)) if ratios else None, "message": "; ".join(parts)}
-
-
-def _mono(image):
-    image = np.asarray(image, dtype=np.float64)
-    return image.mean(axis=-1) if image.ndim == 3 else image
-
-
-def _tested_shadows(own, ref, flat, dust, anydust, *, min_depth, keep_fraction):
-    """``[label, x, y, present]`` of each shared shadow deep enough and lit in the video; depth ratios."""
-    from scipy import ndimage
-
-    labels, _ = ndimage.label(dust)
-    tested, ratios = [], []
-    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        size = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
-        gap, width = 2, max(3, size // 2)
-        pad = gap + width + 1
-        win = tuple(slice(max(0, s.start - pad), s.stop + pad) for s in sl)
-        region = labels[win] == k
-        core = region & (flat[win] <= np.median(flat[win][region]))
-        inner = ndimage.binary_dilation(region, iterations=gap)
-        ring = ndimage.binary_dilation(region, iterations=gap + width) & ~inner & ~anydust[win]
-        d_ref = _ring_depth(ref[win], core, ring)
-        if not np.isfinite(d_ref) or d_ref < min_depth or not _lit(own[win], ref[win], ring):
-            continue
-        d_own = _ring_depth(own[win], core, ring)
-        ratios.append(d_own / d_ref if np.isfinite(d_own) else 0.0)
-        cy, cx = ndimage.center_of_mass(region)
-        tested.append([k, round(float(cx) + win[1].start, 1), round(float(cy) + win[0].start, 1),
-                       bool(np.isfinite(d_own) and d_own >= keep_fraction * d_ref)])
-    return tested, ratios
-
-
-def _disk_depth(image, x, y, radius, exclude):
-    """1 - (median in a disk of ``radius`` / median of a ring around it outside ``exclude``)."""
-    ny, nx = image.shape
-    r_in, r_out = radius + 2, radius + 2 + max(3.0, radius)
-    y0, y1 = max(0, int(y - r_out - 1)), min(ny, int(y + r_out + 2))
-    x0, x1 = max(0, int(x - r_out - 1)), min(nx, int(x + r_out + 2))
-    yy, xx = np.mgrid[y0:y1, x0:x1]
-    d = np.hypot(xx - x, yy - y)
-    core = d <= max(1.0, 0.6 * radius)
-    ring = (d >= r_in) & (d <= r_out) & ~exclude[y0:y1, x0:x1]
-    return _ring_depth(image[y0:y1, x0:x1], core, ring)
-
-
-def _new_shadows(corrected, shared, known, depth, fraction, frames=None, *, candidates=None):
-    """Centres ``[x, y]`` of shadows in ``corrected`` but not in ``shared``, outside ``known``.
-
-    Candidates are the video's own detection (``candidates``, a catalog) or
-    else the local detector's shadows in ``corrected`` (the video's median
-    over the flat), outside the shared mask; a candidate is new when it is at
-    least ``depth`` deep there and less than ``fraction`` of that in
-    ``shared`` (the shared median over the flat): a shadow the shared
-    detection missed is in both and is not new dust.
-    """
-    from scipy import ndimage
-
-    grown = ndimage.binary_dilation(known, iterations=3) if known.any() else known
-
-    def new_among(catalog):
-        out = []
-        for row in (catalog if catalog is not None else ()):
-            x, y = float(row["x_centroid"]), float(row["y_centroid"])
-            iy = min(max(int(round(y)), 0), known.shape[0] - 1)
-            ix = min(max(int(round(x)), 0), known.shape[1] - 1)
-            if grown[iy, ix]:
-                continue
-            radius = float(np.sqrt(max(float(row["area"]), 1.0) / np.pi))
-            d_own = _disk_depth(corrected, x, y, radius, known)
-            d_shared = _disk_depth(shared, x, y, radius, known)
-            if not np.isfinite(d_own) or d_own < depth:
-                continue
-            if np.isfinite(d_shared) and d_shared >= fraction * d_own:
-                continue  # in the shared median too: dust the shared mask missed, not new dust
-            out.append([round(x, 1), round(y, 1)])
-        return out
-
-    if candidates is not None:
-        return new_among(candidates)
-    # the detector on the image alone is cheap; only when it finds something new is its motion test
-    # (the frames: static dust, moving scene) run to confirm it
-    found = new_among(_local_catalog(corrected, None))
-    if found and frames is not None:
-        found = new_among(_local_catalog(corrected, frames))
-    return found
-
-
-def _local_catalog(image, frames):
-    import warnings
-
-    from .detection._high_level import detect_dust
-    from .utils.exceptions import AiflatUserWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AiflatUserWarning)  # no dust found, fallbacks: a verdict follows
-        return detect_dust(image.astype(np.float32), detector="local", frames=frames).catalog
-
-
 # --------------------------------------------------------------------------- step keys
 
 def mask_key(key_median, *, detector, detector_options, f_ratio, pixel_size):
     """Step key of the mask (the same chain as `~aiflat_astro.pipeline.run_pipeline`)."""
-    return params_hash({"step": "mask", "median": key_median, "detector": detector, "merge": "own-confirmed",
+    return params_hash({"step": "mask", "median": key_median, "detector": detector, "merge": "own-confirmed-2",
                         "options": detector_options or {}, "f_ratio": f_ratio, "pixel_size": pixel_size,
                         "software": software_id(), **_region_files(detector_options)})
 
@@ -679,7 +484,7 @@ def run_night(videos, outdir, *, client=None, progress_bar=False, **options):
         (frames of *each* video); ``mem_limit`` (working-memory bound of each
         task); ``force`` (calibrate the videos whose dust does not match
         too); ``check_frames`` (frames of each video for the check's motion
-        test, 25); ``check_options`` (thresholds of `check_dust`);
+        test, 25); ``check_options`` (a dict of the fields of `CheckOptions`);
         ``flat_frames`` (frames of all the clean estimates together, 200,
         at least 40 a video: `NightOptions.flat_selection`).
 
@@ -927,7 +732,7 @@ class _Night:
         calls, todo = [], []
         for i in self.used:
             s = self.surveys[i]
-            ckey = params_hash({"step": "check", "survey": s["key"], "flat": self.key_flat,
+            ckey = params_hash({"step": "check", "version": 2, "survey": s["key"], "flat": self.key_flat,
                                 "options": self.opts.check_options or {}})
             rec = checks.get(str(s["ident"]["path"]))
             if rec and rec.get("key") == ckey:
@@ -1071,27 +876,21 @@ def _night_verdict(entries, check_options):
     checks = [e["dust_check"] for e in entries if e.get("dust_check") and "tested" in e["dust_check"]]
     if len(checks) < 3:  # no majority to speak of
         return
-    counts = {}
+    shown, tested = {}, {}
     for c in checks:
         for label, _x, _y, present in c["tested"]:
-            counts[label] = counts.get(label, 0) + bool(present)
-    confirmed = {label for label, n in counts.items() if n * 2 > len(checks)}
-    opts = check_options or {}
+            shown[label] = shown.get(label, 0) + bool(present)
+            tested[label] = tested.get(label, 0) + 1
+    opts = CheckOptions.from_dict(check_options)
     for c in checks:
+        # a shadow is the night's dust when most of the *other* videos that could test it show it
+        confirmed = {label for label, _x, _y, present in c["tested"]
+                     if tested[label] > 1 and (shown[label] - present) * 2 > tested[label] - 1}
         missing = [[x, y] for label, x, y, present in c["tested"] if label in confirmed and not present]
         c["unconfirmed"] = sum(1 for t in c["tested"] if t[0] not in confirmed)
         c["missing"], c["n_missing"] = missing, len(missing)
-        c["match"] = bool(len(missing) <= opts.get("max_missing", 0) and c["n_new"] <= opts.get("max_new", 0))
-        parts = [f"{c['n_tested']} shadows tested"]
-        if c["unconfirmed"]:
-            parts[0] += f" ({c['unconfirmed']} not shown by most videos, not counted)"
-        if missing:
-            parts.append(f"{len(missing)} missing (at x, y "
-                         + ", ".join(f"{x:.0f} {y:.0f}" for x, y in missing[:5]) + ")")
-        if c["n_new"]:
-            parts.append(f"{c['n_new']} new (at x, y "
-                         + ", ".join(f"{x:.0f} {y:.0f}" for x, y in c["new"][:5]) + ")")
-        c["message"] = "; ".join(parts)
+        c["match"] = bool(len(missing) <= opts.max_missing and c["n_new"] <= opts.max_new)
+        c["message"] = check_message(c["n_tested"], missing, c["new"], c["unconfirmed"])
 
 
 def _mark_calibrated(entry, mismatched):

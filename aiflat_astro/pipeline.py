@@ -79,7 +79,8 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
     force : bool, optional
         A night only: calibrate the videos whose dust does not match too.
     check_options : dict, optional
-        A night only: thresholds of `aiflat_astro.night.check_dust`.
+        A night only: the fields of `aiflat_astro.night.CheckOptions` (the
+        dust-change check's false-alarm rate and thresholds).
 
     Returns
     -------

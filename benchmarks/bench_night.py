@@ -20,11 +20,17 @@ Three measurements (issue 14):
    (`~aiflat_astro.evaluate.evaluate_file` of flat.fits: residual rms inside the
    true shadows over the uncorrected rms; lower is better) and recall of the
    mask.
+4. **the dust-change check** (``--check-seeds``): realistic default nights of
+   ``--check-same`` videos of one dust, one more with a lit speck divided
+   out of its frames and one with a new speck (at least 30 % deep) multiplied
+   in; how many same-dust videos are called ``dust-mismatch`` and whether the
+   removed and the new speck are named at their places.
 
 Usage::
 
     python benchmarks/bench_night.py [--n-videos 8] [--size-mb 150] [--workers 2] [--mem-limit 256MB]
-                                     [--skip-throughput] [--skip-accuracy] [--json results_night.json]
+                                     [--skip-throughput] [--skip-accuracy] [--skip-check]
+                                     [--check-seeds 91 92 93] [--json results_night.json]
 """
 
 import argparse
@@ -245,6 +251,96 @@ def accuracy_case(args, sub, regime, dust_seed):
             "night_status": [v["status"] for v in night["videos"]]}
 
 
+def _rewrite(path, factor):
+    from aiflat_astro.io import SERReader, write_ser
+
+    with SERReader(path) as r:
+        frames = np.stack([r.read(i) for i in range(r.n_frames)]).astype(np.float64)
+        dtype, top = r.dtype, 2 ** r.header.pixel_depth - 1
+    path.unlink()
+    write_ser(path, np.clip(np.round(frames * factor), 0, top).astype(dtype))
+
+
+def _lit(truth, pixels):
+    return truth.scene[pixels].mean() > 0.5 * np.percentile(truth.scene, 99)
+
+
+def _remove_speck(path, truth):
+    """Divide out the deepest true speck (over 10 % deep) that the video's scene lights; its centre or None."""
+    best = None
+    for label in truth.shadows["id"]:
+        px = truth.labels == int(label)
+        depth = 1 - float(truth.transmission[px].min())
+        if _lit(truth, px) and depth > 0.1 and (best is None or depth > best[1]):
+            best = (int(label), depth)
+    if best is None:
+        return None
+    px = truth.labels == best[0]
+    _rewrite(path, np.where(px, 1.0 / truth.transmission, 1.0))
+    ys, xs = np.nonzero(px)
+    return float(xs.mean()), float(ys.mean())
+
+
+def _add_speck(path, truth, shape, seed):
+    """Multiply in one more realistic speck (at least 30 % deep, lit, clear of the others); its centre."""
+    from scipy import ndimage
+
+    from aiflat_astro.datasets.dust import make_dust_transmission
+
+    clear = ~ndimage.binary_dilation(truth.labels > 0, iterations=12)
+    for s in range(200):
+        trans, labels, _ = make_dust_transmission(shape, regime="solar", n_dust=1, seed=seed + s)
+        px = labels > 0
+        if px.any() and 1 - trans.min() >= 0.3 and _lit(truth, px) and clear[px].all():
+            _rewrite(path, trans)
+            ys, xs = np.nonzero(px)
+            return float(xs.mean()), float(ys.mean())
+    return None
+
+
+def check_case(args, sub, dust_seed, shape=(240, 320)):
+    """One realistic night: same-dust videos, one with a speck removed, one with a new speck."""
+    from aiflat_astro.datasets import make_dusty_video
+    from aiflat_astro.pipeline import run_pipeline
+
+    sub.mkdir(parents=True)
+    n = args.check_same
+    paths, truths = [], []
+    for k in range(n + 2):
+        paths.append(sub / f"v{k}.ser")
+        truths.append(make_dusty_video(paths[-1], shape=shape, n_frames=args.acc_frames, seed=1000 * dust_seed + k,
+                                       dust_seed=dust_seed))
+    removed = _remove_speck(paths[n], truths[n])
+    added = _add_speck(paths[n + 1], truths[n + 1], shape, 10 * dust_seed)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        night = run_pipeline([str(p) for p in paths], sub / "night", apply=False)
+    checks = [v["dust_check"] for v in night["videos"]]
+
+    def named(places, xy):
+        return xy is not None and any(np.hypot(px - xy[0], py - xy[1]) < 5 for px, py in places)
+
+    return {"dust_seed": dust_seed, "same_mismatched": sum(not c["match"] for c in checks[:n]), "same": n,
+            "same_new": sum(c["n_new"] for c in checks[:n]),
+            "removed_found": named(checks[n]["missing"], removed), "removed_mismatch": not checks[n]["match"],
+            "new_found": named(checks[n + 1]["new"], added), "new_mismatch": not checks[n + 1]["match"],
+            "messages": [c["message"] for c in checks], "seconds_night": time.perf_counter() - t0,
+            "loadavg": list(os.getloadavg())}
+
+
+def check(args, folder):
+    rows = []
+    for dust_seed in args.check_seeds:
+        row = check_case(args, Path(folder) / f"check_{dust_seed}", dust_seed)
+        rows.append(row)
+        print(f"check, dust {dust_seed}: same-dust mismatched {row['same_mismatched']} of {row['same']}; removed "
+              f"speck {'found' if row['removed_found'] else 'MISSED'}; new speck "
+              f"{'found' if row['new_found'] else 'MISSED'} ({row['seconds_night']:.0f} s, load "
+              f"{row['loadavg'][0]:.1f})", flush=True)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n-videos", type=int, default=8)
@@ -258,6 +354,10 @@ def main(argv=None):
     p.add_argument("--acc-frames", type=int, default=40)
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-accuracy", action="store_true")
+    p.add_argument("--skip-check", action="store_true")
+    p.add_argument("--check-seeds", type=int, nargs="+", default=[91, 92, 93],
+                   help="held-out dust seeds of the dust-change check's nights")
+    p.add_argument("--check-same", type=int, default=4, help="same-dust videos in each check night")
     p.add_argument("--json", help="write the figures to this file")
     p.add_argument("--tmp", help="working folder (default: a temporary one, removed)")
     args = p.parse_args(argv)
@@ -269,6 +369,8 @@ def main(argv=None):
             results["throughput"] = throughput(args, folder)
         if not args.skip_accuracy:
             results["accuracy"] = accuracy(args, folder)
+        if not args.skip_check:
+            results["check"] = check(args, folder)
     finally:
         if not args.tmp:
             shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,166 @@
+"""The dust-change check on the realistic default scenario: same dust calibrated, a removed or a new speck not.
+
+Held-out dust seeds (never looked at while the check was designed: it was
+developed on dust seeds 21 and 61 to 77).  Each video has its own scene (target,
+sunspot, limb), vignetting, motion and noise; the same dust (``dust_seed``).
+One video has one speck removed (its frames divided by that speck's true
+transmission), another one new speck (its frames multiplied by one more
+speck's transmission).
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from aiflat_astro.utils.exceptions import InputError
+
+SHAPE = (240, 320)
+N_FRAMES = 40
+#: held-out dust seeds
+DUST_SEEDS = (81, 82, 83)
+#: what the check gets wrong on them (measured on the first runs on these seeds): a speck removed from
+#: under a scene whose own texture is as deep (82; 81 too before the ring-scatter noise of large shadows) or that its own detector and the dips miss
+#: (82, 83: new), same-dust shadows hidden by a plage under them (83).  Strict: a fix shows as XPASS.
+KNOWN_MISSES = {("removed", 82), ("new", 82), ("new", 83), ("same", 83)}
+
+
+def _known(request, what, seed):
+    if (what, seed) in KNOWN_MISSES:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"measured miss of the check ({what}, {seed})"))
+N_SAME = 4
+
+
+def _rewrite(path, factor):
+    from aiflat_astro.io import SERReader, write_ser
+
+    with SERReader(path) as r:
+        frames = np.stack([r.read(i) for i in range(r.n_frames)]).astype(np.float64)
+        dtype, top = r.dtype, 2 ** r.header.pixel_depth - 1
+    path.unlink()
+    write_ser(path, np.clip(np.round(frames * factor), 0, top).astype(dtype))
+
+
+def _lit(truth, pixels):
+    return truth.scene[pixels].mean() > 0.5 * np.percentile(truth.scene, 99)
+
+
+def _remove_a_speck(path, truth):
+    """Divide out the deepest true speck that this video's scene lights; its centre."""
+    best = None
+    for label in truth.shadows["id"]:
+        px = truth.labels == int(label)
+        depth = 1 - float(truth.transmission[px].min())
+        if _lit(truth, px) and depth > 0.1 and (best is None or depth > best[1]):
+            best = (int(label), depth)
+    px = truth.labels == best[0]
+    _rewrite(path, np.where(px, 1.0 / truth.transmission, 1.0))
+    ys, xs = np.nonzero(px)
+    return xs.mean(), ys.mean()
+
+
+def _add_a_speck(path, truth, seed):
+    """Multiply in one more realistic speck (at least 30 % deep, lit, clear of the others); its centre."""
+    from scipy import ndimage
+
+    from aiflat_astro.datasets.dust import make_dust_transmission
+
+    clear = ~ndimage.binary_dilation(truth.labels > 0, iterations=12)
+    for s in range(200):
+        trans, labels, _ = make_dust_transmission(SHAPE, regime="solar", n_dust=1, seed=seed + s)
+        px = labels > 0
+        if px.any() and 1 - trans.min() >= 0.3 and _lit(truth, px) and clear[px].all():
+            _rewrite(path, trans)
+            ys, xs = np.nonzero(px)
+            return xs.mean(), ys.mean()
+    raise AssertionError("no speck drawn")
+
+
+@pytest.fixture(scope="module", params=DUST_SEEDS)
+def night(request, tmp_path_factory):
+    from aiflat_astro.datasets import make_dusty_video
+    from aiflat_astro.pipeline import run_pipeline
+
+    dust_seed = request.param
+    d = tmp_path_factory.mktemp(f"night_check_{dust_seed}")
+    paths, truths = [], []
+    for k in range(N_SAME + 2):
+        paths.append(d / f"v{k}.ser")
+        truths.append(make_dusty_video(paths[-1], shape=SHAPE, n_frames=N_FRAMES, seed=1000 * dust_seed + k,
+                                       dust_seed=dust_seed))
+    removed = _remove_a_speck(paths[N_SAME], truths[N_SAME])
+    added = _add_a_speck(paths[N_SAME + 1], truths[N_SAME + 1], 10 * dust_seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_pipeline([str(p) for p in paths], d / "out", apply=False)
+    return result["videos"], removed, added, dust_seed
+
+
+@pytest.mark.slow
+def test_same_dust_never_new(night):
+    """Scene features of one video (pores, lanes) are not new dust: the motion test on its frames says so."""
+    videos = night[0]
+    assert all(v["dust_check"]["n_new"] == 0 for v in videos[:N_SAME]), [v["message"] for v in videos[:N_SAME]]
+
+
+@pytest.mark.slow
+def test_same_dust_matches(night, request):
+    videos, _removed, _added, seed = night
+    _known(request, "same", seed)
+    for v in videos[:N_SAME]:
+        assert v["status"] == "checked", (v["input"], v["message"])
+        assert v["dust_check"]["n_tested"] >= 2
+
+
+@pytest.mark.slow
+def test_removed_speck_is_missing(night, request):
+    videos, (x, y), _added, seed = night
+    _known(request, "removed", seed)
+    check = videos[N_SAME]["dust_check"]
+    assert videos[N_SAME]["status"] == "dust-mismatch"
+    assert any(np.hypot(mx - x, my - y) < 5 for mx, my in check["missing"]), check["message"]
+    assert check["n_new"] == 0
+
+
+@pytest.mark.slow
+def test_new_speck_is_new(night, request):
+    videos, _removed, (x, y), seed = night
+    _known(request, "new", seed)
+    check = videos[N_SAME + 1]["dust_check"]
+    assert videos[N_SAME + 1]["status"] == "dust-mismatch"
+    assert any(np.hypot(nx - x, ny - y) < 5 for nx, ny in check["new"]), check["message"]
+    assert check["n_missing"] == 0
+
+
+def test_check_options_object_and_keywords():
+    from aiflat_astro.night import CheckOptions, check_dust
+
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[:96, :96]
+    shadow = (x - 48) ** 2 + (y - 48) ** 2 < 36
+    flat = np.where(shadow, 0.8, 1.0)
+    sky = rng.normal(1000.0, 5.0, (96, 96))
+    by_keyword = check_dust(sky, sky * flat, shadow.astype(np.uint8), flat, max_missing=1)
+    by_object = check_dust(sky, sky * flat, shadow.astype(np.uint8), flat, options=CheckOptions(max_missing=1))
+    assert by_keyword["match"] and by_object["match"] and by_keyword["n_missing"] == 1
+    with pytest.raises(InputError, match="unknown check options"):
+        CheckOptions.from_dict({"min_dept": 0.1})
+    with pytest.raises(TypeError):
+        check_dust(sky, sky, shadow.astype(np.uint8), flat, options=CheckOptions(), max_new=1)
+
+
+def test_noise_decides_what_is_missing():
+    """A cleaned-off speck is missing on a quiet scene; on a scene as rough as the speck is deep it is not."""
+    from aiflat_astro.night import check_dust
+
+    rng = np.random.default_rng(6)
+    y, x = np.mgrid[:128, :128]
+    shadow = (x - 64) ** 2 + (y - 64) ** 2 < 25
+    flat = np.where(shadow, 0.9, 1.0)
+    quiet = rng.normal(1000.0, 3.0, (128, 128))
+    rough = 1000.0 * (1 + 0.2 * rng.standard_normal((128, 128)))
+    r = check_dust(quiet, quiet * flat, shadow.astype(np.uint8), flat)
+    assert r["n_tested"] == 1 and r["n_missing"] == 1
+    assert r["shadows"][0]["sigma"] < 0.01 and abs(r["shadows"][0]["expected"] - 0.1) < 0.01
+    r = check_dust(rough, rough * flat, shadow.astype(np.uint8), flat)
+    assert r["n_missing"] == 0 and r["match"] and r["shadows"][0]["sigma"] > 0.02

@@ -362,10 +362,31 @@ def solar_disc_background(image, *, exclude=None, threshold=_DISC_THRESHOLD, lim
     if geom is None:
         return None
     yc, xc, radius = geom
-    h, w = data.shape
+    on, basis = _disc_basis(data.shape, yc, xc, radius, limb_margin)
+    idx = np.flatnonzero(on & ~exclude & np.isfinite(data))
+    if idx.size < 200:
+        return None
+    if idx.size > _DISC_FIT_SAMPLES:
+        idx = idx[:: int(np.ceil(idx.size / _DISC_FIT_SAMPLES))]
+    sel = np.unravel_index(idx, data.shape)
+    coef = _tukey_fit(basis(sel), data[sel])
+    model = np.full(data.shape, np.nan)
+    model[on] = basis(on) @ coef
+    model[~(model > 0)] = np.nan
+    log.debug("solar limb: centre (%.1f, %.1f), radius %.1f px; disc model fitted on %d px",
+              yc, xc, radius, idx.size)
+    return model
+
+
+def _disc_basis(shape, yc, xc, radius, limb_margin):
+    """The disc's pixels (inside the limb by ``limb_margin``) and the model's terms at given pixels.
+
+    Terms ``1, x, y, x², xy, y², (1 − μ), (1 − μ)², (1 − μ) x, (1 − μ) y``
+    on coordinates scaled to the frame's half size.
+    """
+    h, w = shape
     yy, xx = np.mgrid[0:h, 0:w]
     rr = np.hypot(yy - yc, xx - xc)
-    on = rr < radius - limb_margin
     m1 = 1.0 - np.sqrt(np.clip(1.0 - (rr / radius) ** 2, 0.0, 1.0))
     s = max(h, w) / 2
     ny, nx = (yy - h / 2) / s, (xx - w / 2) / s
@@ -374,31 +395,22 @@ def solar_disc_background(image, *, exclude=None, threshold=_DISC_THRESHOLD, lim
         y_, x_, m_ = ny[sel], nx[sel], m1[sel]
         return np.column_stack([np.ones_like(y_), x_, y_, x_**2, x_ * y_, y_**2, m_, m_**2, m_ * x_, m_ * y_])
 
-    use = on & ~exclude & np.isfinite(data)
-    idx = np.flatnonzero(use)
-    if idx.size < 200:
-        return None
-    if idx.size > _DISC_FIT_SAMPLES:
-        idx = idx[:: int(np.ceil(idx.size / _DISC_FIT_SAMPLES))]
-    sel = np.unravel_index(idx, data.shape)
-    b, v = basis(sel), data[sel]
+    return rr < radius - limb_margin, basis
+
+
+def _tukey_fit(b, v, *, iterations=10, c=4.685):
+    """Linear least squares of ``v`` on the columns of ``b`` with Tukey biweights (iterated)."""
     wts = np.ones(v.size)
-    for _ in range(10):
+    for _ in range(iterations):
         sw = np.sqrt(wts)
         coef, *_ = np.linalg.lstsq(b * sw[:, None], v * sw, rcond=None)
         res = v - b @ coef
-        sigma = robust_sigma(res[wts > 0])
-        u_ = res / (4.685 * max(sigma, np.finfo(float).tiny))
+        u_ = res / (c * max(robust_sigma(res[wts > 0]), np.finfo(float).tiny))
         new = np.where(np.abs(u_) < 1, (1 - u_**2) ** 2, 0.0)
         if np.allclose(new, wts, atol=1e-4):
             break
         wts = new
-    model = np.full(data.shape, np.nan)
-    model[on] = basis(on) @ coef
-    model[~(model > 0)] = np.nan
-    log.debug("solar limb: centre (%.1f, %.1f), radius %.1f px; disc model fitted on %d px",
-              yc, xc, radius, idx.size)
-    return model
+    return coef
 
 
 # --------------------------------------------------------------------------------------
@@ -698,40 +710,54 @@ def _local_inpainter(median, detection, *, frames=None, method="poly", normalize
     if ring_width is not None:
         params["RINGW"] = float(ring_width)
     info = {"method": "local", "generated": False, "profile": "radial"}
-    n_disc = 0
     if disc == "auto" and np.any(weight > 0):
-        region = weight > 0
-        exclude = ndimage.binary_dilation(region, iterations=2) | invalid
-        model = solar_disc_background(median, exclude=exclude)
-        if model is not None:
-            labels, n = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
-            on = np.isfinite(model) & (model > 0)
-            ok = np.concatenate([[False], ndimage.minimum(on, labels, np.arange(1, n + 1)).astype(bool)])
-            on_regions = ok[labels]
-            n_disc = int(ok.sum())
-            if n_disc:
-                clean_disc = inpaint_local(median, np.where(on_regions, weight, 0.0), method=method,
-                                           normalize=normalize, invalid=invalid, poly_degree=disc_poly_degree,
-                                           ring_width=ring_width, background=np.where(on, model, np.nan))
-                clean = np.where(on_regions, clean_disc, clean)
-        params["LOCDISC"] = model is not None
-        if model is not None:
+        clean, info["disc_regions"], has_limb = _disc_clean(median, weight, invalid, clean, method=method,
+                                                            normalize=normalize, disc_poly_degree=disc_poly_degree,
+                                                            ring_width=ring_width)
+        params["LOCDISC"] = has_limb
+        if has_limb:
             params["DISCDEG"] = int(disc_poly_degree)
-        info["disc_regions"] = n_disc
     use_jitter = frames is not None and jitter not in (False, "off")
     params["LOCJITT"] = bool(use_jitter)
     if use_jitter and np.any(weight > 0):
-        from .jitter import jitter_clean
-
-        region = weight > 0
-        jclean, report = jitter_clean(median, region, frames, invalid=invalid)
-        labels, _ = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
-        used = np.zeros(labels.max() + 1, dtype=bool)
-        for row in report:
-            used[row["label"]] = row["used"]
-        clean = np.where(used[labels], jclean, clean)
-        info["scene_measured"] = used[labels] & region    # the scene under these shadows is measured
-        info["jitter_regions"] = int(used.sum())
-        info["jitter"] = report
+        clean = _jitter_fill(median, weight > 0, frames, invalid, clean, info)
     info["params"] = params
     return clean, info
+
+
+def _disc_clean(median, weight, invalid, clean, *, method, normalize, disc_poly_degree, ring_width):
+    """The shadows wholly on a solar disc filled relative to `solar_disc_background`.
+
+    Returns the clean estimate, the number of such shadows and whether a limb was found.
+    """
+    region = weight > 0
+    exclude = ndimage.binary_dilation(region, iterations=2) | invalid
+    model = solar_disc_background(median, exclude=exclude)
+    if model is None:
+        return clean, 0, False
+    labels, n = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
+    on = np.isfinite(model) & (model > 0)
+    ok = np.concatenate([[False], ndimage.minimum(on, labels, np.arange(1, n + 1)).astype(bool)])
+    on_regions = ok[labels]
+    n_disc = int(ok.sum())
+    if n_disc:
+        clean_disc = inpaint_local(median, np.where(on_regions, weight, 0.0), method=method,
+                                   normalize=normalize, invalid=invalid, poly_degree=disc_poly_degree,
+                                   ring_width=ring_width, background=np.where(on, model, np.nan))
+        clean = np.where(on_regions, clean_disc, clean)
+    return clean, n_disc, True
+
+
+def _jitter_fill(median, region, frames, invalid, clean, info):
+    """The shadows whose scene the seeing jitter measures (`jitter_clean`), recorded in ``info``."""
+    from .jitter import jitter_clean
+
+    jclean, report = jitter_clean(median, region, frames, invalid=invalid)
+    labels, _ = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
+    used = np.zeros(labels.max() + 1, dtype=bool)
+    for row in report:
+        used[row["label"]] = row["used"]
+    info["scene_measured"] = used[labels] & region    # the scene under these shadows is measured
+    info["jitter_regions"] = int(used.sum())
+    info["jitter"] = report
+    return np.where(used[labels], jclean, clean)

@@ -315,7 +315,7 @@ def _one_shadow(sid, win, origin, ctx):
                misfit=float(np.sqrt(np.mean(resid**2))) if resid.size else 0.0,
                min_transmission=float(prof.min()), max_transmission=float(prof.max()))
     model, merr = _silhouette_choice(win, mine, sid, ctx, (rc, prof), model, merr, sigma, rec)
-    if ctx["measured"] is not None and rec["profile"] == "radial":
+    if ctx["measured"] is not None and rec["profile"] == "radial" and frac > _MAX_OUTLIERS:
         model = _keep_measured_shape(ctx["measured"][win][mine], ctx["weight"][win], mine,
                                      ctx["labels"][win] == sid, good, vals, model, rec)
     if frac > _MAX_OUTLIERS and rec["profile"] == "radial":
@@ -349,7 +349,11 @@ def _keep_measured_shape(measured, weight_win, mine, core_win, good, vals, model
     ``median / clean`` carries the dust and the estimate's noise, not the
     scene's texture: what the radial profile misses there (a sharp speck
     that is not round, a clump, a fibre) is the dust, and copying it into
-    the flat is right.  ``T = radial + g (ratio - radial)`` within
+    the flat is right.  Only for a shadow that fails the roundness test
+    (`_roundness`: more than `_MAX_OUTLIERS` of its core beyond the texture
+    and edge tolerance): the noise of an integrated gradient grows away from
+    the known boundary, so inside a large, shallow, round shadow the halo's
+    noise underestimates it.  ``T = radial + g (ratio - radial)`` within
     `_SHAPE_REACH` px of the core, ``g`` from `_shape_gain`; the radial
     profile elsewhere.  Shadows not wholly measured keep the radial model.
     """

@@ -67,7 +67,7 @@ from scipy.sparse import linalg as splinalg
 from ...io.frames import spread_indices
 from ...utils.exceptions import InputError
 
-__all__ = ["JITTER_MIN_R2", "JitterOptions", "jitter_clean"]
+__all__ = ["JITTER_MIN_R2", "jitter_clean"]   # JitterOptions: to be added with aiflat_astro._LAZY
 
 log = logging.getLogger(__name__)
 
@@ -442,10 +442,10 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, option
     invalid : `~numpy.ndarray` of bool, optional
         Defects (hot, cold, saturated): not used for registration, solved for
         with a small weight.
-    options : `JitterOptions`, optional
+    options : ``JitterOptions``, optional
         The method's tuning (default ``JitterOptions()``).
     **overrides
-        Any field of `JitterOptions` by keyword (``max_frames=20``), applied
+        Any field of ``JitterOptions`` by keyword (``max_frames=20``), applied
         over ``options``: the keywords of earlier versions keep working.
 
     Returns

@@ -13,6 +13,8 @@ import logging
 import numpy as np
 from scipy import ndimage, optimize
 
+from .._imaging.robust import robust_sigma
+
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ _ELONG_MIN = 1.05         # a core elongated by more than this gets an elliptica
 _ELONG_MAX = 3.0          # ... by at most this (fibres beyond stay elongated 3:1 and get REVIEW)
 _ELONG_MIN_PIXELS = 12    # cores smaller than this have no measurable shape: circular profile
 _SILHOUETTE_GATE = 1.0    # silhouette model tried where the radial rms misfit exceeds this x sigma
+_SHAPE_REACH = 2          # the dust's own non-round shape is kept up to this many px beyond the core
+_MIN_HALO_PIXELS = 12     # fewer halo pixels: the measured clean's noise is unknown, the radial model stays
 
 
 # --------------------------------------------------------------------------------------
@@ -81,6 +85,8 @@ def _running_median(rs, vs, at, half_width, n_min):
         m = np.median(seg)
         rad[i] = rs[a:b].mean()
         med[i] = m
+        # the median's standard error, 1.2533 sigma / sqrt(n) (sigma from the MAD, inlined: one
+        # call per radius bin, where astropy's mad_std would cost more than the median itself)
         err[i] = 1.2533 * 1.4826 * np.median(np.abs(seg - m)) / np.sqrt(seg.size)
     return rad, med, err
 
@@ -103,7 +109,7 @@ def _radial_profile(r, v, *, grid=_RADIAL_GRID, n_min=_RADIAL_MIN_COUNT):
     rs, vs = r[order], v[order]
     at = np.arange(0.0, rs[-1] + grid, grid)
     rad, med, _ = _running_median(rs, vs, at, _RADIAL_PILOT_HALF_WIDTH, n_min)
-    scatter = 1.4826 * float(np.median(np.abs(vs - np.interp(rs, rad, med))))
+    scatter = robust_sigma(vs - np.interp(rs, rad, med))
     slope = np.abs(np.gradient(med, at)) if at.size > 1 else np.zeros(1)
     slope = ndimage.maximum_filter1d(slope, size=max(3, int(2 * _RADIAL_MAX_HALF_WIDTH / grid) + 1))
     # widen while the profile changes by less than _RADIAL_K sample scatters across the window
@@ -174,7 +180,7 @@ def _texture_sigma(median, clean_bg, ring):
     rel = rel[np.isfinite(rel)]
     if rel.size < 10:
         return np.nan
-    return 1.4826 * float(np.median(np.abs(rel - np.median(rel))))
+    return robust_sigma(rel)
 
 
 def _ring_background(median, region, usable, width):
@@ -251,7 +257,7 @@ def _roundness(gv, model_good, core_good, r_good, rc, prof, sigma):
     """Fraction of core pixels off the radial model beyond the texture and edge tolerance, residuals."""
     resid = gv[core_good] / model_good[core_good] - 1.0 if core_good.any() else np.array([])
     if not np.isfinite(sigma) or sigma <= 0:
-        sigma = 1.4826 * float(np.median(np.abs(resid))) if resid.size else 0.0
+        sigma = robust_sigma(resid)
     # tolerance: the texture, and 5 % of the depth for the sampling of steep edges
     depth = max(0.0, 1.0 - float(prof.min()))
     tol = _OUTLIER_SIGMA * np.hypot(max(sigma, 1e-4), _EDGE_TOLERANCE * depth / _OUTLIER_SIGMA)
@@ -309,11 +315,62 @@ def _one_shadow(sid, win, origin, ctx):
                misfit=float(np.sqrt(np.mean(resid**2))) if resid.size else 0.0,
                min_transmission=float(prof.min()), max_transmission=float(prof.max()))
     model, merr = _silhouette_choice(win, mine, sid, ctx, (rc, prof), model, merr, sigma, rec)
+    if ctx["measured"] is not None and rec["profile"] == "radial" and frac > _MAX_OUTLIERS:
+        model = _keep_measured_shape(ctx["measured"][win][mine], ctx["weight"][win], mine,
+                                     ctx["labels"][win] == sid, good, vals, model, rec)
     if frac > _MAX_OUTLIERS and rec["profile"] == "radial":
         rec.update(review=True, reason=f"not round: {frac:.0%} of the pixels deviate from the radial "
                                        f"profile by > {_OUTLIER_SIGMA:g} texture sigma (non-round "
                                        "dust or a scene feature inside the mask)")
     return model, merr, rec
+
+
+def _shape_gain(resid, near_core, halo):
+    """The fraction of the non-round misfit that is dust: ``1 - noise / (noise + shape)``, 0..1.
+
+    ``resid`` is ``ratio / radial - 1``.  In the soft halo (beyond the ring
+    the radial profile already models) the dust is round and faint, so the
+    misfit there is the clean estimate's own error; near the core it is that
+    error plus the dust's non-round shape.  The gain is that of a Wiener
+    filter with one number per shadow, 0 when the halo has too few pixels.
+    """
+    if np.count_nonzero(halo) < _MIN_HALO_PIXELS or not near_core.any():
+        return 0.0, np.nan
+    noise = float(np.mean(resid[halo] ** 2))
+    total = float(np.mean(resid[near_core] ** 2))
+    return (max(0.0, 1.0 - noise / total) if total > 0 else 0.0), np.sqrt(noise)
+
+
+def _keep_measured_shape(measured, weight_win, mine, core_win, good, vals, model, rec):
+    """Where the clean estimate holds the scene under the shadow, keep the dust's non-round shape.
+
+    With a clean estimate measured under the shadow (the seeing jitter's
+    gradient, `~aiflat_astro.flat.estimators.jitter.jitter_clean`) the ratio
+    ``median / clean`` carries the dust and the estimate's noise, not the
+    scene's texture: what the radial profile misses there (a sharp speck
+    that is not round, a clump, a fibre) is the dust, and copying it into
+    the flat is right.  Only for a shadow that fails the roundness test
+    (`_roundness`: more than `_MAX_OUTLIERS` of its core beyond the texture
+    and edge tolerance): the noise of an integrated gradient grows away from
+    the known boundary, so inside a large, shallow, round shadow the halo's
+    noise underestimates it.  ``T = radial + g (ratio - radial)`` within
+    `_SHAPE_REACH` px of the core, ``g`` from `_shape_gain`; the radial
+    profile elsewhere.  Shadows not wholly measured keep the radial model.
+    """
+    if not np.all(measured):
+        return model
+    near = ndimage.binary_dilation(core_win, iterations=_SHAPE_REACH)[mine] & good
+    halo = good & ~ndimage.binary_dilation(core_win, iterations=_SHAPE_REACH + 2)[mine] \
+        & (weight_win[mine] < 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        resid = np.where(good, vals / model - 1.0, 0.0)
+    gain, noise = _shape_gain(resid, near, halo)
+    rec.update(shape_gain=float(gain), measured_noise=float(noise))
+    if gain <= 0:
+        return model
+    out = model.copy()
+    out[near] = model[near] + gain * (vals[near] - model[near])
+    return out
 
 
 def _radial_dof(rc):
@@ -382,16 +439,19 @@ def _silhouette_choice(win, mine, sid, ctx, radial_profile, model, merr, sigma, 
 
 
 def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_hint, *,
-                         motion=None, silhouette=False):
+                         motion=None, silhouette=False, measured=None):
     """Radial-profile transmission per shadow.
 
     Returns the transmission map (NaN where no model was made: those
     shadows keep the plain ratio), the uncertainty of the model (standard
     error of the radial medians) and a list of per-shadow records.  A
-    shadow smaller than the scene's ``motion`` (px) keeps the plain ratio.
+    shadow smaller than the scene's ``motion`` (px) keeps the plain ratio;
+    ``measured`` (bool map, optional) marks the pixels whose clean estimate
+    holds the scene under the shadow (`_keep_measured_shape`).
     """
     ctx = {"median": median, "ratio": ratio, "valid": valid, "weight": weight, "assign": assign,
-           "labels": labels, "centres": centres_hint, "motion": motion, "silhouette": silhouette}
+           "labels": labels, "centres": centres_hint, "motion": motion, "silhouette": silhouette,
+           "measured": None if measured is None else np.asarray(measured, dtype=bool)}
     trans = np.full(ratio.shape, np.nan)
     model_err = np.zeros(ratio.shape)
     records = []

@@ -66,7 +66,7 @@ def _scene_motion(frames, region, opts, det=None):
     return median_pair_distance(shifts)
 
 
-def _transmission_model(med, det, w, valid, ratio, chosen, motion, silhouette=False):
+def _transmission_model(med, det, w, valid, ratio, chosen, motion, silhouette=False, measured=None):
     """The transmission ``T`` inside the weight: per-shadow radial profiles or the plain ratio.
 
     Returns ``T`` (NaN where unusable), the pixels that keep the plain
@@ -80,7 +80,7 @@ def _transmission_model(med, det, w, valid, ratio, chosen, motion, silhouette=Fa
     assign = _partition(w, det.labels)
     radial, model_err, records = _radial_transmission(med, ratio, valid, w, assign, det.labels,
                                                       _catalog_centres(det), motion=motion,
-                                                      silhouette=silhouette)
+                                                      silhouette=silhouette, measured=measured)
     modelled = np.isfinite(radial)
     return np.where(modelled, radial, trans), region & ~modelled, model_err, records, assign
 
@@ -135,7 +135,7 @@ def dust_flat_from_clean(med, det, clean, info, *, frames=None, opts=None, min_s
     valid = region & np.isfinite(ratio) & (clean > min_signal) & np.isfinite(med) & ~defects
     motion = _scene_motion(frames, region, opts, det) if chosen == "radial" else None
     trans, fallback, model_err, records, assign = _transmission_model(
-        med, det, w, valid, ratio, chosen, motion, opts.silhouette)
+        med, det, w, valid, ratio, chosen, motion, opts.silhouette, info.get("scene_measured"))
     if records:
         _flag_records(dq, records, assign, region)
     flat, low = _compose(w, trans, region, dq, opts.floor)

@@ -57,6 +57,7 @@ Examples
 True
 """
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -66,7 +67,7 @@ from scipy.sparse import linalg as splinalg
 from ...io.frames import spread_indices
 from ...utils.exceptions import InputError
 
-__all__ = ["JITTER_MIN_R2", "jitter_clean"]
+__all__ = ["JITTER_MIN_R2", "jitter_clean"]   # JitterOptions: to be added with aiflat_astro._LAZY
 
 log = logging.getLogger(__name__)
 
@@ -343,33 +344,12 @@ def _windows(labels, shape, pad):
                   (max(sl[1].start - p, 0), min(sl[1].stop + p, shape[1])))
 
 
-def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, quadratic=True, gap=4,
-                 pad=16, max_reg_pixels=6000, iterations=6, min_frames=12, max_frames=200,
-                 first_frames=60, max_shift=3.0, min_r2=JITTER_MIN_R2, progress_bar=False):
-    """Dust-free median inside dust shadows, integrated from the gradient that the jitter measures.
+@dataclasses.dataclass(frozen=True)
+class JitterOptions:
+    """Tuning of `jitter_clean` (all optional; the defaults are the measured ones).
 
-    Parameters
+    Attributes
     ----------
-    median : `~numpy.ndarray`
-        The temporal median (2-D) of ``frames``.
-    dust_mask : `~numpy.ndarray` of bool
-        Pixels to fill; each 8-connected region is one shadow.
-    frames : path, list, `~numpy.ndarray` or `~aiflat_astro.io.frames.FrameSource`
-        The frames the median was made from (anything
-        `~aiflat_astro.io.frames.open_frames` accepts), read one at a time.
-        RGB frames are averaged over their channels; the four phases of a
-        raw colour mosaic (``BAYERPAT`` in the frames' header) are divided by
-        their gains (as `~aiflat_astro.flat.make_flat` does with the median),
-        in the frames and in the median alike, and the estimate is returned
-        on the median's scale.
-    shifts : array-like, optional
-        Known shifts ``(dy, dx)`` of the scene, one row a frame (e.g. from
-        `~aiflat_astro.registration.register_frames`, or a simulation's
-        truth), used for every shadow; only the frame's level is then fitted.
-        Default: measured locally around each shadow.
-    invalid : `~numpy.ndarray` of bool, optional
-        Defects (hot, cold, saturated): not used for registration, solved for
-        with a small weight.
     quadratic : bool, optional
         Fit the second-order terms of the shift as well (default).
     gap : int, optional
@@ -408,6 +388,66 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, quadra
     progress_bar : bool, optional
         Show a tqdm progress bar over the frames.
 
+    Examples
+    --------
+    >>> opts = JitterOptions(max_frames=50)
+    >>> opts.max_frames, opts.min_frames
+    (50, 12)
+    """
+
+    quadratic: bool = True
+    gap: int = 4
+    pad: int = 16
+    max_reg_pixels: int = 6000
+    iterations: int = 6
+    min_frames: int = 12
+    max_frames: int | None = 200
+    first_frames: int | None = 60
+    max_shift: float = 3.0
+    min_r2: float = JITTER_MIN_R2
+    progress_bar: bool = False
+
+    def updated(self, **overrides):
+        """A copy with ``overrides`` applied; an unknown name is an `InputError`."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise InputError(f"unknown jitter option(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(names))}")
+        return dataclasses.replace(self, **overrides) if overrides else self
+
+
+def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, options=None, **overrides):
+    """Dust-free median inside dust shadows, integrated from the gradient that the jitter measures.
+
+    Parameters
+    ----------
+    median : `~numpy.ndarray`
+        The temporal median (2-D) of ``frames``.
+    dust_mask : `~numpy.ndarray` of bool
+        Pixels to fill; each 8-connected region is one shadow.
+    frames : path, list, `~numpy.ndarray` or `~aiflat_astro.io.frames.FrameSource`
+        The frames the median was made from (anything
+        `~aiflat_astro.io.frames.open_frames` accepts), read one at a time.
+        RGB frames are averaged over their channels; the four phases of a
+        raw colour mosaic (``BAYERPAT`` in the frames' header) are divided by
+        their gains (as `~aiflat_astro.flat.make_flat` does with the median),
+        in the frames and in the median alike, and the estimate is returned
+        on the median's scale.
+    shifts : array-like, optional
+        Known shifts ``(dy, dx)`` of the scene, one row a frame (e.g. from
+        `~aiflat_astro.registration.register_frames`, or a simulation's
+        truth), used for every shadow; only the frame's level is then fitted.
+        Default: measured locally around each shadow.
+    invalid : `~numpy.ndarray` of bool, optional
+        Defects (hot, cold, saturated): not used for registration, solved for
+        with a small weight.
+    options : ``JitterOptions``, optional
+        The method's tuning (default ``JitterOptions()``).
+    **overrides
+        Any field of ``JitterOptions`` by keyword (``max_frames=20``), applied
+        over ``options``: the keywords of earlier versions keep working.
+
     Returns
     -------
     clean : `~numpy.ndarray`
@@ -422,7 +462,7 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, quadra
     Raises
     ------
     `~aiflat_astro.utils.exceptions.InputError`
-        Frames of another shape than the median.
+        Frames of another shape than the median, an unknown option.
 
     Examples
     --------
@@ -439,6 +479,7 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, quadra
     >>> bool(np.all(clean == median.astype(np.float32)))
     True
     """
+    opts = (options or JitterOptions()).updated(**overrides)
     med, mask, bad = _checked_images(median, dust_mask, invalid)
     clean = med.astype(np.float32)
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
@@ -447,31 +488,33 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, quadra
     from ...io.frames import open_frames
 
     source = open_frames(frames)
+    checks = {"min_frames": opts.min_frames, "max_shift": opts.max_shift, "min_r2": opts.min_r2}
     try:
         n_frames, pattern, shifts = _checked_frames(source, med.shape, shifts)
-        if n_frames < min_frames:
-            reason = f"{n_frames} frames (< {min_frames})"
-            log.info("jitter: not used (%s)", reason)
-            return clean, [{"label": k, "used": False, "reason": reason, "r2": np.nan,
-                            "shift_rms": np.nan, "reg_rms": np.nan, "n_reg": 0}
-                           for k in range(1, n + 1)]
+        if n_frames < opts.min_frames:
+            return clean, _too_few_frames(n_frames, opts.min_frames, n)
         med_gain = _phase_gains(med, pattern)      # ones unless a raw colour mosaic
-        boxes = _shadow_boxes(med / med_gain, mask, bad, labels, pad=pad, gap=gap,
-                              max_reg_pixels=max_reg_pixels, n_terms=6 if quadratic else 3)
-        _register_in_stages(source, boxes, _frame_selection(n_frames, max_frames),
-                            first_frames=first_frames, shifts=shifts, pattern=pattern,
-                            iterations=iterations, quadratic=quadratic,
-                            checks={"min_frames": min_frames, "max_shift": max_shift,
-                                    "min_r2": min_r2},
-                            progress_bar=progress_bar)
+        boxes = _shadow_boxes(med / med_gain, mask, bad, labels, pad=opts.pad, gap=opts.gap,
+                              max_reg_pixels=opts.max_reg_pixels, n_terms=6 if opts.quadratic else 3)
+        _register_in_stages(source, boxes, _frame_selection(n_frames, opts.max_frames),
+                            first_frames=opts.first_frames, shifts=shifts, pattern=pattern,
+                            iterations=opts.iterations, quadratic=opts.quadratic, checks=checks,
+                            progress_bar=opts.progress_bar)
     finally:
         if source is not frames:
             source.close()
-    report = [_fill_shadow(box, clean, bad, med_gain, min_frames=min_frames, max_shift=max_shift,
-                           min_r2=min_r2) for box in boxes]
+    report = [_fill_shadow(box, clean, bad, med_gain, **checks) for box in boxes]
     n_used = sum(r["used"] for r in report)
     log.info("jitter: %d of %d shadow(s) filled from the measured gradient", n_used, len(report))
     return clean, report
+
+
+def _too_few_frames(n_frames, min_frames, n_shadows):
+    """The report when the video is too short for the per-pixel fit: nothing filled."""
+    reason = f"{n_frames} frames (< {min_frames})"
+    log.info("jitter: not used (%s)", reason)
+    return [{"label": k, "used": False, "reason": reason, "r2": np.nan, "shift_rms": np.nan,
+             "reg_rms": np.nan, "n_reg": 0} for k in range(1, n_shadows + 1)]
 
 
 def _checked_images(median, dust_mask, invalid):

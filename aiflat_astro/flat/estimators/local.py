@@ -33,10 +33,11 @@ import logging
 
 import numpy as np
 from scipy import ndimage
-from scipy import optimize
 from scipy import sparse
 from scipy.sparse import linalg as splinalg
 
+from ..._imaging.disc import fit_circle
+from ..._imaging.robust import robust_sigma
 from ...utils.exceptions import InputError
 
 __all__ = [
@@ -239,7 +240,7 @@ def _ring_poly(win, region, usable, degree, ring_width):
     for _ in range(5):
         coef, *_ = np.linalg.lstsq(terms[good], values[good], rcond=None)
         resid = values - terms @ coef
-        sigma = 1.4826 * np.median(np.abs(resid[good] - np.median(resid[good])))
+        sigma = robust_sigma(resid[good])
         new = np.abs(resid) <= 3 * max(sigma, np.finfo(float).tiny)
         if new.sum() < 3 * nterm or np.array_equal(new, good):
             break
@@ -257,17 +258,12 @@ _DISC_FIT_SAMPLES = 200_000
 
 
 def _fit_circle(ys, xs):
-    """Algebraic (Kåsa) circle fit refined by a robust geometric fit; returns (yc, xc, r), residuals."""
-    a = np.column_stack([xs, ys, np.ones_like(xs)])
-    c, *_ = np.linalg.lstsq(a, xs**2 + ys**2, rcond=None)
-    xc, yc = c[0] / 2, c[1] / 2
-    r0 = np.sqrt(max(c[2] + xc**2 + yc**2, 1.0))
-
-    def resid(p):
-        return np.hypot(ys - p[0], xs - p[1]) - p[2]
-
-    sol = optimize.least_squares(resid, [yc, xc, r0], loss="soft_l1", f_scale=1.0)
-    return sol.x, resid(sol.x)
+    """The robust limb circle (`~aiflat_astro._imaging.disc.fit_circle`, refined): (yc, xc, r), residuals."""
+    fit = fit_circle(ys, xs, refine=True)
+    if fit is None:
+        return np.full(3, np.nan), np.full(np.shape(ys), np.inf)
+    yc, xc, radius = fit
+    return np.array(fit), np.hypot(ys - yc, xs - xc) - radius
 
 
 def _find_limb(data, exclude, threshold):
@@ -366,10 +362,31 @@ def solar_disc_background(image, *, exclude=None, threshold=_DISC_THRESHOLD, lim
     if geom is None:
         return None
     yc, xc, radius = geom
-    h, w = data.shape
+    on, basis = _disc_basis(data.shape, yc, xc, radius, limb_margin)
+    idx = np.flatnonzero(on & ~exclude & np.isfinite(data))
+    if idx.size < 200:
+        return None
+    if idx.size > _DISC_FIT_SAMPLES:
+        idx = idx[:: int(np.ceil(idx.size / _DISC_FIT_SAMPLES))]
+    sel = np.unravel_index(idx, data.shape)
+    coef = _tukey_fit(basis(sel), data[sel])
+    model = np.full(data.shape, np.nan)
+    model[on] = basis(on) @ coef
+    model[~(model > 0)] = np.nan
+    log.debug("solar limb: centre (%.1f, %.1f), radius %.1f px; disc model fitted on %d px",
+              yc, xc, radius, idx.size)
+    return model
+
+
+def _disc_basis(shape, yc, xc, radius, limb_margin):
+    """The disc's pixels (inside the limb by ``limb_margin``) and the model's terms at given pixels.
+
+    Terms ``1, x, y, x², xy, y², (1 − μ), (1 − μ)², (1 − μ) x, (1 − μ) y``
+    on coordinates scaled to the frame's half size.
+    """
+    h, w = shape
     yy, xx = np.mgrid[0:h, 0:w]
     rr = np.hypot(yy - yc, xx - xc)
-    on = rr < radius - limb_margin
     m1 = 1.0 - np.sqrt(np.clip(1.0 - (rr / radius) ** 2, 0.0, 1.0))
     s = max(h, w) / 2
     ny, nx = (yy - h / 2) / s, (xx - w / 2) / s
@@ -378,31 +395,22 @@ def solar_disc_background(image, *, exclude=None, threshold=_DISC_THRESHOLD, lim
         y_, x_, m_ = ny[sel], nx[sel], m1[sel]
         return np.column_stack([np.ones_like(y_), x_, y_, x_**2, x_ * y_, y_**2, m_, m_**2, m_ * x_, m_ * y_])
 
-    use = on & ~exclude & np.isfinite(data)
-    idx = np.flatnonzero(use)
-    if idx.size < 200:
-        return None
-    if idx.size > _DISC_FIT_SAMPLES:
-        idx = idx[:: int(np.ceil(idx.size / _DISC_FIT_SAMPLES))]
-    sel = np.unravel_index(idx, data.shape)
-    b, v = basis(sel), data[sel]
+    return rr < radius - limb_margin, basis
+
+
+def _tukey_fit(b, v, *, iterations=10, c=4.685):
+    """Linear least squares of ``v`` on the columns of ``b`` with Tukey biweights (iterated)."""
     wts = np.ones(v.size)
-    for _ in range(10):
+    for _ in range(iterations):
         sw = np.sqrt(wts)
         coef, *_ = np.linalg.lstsq(b * sw[:, None], v * sw, rcond=None)
         res = v - b @ coef
-        sigma = 1.4826 * np.median(np.abs(res[wts > 0]))
-        u_ = res / (4.685 * max(sigma, np.finfo(float).tiny))
+        u_ = res / (c * max(robust_sigma(res[wts > 0]), np.finfo(float).tiny))
         new = np.where(np.abs(u_) < 1, (1 - u_**2) ** 2, 0.0)
         if np.allclose(new, wts, atol=1e-4):
             break
         wts = new
-    model = np.full(data.shape, np.nan)
-    model[on] = basis(on) @ coef
-    model[~(model > 0)] = np.nan
-    log.debug("solar limb: centre (%.1f, %.1f), radius %.1f px; disc model fitted on %d px",
-              yc, xc, radius, idx.size)
-    return model
+    return coef
 
 
 # --------------------------------------------------------------------------------------
@@ -483,65 +491,88 @@ def inpaint_local(image, weight, *, method="harmonic", normalize=True, invalid=N
     if method not in LOCAL_METHODS:
         raise InputError(f"unknown local inpainting method {method!r}; choose one of {', '.join(LOCAL_METHODS)}")
     data = _as_image(image)
-    w = _as_weight(weight, data.shape)
-    region_mask = w > 0
-    bad = ~np.isfinite(data)
-    if invalid is not None:
-        invalid = np.asarray(invalid, dtype=bool)
-        if invalid.shape != data.shape:
-            raise InputError(f"invalid-pixel mask shape {invalid.shape} does not match the image shape {data.shape}")
-        bad = bad | invalid
+    region_mask = _as_weight(weight, data.shape) > 0
+    bad = _unusable_pixels(data, invalid)
     clean = data.astype(np.float32, copy=True)
-    global_bg = None
-    if background is not None:
-        global_bg = np.asarray(background, dtype=np.float64)
-        if global_bg.shape != data.shape:
-            raise InputError(f"background shape {global_bg.shape} does not match the image shape {data.shape}")
-        usable_bg = np.isfinite(global_bg) & (global_bg > 0)
-        if np.any(region_mask & ~usable_bg):
-            raise InputError("the background model must be finite and positive wherever weight > 0")
-        bad = bad | ~usable_bg
-        data = np.where(usable_bg, data / np.where(usable_bg, global_bg, 1.0), 0.0)
+    data, bad, global_bg = _divide_by_background(data, bad, region_mask, background)
     if not region_mask.any():
         return clean
     labels, n_regions = ndimage.label(region_mask, structure=np.ones((3, 3), dtype=bool))
-    slices = ndimage.find_objects(labels)
     unknown_all = region_mask | bad
-    for k, sl in enumerate(slices, start=1):
-        region_px = int(np.count_nonzero(labels[sl] == k))
-        r_eq = np.sqrt(region_px / np.pi)
-        ring = float(ring_width) if ring_width is not None else max(6.0, r_eq)
-        pad = int(np.ceil(ring)) + 2
-        y0, y1 = max(sl[0].start - pad, 0), min(sl[0].stop + pad, data.shape[0])
-        x0, x1 = max(sl[1].start - pad, 0), min(sl[1].stop + pad, data.shape[1])
-        win = data[y0:y1, x0:x1].astype(np.float64)
-        region = labels[y0:y1, x0:x1] == k
-        unknown = unknown_all[y0:y1, x0:x1]
-        usable = ~unknown
-        if not usable.any():
-            raise InputError(f"dust region {k} has no valid pixel around it; cannot interpolate")
-        win = np.where(unknown, 0.0, win)
-        background = None
-        if method == "poly" or normalize:
-            background = _ring_poly(win, region, usable, poly_degree, ring)
-            if background is not None and np.any(background[region | usable] <= 0) and method != "poly":
-                background = None  # a ratio needs a positive background (e.g. near a limb over dark sky)
-        if method == "poly":
-            if background is None:
-                filled = _solve_region(win, unknown, "harmonic")
-            else:
-                filled = background
-        elif background is not None:
-            filled = background * _solve_region(np.where(unknown, 1.0, win / background), unknown, method)
-        else:
-            filled = _solve_region(win, unknown, method)
-        target = region
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        win, region, filled = _fill_region(data, labels, k, sl, unknown_all, method=method, normalize=normalize,
+                                           poly_degree=poly_degree, ring_width=ring_width)
         if global_bg is not None:
-            filled = filled * global_bg[y0:y1, x0:x1]
-        clean[y0:y1, x0:x1][target] = filled[target].astype(np.float32)
+            filled = filled * global_bg[win]
+        clean[win][region] = filled[region].astype(np.float32)
     log.debug("inpainted %d region(s), %d px, method=%s normalize=%s",
               n_regions, int(region_mask.sum()), method, normalize)
     return clean
+
+
+def _unusable_pixels(data, invalid):
+    """Pixels not to use as boundary values: non-finite, and ``invalid`` (checked against the shape)."""
+    bad = ~np.isfinite(data)
+    if invalid is None:
+        return bad
+    invalid = np.asarray(invalid, dtype=bool)
+    if invalid.shape != data.shape:
+        raise InputError(f"invalid-pixel mask shape {invalid.shape} does not match the image shape {data.shape}")
+    return bad | invalid
+
+
+def _divide_by_background(data, bad, region_mask, background):
+    """``data / background`` where the background is usable (its other pixels become unusable).
+
+    Returns the data to interpolate, the unusable pixels and the background
+    (float64; None when not given).
+    """
+    if background is None:
+        return data, bad, None
+    global_bg = np.asarray(background, dtype=np.float64)
+    if global_bg.shape != data.shape:
+        raise InputError(f"background shape {global_bg.shape} does not match the image shape {data.shape}")
+    usable_bg = np.isfinite(global_bg) & (global_bg > 0)
+    if np.any(region_mask & ~usable_bg):
+        raise InputError("the background model must be finite and positive wherever weight > 0")
+    data = np.where(usable_bg, data / np.where(usable_bg, global_bg, 1.0), 0.0)
+    return data, bad | ~usable_bg, global_bg
+
+
+def _region_window(sl, shape, pad):
+    """The region's bounding box grown by ``pad`` px, clipped to the image."""
+    return (slice(max(sl[0].start - pad, 0), min(sl[0].stop + pad, shape[0])),
+            slice(max(sl[1].start - pad, 0), min(sl[1].stop + pad, shape[1])))
+
+
+def _fill_region(data, labels, k, sl, unknown_all, *, method, normalize, poly_degree, ring_width):
+    """One region on its window: the window's slices, the region's pixels and the filled window."""
+    region_px = int(np.count_nonzero(labels[sl] == k))
+    ring = float(ring_width) if ring_width is not None else max(6.0, np.sqrt(region_px / np.pi))
+    win = _region_window(sl, data.shape, int(np.ceil(ring)) + 2)
+    region = labels[win] == k
+    unknown = unknown_all[win]
+    usable = ~unknown
+    if not usable.any():
+        raise InputError(f"dust region {k} has no valid pixel around it; cannot interpolate")
+    values = np.where(unknown, 0.0, data[win].astype(np.float64))
+    return win, region, _interpolate_window(values, region, unknown, method=method, normalize=normalize,
+                                            poly_degree=poly_degree, ring=ring)
+
+
+def _interpolate_window(values, region, unknown, *, method, normalize, poly_degree, ring):
+    """The ring polynomial, the solve, or the solve of ``values / ring polynomial`` times it."""
+    usable = ~unknown
+    surface = None
+    if method == "poly" or normalize:
+        surface = _ring_poly(values, region, usable, poly_degree, ring)
+        if surface is not None and np.any(surface[region | usable] <= 0) and method != "poly":
+            surface = None  # a ratio needs a positive surface (e.g. near a limb over dark sky)
+    if method == "poly":
+        return _solve_region(values, unknown, "harmonic") if surface is None else surface
+    if surface is not None:
+        return surface * _solve_region(np.where(unknown, 1.0, values / surface), unknown, method)
+    return _solve_region(values, unknown, method)
 
 
 # --------------------------------------------------------------------------------------
@@ -622,7 +653,7 @@ def _robust_line(x, y, *, nsigma, max_iter):
     b = float(np.median(y - a * x))
     for _ in range(max_iter):
         resid = y - (a * x + b)
-        sigma = 1.4826 * np.median(np.abs(resid - np.median(resid)))
+        sigma = robust_sigma(resid)
         good = np.abs(resid) <= nsigma * max(sigma, np.finfo(float).tiny)
         if good.sum() < 10 or np.ptp(x[good]) == 0:
             break
@@ -679,39 +710,54 @@ def _local_inpainter(median, detection, *, frames=None, method="poly", normalize
     if ring_width is not None:
         params["RINGW"] = float(ring_width)
     info = {"method": "local", "generated": False, "profile": "radial"}
-    n_disc = 0
     if disc == "auto" and np.any(weight > 0):
-        region = weight > 0
-        exclude = ndimage.binary_dilation(region, iterations=2) | invalid
-        model = solar_disc_background(median, exclude=exclude)
-        if model is not None:
-            labels, n = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
-            on = np.isfinite(model) & (model > 0)
-            ok = np.concatenate([[False], ndimage.minimum(on, labels, np.arange(1, n + 1)).astype(bool)])
-            on_regions = ok[labels]
-            n_disc = int(ok.sum())
-            if n_disc:
-                clean_disc = inpaint_local(median, np.where(on_regions, weight, 0.0), method=method,
-                                           normalize=normalize, invalid=invalid, poly_degree=disc_poly_degree,
-                                           ring_width=ring_width, background=np.where(on, model, np.nan))
-                clean = np.where(on_regions, clean_disc, clean)
-        params["LOCDISC"] = model is not None
-        if model is not None:
+        clean, info["disc_regions"], has_limb = _disc_clean(median, weight, invalid, clean, method=method,
+                                                            normalize=normalize, disc_poly_degree=disc_poly_degree,
+                                                            ring_width=ring_width)
+        params["LOCDISC"] = has_limb
+        if has_limb:
             params["DISCDEG"] = int(disc_poly_degree)
-        info["disc_regions"] = n_disc
     use_jitter = frames is not None and jitter not in (False, "off")
     params["LOCJITT"] = bool(use_jitter)
     if use_jitter and np.any(weight > 0):
-        from .jitter import jitter_clean
-
-        region = weight > 0
-        jclean, report = jitter_clean(median, region, frames, invalid=invalid)
-        labels, _ = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
-        used = np.zeros(labels.max() + 1, dtype=bool)
-        for row in report:
-            used[row["label"]] = row["used"]
-        clean = np.where(used[labels], jclean, clean)
-        info["jitter_regions"] = int(used.sum())
-        info["jitter"] = report
+        clean = _jitter_fill(median, weight > 0, frames, invalid, clean, info)
     info["params"] = params
     return clean, info
+
+
+def _disc_clean(median, weight, invalid, clean, *, method, normalize, disc_poly_degree, ring_width):
+    """The shadows wholly on a solar disc filled relative to `solar_disc_background`.
+
+    Returns the clean estimate, the number of such shadows and whether a limb was found.
+    """
+    region = weight > 0
+    exclude = ndimage.binary_dilation(region, iterations=2) | invalid
+    model = solar_disc_background(median, exclude=exclude)
+    if model is None:
+        return clean, 0, False
+    labels, n = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
+    on = np.isfinite(model) & (model > 0)
+    ok = np.concatenate([[False], ndimage.minimum(on, labels, np.arange(1, n + 1)).astype(bool)])
+    on_regions = ok[labels]
+    n_disc = int(ok.sum())
+    if n_disc:
+        clean_disc = inpaint_local(median, np.where(on_regions, weight, 0.0), method=method,
+                                   normalize=normalize, invalid=invalid, poly_degree=disc_poly_degree,
+                                   ring_width=ring_width, background=np.where(on, model, np.nan))
+        clean = np.where(on_regions, clean_disc, clean)
+    return clean, n_disc, True
+
+
+def _jitter_fill(median, region, frames, invalid, clean, info):
+    """The shadows whose scene the seeing jitter measures (`jitter_clean`), recorded in ``info``."""
+    from .jitter import jitter_clean
+
+    jclean, report = jitter_clean(median, region, frames, invalid=invalid)
+    labels, _ = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
+    used = np.zeros(labels.max() + 1, dtype=bool)
+    for row in report:
+        used[row["label"]] = row["used"]
+    info["scene_measured"] = used[labels] & region    # the scene under these shadows is measured
+    info["jitter_regions"] = int(used.sum())
+    info["jitter"] = report
+    return np.where(used[labels], jclean, clean)

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from aiflat_astro import make_dusty_video, make_flat, median_combine
 from aiflat_astro.io.frames import ArraySource
-from aiflat_astro.flat.estimators.jitter import jitter_clean
+from aiflat_astro.flat.estimators.jitter import JitterOptions, jitter_clean
 from aiflat_astro.utils.exceptions import InputError
 
 
@@ -180,6 +180,22 @@ def test_too_few_frames_or_a_drift_fall_back():
     assert np.array_equal(clean, median.astype(np.float32))
     _, report = jitter_clean(median, mask, frames, min_frames=4, max_shift=0.1)
     assert not report[0]["used"] and "shift rms" in report[0]["reason"]
+
+
+def test_options_object_and_keywords_agree():
+    """``options=JitterOptions(...)`` and the same fields as keywords give the same estimate."""
+    frames, trans, _ = _textured_video(n_frames=16)
+    median = np.median(frames, axis=0)
+    mask = trans < 0.999
+    by_keyword, rep_k = jitter_clean(median, mask, frames, min_frames=4, max_frames=12)
+    by_options, rep_o = jitter_clean(median, mask, frames, options=JitterOptions(min_frames=4, max_frames=12))
+    assert np.array_equal(by_keyword, by_options)
+    assert [r["reason"] for r in rep_k] == [r["reason"] for r in rep_o]
+    # keywords override the options object's fields
+    _, report = jitter_clean(median, mask, frames, options=JitterOptions(min_frames=4), min_frames=40)
+    assert not report[0]["used"] and "< 40" in report[0]["reason"]
+    with pytest.raises(InputError, match="unknown jitter option"):
+        jitter_clean(median, mask, frames, max_frame=12)
 
 
 def test_bad_inputs():

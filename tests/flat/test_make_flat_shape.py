@@ -1,0 +1,96 @@
+"""A non-round shadow under a measured scene: the flat keeps the dust's own shape (``_radial._keep_measured_shape``)."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from aiflat_astro import make_flat
+from aiflat_astro.flat import _radial
+
+
+def _video(trans, n_frames=40, seed=0, texture=0.03, jitter=1.0):
+    """Granulation-like frames moved by a seeing jitter (Fourier shift), the dust ``trans`` fixed on the sensor."""
+    rng = np.random.default_rng(seed)
+    h, w = trans.shape
+    base = ndimage.gaussian_filter(rng.normal(size=(h + 16, w + 16)), 2.0)
+    base = 1 + texture * base / base.std()
+    spec = np.fft.fft2(base)
+    frames = np.empty((n_frames, h, w))
+    for k, s in enumerate(rng.normal(0, jitter, (n_frames, 2))):
+        moved = np.fft.ifft2(ndimage.fourier_shift(spec, s)).real[8:8 + h, 8:8 + w]
+        frames[k] = 2000 * moved * trans + rng.normal(0, 20, (h, w))
+    return frames
+
+
+def _clump(shape=(96, 120)):
+    """Two touching specks of different depth (one shadow, not round about any centre)."""
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    big = 1 - 0.5 * np.clip(6.5 - np.hypot(yy - 48, xx - 54), 0, 1)
+    small = 1 - 0.3 * np.clip(4.5 - np.hypot(yy - 47, xx - 64), 0, 1)
+    return big * small
+
+
+def _residual(flat, trans, inside):
+    return float(np.sqrt(np.mean((trans[inside] / flat[inside] - 1) ** 2) / np.mean((1 - trans[inside]) ** 2)))
+
+
+def _flat(median, mask, frames):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make_flat(median.astype(np.float32), mask, frames=frames)
+
+
+def test_a_clump_under_a_measured_scene_keeps_its_shape(monkeypatch):
+    trans = _clump()
+    frames = _video(trans)
+    median = np.median(frames, axis=0)
+    mask = trans < 0.98
+    shaped = _flat(median, mask, frames)
+    rec = json.loads(shaped.meta["PROVJSON"])["shadows"][0]
+    assert rec["profile"] == "radial" and rec["shape_gain"] > 0.5 and rec["measured_noise"] < 0.01
+    monkeypatch.setattr(_radial, "_keep_measured_shape", lambda measured, w, mine, core, good, vals, model, rec: model)
+    radial = _flat(median, mask, frames)
+    inside = trans < 0.999
+    r_shaped, r_radial = _residual(shaped.data, trans, inside), _residual(radial.data, trans, inside)
+    assert r_shaped < 0.6 * r_radial, (r_shaped, r_radial, rec)
+    region = shaped.flags == 0
+    assert np.all(shaped.data[region] == np.float32(1.0))   # nothing outside the mask changes
+
+
+def test_a_round_speck_is_not_made_worse(monkeypatch):
+    """A sharp round speck: the pixels of its edge are not round either (sampling); keeping them helps."""
+    yy, xx = np.mgrid[0:96, 0:120]
+    trans = 1 - 0.4 * np.clip(6.5 - np.hypot(yy - 48, xx - 60), 0, 1)
+    frames = _video(trans, seed=3)
+    median = np.median(frames, axis=0)
+    inside = trans < 0.999
+    shaped = _residual(_flat(median, trans < 0.98, frames).data, trans, inside)
+    monkeypatch.setattr(_radial, "_keep_measured_shape", lambda measured, w, mine, core, good, vals, model, rec: model)
+    radial = _residual(_flat(median, trans < 0.98, frames).data, trans, inside)
+    assert shaped < 0.05 and shaped <= radial, (shaped, radial)
+
+
+def test_without_frames_nothing_changes(monkeypatch):
+    """From the median alone the ratio holds the scene's texture: the radial model stays, bit for bit."""
+    trans = _clump()
+    median = np.median(_video(trans, n_frames=12), axis=0)
+    before = _flat(median, trans < 0.98, None).data
+    monkeypatch.setattr(_radial, "_keep_measured_shape", lambda *args: pytest.fail("used without frames"))
+    assert np.array_equal(_flat(median, trans < 0.98, None).data, before)
+
+
+@pytest.mark.parametrize("noise, shape, expected", [(0.01, 0.0, 0.0), (0.01, 0.03, 0.9)])
+def test_shape_gain_is_a_wiener_gain(noise, shape, expected):
+    rng = np.random.default_rng(1)
+    n = 4000
+    resid = rng.normal(0, noise, n)
+    near = np.zeros(n, bool)
+    near[:2000] = True
+    resid[near] += shape * np.sign(rng.normal(size=2000))
+    gain, measured_noise = _radial._shape_gain(resid, near, ~near)
+    assert gain == pytest.approx(expected, abs=0.05)
+    assert measured_noise == pytest.approx(noise, rel=0.1)
+    assert _radial._shape_gain(resid, near, np.zeros(n, bool))[0] == 0.0   # no halo: radial

@@ -67,7 +67,7 @@ _LAZY = {
         'inpaint_gemini',
     ),
     "flat.estimators.jitter": (
-        'JITTER_MIN_R2', 'jitter_clean',
+        'JITTER_MIN_R2', 'jitter_clean', 'JitterOptions',
     ),
     "flat": (
         'make_flat', 'FlatOptions', 'multiply_master_flat', 'evaluate_flat', 'FLAT_PROFILES',

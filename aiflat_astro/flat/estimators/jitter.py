@@ -67,7 +67,7 @@ from scipy.sparse import linalg as splinalg
 from ...io.frames import spread_indices
 from ...utils.exceptions import InputError
 
-__all__ = ["JITTER_MIN_R2", "jitter_clean"]   # JitterOptions: to be added with aiflat_astro._LAZY
+__all__ = ["JITTER_MIN_R2", "jitter_clean", "JitterOptions"]
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,11 @@ WINDOW = 2.2
 SCALE_RATIO = 2.6
 #: Smallest scale: diameters up to this many pixels.
 FIRST_SCALE = 7.0
-#: A region too large for its scale is cut at this fraction of its peak significance (`core_of`).
-CORE_LEVEL = 0.5
+#: A region too large for its scale is cut at these fractions of a peak's significance, the
+#: lowest that leaves that peak's part small enough (`cores_of`).
+CORE_LEVELS = (0.5, 0.65, 0.8)
+#: At most this many peaks of one too-large region are tried (the most significant first).
+MAX_PEAKS = 64
 
 
 @dataclass
@@ -109,12 +112,18 @@ def extract(maps, seedable, *, index, d_min, d_cap, k_hi, k_lo, min_seed=2, pad=
         sl = objects[k - 1]
         pix = lab[sl] == k
         diameter = _filled_diameter(pix)
-        if diameter > d_cap:
-            sl, pix, diameter = core_of(maps, sl, pix, k_hi=k_hi)
-        if not d_min < diameter <= d_cap:
-            continue
-        out.append(_candidate(maps, index, sl, pix, diameter, pad))
+        parts = [(sl, pix, diameter)] if diameter <= d_cap else cores_of(maps, sl, pix, k_hi=k_hi,
+                                                                          d_cap=d_cap)
+        out.extend(_candidate(maps, index, s, p, d, pad) for s, p, d in parts if d_min < d <= d_cap)
     return out
+
+
+def _fits(core, d_cap):
+    """Whether a region's filled equivalent diameter is at most ``d_cap`` (cheap tests first)."""
+    if core.sum() > np.pi / 4 * d_cap**2:
+        return False
+    box = ndimage.find_objects(core.astype(np.int8))[0]
+    return _filled_diameter(core[box]) <= d_cap
 
 
 def _filled_diameter(pix):
@@ -122,23 +131,43 @@ def _filled_diameter(pix):
     return float(np.sqrt(4 * ndimage.binary_fill_holes(pix).sum() / np.pi))
 
 
-def core_of(maps, sl, pix, *, k_hi):
-    """The part of a too-large region around its peak that is above half the peak significance.
+def cores_of(maps, sl, pix, *, k_hi, d_cap):
+    """The compact dips inside a region too large for its scale, one per significant peak.
 
     A speck that touches the scene's texture at the low hysteresis level joins
-    it into one region far larger than the speck; its core (above half its
-    peak, and above ``k_hi``) is the speck.  Returns ``(slices, pixels, diameter)``.
+    it into one region far larger than the speck: a speck on a filament, in a
+    plage lane, beside a pore.  Around each peak of the region (most
+    significant first), its part above a fraction of the peak's significance
+    (`CORE_LEVELS`, the lowest that leaves it no larger than ``d_cap``, and
+    above ``k_hi``) is a dip of its own: the speck stands out of what it
+    touches.  A peak on a uniform structure (along a filament) never becomes
+    that small and gives nothing.  Returns ``[(slices, pixels, diameter)]``.
     """
     z = np.where(pix, maps.z[sl], 0)
-    peak = np.unravel_index(np.argmax(z), z.shape)
-    lab, _ = ndimage.label(z > max(k_hi, CORE_LEVEL * z[peak]))
-    core = lab == lab[peak]
-    if not lab[peak]:
-        return sl, pix, np.inf
-    inner = ndimage.find_objects(core.astype(np.int8))[0]
-    sub = (slice(sl[0].start + inner[0].start, sl[0].start + inner[0].stop),
-           slice(sl[1].start + inner[1].start, sl[1].start + inner[1].stop))
-    return sub, core[inner], _filled_diameter(core[inner])
+    peaks = np.argwhere((z > k_hi) & (z >= ndimage.maximum_filter(z, size=3)))
+    peaks = peaks[np.argsort(-z[tuple(peaks.T)])][:MAX_PEAKS]
+    taken = np.zeros(z.shape, bool)
+    cores = np.zeros(z.shape, bool)
+    out = []
+    for py, px in peaks:
+        if taken[py, px]:
+            continue
+        for level in CORE_LEVELS:
+            lab, _ = ndimage.label(z > max(k_hi, level * z[py, px]))
+            core = lab == lab[py, px]
+            if _fits(core, d_cap):
+                break
+        else:
+            continue
+        if (core & cores).any():        # the part of a lower peak that holds a higher one's
+            continue
+        cores |= core
+        taken |= ndimage.binary_dilation(core, iterations=2)
+        inner = ndimage.find_objects(core.astype(np.int8))[0]
+        sub = (slice(sl[0].start + inner[0].start, sl[0].start + inner[0].stop),
+               slice(sl[1].start + inner[1].start, sl[1].start + inner[1].stop))
+        out.append((sub, core[inner], _filled_diameter(core[inner])))
+    return out
 
 
 def _candidate(maps, index, sl, pix, diameter, pad):

@@ -112,8 +112,10 @@ def extract(maps, seedable, *, index, d_min, d_cap, k_hi, k_lo, min_seed=2, pad=
         sl = objects[k - 1]
         pix = lab[sl] == k
         diameter = _filled_diameter(pix)
-        parts = [(sl, pix, diameter)] if diameter <= d_cap else cores_of(maps, sl, pix, k_hi=k_hi,
-                                                                          d_cap=d_cap)
+        if diameter <= d_cap:
+            parts = [(sl, pix, diameter)]
+        else:
+            parts = cores_of(maps, sl, pix, k_hi=k_hi, d_cap=d_cap)
         out.extend(_candidate(maps, index, s, p, d, pad) for s, p, d in parts if d_min < d <= d_cap)
     return out
 

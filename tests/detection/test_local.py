@@ -240,8 +240,8 @@ def test_speck_on_a_filament_is_a_candidate_of_its_own():
     image *= 1 - 0.12 * np.exp(-0.5 * ((yy - 80 - 0.1 * (xx - 100)) / 1.5) ** 2)     # the filament
     image *= _disc(image.shape, 84, 100, 8, 0.25)                                 # the speck on it
     valid = np.ones(image.shape, bool)
-    maps = scale_maps(image.astype(np.float32), valid, 7.0)
-    cands = extract(maps, valid, index=0, d_min=3, d_cap=8.05, k_hi=4.0, k_lo=2.5)
+    maps = scale_maps(image.astype(np.float32), valid, 18.2)          # the detector's second scale
+    cands = extract(maps, valid, index=1, d_min=5, d_cap=21.0, k_hi=4.0, k_lo=2.5)
     near = [c for c in cands if np.hypot(c.y - 84, c.x - 100) < 4]
     assert len(near) == 1 and near[0].depth > 0.15
     # a uniform filament alone: no compact part stands out of it

@@ -21,8 +21,9 @@ SCALE_RATIO = 2.6
 #: Smallest scale: diameters up to this many pixels.
 FIRST_SCALE = 7.0
 #: A region too large for its scale is cut at these fractions of a peak's significance, the
-#: lowest that leaves that peak's part small enough (`cores_of`).
-CORE_LEVELS = (0.5, 0.65, 0.8)
+#: lowest that leaves that peak's part small enough (`cores_of`).  Half the peak only: higher
+#: cuts also isolated bumps of the texture itself (on the real proxy, 3 of 144 specks lost).
+CORE_LEVELS = (0.5,)
 #: At most this many peaks of one too-large region are tried (the most significant first).
 MAX_PEAKS = 64
 
@@ -53,6 +54,7 @@ class Candidate:
     terms: dict = field(default_factory=dict)
     confidence: float = 0.0
     children: list = field(default_factory=list)    # smaller-scale candidates it replaced
+    embedded: bool = False          # a compact part of a region too large for its scale (`cores_of`)
 
 
 @dataclass
@@ -113,10 +115,15 @@ def extract(maps, seedable, *, index, d_min, d_cap, k_hi, k_lo, min_seed=2, pad=
         pix = lab[sl] == k
         diameter = _filled_diameter(pix)
         if diameter <= d_cap:
-            parts = [(sl, pix, diameter)]
+            parts = [(sl, pix, diameter, True)]
         else:
             parts = cores_of(maps, sl, pix, k_hi=k_hi, d_cap=d_cap)
-        out.extend(_candidate(maps, index, s, p, d, pad) for s, p, d in parts if d_min < d <= d_cap)
+        for s, p, d, top in parts:
+            if d_min < d <= d_cap:
+                out.append(_candidate(maps, index, s, p, d, pad))
+                # the region's highest peak above half of it is a speck that touched the texture;
+                # the other parts stand out of a structure they belong to or lie on
+                out[-1].embedded = not top
     return out
 
 
@@ -139,11 +146,11 @@ def cores_of(maps, sl, pix, *, k_hi, d_cap):
     A speck that touches the scene's texture at the low hysteresis level joins
     it into one region far larger than the speck: a speck on a filament, in a
     plage lane, beside a pore.  Around each peak of the region (most
-    significant first), its part above a fraction of the peak's significance
-    (`CORE_LEVELS`, the lowest that leaves it no larger than ``d_cap``, and
-    above ``k_hi``) is a dip of its own: the speck stands out of what it
+    significant first), its part above half the peak's significance
+    (`CORE_LEVELS`; no larger than ``d_cap``, and above ``k_hi``) is a dip of its own: the speck stands out of what it
     touches.  A peak on a uniform structure (along a filament) never becomes
-    that small and gives nothing.  Returns ``[(slices, pixels, diameter)]``.
+    that small and gives nothing.  Returns ``[(slices, pixels, diameter, top)]``,
+    ``top`` True for the part of the region's highest peak above half of it.
     """
     z = np.where(pix, maps.z[sl], 0)
     peaks = np.argwhere((z > k_hi) & (z >= ndimage.maximum_filter(z, size=3)))
@@ -151,7 +158,7 @@ def cores_of(maps, sl, pix, *, k_hi, d_cap):
     taken = np.zeros(z.shape, bool)
     cores = np.zeros(z.shape, bool)
     out = []
-    for py, px in peaks:
+    for rank, (py, px) in enumerate(peaks):
         if taken[py, px]:
             continue
         for level in CORE_LEVELS:
@@ -168,7 +175,8 @@ def cores_of(maps, sl, pix, *, k_hi, d_cap):
         inner = ndimage.find_objects(core.astype(np.int8))[0]
         sub = (slice(sl[0].start + inner[0].start, sl[0].start + inner[0].stop),
                slice(sl[1].start + inner[1].start, sl[1].start + inner[1].stop))
-        out.append((sub, core[inner], _filled_diameter(core[inner])))
+        top = rank == 0 and level == CORE_LEVELS[0]
+        out.append((sub, core[inner], _filled_diameter(core[inner]), top))
     return out
 
 
@@ -209,7 +217,8 @@ def merge_scales(per_scale):
     for cands in per_scale:
         for c in cands:
             hits = [o for o in kept if _overlap(c, o) > 0.3 * min(c.area, o.area)]
-            if hits and c.area < 2.0 * sum(o.area for o in hits):
+            # a part of a larger region (`cores_of`) does not replace whole dips found below it
+            if hits and (c.embedded or c.area < 2.0 * sum(o.area for o in hits)):
                 continue
             c.children = hits
             kept = [o for o in kept if o not in hits] + [c]

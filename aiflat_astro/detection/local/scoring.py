@@ -126,6 +126,11 @@ def score(c, *, has_limb, frames_used, beta_split=BETA_SPLIT):
             logit = motion + min(logit, 0.5)
     else:
         logit = min(logit, 2.2)
+        if c.embedded:
+            # a compact part of a larger dark region (a speck on a filament, or a piece of an umbra,
+            # a filament, a lane): from the median alone they look alike, only the frames tell
+            c.terms["part of a larger dark region"] = min(0.0, -0.1 - logit)
+            logit = min(logit, -0.1)
         if frames_used:
             # the frames were given but cannot tell here (too faint, at the limb): left for review
             # (too faint, at the edge of what the frames cover): a small speck is left out (the

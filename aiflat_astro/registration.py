@@ -23,17 +23,18 @@ the video.  `DriftPath` holds the result, its principal-axis extents, a table
 for the catalog and provenance, and a PNG plot.
 """
 
+import contextlib
 import logging
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.table import Table
+from scipy import fft as _fft
 from scipy import ndimage as ndi
-from scipy.signal.windows import tukey
 
 from ._imaging.robust import block_mean
-from .io.frames import select_frames
+from ._imaging.shift import bilinear_shift
+from .io.frames import opened_frames, select_frames
 from .utils._colour import mono_frame
 from .utils.exceptions import InputError
 
@@ -49,94 +50,95 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------------------
-# Frame sources
-# ---------------------------------------------------------------------------
-class _ArrayFrames:
-    """Minimal frame source over an in-memory 3-D array (used if io.frames is absent)."""
+def _open_source(frames):
+    """The frames as a source, opened (and closed after) unless already one: `~aiflat_astro.io.frames.opened_frames`.
 
-    def __init__(self, array):
-        self._array = array
-        self.n_frames = array.shape[0]
-        self.frame_shape = array.shape[1:]
-        self.dtype = array.dtype
-        self.name = "<array>"
-        self.paths = []
-
-    def read(self, frame_index):
-        return np.array(self._array[frame_index])
-
-    def close(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class _open_source:
-    """Context manager: use a frame source as given, or open one (and close it after)."""
-
-    def __init__(self, frames):
-        self.frames = frames
-        self._opened = None
-
-    def __enter__(self):
-        frames = self.frames
-        if hasattr(frames, "read") and hasattr(frames, "n_frames"):
-            return frames
-        if isinstance(frames, np.ndarray):
-            if frames.ndim not in (3, 4):
-                raise InputError(
-                    f"frames must be a 3-D array (n_frames, ny, nx), got shape {frames.shape}"
-                )
-            try:
-                from .io.frames import open_frames
-            except ImportError:  # pragma: no cover - only before io.frames exists
-                self._opened = _ArrayFrames(frames)
-                return self._opened
-            self._opened = open_frames(frames)
-            return self._opened
-        from .io.frames import open_frames
-
-        self._opened = open_frames(frames)
-        return self._opened
-
-    def __exit__(self, *exc):
-        if self._opened is not None:
-            self._opened.close()
-
-
-def _upsampled_dft(data, region_size, upsample_factor, offsets):
-    """Upsampled inverse DFT of ``data`` on a small region (Guizar-Sicairos et al. 2008).
-
-    Two matrix products, ``row_kernel @ data @ col_kernel``, the large one first
-    in the fast memory order.
+    Anything with ``read`` and ``n_frames`` (and ``frame_shape``) is used as
+    it is: the registration reads nothing else.  A 2-D array is refused clearly.
     """
-    (ny, nx), (oy, ox) = data.shape, offsets
-    col = np.exp(-2j * np.pi * np.fft.fftfreq(nx, upsample_factor)[:, None]
-                 * (np.arange(region_size) - ox)[None, :])
-    row = np.exp(-2j * np.pi * (np.arange(region_size) - oy)[:, None]
+    if hasattr(frames, "read") and hasattr(frames, "n_frames"):
+        return contextlib.nullcontext(frames)
+    if isinstance(frames, np.ndarray) and frames.ndim not in (3, 4):
+        raise InputError(f"frames must be a 3-D array (n_frames, ny, nx), got shape {frames.shape}")
+    return opened_frames(frames)
+
+
+def tukey(n, alpha=0.5):
+    """Symmetric Tukey (tapered cosine) window of ``n`` points, as `scipy.signal.windows.tukey`.
+
+    Here so that registering does not import `scipy.signal` (about 2 s on a busy
+    machine, for one window).
+    """
+    n = int(n)
+    if n <= 1 or alpha <= 0:
+        return np.ones(max(n, 0))
+    if alpha >= 1:
+        return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / (n - 1))
+    k = np.arange(n, dtype=np.float64)
+    width = int(np.floor(alpha * (n - 1) / 2.0))
+    w = np.ones(n)
+    w[:width + 1] = 0.5 * (1 + np.cos(np.pi * (-1 + 2.0 * k[:width + 1] / alpha / (n - 1))))
+    w[n - width - 1:] = 0.5 * (1 + np.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * k[n - width - 1:] / alpha / (n - 1))))
+    return w
+
+
+def _half_weights(nx):
+    """Weights of the columns of a real image's half spectrum (``rfft2``) in a sum over the full one.
+
+    Column 0 (and the Nyquist column of an even width) stands for itself, every
+    other column for itself and its Hermitian mirror.
+    """
+    w = np.full(nx // 2 + 1, 2.0)
+    w[0] = 1.0
+    if nx % 2 == 0:
+        w[-1] = 1.0
+    return w
+
+
+def _upsampled_dft(data, nx, region_size, upsample_factor, offsets):
+    """Real part of the upsampled inverse DFT of a half spectrum on a small region.
+
+    Guizar-Sicairos et al. (2008): two matrix products, ``row_kernel @ data @
+    col_kernel``, the large one first in the fast memory order.  ``data`` is the
+    half (``rfft2``) spectrum of a real correlation, ``nx`` the full width: the
+    sum over the full spectrum is the real part of the column-weighted sum over
+    the half (`_half_weights`).
+    """
+    ny, oy, ox = data.shape[0], offsets[0], offsets[1]
+    col = np.exp(2j * np.pi * np.fft.rfftfreq(nx, upsample_factor)[:, None]
+                 * (np.arange(region_size) - ox)[None, :]) * _half_weights(nx)[:, None]
+    row = np.exp(2j * np.pi * (np.arange(region_size) - oy)[:, None]
                  * np.fft.fftfreq(ny, upsample_factor)[None, :])
-    return row @ (data @ col)
+    return (row @ (data @ col)).real
 
 
 def _spectrum(image):
-    return np.fft.fft2(image)
+    """Half spectrum (``rfft2``) of a real image."""
+    return _fft.rfft2(np.asarray(image, dtype=np.float64))
 
 
 def _taper(shape, cutoff):
-    """Gaussian low-pass weight in frequency space (cutoff in cycles/px, 1 sigma)."""
+    """Gaussian low-pass weight on the half spectrum of ``shape`` (cutoff in cycles/px, 1 sigma)."""
     fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.fftfreq(shape[1])[None, :]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
     return np.exp(-0.5 * (fy**2 + fx**2) / cutoff**2)
 
 
-def _correlate(ref_spec, mov_spec, *, taper, upsample_factor, whiten=0.5, search=None):
+def _amplitude_power(spec, power):
+    """``|spec| ** power`` (``spec`` complex or a non-negative amplitude); fast for 0.5 and 1."""
+    amp = np.abs(spec)
+    if power == 1:
+        return amp
+    if power == 0.5:
+        return np.sqrt(amp, out=amp)
+    return amp**power
+
+
+def _correlate(ref_spec, mov_spec, *, shape, taper, upsample_factor, whiten=0.5, search=None):
     """Return (shift, peak): ``mov(y) ~ ref(y - shift)``; peak in 0..1.
 
+    ``ref_spec`` and ``mov_spec`` are half spectra (`_spectrum`) of real images
+    of ``shape``; ``taper`` is on the same half grid (`_taper`).
     ``search`` (px), when given, restricts the peak to shifts within that
     distance of zero on each axis (a refinement around a known coarse shift).
 
@@ -147,32 +149,35 @@ def _correlate(ref_spec, mov_spec, *, taper, upsample_factor, whiten=0.5, search
     product = mov_spec * ref_spec.conj()
     if whiten:
         amp = np.abs(product)
-        product /= np.maximum(amp, 1e-12 * amp.max() + 1e-300) ** whiten
+        np.maximum(amp, 1e-12 * amp.max() + 1e-300, out=amp)
+        product /= _amplitude_power(amp, whiten) if whiten != 1 else amp
     product *= taper
-    corr = np.fft.ifft2(product)
+    corr = _fft.irfft2(product, s=tuple(shape))
     shape = np.array(corr.shape)
     if search is None:
-        peak_idx = np.unravel_index(np.argmax(corr.real), corr.shape)
+        peak_idx = np.unravel_index(np.argmax(corr), corr.shape)
     else:
         lag = [np.minimum(np.arange(n), n - np.arange(n)) for n in corr.shape]
         near = (lag[0][:, None] <= search) & (lag[1][None, :] <= search)
-        peak_idx = np.unravel_index(np.argmax(np.where(near, corr.real, -np.inf)), corr.shape)
+        peak_idx = np.unravel_index(np.argmax(np.where(near, corr, -np.inf)), corr.shape)
     shift = np.array(peak_idx, dtype=float)
     wrap = shift > shape // 2
     shift[wrap] -= shape[wrap]
-    norm = np.sqrt(np.sum(np.abs(ref_spec) ** (2 - 2 * whiten) * taper)
-                   * np.sum(np.abs(mov_spec) ** (2 - 2 * whiten) * taper))
+    colw = _half_weights(int(shape[1]))
+    power = 2 - 2 * whiten
+    norm = np.sqrt(np.sum(_amplitude_power(ref_spec, power) * taper * colw)
+                   * np.sum(_amplitude_power(mov_spec, power) * taper * colw))
     norm = norm if norm > 0 else 1.0
-    peak = corr.real[peak_idx] * corr.size / norm
+    peak = corr[peak_idx] * corr.size / norm
     if upsample_factor > 1:
         shift = np.round(shift * upsample_factor) / upsample_factor
         region = int(np.ceil(upsample_factor * 1.5))
         centre = np.fix(region / 2.0)
         offsets = centre - shift * upsample_factor
-        up = _upsampled_dft(product.conj(), region, upsample_factor, offsets).conj()
-        sub = np.unravel_index(np.argmax(up.real), up.shape)
+        up = _upsampled_dft(product, int(shape[1]), region, upsample_factor, offsets)
+        sub = np.unravel_index(np.argmax(up), up.shape)
         shift = shift + (np.array(sub, dtype=float) - centre) / upsample_factor
-        peak = up.real[sub] / norm
+        peak = up[sub] / norm
     return shift, float(peak)
 
 
@@ -208,6 +213,7 @@ class _SmoothedMask:
 
 
 _SOFT_EDGE = 3  # px: erosion and Gaussian taper of the dust mask in registration
+_CACHE_BYTES = 192 * 2**20  # preprocessed frames kept between the passes of the drift path
 
 
 def _soft_weight(valid):
@@ -237,16 +243,30 @@ class _Preprocessor:
         # soft-edged mask: a hard static edge would pull the correlation to zero shift
         self.window = self.tukey * _soft_weight(valid)
         self._smooth = _SmoothedMask(valid, highpass)
+        self._cache = {}
+        self._cache_limit = max(1, _CACHE_BYTES // (4 * shape[0] * shape[1]))
+
+    def read(self, source, frame_index):
+        """``self(source.read(frame_index))``, kept (float32) for the next pass over the same frame.
+
+        The drift path reads a frame up to three times (first reference,
+        refined reference, final pass); at most `_CACHE_BYTES` are kept, so
+        memory does not grow with the video.
+        """
+        i = int(frame_index)
+        hp = self._cache.get(i)
+        if hp is None:
+            hp = self(source.read(i)).astype(np.float32)
+            if len(self._cache) < self._cache_limit:
+                self._cache[i] = hp
+        return hp
 
     def __call__(self, frame):
         """High-passed, normalised frame (masked pixels 0), before windowing."""
         img = mono_frame(frame)[self.region]
         good = self.valid & np.isfinite(img)
         img = np.where(good, img, 0.0)
-        level = np.median(img[good]) if good.any() else 1.0
-        if not np.isfinite(level) or level == 0:
-            level = 1.0
-        img = img / level
+        # the high-pass is linear and its result is scaled to unit rms below: no level to divide by
         hp = self._smooth.highpass(img, good)
         rms = np.sqrt(np.mean(hp[good] ** 2)) if good.any() else 0.0
         if rms > 0:
@@ -273,9 +293,9 @@ def _static_pattern(source, idx, prep):
         return np.zeros(prep.shape, bool)
     stack = np.empty((pick.size,) + prep.shape, np.float32)
     for n, i in enumerate(pick.astype(int)):
-        stack[n] = prep(source.read(int(idx[i])))
-    med = np.median(stack, axis=0)
-    mad = _MAD_SIGMA * np.median(np.abs(stack - med[None]), axis=0)
+        stack[n] = prep.read(source, idx[i])
+    med = _nanmedian_first_axis(stack)
+    mad = _MAD_SIGMA * _nanmedian_first_axis(np.abs(stack - med[None].astype(np.float32)))
     rms = float(np.sqrt(np.mean(stack**2)))
     del stack
     z = np.abs(med) / (1.2533 * mad / np.sqrt(pick.size) + 1e-6 * rms + 1e-30)
@@ -342,7 +362,7 @@ def measure_shift(reference, image, *, upsample_factor=20, lowpass=0.25, whiten=
         )
     taper = _taper(reference.shape, lowpass)
     return _correlate(
-        _spectrum(reference), _spectrum(image), taper=taper,
+        _spectrum(reference), _spectrum(image), shape=reference.shape, taper=taper,
         upsample_factor=upsample_factor, whiten=float(whiten),
     )
 
@@ -614,9 +634,7 @@ class _Coarse:
         img = block_mean(mono_frame(frame), self.bin)
         good = self.valid & np.isfinite(img)
         img = np.where(good, img, 0.0)
-        level = np.median(img[good]) if good.any() else 1.0
-        level = level if np.isfinite(level) and level != 0 else 1.0
-        hp = self._smooth.highpass(img / level, good)
+        hp = self._smooth.highpass(img, good)     # linear, then scaled to unit rms
         rms = np.sqrt(np.mean(hp[good] ** 2)) if good.any() else 0.0
         if rms > 0:
             hp /= rms
@@ -624,7 +642,8 @@ class _Coarse:
 
     def shift(self, ref_spec, frame):
         """Integer-bin shift of ``frame`` against the reference spectrum, in full pixels."""
-        shift, peak = _correlate(ref_spec, self.spectrum(frame), taper=self.taper,
+        shift, peak = _correlate(ref_spec, self.spectrum(frame), shape=self.valid.shape,
+                                 taper=self.taper,
                                  upsample_factor=1, whiten=0.75)
         return shift * self.bin, peak
 
@@ -680,7 +699,7 @@ def _register_large(source, idx, coarse, frame_shape, dust_mask, *, max_size, hi
                              apodize=apodize)
         ref_img = prep(ref_frame[ref_sl]) * prep.window
         mov_img = prep(frame[mov_sl]) * prep.window
-        resid, peaks[k] = _correlate(_spectrum(ref_img), _spectrum(mov_img),
+        resid, peaks[k] = _correlate(_spectrum(ref_img), _spectrum(mov_img), shape=size,
                                      taper=_taper(size, lowpass),
                                      upsample_factor=upsample_factor, whiten=whiten,
                                      search=search)
@@ -817,7 +836,7 @@ def register_frames(
         taper = _taper(prep.shape, opts.lowpass)
 
         def corr(ref_spec, image):
-            return _correlate(ref_spec, _spectrum(image), taper=taper,
+            return _correlate(ref_spec, _spectrum(image), shape=prep.shape, taper=taper,
                               upsample_factor=upsample_factor, whiten=opts.whiten)
 
         ref_spec, ref_frames = _drift_reference(source, idx, prep, corr, n_initial=n_initial,
@@ -826,7 +845,7 @@ def register_frames(
         shifts = np.empty((idx.size, 2))
         peaks = np.empty(idx.size)
         for n, i in enumerate(_progress(idx, progress_bar, "registering", total=idx.size)):
-            shifts[n], peaks[n] = corr(ref_spec, prep(source.read(int(i))) * prep.window)
+            shifts[n], peaks[n] = corr(ref_spec, prep.read(source, i) * prep.window)
 
     shifts -= np.median(shifts, axis=0)
     params = {
@@ -910,25 +929,38 @@ def _drift_reference(source, idx, prep, corr, *, n_initial, n_reference):
        the scene, each frame's masked dust left out.
     """
     n_init = max(1, min(int(n_initial), idx.size))
-    first = np.median([prep(source.read(int(i))) for i in idx[:n_init]], axis=0)
+    first = _nanmedian_first_axis(np.stack([prep.read(source, i) for i in idx[:n_init]]))
     first_spec = _spectrum(first * prep.window)
     n_ref = max(1, min(int(n_reference), idx.size))
     ref_frames = idx[np.unique(np.round(np.linspace(0, idx.size - 1, n_ref)).astype(int))]
-    stack = np.empty((ref_frames.size,) + prep.shape)
-    valid_w = prep.valid.astype(np.float64)
+    stack = np.empty((ref_frames.size,) + prep.shape, np.float32)
+    valid_w = prep.valid.astype(np.float32)
     for n, i in enumerate(ref_frames):
-        img = prep(source.read(int(i)))
+        img = prep.read(source, i)
         shift, _ = corr(first_spec, img * prep.window)
-        stack[n] = ndi.shift(img, -shift, order=1, mode="constant", cval=0.0)
-        inside = ndi.shift(valid_w, -shift, order=1, mode="constant", cval=0.0) > 0.99
+        stack[n] = bilinear_shift(img, -shift)
+        inside = bilinear_shift(valid_w, -shift) > 0.99
         stack[n][~inside] = np.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
-        reference = np.nanmedian(stack, axis=0)
+    reference = _nanmedian_first_axis(stack)
     del stack
     ref_valid = np.isfinite(reference)
     reference = np.where(ref_valid, reference, 0.0) * prep.tukey * _soft_weight(ref_valid)
     return _spectrum(reference), ref_frames
+
+
+def _nanmedian_first_axis(stack):
+    """`numpy.nanmedian` along the first axis (NaN where every value is NaN), by one sort.
+
+    The same values as ``nanmedian`` (NaNs sort last; the middle of the finite
+    ones is taken), several times faster on a short first axis.
+    """
+    count = np.sum(np.isfinite(stack), axis=0)
+    ordered = np.sort(stack, axis=0)
+    lo = np.maximum((count - 1) // 2, 0)[None]
+    hi = np.maximum(count // 2, 0)[None]
+    mid = 0.5 * (np.take_along_axis(ordered, lo, 0)[0].astype(np.float64)
+                 + np.take_along_axis(ordered, hi, 0)[0])
+    return np.where(count > 0, mid, np.nan)
 
 
 def _large_path(source, idx, coarse_step, probe, frame_shape, dust_mask, *, n_frames, step,

@@ -64,7 +64,8 @@ def matched_texture(scene, disc, *, sigma=REAL_TEXTURE_SIGMA):
     at the pixel scale than a temporal median of a video; its structure is kept, its contrast
     brought to the median's.
     """
-    from aiflat_astro.detection.local.background import median_background, robust_sigma
+    from aiflat_astro._imaging.robust import robust_sigma
+    from aiflat_astro.detection.local.background import median_background
 
     bg = median_background(scene, disc, 25)
     rel = np.where(disc, scene / np.maximum(bg, 1e-3) - 1, 0)

@@ -82,3 +82,15 @@ def test_mono_frame_copies_and_averages():
     out[0, 0] = 5
     assert grey[0, 0] == 1  # a new array: the input is never modified
     assert mono_frame(grey, dtype=np.float32).dtype == np.float32
+
+
+@pytest.mark.parametrize("shift", [(0.3, -1.7), (2.0, 3.0), (-5.5, 0.25), (0.0, 0.0), (45.0, 0.0)])
+def test_bilinear_shift_is_ndimage_order_1(shift):
+    from scipy import ndimage
+
+    from aiflat_astro._imaging.shift import bilinear_shift
+
+    image = np.random.default_rng(0).normal(size=(40, 50))
+    expected = ndimage.shift(image, shift, order=1, mode="grid-constant", cval=0.0)
+    np.testing.assert_allclose(bilinear_shift(image, shift, dtype=np.float64), expected, atol=1e-12)
+    assert bilinear_shift(image, shift).dtype == np.float32

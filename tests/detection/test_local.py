@@ -202,9 +202,9 @@ def test_darkness_map_background_and_exclusion():
     assert bkg.shape == image.shape
 
 
-def test_corner_of_the_limb_gives_no_centroid_offsets(tmp_path):
-    """A field that shows only a corner of the limb: the circle fits slide by tens of pixels from
-    frame to frame (their radii with them), so the motion test must use the registration."""
+def test_corner_of_the_limb_gives_no_false_offsets(tmp_path):
+    """A field that shows only a corner of the limb: a circle fitted to it slides by tens of pixels
+    from frame to frame; the scene shifts come from the scene itself (registration): seeing jitter."""
     import warnings
 
     from aiflat_astro.datasets import make_dusty_video
@@ -213,14 +213,82 @@ def test_corner_of_the_limb_gives_no_centroid_offsets(tmp_path):
     path = tmp_path / "corner.ser"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        make_dusty_video(path, shape=(512, 640), n_frames=8, jitter=1.0, seed=2024)
+        truth = make_dusty_video(path, shape=(512, 640), n_frames=8, jitter=1.0, seed=2024)
     source, own = motion.open_source(path, (512, 640))
     try:
-        assert motion.disc_offsets(source, np.arange(8)) is None
         idx, shifts, method = motion.scene_shifts(source, np.arange(8), np.zeros((512, 640), bool))
     finally:
         source.close()
+    true = truth.shifts[idx] - np.median(truth.shifts[idx], axis=0)
     assert method == "registration" and np.sqrt(np.mean(shifts**2)) < 3
+    assert np.abs(shifts - true).max() < 0.5      # 8 frames: a noisy reference
+
+
+def _speck_scene(rng, shape=(160, 200)):
+    """A noisy flat disc level (2000 ADU, 0.3 % noise) to put scene features and specks on."""
+    return np.full(shape, 2000.0) * (1 + 0.003 * rng.standard_normal(shape))
+
+
+def test_speck_on_a_filament_is_a_candidate_of_its_own():
+    """A speck touching a long dark filament (one region far larger than a speck at every scale):
+    the part above a fraction of the speck's own peak is its candidate; the filament gives none."""
+    from aiflat_astro.detection.local.candidates import cores_of, extract, scale_maps
+
+    rng = np.random.default_rng(5)
+    image = _speck_scene(rng)
+    yy, xx = np.mgrid[:160, :200]
+    image *= 1 - 0.12 * np.exp(-0.5 * ((yy - 80 - 0.1 * (xx - 100)) / 1.5) ** 2)     # the filament
+    image *= _disc(image.shape, 84, 100, 8, 0.25)                                 # the speck on it
+    valid = np.ones(image.shape, bool)
+    maps = scale_maps(image.astype(np.float32), valid, 18.2)          # the detector's second scale
+    cands = extract(maps, valid, index=1, d_min=5, d_cap=21.0, k_hi=4.0, k_lo=2.5)
+    near = [c for c in cands if np.hypot(c.y - 84, c.x - 100) < 4]
+    assert len(near) == 1 and near[0].depth > 0.15
+    # a uniform filament alone: no compact part stands out of it
+    plain = _speck_scene(np.random.default_rng(6))
+    plain *= 1 - 0.12 * np.exp(-0.5 * ((yy - 80) / 1.5) ** 2)
+    m2 = scale_maps(plain.astype(np.float32), valid, 7.0)
+    lab = (m2.z > 2.5)
+    sl = (slice(70, 91), slice(0, 200))
+    assert cores_of(m2, sl, lab[sl], k_hi=4.0, d_cap=8.05) == []
+
+
+def test_a_bright_granule_beside_a_speck_hides_nothing_a_star_does():
+    """Only point sources (twice their background: a star, a hot pixel) keep the dark pixels beside
+    them from seeding a candidate; a facula or a bright granule on a disc does not."""
+    from aiflat_astro.detection.local.candidates import scale_maps
+    from aiflat_astro.detection.local.detector import BRIGHT_CONTRAST, BRIGHT_MAX_AREA, BRIGHT_SIGMA, point_sources
+
+    rng = np.random.default_rng(8)
+    image = _speck_scene(rng)
+    image *= 2 - _disc(image.shape, 60, 60, 5, 0.2)      # a facula, 20 % brighter
+    image *= 2 - _disc(image.shape, 100, 140, 3, 3.0)    # a star-like point, 4 times brighter
+    maps = scale_maps(image.astype(np.float32), np.ones(image.shape, bool), 7.0)
+    bright = point_sources(maps, BRIGHT_SIGMA, BRIGHT_MAX_AREA, BRIGHT_CONTRAST)
+    assert not bright[55:66, 55:66].any() and bright[100, 140]
+    speck = image * _disc(image.shape, 60, 69, 7, 0.15)
+    det = LocalDustDetector()(speck.astype(np.float32))
+    assert _found(det, [(60, 69)]) == [True]
+
+
+def test_fixed_on_the_sensor_lifts_the_surroundings_terms():
+    """A speck on a filament continues into it on the median; the frames, finding it fixed,
+    decide, as they do for the edge of an umbra.  A dip that moves stays rejected."""
+    from aiflat_astro.detection.local.candidates import Candidate
+    from aiflat_astro.detection.local.scoring import score
+
+    def cand(beta):
+        return Candidate(y=50, x=50, scale=7, scale_index=0, sl=(slice(40, 60), slice(40, 60)),
+                         pix=np.ones((20, 20), bool), area=50, diameter=8, depth=0.12, z=9.0,
+                         core_area=30, peak_area=20, ring=4.0, isolation=0.45, beta=beta,
+                         beta_sigma=0.05)
+
+    alone = score(cand(np.nan), has_limb=False, frames_used=False)
+    fixed = score(cand(0.1), has_limb=False, frames_used=True)
+    moving = score(cand(0.9), has_limb=False, frames_used=True)
+    assert alone.confidence < 0.5 and "continues outward" in alone.terms
+    assert fixed.confidence >= 0.8
+    assert moving.confidence < 0.01
 
 
 @pytest.mark.parametrize("frames", [False, True])

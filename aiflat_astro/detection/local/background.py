@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
+from ..._imaging.robust import robust_sigma
 from ...utils.exceptions import InputError
 
 __all__ = ["darkness_map"]
@@ -89,17 +90,6 @@ def median_background(data, valid, size):
     return upsample(grid, b, data.shape)
 
 
-def robust_sigma(values):
-    """MAD scatter (Gaussian-equivalent) of the finite values; NaN when too few."""
-    values = values[np.isfinite(values)]
-    if values.size < 10:
-        return np.nan
-    if values.size > 400_000:
-        values = values[:: values.size // 200_000]
-    med = np.median(values)
-    return 1.4826 * float(np.median(np.abs(values - med)))
-
-
 def local_sigma(values, valid, block):
     """Map of the robust scatter of ``values`` over ``block``-pixel tiles (valid pixels only).
 
@@ -121,8 +111,7 @@ def local_sigma(values, valid, block):
         count = np.sum(np.isfinite(tiles), axis=2)
     good = np.isfinite(sig) & (count >= 0.2 * tiles.shape[2]) & (sig > 0)
     if not good.any():
-        sig_all = robust_sigma(values[valid])
-        sig_all = sig_all if np.isfinite(sig_all) else SIGMA_FLOOR
+        sig_all = robust_sigma(values[valid])      # 0.0 when nothing is valid: the floor then
         return np.full(values.shape, max(sig_all, SIGMA_FLOOR), np.float32)
     sig = fill_invalid(np.where(good, sig, 0), good)
     sig = ndimage.median_filter(sig, size=3, mode="nearest")

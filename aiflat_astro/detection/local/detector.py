@@ -34,6 +34,10 @@ BRIGHT_GROW = 8
 #: ... when the bright region is compact (a star, a hot pixel): extended bright scene (plage ridges,
 #: faculae) is no reason to leave the specks beside it unseen.
 BRIGHT_MAX_AREA = 150
+#: ... and a point source: at least twice as bright as its background somewhere (a star on the sky,
+#: a hot pixel, a cosmic ray).  A bright granule, a facula or a plage point on a solar disc is a
+#: few tens of per cent above its surroundings and hides no speck beside it.
+BRIGHT_CONTRAST = 1.0
 #: Hysteresis: a candidate region extends down to this many sigmas around its seeds.
 K_LOW = 2.5
 
@@ -152,7 +156,7 @@ class LocalDustDetector(DustDetector):
         if frames is not None and cands:
             used, summary, cands = self._motion(frames, data, cands, d_lo, d_hi)
             params["NFRMOT"] = int(summary["n_frames_used"]) if used else 0
-            params["STATMAP"] = bool(used and summary["method"] == "centroid")
+            params["STATMAP"] = bool(used and summary["method"] == "offsets")
         split = BETA_SPLIT_STATIC if params.get("STATMAP") else BETA_SPLIT
         cands = self._judge(cands, has_limb=has_limb, frames_used=used, beta_split=split)
         return self._build(data, cands, f_ratio=f_ratio, pixel_size=pixel_size, params=params,
@@ -184,7 +188,7 @@ class LocalDustDetector(DustDetector):
         maps = [scale_maps(data, valid, d) for d in diameters]
         # dark pixels beside a strongly bright one (a star, a cosmic ray, a hot pixel) are its
         # ringing or its background's dip, not a shadow
-        bright = compact(maps[0].z < -BRIGHT_SIGMA, BRIGHT_MAX_AREA)
+        bright = point_sources(maps[0], BRIGHT_SIGMA, BRIGHT_MAX_AREA, BRIGHT_CONTRAST)
         bright = ndimage.binary_dilation(bright, iterations=BRIGHT_GROW)
         per_scale = []
         for k, (d, m) in enumerate(zip(diameters, maps)):
@@ -219,7 +223,7 @@ class LocalDustDetector(DustDetector):
                 dust[c.sl] |= c.pix
             dust = ndimage.binary_dilation(dust, iterations=3)
             idx, shifts, method = motion.scene_shifts(source, idx, dust, progress_bar=self.progress_bar)
-            if method == "centroid":
+            if method == "offsets":
                 trans, covered = motion.static_transmission(source, idx)
                 valid, has_limb, edge = _usable(np.nan_to_num(trans), ~covered)
                 cands, _ = self._candidates(np.nan_to_num(trans), valid, edge, d_lo, min(d_hi, 60.0), has_limb)
@@ -277,6 +281,22 @@ def compact(mask, max_area):
     small = sizes <= max_area
     small[0] = False
     return small[lab]
+
+
+def point_sources(maps, k_sigma, max_area, contrast):
+    """Compact regions over ``k_sigma`` sigmas bright holding a pixel ``contrast`` above its background.
+
+    Stars, hot pixels and cosmic rays: the dark pixels beside them (ringing, the
+    background's dip) are no shadow.  Scene brightenings of a disc (granules,
+    faculae, plage points) are far below a point source's contrast.
+    """
+    regions = compact(maps.z < -k_sigma, max_area)
+    lab, n = ndimage.label(regions)
+    if n == 0:
+        return regions
+    strong = np.bincount(lab[maps.darkness < -contrast], minlength=n + 1) > 0
+    strong[0] = False
+    return strong[lab]
 
 
 def _usable(data, mask):

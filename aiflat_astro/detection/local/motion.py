@@ -10,9 +10,8 @@ the scene.  The same least-squares ``β`` works for sub-pixel seeing jitter
 of pixels (the shifted template leaves the window, ``β = 1 − mean amplitude``:
 the shadow's persistence at its sensor position).
 
-The scene's shifts come from `aiflat_astro.registration.register_frames`, or,
-for a disc moved by more than the registration's search, from the disc's
-centroid in each frame (`disc_offsets`).
+The scene's shifts come from `aiflat_astro.registration.register_frames`
+(drifts, jitter and off-pointed sets alike; `scene_shifts`).
 """
 
 import logging
@@ -20,17 +19,15 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from ..._imaging.disc import fit_circle
+from ..._imaging.shift import bilinear_shift
 from ...io._base import FrameSource
 from ...utils._colour import cfa_normalise, mono_frame
 from ...utils.exceptions import InputError
 
 log = logging.getLogger(__name__)
 
-#: Centroid offsets with an rms above this (px) are used as they are (registration is for drifts).
+#: A scene moved by more than this (px rms) is an off-pointed set: candidates from the static map.
 LARGE_OFFSET = 15.0
-#: Centroid offsets are used only when their rms is this many times the spread of the fitted radii.
-OFFSET_OVER_ERROR = 5.0
 #: A window is used in a frame only when this fraction of it is on the disc there.
 MIN_COVER = 0.9
 
@@ -73,92 +70,66 @@ class CFANormalised(FrameSource):
             self._source.close()
 
 
-def disc_centroid(frame, level):
-    """Centre (row, col) and radius of the disc from a circle fitted to its limb, or None.
-
-    The limb is where the frame crosses half the disc ``level``, away from the
-    frame's border (a disc moved off the sensor is cut there).
-    """
-    disc = ndimage.binary_fill_holes(ndimage.binary_opening(frame > 0.5 * level, iterations=2))
-    if not 0.05 < disc.mean() < 0.95:
-        return None
-    limb = disc & ~ndimage.binary_erosion(disc)
-    limb[:3], limb[-3:], limb[:, :3], limb[:, -3:] = False, False, False, False
-    ys, xs = np.nonzero(limb)
-    if ys.size < 50:
-        return None
-    step = max(1, ys.size // 4000)
-    ys, xs = ys[::step].astype(float), xs[::step].astype(float)
-    keep = np.ones(ys.size, bool)
-    for _ in range(3):          # prominences and cut-off bits are outliers of the circle
-        fit = fit_circle(ys[keep], xs[keep])
-        if fit is None or fit[2] < 0.1 * min(frame.shape):
-            return None
-        resid = np.abs(np.hypot(ys - fit[0], xs - fit[1]) - fit[2])
-        keep = resid < max(3.0, 3 * 1.4826 * np.median(resid[keep]))
-    return np.array(fit) if keep.mean() > 0.7 else None
-
-
-def disc_offsets(source, idx):
-    """Shifts ``(dy, dx)`` of the disc in each frame from its centroid, or None.
-
-    None when a frame shows no disc, when the offsets are small (a drift, for the
-    registration), or when they are not much larger than the fits' own error.
-    The Sun's radius is the same in every frame, so the spread of the fitted
-    radii measures that error: a field that shows only a corner of the limb (a
-    short arc) places the centre tens of pixels off along the arc's normal,
-    and its radius with it.
-    """
-    cents = []
-    for i in idx:
-        f = mono_frame(source.read(int(i)), dtype=np.float32)
-        level = float(np.percentile(f, 99))
-        c = disc_centroid(f, level) if level > 0 else None
-        if c is None:
-            return None
-        cents.append(c)
-    cents = np.array(cents)
-    radii = cents[:, 2]
-    spread = 1.4826 * float(np.median(np.abs(radii - np.median(radii))))
-    shifts = cents[:, :2] - np.median(cents[:, :2], axis=0)
-    rms = float(np.sqrt(np.mean(np.sum(shifts**2, axis=1))))
-    if rms > LARGE_OFFSET and rms < OFFSET_OVER_ERROR * spread:
-        log.info("disc centroids not used: offsets %.0f px rms, fitted radius spread %.1f px",
-                 rms, spread)
-        return None
-    return shifts if rms > LARGE_OFFSET else None
-
-
 def scene_shifts(source, idx, dust, *, progress_bar=False):
-    """Frames and shifts ``(n, 2)`` of the scene in them: disc centroids, else registration.
+    """Frames and shifts ``(n, 2)`` of the scene in them, measured on the scene itself.
 
-    Returns ``(frame indices, shifts, method)``.
+    `~aiflat_astro.registration.register_frames` handles a drift, seeing
+    jitter and off-pointed sets alike (its coarse binned step finds offsets of
+    hundreds of pixels).  The scene is what moves, so its own correlation is
+    the measure: a circle fitted to the limb can slide by tens of pixels along
+    a short arc (a field showing a corner of the limb) and fake an off-pointing.
+    Returns ``(frame indices, shifts, method)``: ``'offsets'`` when the scene
+    moved by more than `LARGE_OFFSET` px rms (the median then mixes disc and
+    sky: the detector takes its candidates from the static map), else
+    ``'registration'``.
     """
     from ...registration import register_frames
 
-    shifts = disc_offsets(source, idx)
-    if shifts is not None:
-        log.info("scene offsets from the disc centroids (rms %.0f px)", np.sqrt(np.mean(np.sum(shifts**2, 1))))
-        return np.asarray(idx), shifts, "centroid"
     drift = register_frames(source, dust_mask=dust if dust.mean() < 0.1 else None, max_frames=len(idx),
                             n_reference=min(12, len(idx)), progress_bar=progress_bar)
-    return np.asarray(drift.frame_index), np.asarray(drift.shifts, float), "registration"
+    shifts = np.asarray(drift.shifts, float)
+    rms = float(np.sqrt(np.mean(np.sum((shifts - np.median(shifts, axis=0)) ** 2, axis=1))))
+    method = "offsets" if rms > LARGE_OFFSET else "registration"
+    log.info("scene shifts by registration: rms %.1f px (%s)", rms, method)
+    return np.asarray(drift.frame_index), shifts, method
+
+
+class LocalPlane:
+    """``1 − patch / plane`` with a plane fitted robustly to the ``ring`` pixels (local background).
+
+    The ring is the same for every frame of a candidate: its design matrix is
+    built once and each fit is a 3×3 solve of the normal equations (a first fit,
+    then a refit without the pixels beyond 2.5 robust sigmas of it).
+    """
+
+    def __init__(self, ring):
+        self.shape = ring.shape
+        self.yy, self.xx = np.nonzero(ring)
+        self.a = np.column_stack([np.ones(self.yy.size), self.yy, self.xx])
+
+    def _solve(self, a, v):
+        try:
+            return np.linalg.solve(a.T @ a, a.T @ v)
+        except np.linalg.LinAlgError:
+            return np.linalg.lstsq(a, v, rcond=None)[0]
+
+    def darkness(self, patch):
+        """The darkness of ``patch`` against the plane through its ring."""
+        v = patch[self.yy, self.xx].astype(np.float64)
+        coef = self._solve(self.a, v)
+        resid = v - self.a @ coef
+        keep = np.abs(resid) < 2.5 * (1.4826 * np.median(np.abs(resid)) + 1e-9)
+        if keep.sum() >= 6:
+            coef = self._solve(self.a[keep], v[keep])
+        plane = (coef[0] + coef[1] * np.arange(self.shape[0])[:, None]
+                 + coef[2] * np.arange(self.shape[1])[None, :])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(plane > 0, 1.0 - patch / plane, 0.0)
 
 
 def plane_darkness(patch, ring):
-    """``1 − patch / plane`` with a plane fitted to the ``ring`` pixels (local background)."""
-    yy, xx = np.nonzero(ring)
-    a = np.column_stack([np.ones(yy.size), yy, xx])
-    v = patch[yy, xx].astype(np.float64)
-    coef = np.linalg.lstsq(a, v, rcond=None)[0]
-    resid = v - a @ coef
-    keep = np.abs(resid) < 2.5 * (1.4826 * np.median(np.abs(resid)) + 1e-9)
-    if keep.sum() >= 6:
-        coef = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
-    gy, gx = np.mgrid[: patch.shape[0], : patch.shape[1]]
-    plane = coef[0] + coef[1] * gy + coef[2] * gx
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(plane > 0, 1.0 - patch / plane, 0.0)
+    """``1 − patch / plane`` with a plane fitted to the ``ring`` pixels (`LocalPlane`)."""
+    return LocalPlane(ring).darkness(patch)
 
 
 class Accumulator:
@@ -168,7 +139,8 @@ class Accumulator:
         self.sl = c.sl
         core = ndimage.binary_dilation(c.pix, iterations=1)
         self.ring = ndimage.binary_dilation(c.pix, iterations=4) & ~ndimage.binary_dilation(c.pix, iterations=2)
-        self.template = np.where(core, plane_darkness(median[c.sl], self.ring), 0.0)
+        self.plane = LocalPlane(self.ring)
+        self.template = np.where(core, self.plane.darkness(median[c.sl]), 0.0)
         self.num = self.den = self.rss = 0.0
         self.n_pix = 0
         self.level = float(np.median(median[c.sl][self.ring])) if self.ring.any() else 0.0
@@ -177,8 +149,8 @@ class Accumulator:
         patch = frame[self.sl]
         if self.ring.sum() < 6 or np.mean(patch > 0.5 * self.level) < MIN_COVER:
             return
-        d = plane_darkness(patch, self.ring) - self.template
-        g = ndimage.shift(self.template, shift, order=1, mode="constant", cval=0.0) - self.template
+        d = self.plane.darkness(patch) - self.template
+        g = bilinear_shift(self.template, shift, dtype=np.float64) - self.template
         self.num += float(np.sum(d * g))
         self.den += float(np.sum(g * g))
         self.rss += float(np.sum(d * d))

@@ -44,6 +44,10 @@ MIN_CORE_AREA = 7
 MIN_PEAK_AREA = 4
 #: A motion measurement decides when its uncertainty is below this.
 BETA_DECISIVE = 0.1
+#: Shape terms that describe a dip's *surroundings*, not the dip: on the median they are the scene
+#: (a speck on a filament, in a plage lane, on an umbra's edge continues into it), which is what
+#: the motion test decides.  A dip the frames find fixed on the sensor no longer pays for them.
+SURROUNDINGS = ("continues outward", "not isolated")
 
 
 def sigmoid(x):
@@ -116,11 +120,17 @@ def score(c, *, has_limb, frames_used, beta_split=BETA_SPLIT):
         # edge of an umbra, a lane between ridges) is what the frames test: a dip fixed on the
         # sensor is not the scene's, so it no longer counts against a speck on an umbra
         if motion > 0:
-            logit = min(motion, MOTION_MAX) + logit - sum(v for v in context.values() if v < 0)
+            scene = [v for k, v in c.terms.items() if (k in context or k in SURROUNDINGS) and v < 0]
+            logit = min(motion, MOTION_MAX) + logit - sum(scene)
         else:
             logit = motion + min(logit, 0.5)
     else:
         logit = min(logit, 2.2)
+        if c.embedded:
+            # a compact part of a larger dark region (a speck on a filament, or a piece of an umbra,
+            # a filament, a lane): from the median alone they look alike, only the frames tell
+            c.terms["part of a larger dark region"] = min(0.0, -0.1 - logit)
+            logit = min(logit, -0.1)
         if frames_used:
             # the frames were given but cannot tell here (too faint, at the limb): left for review
             # (too faint, at the edge of what the frames cover): a small speck is left out (the

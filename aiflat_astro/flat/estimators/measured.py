@@ -288,20 +288,82 @@ def _shifted_interior(coeffs, fy, fx, size, *, order):
     return sum(w * along_x[o - first:o - first + nv] for o, w in zip(offs_y, wts_y, strict=True))
 
 
+def _edge_crop(image, r0, r1, c0, c1):
+    """``image[r0:r1, c0:c1]``, rows and columns beyond the image repeating its edge."""
+    h, w = image.shape
+    crop = image[max(r0, 0):min(max(r1, 0), h), max(c0, 0):min(max(c1, 0), w)]
+    if crop.size == 0:  # the window lies wholly beyond the image: the nearest edge pixels
+        rr = np.clip(np.arange(r0, r1), 0, h - 1)
+        cc = np.clip(np.arange(c0, c1), 0, w - 1)
+        return image[np.ix_(rr, cc)]
+    before = (max(0, -r0), max(0, -c0))
+    after = (max(0, r1 - h), max(0, c1 - w))
+    if any(before) or any(after):
+        crop = np.pad(crop, ((before[0], after[0]), (before[1], after[1])), mode="edge")
+    return crop
+
+
+def _frame_windows(image, v0, v1, u0, u1, iy, ix, margin):
+    """(n, nv + 2 margin... ) windows of ``image`` at integer offsets ``(iy[k], ix[k])``.
+
+    Window ``k`` covers rows ``v0 + iy[k] - margin[0] .. v1 + iy[k] + margin[1]`` (and
+    the same for the columns), edge-extended beyond the image.
+    """
+    lo, hi = margin
+    ext = _edge_crop(image, v0 + int(iy.min()) - lo, v1 + int(iy.max()) + hi,
+                     u0 + int(ix.min()) - lo, u1 + int(ix.max()) + hi)
+    size = (v1 - v0 + lo + hi, u1 - u0 + lo + hi)
+    view = np.lib.stride_tricks.sliding_window_view(ext, size)
+    return view[iy - iy.min(), ix - ix.min()]
+
+
+def _sample_stack(image, v0, v1, u0, u1, dys, dxs, *, order):
+    """`_sample_box` (``prefiltered``) for many shifts at once: ``(n, nv, nu)`` values and flags.
+
+    ``image(v + dys[k], u + dxs[k])`` for every ``k``, the separable B-spline
+    of `_shifted_interior` vectorised over the shifts (the same numbers as
+    one `_sample_box` call per shift).  ``image`` holds spline coefficients
+    for ``order`` 3, values for ``order`` 1.
+    """
+    dys, dxs = np.asarray(dys, np.float64), np.asarray(dxs, np.float64)
+    iy, ix = np.floor(dys).astype(np.int64), np.floor(dxs).astype(np.int64)
+    fy, fx = dys - iy, dxs - ix
+    nv, nu = v1 - v0, u1 - u0
+    win = _frame_windows(np.asarray(image, np.float64), v0, v1, u0, u1, iy, ix, (_PAD, _PAD + 1))
+    offs_x, wts_x = _spline_weights(fx, order)
+    offs_y, wts_y = _spline_weights(fy, order)
+    rows = win[:, _PAD + offs_y[0]:_PAD + offs_y[-1] + nv]
+    along_x = sum(wt[:, None, None] * rows[:, :, _PAD + o:_PAD + o + nu]
+                  for o, wt in zip(offs_x, wts_x, strict=True))
+    first = offs_y[0]
+    values = sum(wt[:, None, None] * along_x[:, o - first:o - first + nv]
+                 for o, wt in zip(offs_y, wts_y, strict=True))
+    h, w = np.shape(image)
+    vv = np.arange(v0, v1)[None, :, None] + dys[:, None, None]
+    uu = np.arange(u0, u1)[None, None, :] + dxs[:, None, None]
+    inside = (vv >= 0) & (vv <= h - 1) & (uu >= 0) & (uu <= w - 1)
+    return values, inside
+
+
+def _sample_mask_stack(mask, v0, v1, u0, u1, dys, dxs):
+    """`_sample_mask` for many shifts at once: ``(n, nv, nu)`` bool."""
+    iy = np.floor(np.asarray(dys, np.float64)).astype(np.int64)
+    ix = np.floor(np.asarray(dxs, np.float64)).astype(np.int64)
+    win = _frame_windows(np.asarray(mask, bool), v0, v1, u0, u1, iy, ix, (0, 1))
+    return win[:, :-1, :-1] | win[:, 1:, :-1] | win[:, :-1, 1:] | win[:, 1:, 1:]
+
+
 def _sample_mask(mask, v0, v1, u0, u1, dy, dx):
-    """True where ``mask`` is set at any of the 4 pixels around ``(v + dy, u + dx)``."""
+    """True where ``mask`` is set at any of the 4 pixels around ``(v + dy, u + dx)``.
+
+    Beyond the mask its nearest edge pixel counts.
+    """
     iy, ix = int(np.floor(dy)), int(np.floor(dx))
     h, w = mask.shape
     if v0 + iy >= 0 and v1 + iy < h and u0 + ix >= 0 and u1 + ix < w:   # inside: four slices
         win = mask[v0 + iy:v1 + iy + 1, u0 + ix:u1 + ix + 1]
         return win[:-1, :-1] | win[1:, :-1] | win[:-1, 1:] | win[1:, 1:]
-    out = np.zeros((v1 - v0, u1 - u0), bool)
-    for oy in (0, 1):
-        for ox in (0, 1):
-            rr = np.clip(np.arange(v0, v1) + iy + oy, 0, h - 1)
-            cc = np.clip(np.arange(u0, u1) + ix + ox, 0, w - 1)
-            out |= mask[np.ix_(rr, cc)]
-    return out
+    return _sample_mask_stack(mask, v0, v1, u0, u1, [dy], [dx])[0]
 
 
 def _nanmedian(a, axis=0):
@@ -559,6 +621,14 @@ def _combine(stack, estimator, *, nsigma=3.0):
     return mean, err, n_used
 
 
+_CHUNK = 32  # frames resampled at once in a region's solution (bounds the temporaries)
+
+
+def _frame_chunks(n, size=_CHUNK):
+    """Slices of ``range(n)`` of at most ``size`` frames."""
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
 def _solve_region(region, shifts, *, n_min, min_signal, n_iter, surface_degree, estimator):
     """Measured transmission inside one region's box (see module docstring)."""
     n = shifts.shape[0]
@@ -583,12 +653,13 @@ def _solve_region(region, shifts, *, n_min, min_signal, n_iter, surface_degree, 
     ratio = np.empty((n, bh, bw), np.float32)
     for it in range(max(1, n_iter)):
         coeffs = ndi.spline_filter(filled_scene, order=3, mode="nearest")
-        for k in range(n):
-            dy, dx = shifts[k]
+        for k in _frame_chunks(n):
+            dy, dx = shifts[k, 0], shifts[k, 1]
             # O(x - s_k) for x in the sensor box: scene-box coordinates x - s_k - (v0, u0)
-            o_k, inside = _sample_box(coeffs, y0 - v0, y1 - v0, x0 - u0, x1 - u0,
-                                      -dy, -dx, order=3, prefiltered=True)
-            unusable = _sample_mask(scene_bad, y0 - v0, y1 - v0, x0 - u0, x1 - u0, -dy, -dx)
+            o_k, inside = _sample_stack(coeffs, y0 - v0, y1 - v0, x0 - u0, x1 - u0,
+                                        -dy, -dx, order=3)
+            unusable = _sample_mask_stack(scene_bad, y0 - v0, y1 - v0, x0 - u0, x1 - u0,
+                                          -dy, -dx)
             good = inside & ~unusable & np.isfinite(raw[k]) & (o_k > 0)
             ratio[k] = np.where(good, raw[k] / np.where(good, o_k, 1.0), np.nan)
         # per-frame level from the clean pixels of the box
@@ -606,16 +677,17 @@ def _solve_region(region, shifts, *, n_min, min_signal, n_iter, surface_degree, 
             t_fill = np.nan_to_num(t_full, nan=1.0)
             t_undefined = ~np.isfinite(t_full)
             samples = np.empty_like(reg)
-            for k in range(n):
-                dy, dx = shifts[k]
+            for k in _frame_chunks(n):
+                dy, dx = shifts[k, 0], shifts[k, 1]
                 # T(u + s_k) for u in the scene box: sensor-box coordinates u + s_k - (y0, x0)
-                t_k, t_in = _sample_box(t_fill, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx,
-                                        order=1)
-                t_unk = _sample_mask(t_undefined, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx)
+                t_k, t_in = _sample_stack(t_fill, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx,
+                                          order=1)
+                t_unk = _sample_mask_stack(t_undefined, v0 - y0, v1 - y0, u0 - x0, u1 - x0,
+                                           dy, dx)
                 # outside the box: clean samples only (other shadows are excluded there)
                 use = np.where(t_in, ~t_unk & (t_k > 0.05), ok[k])
-                use &= region.reg_inframe[k] & np.isfinite(c[k])
-                ck = c[k] if np.isfinite(c[k]) else 1.0
+                use &= region.reg_inframe[k] & np.isfinite(c[k])[:, None, None]
+                ck = np.where(np.isfinite(c[k]), c[k], 1.0)[:, None, None]
                 samples[k] = np.where(use, reg[k] / (np.where(t_in, t_k, 1.0) * ck), np.nan)
             scene_all, _, _ = _combine(samples, estimator)
             del samples
@@ -1319,27 +1391,14 @@ def write_measured_catalog(path, detection, info, *, overwrite=False):
     overwrite : bool, optional
         Default `False`.
     """
-    from ...products import CATALOG_COLUMNS
-    from ...utils._atomic import atomic_output
+    from ...io.catalog import write_catalog_ecsv
 
-    table = add_flat_method(detection.catalog, info)
-    for name in table.colnames:
-        if name in CATALOG_COLUMNS:
-            _, unit, desc = CATALOG_COLUMNS[name]
-            table[name].unit = unit
-            table[name].description = desc
     drift = (info.get("drift") or {}).get("summary", {})
-    table.meta = {
-        "comments": ["aiflat_astro dust catalog: one row per sensor-dust shadow",
-                     "flat_method: how the flat was set inside the shadow (measured from the drift "
-                     "of the scene, or local interpolation)"],
-        "detector": detection.detector,
-        "n_shadows": len(table),
-        "inpaint": "measured",
-        "n_measured": int(info.get("n_measured", 0)),
-        "n_local": int(info.get("n_local", 0)),
-        "drift": drift,
-    }
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        table.write(tmp, format="ascii.ecsv")
-    log.info("wrote %s (%d shadows, %d measured)", path, len(table), table.meta["n_measured"])
+    meta = {"detector": detection.detector, "n_shadows": len(detection.catalog),
+            "inpaint": "measured", "n_measured": int(info.get("n_measured", 0)),
+            "n_local": int(info.get("n_local", 0)), "drift": drift}
+    comment = ("flat_method: how the flat was set inside the shadow (measured from the drift "
+               "of the scene, or local interpolation)")
+    write_catalog_ecsv(path, add_flat_method(detection.catalog, info), comments=[comment],
+                       meta=meta, overwrite=overwrite)
+    log.info("wrote %s (%d shadows, %d measured)", path, meta["n_shadows"], meta["n_measured"])

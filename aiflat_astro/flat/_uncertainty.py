@@ -1,4 +1,4 @@
-"""The flat's ``UNCERT``: the temporal scatter of the frames inside the dust, from a spread subset."""
+"""The flat's ``UNCERT``: the temporal scatter in the dust, from frames spread over the video."""
 
 
 import logging
@@ -57,7 +57,7 @@ def _pixel_scatter(source, picks, r0, r1, flat_idx, budget, bar):
 
 def _temporal_sigma(frames, region, *, mem_limit="256MB", progress_bar=False,
                     max_frames=SCATTER_FRAMES):
-    """Relative standard error of the median at the ``region`` pixels from the frames' temporal scatter.
+    """Relative standard error of the median at the ``region`` pixels, from the temporal scatter.
 
     ``sigma_median = 1.2533 * std_t / sqrt(N)`` (normal approximation, ``N``
     the frames of the video), divided by the temporal mean (relative, so that
@@ -73,8 +73,10 @@ def _temporal_sigma(frames, region, *, mem_limit="256MB", progress_bar=False,
     source = open_frames(frames)
     try:
         colour = len(source.frame_shape) == 3 and source.frame_shape[-1] == 3
-        if tuple(source.frame_shape[:2]) != region.shape or not (len(source.frame_shape) == 2 or colour):
-            raise InputError(f"frames of shape {source.frame_shape} do not match the median shape {region.shape}")
+        mono = len(source.frame_shape) == 2
+        if tuple(source.frame_shape[:2]) != region.shape or not (mono or colour):
+            raise InputError(f"frames of shape {source.frame_shape} do not match the median "
+                             f"shape {region.shape}")
         n = source.n_frames
         sigma = np.zeros(region.shape)
         rows = np.flatnonzero(region.any(axis=1))

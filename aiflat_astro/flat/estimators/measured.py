@@ -50,6 +50,7 @@ from .local import _local_inpainter
 
 __all__ = [
     "MeasuredTransmission",
+    "MeasureOptions",
     "measure_transmission",
     "inpaint_measured",
     "add_flat_method",
@@ -629,73 +630,92 @@ def _frame_chunks(n, size=_CHUNK):
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def _solve_region(region, shifts, *, n_min, min_signal, n_iter, surface_degree, estimator):
-    """Measured transmission inside one region's box (see module docstring)."""
-    n = shifts.shape[0]
-    y0, y1, x0, x1 = region.box
-    v0, v1, u0, u1 = region.sbox
-    bh, bw = y1 - y0, x1 - x0
-    raw = region.raw
-    reg = region.reg
+def _initial_scene(region, n_min, min_signal, estimator):
+    """The scene box from the samples that fell outside the dust: ``(filled, usable)``.
+
+    Scene points seen clean by fewer than ``n_min`` frames, or darker than
+    ``min_signal`` times the box level (sky beyond the limb), are not usable
+    and hold the box level.
+    """
     ok = region.reg_ok
-    ring = region.ring
-
-    # scene from the samples that fell outside the dust
-    n_clean = ok.sum(axis=0)
-    scene, _, _ = _combine(np.where(ok, reg, np.float32(np.nan)), estimator)
-    scene_ok = (n_clean >= n_min) & np.isfinite(scene)
-    level = np.median(scene[scene_ok]) if scene_ok.any() else np.nan
+    scene, _, _ = _combine(np.where(ok, region.reg, np.float32(np.nan)), estimator)
+    usable = (ok.sum(axis=0) >= n_min) & np.isfinite(scene)
+    level = np.median(scene[usable]) if usable.any() else np.nan
     if np.isfinite(level) and level > 0:
-        scene_ok &= scene > min_signal * level
-    filled_scene = np.where(scene_ok, scene, level if np.isfinite(level) else 1.0)
-    scene_bad = ~scene_ok
+        usable &= scene > min_signal * level
+    return np.where(usable, scene, level if np.isfinite(level) else 1.0), usable
 
-    ratio = np.empty((n, bh, bw), np.float32)
+
+def _ratio_stack(region, shifts, filled_scene, scene_bad):
+    """``frame_k(x) / O(x - s_k)`` on the sensor box for every frame (NaN where unusable)."""
+    y0, y1, x0, x1 = region.box
+    v0, _, u0, _ = region.sbox
+    raw = region.raw
+    coeffs = ndi.spline_filter(filled_scene, order=3, mode="nearest")
+    ratio = np.empty(raw.shape, np.float32)
+    for k in _frame_chunks(raw.shape[0]):
+        dy, dx = shifts[k, 0], shifts[k, 1]
+        # O(x - s_k) for x in the sensor box: scene-box coordinates x - s_k - (v0, u0)
+        o_k, inside = _sample_stack(coeffs, y0 - v0, y1 - v0, x0 - u0, x1 - u0, -dy, -dx,
+                                    order=3)
+        unusable = _sample_mask_stack(scene_bad, y0 - v0, y1 - v0, x0 - u0, x1 - u0, -dy, -dx)
+        good = inside & ~unusable & np.isfinite(raw[k]) & (o_k > 0)
+        ratio[k] = np.where(good, raw[k] / np.where(good, o_k, 1.0), np.nan)
+    return ratio
+
+
+def _frame_levels(ratio, ring):
+    """Per-frame level ``c_k`` (median ratio on the ring, normalised; NaN where unknown)."""
+    ring_vals = ratio[:, ring]
+    c = _nanmedian(ring_vals, axis=1) if ring_vals.shape[1] else np.ones(ratio.shape[0])
+    c = np.where(np.isfinite(c) & (c > 0), c, np.nan)
+    c /= np.nanmedian(c) if np.any(np.isfinite(c)) else 1.0
+    return c
+
+
+def _scene_update(region, shifts, trans, n_used, c, n_min, estimator):
+    """The scene from every sample, the transmission ``trans`` and levels ``c`` divided out.
+
+    Measured values in the whole box (Fresnel rims included), 1 where clean;
+    outside the box only the clean samples (other shadows are excluded there).
+    """
+    y0, _, x0, _ = region.box
+    v0, v1, u0, u1 = region.sbox
+    t_full = np.where(np.isfinite(trans) & (n_used >= n_min), trans, np.nan)
+    t_full = np.where(np.isfinite(t_full), t_full, np.where(region.clean, 1.0, np.nan))
+    t_fill = np.nan_to_num(t_full, nan=1.0)
+    t_undefined = ~np.isfinite(t_full)
+    reg, ok = region.reg, region.reg_ok
+    samples = np.empty_like(reg)
+    for k in _frame_chunks(reg.shape[0]):
+        dy, dx = shifts[k, 0], shifts[k, 1]
+        # T(u + s_k) for u in the scene box: sensor-box coordinates u + s_k - (y0, x0)
+        t_k, t_in = _sample_stack(t_fill, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx, order=1)
+        t_unk = _sample_mask_stack(t_undefined, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx)
+        use = np.where(t_in, ~t_unk & (t_k > 0.05), ok[k])
+        use &= region.reg_inframe[k] & np.isfinite(c[k])[:, None, None]
+        ck = np.where(np.isfinite(c[k]), c[k], 1.0)[:, None, None]
+        samples[k] = np.where(use, reg[k] / (np.where(t_in, t_k, 1.0) * ck), np.nan)
+    return _combine(samples, estimator)[0]
+
+
+def _solve_region(region, shifts, *, n_min, min_signal, n_iter, surface_degree, estimator):
+    """Measured transmission inside one region's box (see module docstring).
+
+    Returns ``(trans, err, n_used)`` on the sensor box.
+    """
+    filled_scene, scene_ok = _initial_scene(region, n_min, min_signal, estimator)
     for it in range(max(1, n_iter)):
-        coeffs = ndi.spline_filter(filled_scene, order=3, mode="nearest")
-        for k in _frame_chunks(n):
-            dy, dx = shifts[k, 0], shifts[k, 1]
-            # O(x - s_k) for x in the sensor box: scene-box coordinates x - s_k - (v0, u0)
-            o_k, inside = _sample_stack(coeffs, y0 - v0, y1 - v0, x0 - u0, x1 - u0,
-                                        -dy, -dx, order=3)
-            unusable = _sample_mask_stack(scene_bad, y0 - v0, y1 - v0, x0 - u0, x1 - u0,
-                                          -dy, -dx)
-            good = inside & ~unusable & np.isfinite(raw[k]) & (o_k > 0)
-            ratio[k] = np.where(good, raw[k] / np.where(good, o_k, 1.0), np.nan)
-        # per-frame level from the clean pixels of the box
-        ring_vals = ratio[:, ring]
-        c = _nanmedian(ring_vals, axis=1) if ring_vals.shape[1] else np.ones(n)
-        c = np.where(np.isfinite(c) & (c > 0), c, np.nan)
-        c /= np.nanmedian(c) if np.any(np.isfinite(c)) else 1.0
+        ratio = _ratio_stack(region, shifts, filled_scene, ~scene_ok)
+        c = _frame_levels(ratio, region.ring)
         ratio /= c[:, None, None].astype(np.float32)
         trans, err, n_used = _combine(ratio, estimator)
-        if it + 1 < n_iter:
-            # alternating update: the scene from every sample, this transmission divided out
-            # (measured values in the whole box, Fresnel rims included; 1 where clean)
-            t_full = np.where(np.isfinite(trans) & (n_used >= n_min), trans, np.nan)
-            t_full = np.where(np.isfinite(t_full), t_full, np.where(region.clean, 1.0, np.nan))
-            t_fill = np.nan_to_num(t_full, nan=1.0)
-            t_undefined = ~np.isfinite(t_full)
-            samples = np.empty_like(reg)
-            for k in _frame_chunks(n):
-                dy, dx = shifts[k, 0], shifts[k, 1]
-                # T(u + s_k) for u in the scene box: sensor-box coordinates u + s_k - (y0, x0)
-                t_k, t_in = _sample_stack(t_fill, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx,
-                                          order=1)
-                t_unk = _sample_mask_stack(t_undefined, v0 - y0, v1 - y0, u0 - x0, u1 - x0,
-                                           dy, dx)
-                # outside the box: clean samples only (other shadows are excluded there)
-                use = np.where(t_in, ~t_unk & (t_k > 0.05), ok[k])
-                use &= region.reg_inframe[k] & np.isfinite(c[k])[:, None, None]
-                ck = np.where(np.isfinite(c[k]), c[k], 1.0)[:, None, None]
-                samples[k] = np.where(use, reg[k] / (np.where(t_in, t_k, 1.0) * ck), np.nan)
-            scene_all, _, _ = _combine(samples, estimator)
-            del samples
+        if it + 1 < n_iter:  # alternating update of the scene
+            scene_all = _scene_update(region, shifts, trans, n_used, c, n_min, estimator)
             filled_scene = np.where(scene_ok & np.isfinite(scene_all), scene_all, filled_scene)
-
     # remove the smooth response across the box (vignetting, level)
-    yy, xx = np.mgrid[0:bh, 0:bw].astype(np.float64)
-    sel = ring & np.isfinite(trans)
+    yy, xx = np.mgrid[0:trans.shape[0], 0:trans.shape[1]].astype(np.float64)
+    sel = region.ring & np.isfinite(trans)
     surface = _robust_surface(trans[sel], yy[sel], xx[sel], degree=surface_degree)(yy, xx)
     return trans / surface, err / surface, n_used
 
@@ -756,68 +776,90 @@ def _stream_boxes(source, regions, use_idx, shifts, excl, near, excl_any, progre
             r.reg_ok[k] = inside & ~dusty
 
 
-def _solve_batch(batch, shifts, transmission, uncertainty, measured, *, n_min, min_signal,
-                 n_iter, surface_degree, estimator, radial, chi2_max, min_coverage, extent):
-    """Measure the regions of one pass; fill the maps in place; return the catalog rows."""
+def _refine_measured(r, trans, err, good, radial, chi2_max):
+    """A measured region's radial profile (when round) and its few unmeasured pixels filled.
+
+    Returns ``(trans, err, chi2_red, profile)``.
+    """
+    chi2_red, profile = np.nan, "plain"
+    if radial:
+        trans_r, err_r, chi2_red, used = _radial_denoise(
+            np.where(good, trans, np.nan), np.where(good, err, np.nan), r.pixels & good,
+            r.clean & good, chi2_max=np.inf if radial is True else float(chi2_max))
+        if used:
+            trans, err, profile = np.where(r.pixels & good, trans_r, trans), err_r, "radial"
+    if not good[r.pixels].all():
+        # a few pixels without enough frames: interpolate them from measured neighbours
+        from .local import inpaint_local
+
+        missing = r.pixels & ~good
+        trans = inpaint_local(np.where(good, trans, 1.0).astype(np.float32), missing,
+                              normalize=False)
+        known = err[good & r.pixels]
+        err = np.where(missing, np.nanmax(known) if known.size else np.nan, err)
+    return trans, err, chi2_red, profile
+
+
+def _implausible(values):
+    """Why a measured transmission is not trusted (its 1st..99th percentile), or ``''``."""
+    lo, hi = (np.nanpercentile(values, [1, 99]) if np.isfinite(values).any()
+              else (np.nan, np.nan))
+    if lo > _PLAUSIBLE[0] and hi < _PLAUSIBLE[1]:
+        return ""
+    return (f"implausible measured transmission {lo:.3g}..{hi:.3g} (scene too dark or too "
+            "few frames there)")
+
+
+def _solve_one(r, shifts, n_min, opts, extent):
+    """Solve region ``r`` and decide: ``(trans, err, n_used, good, row)``."""
     major, minor = extent
+    trans, err, n_used = _solve_region(r, shifts, n_min=n_min, min_signal=float(opts.min_signal),
+                                       n_iter=int(opts.n_iter),
+                                       surface_degree=int(opts.surface_degree),
+                                       estimator=opts.estimator)
+    good = (n_used >= n_min) & np.isfinite(trans)
+    cover = float(good[r.pixels].mean()) if r.pixels.any() else 0.0
+    method = "measured" if cover >= float(opts.min_coverage) else "local"
+    chi2_red, profile, reason = np.nan, "", ""
+    if method == "measured":
+        trans, err, chi2_red, profile = _refine_measured(r, trans, err, good, opts.radial,
+                                                         opts.chi2_max)
+        reason = _implausible(trans[r.pixels & good])
+        method = "local" if reason else method
+    if method == "local":
+        profile = ""
+        reason = reason or (f"coverage {cover:.2f} < {opts.min_coverage}: drift extent "
+                            f"{major:.1f} x {minor:.1f} px vs diameter {r.diameter:.0f} px")
+    inside = r.pixels & good
+    terr = float(np.nanmedian(err[inside])) if inside.any() else np.nan
+    mdepth = (float(1.0 - np.nanpercentile(trans[inside], 1.0))
+              if method == "measured" and inside.any() else np.nan)
+    row = (r.id, r.centroid[1], r.centroid[0], r.diameter, bool(minor >= r.diameter), cover,
+           int(np.median(n_used[r.pixels])) if r.pixels.any() else 0, terr, mdepth, profile,
+           chi2_red, method, reason)
+    return trans, err, row
+
+
+def _solve_batch(batch, shifts, result, *, n_min, opts, extent):
+    """Measure the regions of one pass; fill ``result`` (transmission, uncertainty, measured
+    maps) in place; return the catalog rows."""
+    transmission, uncertainty, measured = result
     rows = []
     for r in batch:
-        y0, y1, x0, x1 = r.box
-        reason = ""
-        trans, err, n_used = _solve_region(r, shifts, n_min=n_min, min_signal=float(min_signal),
-                                           n_iter=int(n_iter),
-                                           surface_degree=int(surface_degree),
-                                           estimator=estimator)
-        good = (n_used >= n_min) & np.isfinite(trans)
-        cover = float(good[r.pixels].mean()) if r.pixels.any() else 0.0
-        method = "measured" if cover >= float(min_coverage) else "local"
-        chi2_red, profile = np.nan, "plain"
-        if method == "measured" and radial:
-            t_ok = np.where(good, trans, np.nan)
-            trans_r, err_r, chi2_red, used = _radial_denoise(
-                t_ok, np.where(good, err, np.nan), r.pixels & good, r.clean & good,
-                chi2_max=np.inf if radial is True else float(chi2_max))
-            if used:
-                trans, err, profile = np.where(r.pixels & good, trans_r, trans), err_r, "radial"
-        if method == "measured" and not good[r.pixels].all():
-            # a few pixels without enough frames: interpolate them from measured neighbours
-            from .local import inpaint_local
-
-            missing = r.pixels & ~good
-            trans = inpaint_local(np.where(good, trans, 1.0).astype(np.float32), missing,
-                                  normalize=False)
-            known = err[good & r.pixels]
-            err = np.where(missing, np.nanmax(known) if known.size else np.nan, err)
-        if method == "measured":
-            inside = trans[r.pixels & good]
-            lo, hi = (np.nanpercentile(inside, [1, 99]) if np.isfinite(inside).any()
-                      else (np.nan, np.nan))
-            if not (lo > _PLAUSIBLE[0] and hi < _PLAUSIBLE[1]):
-                method = "local"
-                reason = (f"implausible measured transmission {lo:.3g}..{hi:.3g} (scene too "
-                          "dark or too few frames there)")
-        if method == "local":
-            reason = reason or (f"coverage {cover:.2f} < {min_coverage}: drift extent "
-                                f"{major:.1f} x {minor:.1f} px vs diameter {r.diameter:.0f} px")
-        else:
+        trans, err, row = _solve_one(r, shifts, n_min, opts, extent)
+        if row[11] == "measured":
+            y0, y1, x0, x1 = r.box
             sub = (slice(y0, y1), slice(x0, x1))
             transmission[sub][r.pixels] = trans[r.pixels].astype(np.float32)
             uncertainty[sub][r.pixels] = np.nan_to_num(err[r.pixels]).astype(np.float32)
             measured[sub][r.pixels] = True
-        terr = float(np.nanmedian(err[r.pixels & good])) if np.any(r.pixels & good) else np.nan
-        mdepth = (float(1.0 - np.nanpercentile(trans[r.pixels & good], 1.0))
-                  if method == "measured" and np.any(r.pixels & good) else np.nan)
-        rows.append((r.id, r.centroid[1], r.centroid[0], r.diameter,
-                     bool(minor >= r.diameter), cover,
-                     int(np.median(n_used[r.pixels])) if r.pixels.any() else 0,
-                     terr, mdepth, profile if method == "measured" else "", chi2_red, method,
-                     reason))
+        rows.append(row)
         r.raw = r.reg = r.reg_ok = r.reg_inframe = None
     return rows
 
 
-def _checked_inputs(dust_mask, weight, labels, *, estimator, radial, min_coverage):
-    """`measure_transmission`'s masks as arrays, its options checked."""
+def _checked_inputs(dust_mask, weight, labels):
+    """`measure_transmission`'s masks as arrays of the same shape."""
     dust_mask = np.asarray(dust_mask, dtype=bool)
     if dust_mask.ndim != 2:
         raise InputError(f"dust_mask must be 2-D, got shape {dust_mask.shape}")
@@ -829,12 +871,6 @@ def _checked_inputs(dust_mask, weight, labels, *, estimator, radial, min_coverag
         labels = np.asarray(labels)
         if labels.shape != shape:
             raise InputError(f"labels shape {labels.shape} differs from the dust mask {shape}")
-    if estimator not in ("mean", "median"):
-        raise InputError(f"estimator must be 'mean' or 'median', got {estimator!r}")
-    if radial not in ("auto", True, False):
-        raise InputError(f"radial must be 'auto', True or False, got {radial!r}")
-    if not 0 < float(min_coverage) <= 1:
-        raise InputError(f"min_coverage must be in (0, 1], got {min_coverage}")
     return dust_mask, weight, labels
 
 
@@ -891,31 +927,8 @@ def _shadow_table(rows):
                         np.int64, np.float64, np.float64, "U6", np.float64, "U8", "U160"))
 
 
-def measure_transmission(
-    frames,
-    dust_mask,
-    *,
-    weight=None,
-    labels=None,
-    invalid=None,
-    drift=None,
-    step=1,
-    max_frames=400,
-    min_frames=None,
-    min_coverage=0.98,
-    min_signal=0.1,
-    n_iter=2,
-    surface_degree=2,
-    estimator="mean",
-    radial="auto",
-    chi2_max=1.5,
-    exclude=3.0,
-    ring_gap=0.35,
-    survey=True,
-    mem_limit="1GB",
-    registration=None,
-    progress_bar=False,
-):
+def measure_transmission(frames, dust_mask, *, weight=None, labels=None, invalid=None,
+                         drift=None, options=None, **option_values):
     """Measure the transmission of the dust shadows from the drift of a video.
 
     Parameters
@@ -937,6 +950,58 @@ def measure_transmission(
         samples.  Non-finite frame values are always left out.
     drift : `~aiflat_astro.registration.DriftPath`, optional
         A registration of this video; computed when not given.
+    options : `MeasureOptions`, optional
+        The measurement's options (see there); default ``MeasureOptions()``.
+    **option_values
+        Any field of `MeasureOptions` by name (``max_frames=200``,
+        ``estimator='median'``...), replacing that of ``options``.
+
+    Returns
+    -------
+    `MeasuredTransmission`
+
+    Raises
+    ------
+    InputError
+        Bad shapes or options, or an unreadable video.
+    TypeError
+        A keyword that is not a field of `MeasureOptions`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from aiflat_astro.flat.estimators.measured import MeasureOptions
+    >>> opts = MeasureOptions(max_frames=100, estimator="median")
+    >>> (opts.max_frames, opts.n_iter)
+    (100, 2)
+    """
+    opts = MeasureOptions.from_keywords(options, option_values)
+    dust_mask, weight, labels = _checked_inputs(dust_mask, weight, labels)
+    maps = _exclusion_maps(dust_mask, weight, labels, invalid, opts)
+    with _open_source(frames) as source:
+        if tuple(source.frame_shape)[:2] != dust_mask.shape:
+            raise InputError(f"frames of shape {tuple(source.frame_shape)[:2]} do not match "
+                             f"the dust mask {dust_mask.shape}")
+        if drift is None:
+            drift = _register_for_measurement(source, dust_mask, opts)
+        static_features = _survey_static_dust(source, drift, maps, opts)
+        result, rows, n, n_min = _measure_regions(source, drift, maps, opts)
+    shadows = _shadow_table(rows)
+    shadows.meta["drift"] = drift.summary()
+    major, minor, _ = drift.extent
+    log.info("measured transmission: %d of %d shadows measured (drift %.1f x %.1f px)",
+             int(np.sum(shadows["method"] == "measured")) if rows else 0, len(rows), major, minor)
+    return MeasuredTransmission(transmission=result[0], uncertainty=result[1],
+                                measured=result[2], shadows=shadows, drift=drift,
+                                params=opts.params(n, n_min, static_features))
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """The options of `measure_transmission`, checked when made.
+
+    Parameters
+    ----------
     step, max_frames : int, optional
         Use every ``step``-th frame, at most ``max_frames`` frames spread over
         the video (default 400; the memory limit may lower it).
@@ -994,46 +1059,17 @@ def measure_transmission(
     progress_bar : bool, optional
         Show tqdm progress bars.  Default `False`.
 
-    Returns
-    -------
-    `MeasuredTransmission`
 
     Raises
     ------
     InputError
-        Bad shapes or options, or an unreadable video.
+        An option out of its range.
+
+    Examples
+    --------
+    >>> MeasureOptions(min_coverage=0.9).level_gap(40.0)
+    14.0
     """
-    opts = MeasureOptions(step=step, max_frames=max_frames, min_frames=min_frames,
-                          min_coverage=min_coverage, min_signal=min_signal, n_iter=n_iter,
-                          surface_degree=surface_degree, estimator=estimator, radial=radial,
-                          chi2_max=chi2_max, exclude=exclude, ring_gap=ring_gap, survey=survey,
-                          mem_limit=mem_limit, registration=registration,
-                          progress_bar=progress_bar)
-    dust_mask, weight, labels = _checked_inputs(dust_mask, weight, labels, estimator=estimator,
-                                                radial=radial, min_coverage=min_coverage)
-    parse_size(mem_limit)  # a bad limit fails before the work
-    maps = _exclusion_maps(dust_mask, weight, labels, invalid, opts)
-    with _open_source(frames) as source:
-        if tuple(source.frame_shape)[:2] != dust_mask.shape:
-            raise InputError(f"frames of shape {tuple(source.frame_shape)[:2]} do not match "
-                             f"the dust mask {dust_mask.shape}")
-        if drift is None:
-            drift = _register_for_measurement(source, dust_mask, opts)
-        static_features = _survey_static_dust(source, drift, maps, opts)
-        result, rows, n, n_min = _measure_regions(source, drift, maps, opts)
-    shadows = _shadow_table(rows)
-    shadows.meta["drift"] = drift.summary()
-    major, minor, _ = drift.extent
-    log.info("measured transmission: %d of %d shadows measured (drift %.1f x %.1f px)",
-             int(np.sum(shadows["method"] == "measured")) if rows else 0, len(rows), major, minor)
-    return MeasuredTransmission(transmission=result[0], uncertainty=result[1],
-                                measured=result[2], shadows=shadows, drift=drift,
-                                params=opts.params(n, n_min, static_features))
-
-
-@dataclass(frozen=True)
-class MeasureOptions:
-    """The options of `measure_transmission` (see there), checked and passed as one object."""
 
     step: int = 1
     max_frames: int = 400
@@ -1051,6 +1087,29 @@ class MeasureOptions:
     mem_limit: object = "1GB"
     registration: dict = None
     progress_bar: bool = False
+
+    def __post_init__(self):
+        if self.estimator not in ("mean", "median"):
+            raise InputError(f"estimator must be 'mean' or 'median', got {self.estimator!r}")
+        if self.radial not in ("auto", True, False):
+            raise InputError(f"radial must be 'auto', True or False, got {self.radial!r}")
+        if not 0 < float(self.min_coverage) <= 1:
+            raise InputError(f"min_coverage must be in (0, 1], got {self.min_coverage}")
+        parse_size(self.mem_limit)  # a bad limit fails before the work
+
+    @classmethod
+    def from_keywords(cls, options, values):
+        """``options`` (default: the defaults) with the fields named in ``values`` replaced."""
+        from dataclasses import fields, replace
+
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"measure_transmission() got unexpected keyword argument(s) "
+                            f"{', '.join(unknown)}")
+        options = cls() if options is None else options
+        if not isinstance(options, cls):
+            raise InputError(f"options must be a MeasureOptions, got {type(options).__name__}")
+        return replace(options, **values) if values else options
 
     def exclude_extra(self, diameter):
         """Dust dilation (px) kept out of the clean samples around a shadow of ``diameter``."""
@@ -1154,10 +1213,7 @@ def _measure_regions(source, drift, maps, opts):
     for batch in batches:
         _stream_boxes(source, batch, use_idx, shifts, maps.excl, maps.near, maps.excl_any,
                       opts.progress_bar)
-        rows += _solve_batch(batch, shifts, *result, n_min=n_min, min_signal=opts.min_signal,
-                             n_iter=opts.n_iter, surface_degree=opts.surface_degree,
-                             estimator=opts.estimator, radial=opts.radial,
-                             chi2_max=opts.chi2_max, min_coverage=opts.min_coverage,
+        rows += _solve_batch(batch, shifts, result, n_min=n_min, opts=opts,
                              extent=(major, minor))
     return result, rows, n, n_min
 

@@ -40,7 +40,7 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage as ndi
 
-from ..._imaging.robust import block_mean
+from ..._imaging.robust import block_mean, robust_sigma
 from ...registration import DriftPath, _binned_frames, _open_source, register_frames
 from ...io.frames import spread_indices
 from ...utils._atomic import parse_size
@@ -411,7 +411,7 @@ def _robust_surface(values, ys, xs, *, degree=2, nsigma=3.0, n_iter=4):
         coef, *_ = np.linalg.lstsq(_poly_terms(ny[keep], nx[keep], degree), values[keep],
                                    rcond=None)
         resid = values - _poly_terms(ny, nx, degree) @ coef
-        sigma = _MAD_TO_SIGMA * np.nanmedian(np.abs(resid[keep]))
+        sigma = robust_sigma(resid[keep])
         if not sigma > 0:
             break
         new = np.isfinite(values) & (np.abs(resid) <= nsigma * sigma)
@@ -459,58 +459,14 @@ def _static_survey(source, frame_index, shifts, known, *, nsigma=5.0, min_depth=
     pick = spread_indices(frame_index.size, _SURVEY_FRAMES) if frame_index.size else np.arange(0)
     if pick.size < 8:
         return np.zeros(shape, bool), []
-    known_b = block_mean(known.astype(np.float32), b) > 0
-    known_b = ndi.binary_dilation(known_b, iterations=1)
-    frames = []
-    stack = []
-    for i, frame in zip(pick, _binned_frames(source, frame_index[pick], b), strict=True):
-        frames.append(frame)
-        dy, dx = shifts[i] / b
-        data = np.where(known_b, np.nan, frame)
-        stack.append(ndi.shift(data, (-dy, -dx), order=1, mode="constant", cval=np.nan))
-    scene = _nanmedian(np.array(stack), axis=0)
-    del stack
-    ratios = []
-    for frame, i in zip(frames, pick, strict=True):
-        dy, dx = shifts[i] / b
-        o_k = ndi.shift(np.nan_to_num(scene, nan=0.0), (dy, dx), order=1, mode="constant", cval=0)
-        o_ok = ndi.shift(np.isfinite(scene).astype(np.float32), (dy, dx), order=1,
-                         mode="constant", cval=0) > 0.999
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(o_ok & (o_k > 0), frame / o_k, np.nan)
-        level = np.nanmedian(ratio) if np.isfinite(ratio).any() else np.nan
-        ratios.append(ratio / level if np.isfinite(level) and level > 0 else ratio)
-    pattern = _nanmedian(np.array(ratios), axis=0)
-    del ratios, frames
-    scene_level = np.nanmedian(scene) if np.isfinite(scene).any() else 0.0
-    valid = np.isfinite(pattern) & ~known_b
-    bright = np.nan_to_num(scene, nan=0.0) > 0.1 * scene_level  # no sky beyond the limb
-    if valid.sum() < 100 or not np.isfinite(scene_level) or scene_level <= 0:
-        return np.zeros(shape, bool), []
-    # the large-scale shape (vignetting, level) from the valid pixels only
-    sigma = max(4.0, 32.0 / b)
-    w = valid.astype(np.float64)
-    smooth = (ndi.gaussian_filter(np.where(valid, pattern, 0.0), sigma, mode="nearest")
-              / np.maximum(ndi.gaussian_filter(w, sigma, mode="nearest"), 1e-6))
-    rel = np.where(valid, pattern / smooth, np.nan)
-    rel_s = (ndi.gaussian_filter(np.nan_to_num(rel - 1.0), 1.0)
-             / np.maximum(ndi.gaussian_filter(w, 1.0), 1e-6))
-    noise = _MAD_TO_SIGMA * np.nanmedian(np.abs(rel_s[valid] - np.nanmedian(rel_s[valid])))
-    threshold = max(nsigma * noise, min_depth)
-    dark = valid & (rel_s < -threshold) & bright
-    lab, n = ndi.label(dark)
-    features = []
-    keep = np.zeros(dark.shape, bool)
-    for k, sl in enumerate(ndi.find_objects(lab), start=1):
-        sel = lab[sl] == k
-        if sel.sum() < 3:
-            continue
-        keep[sl] |= sel
-        ys, xs = np.nonzero(sel)
-        features.append({"x_centroid": round(float((xs.mean() + sl[1].start + 0.5) * b - 0.5), 2),
-                         "y_centroid": round(float((ys.mean() + sl[0].start + 0.5) * b - 0.5), 2),
-                         "area_px": int(sel.sum() * b * b),
-                         "depth": round(float(-rel_s[sl][sel].min()), 5)})
+    known_b = ndi.binary_dilation(block_mean(known.astype(np.float32), b) > 0, iterations=1)
+    frames = list(_binned_frames(source, frame_index[pick], b))
+    offsets = [shifts[i] / b for i in pick]
+    scene = _survey_scene(frames, offsets, known_b)
+    pattern = _survey_pattern(frames, offsets, scene)
+    del frames
+    keep, features = _dark_features(pattern, scene, known_b, b, nsigma=nsigma,
+                                    min_depth=min_depth)
     if not features:
         return np.zeros(shape, bool), []
     full = np.zeros(shape, bool)
@@ -522,6 +478,63 @@ def _static_survey(source, frame_index, shifts, known, *, nsigma=5.0, min_depth=
     log.info("survey: %d static dark feature(s) outside the dust mask excluded from the clean "
              "samples (possible undetected dust)", len(features))
     return full & ~known, features
+
+
+def _survey_scene(frames, offsets, known_b):
+    """The scene: median of the binned frames shifted onto it, the known dust left out."""
+    stack = [ndi.shift(np.where(known_b, np.nan, frame), (-dy, -dx), order=1, mode="constant",
+                       cval=np.nan) for frame, (dy, dx) in zip(frames, offsets, strict=True)]
+    return _nanmedian(np.array(stack), axis=0)
+
+
+def _survey_pattern(frames, offsets, scene):
+    """The static sensor pattern: median over frames of frame / shifted scene (level 1)."""
+    ratios = []
+    for frame, (dy, dx) in zip(frames, offsets, strict=True):
+        o_k = ndi.shift(np.nan_to_num(scene, nan=0.0), (dy, dx), order=1, mode="constant", cval=0)
+        o_ok = ndi.shift(np.isfinite(scene).astype(np.float32), (dy, dx), order=1,
+                         mode="constant", cval=0) > 0.999
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(o_ok & (o_k > 0), frame / o_k, np.nan)
+        level = np.nanmedian(ratio) if np.isfinite(ratio).any() else np.nan
+        ratios.append(ratio / level if np.isfinite(level) and level > 0 else ratio)
+    return _nanmedian(np.array(ratios), axis=0)
+
+
+def _dark_features(pattern, scene, known_b, b, *, nsigma, min_depth):
+    """Pixels of ``pattern`` darker than its smooth shape by the threshold: ``(keep, features)``.
+
+    Only on the bright scene (no sky beyond the limb), outside the known dust;
+    features of at least 3 binned pixels, centroids in full-resolution pixels.
+    """
+    scene_level = np.nanmedian(scene) if np.isfinite(scene).any() else 0.0
+    valid = np.isfinite(pattern) & ~known_b
+    if valid.sum() < 100 or not np.isfinite(scene_level) or scene_level <= 0:
+        return np.zeros(pattern.shape, bool), []
+    bright = np.nan_to_num(scene, nan=0.0) > 0.1 * scene_level
+    # the large-scale shape (vignetting, level) from the valid pixels only
+    sigma = max(4.0, 32.0 / b)
+    w = valid.astype(np.float64)
+    smooth = (ndi.gaussian_filter(np.where(valid, pattern, 0.0), sigma, mode="nearest")
+              / np.maximum(ndi.gaussian_filter(w, sigma, mode="nearest"), 1e-6))
+    rel = np.where(valid, pattern / smooth, np.nan)
+    rel_s = (ndi.gaussian_filter(np.nan_to_num(rel - 1.0), 1.0)
+             / np.maximum(ndi.gaussian_filter(w, 1.0), 1e-6))
+    threshold = max(nsigma * robust_sigma(rel_s[valid]), min_depth)
+    lab, _ = ndi.label(valid & (rel_s < -threshold) & bright)
+    features = []
+    keep = np.zeros(pattern.shape, bool)
+    for k, sl in enumerate(ndi.find_objects(lab), start=1):
+        sel = lab[sl] == k
+        if sel.sum() < 3:
+            continue
+        keep[sl] |= sel
+        ys, xs = np.nonzero(sel)
+        features.append({"x_centroid": round(float((xs.mean() + sl[1].start + 0.5) * b - 0.5), 2),
+                         "y_centroid": round(float((ys.mean() + sl[0].start + 0.5) * b - 0.5), 2),
+                         "area_px": int(sel.sum() * b * b),
+                         "depth": round(float(-rel_s[sl][sel].min()), 5)})
+    return keep, features
 
 
 # ---------------------------------------------------------------------------
@@ -1302,12 +1315,25 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, drift_plot=N
         return median.copy(), {"method": "measured", "profile": "none", "shadows": [],
                                "n_measured": 0, "n_local": 0, "generated": False}
 
+    mt = _measure_for_flat(frames, detection, weight, drift, drift_plot, overwrite, options)
+    by_id = mt.methods_by_id()
+    n_meas = sum(m == "measured" for m in by_id.values())
+    fallback = None
+    if (region & ~mt.measured).any():
+        fallback = _fallback_note(mt, by_id)
+        warn_user(fallback, DetectorFallbackWarning)
+    clean, profile = _clean_estimate(median, detection, region, mt)
+    return clean, _inpaint_info(mt, n_meas, len(by_id) - n_meas, fallback, profile)
+
+
+def _measure_for_flat(frames, detection, weight, drift, drift_plot, overwrite, options):
+    """`measure_transmission` of the detection's shadows (defects left out), the drift plotted."""
+    from ...dq import DustDQ
+
     if drift_plot is not None:
         from ...utils._atomic import check_output_path
 
         check_output_path(drift_plot, overwrite=overwrite)  # fail before the work
-    from ...dq import DustDQ
-
     defects = (np.asarray(detection.dq) & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
     mt = measure_transmission(frames, detection.dust_mask, weight=weight, labels=detection.labels,
                               invalid=defects if defects.any() else None, drift=drift, **options)
@@ -1316,44 +1342,52 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, drift_plot=N
 
         plot_drift(mt.drift, drift_plot, diameters=list(mt.shadows["diameter"]),
                    overwrite=overwrite)
+    return mt
+
+
+def _fallback_note(mt, by_id):
+    """Why some (or all) shadows were interpolated locally: the drift did not uncover them."""
+    major, minor, _ = mt.drift.extent
+    n_total = len(by_id)
+    local_ids = sorted(i for i, m in by_id.items() if m != "measured")
+    if mt.n_measured == 0:
+        return (f"no usable drift: the scene moved {major:.1f} x {minor:.1f} px "
+                f"(principal axes), not enough to uncover any of the {n_total} shadows; "
+                "local interpolation used for all of them")
+    return (f"the drift ({major:.1f} x {minor:.1f} px) does not uncover {len(local_ids)} of "
+            f"{n_total} shadows (ids {', '.join(map(str, local_ids))}); "
+            "local interpolation used for them")
+
+
+def _clean_estimate(median, detection, region, mt):
+    """``median / T`` inside the weight, ``T`` measured or local: ``(clean, profile)``.
+
+    Without any measured shadow, exactly what ``inpaint='local'`` gives (same
+    clean estimate, same flat profile).
+    """
+    if mt.n_measured == 0:
+        clean, local_info = _local_inpainter(median, detection)
+        return clean, local_info.get("profile", "radial")
     measured = mt.measured & region
     local = region & ~measured
     trans = np.where(measured, mt.transmission.astype(np.float64), 1.0)
-    by_id = mt.methods_by_id()
-    n_total = len(by_id)
-    n_meas = sum(m == "measured" for m in by_id.values())
-    n_local = n_total - n_meas  # local, or partly local ('mixed')
-    major, minor, _ = mt.drift.extent
-    fallback = None
-    profile = "none"
     if local.any():
-        local_ids = sorted(i for i, m in by_id.items() if m != "measured")
-        if mt.n_measured == 0:
-            fallback = (f"no usable drift: the scene moved {major:.1f} x {minor:.1f} px "
-                        f"(principal axes), not enough to uncover any of the {n_total} shadows; "
-                        "local interpolation used for all of them")
-        else:
-            fallback = (f"the drift ({major:.1f} x {minor:.1f} px) does not uncover {n_local} of "
-                        f"{n_total} shadows (ids {', '.join(map(str, local_ids))}); "
-                        "local interpolation used for them")
-        warn_user(fallback, DetectorFallbackWarning)
-    if mt.n_measured == 0:
-        # exactly what inpaint='local' gives (same clean estimate, same flat profile)
-        clean, local_info = _local_inpainter(median, detection)
-        profile = local_info.get("profile", "radial")
-    else:
-        if local.any():
-            trans = np.where(local, _local_transmission(median, detection, local), trans)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            clean = np.where(region & (trans > 0), median / trans, median).astype(np.float32)
-        bad = region & ~np.isfinite(clean)
-        clean[bad] = median[bad]
+        trans = np.where(local, _local_transmission(median, detection, local), trans)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        clean = np.where(region & (trans > 0), median / trans, median).astype(np.float32)
+    bad = region & ~np.isfinite(clean)
+    clean[bad] = median[bad]
+    return clean, "none"
 
+
+def _inpaint_info(mt, n_meas, n_local, fallback, profile):
+    """The ``info`` record of `inpaint_measured`."""
+    major, minor, _ = mt.drift.extent
     prov = mt.provenance()
     shadows = prov["shadows"]
     for rec in shadows:
         rec["flat_method"] = rec.pop("method")
-    info = {
+    return {
         "method": "measured",
         "profile": profile,
         "generated": False,
@@ -1368,7 +1402,6 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, drift_plot=N
                    "DRIFTMAJ": round(major, 2), "DRIFTMIN": round(minor, 2),
                    "NFRMUSED": int(mt.params["n_frames_used"])},
     }
-    return clean, info
 
 
 def add_flat_method(catalog, info):

@@ -50,7 +50,6 @@ from .local import _local_inpainter
 
 __all__ = [
     "MeasuredTransmission",
-    "MeasureOptions",
     "measure_transmission",
     "inpaint_measured",
     "add_flat_method",
@@ -411,7 +410,8 @@ def _robust_surface(values, ys, xs, *, degree=2, nsigma=3.0, n_iter=4):
         coef, *_ = np.linalg.lstsq(_poly_terms(ny[keep], nx[keep], degree), values[keep],
                                    rcond=None)
         resid = values - _poly_terms(ny, nx, degree) @ coef
-        sigma = robust_sigma(resid[keep])
+        # the MAD about zero (the fit's residuals), not about their median as robust_sigma
+        sigma = _MAD_TO_SIGMA * np.nanmedian(np.abs(resid[keep]))
         if not sigma > 0:
             break
         new = np.isfinite(values) & (np.abs(resid) <= nsigma * sigma)

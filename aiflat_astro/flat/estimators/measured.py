@@ -40,7 +40,7 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage as ndi
 
-from ..._imaging.robust import block_mean
+from ..._imaging.robust import block_mean, robust_sigma
 from ...registration import DriftPath, _binned_frames, _open_source, register_frames
 from ...io.frames import spread_indices
 from ...utils._atomic import parse_size
@@ -288,20 +288,82 @@ def _shifted_interior(coeffs, fy, fx, size, *, order):
     return sum(w * along_x[o - first:o - first + nv] for o, w in zip(offs_y, wts_y, strict=True))
 
 
+def _edge_crop(image, r0, r1, c0, c1):
+    """``image[r0:r1, c0:c1]``, rows and columns beyond the image repeating its edge."""
+    h, w = image.shape
+    crop = image[max(r0, 0):min(max(r1, 0), h), max(c0, 0):min(max(c1, 0), w)]
+    if crop.size == 0:  # the window lies wholly beyond the image: the nearest edge pixels
+        rr = np.clip(np.arange(r0, r1), 0, h - 1)
+        cc = np.clip(np.arange(c0, c1), 0, w - 1)
+        return image[np.ix_(rr, cc)]
+    before = (max(0, -r0), max(0, -c0))
+    after = (max(0, r1 - h), max(0, c1 - w))
+    if any(before) or any(after):
+        crop = np.pad(crop, ((before[0], after[0]), (before[1], after[1])), mode="edge")
+    return crop
+
+
+def _frame_windows(image, v0, v1, u0, u1, iy, ix, margin):
+    """(n, nv + 2 margin... ) windows of ``image`` at integer offsets ``(iy[k], ix[k])``.
+
+    Window ``k`` covers rows ``v0 + iy[k] - margin[0] .. v1 + iy[k] + margin[1]`` (and
+    the same for the columns), edge-extended beyond the image.
+    """
+    lo, hi = margin
+    ext = _edge_crop(image, v0 + int(iy.min()) - lo, v1 + int(iy.max()) + hi,
+                     u0 + int(ix.min()) - lo, u1 + int(ix.max()) + hi)
+    size = (v1 - v0 + lo + hi, u1 - u0 + lo + hi)
+    view = np.lib.stride_tricks.sliding_window_view(ext, size)
+    return view[iy - iy.min(), ix - ix.min()]
+
+
+def _sample_stack(image, v0, v1, u0, u1, dys, dxs, *, order):
+    """`_sample_box` (``prefiltered``) for many shifts at once: ``(n, nv, nu)`` values and flags.
+
+    ``image(v + dys[k], u + dxs[k])`` for every ``k``, the separable B-spline
+    of `_shifted_interior` vectorised over the shifts (the same numbers as
+    one `_sample_box` call per shift).  ``image`` holds spline coefficients
+    for ``order`` 3, values for ``order`` 1.
+    """
+    dys, dxs = np.asarray(dys, np.float64), np.asarray(dxs, np.float64)
+    iy, ix = np.floor(dys).astype(np.int64), np.floor(dxs).astype(np.int64)
+    fy, fx = dys - iy, dxs - ix
+    nv, nu = v1 - v0, u1 - u0
+    win = _frame_windows(np.asarray(image, np.float64), v0, v1, u0, u1, iy, ix, (_PAD, _PAD + 1))
+    offs_x, wts_x = _spline_weights(fx, order)
+    offs_y, wts_y = _spline_weights(fy, order)
+    rows = win[:, _PAD + offs_y[0]:_PAD + offs_y[-1] + nv]
+    along_x = sum(wt[:, None, None] * rows[:, :, _PAD + o:_PAD + o + nu]
+                  for o, wt in zip(offs_x, wts_x, strict=True))
+    first = offs_y[0]
+    values = sum(wt[:, None, None] * along_x[:, o - first:o - first + nv]
+                 for o, wt in zip(offs_y, wts_y, strict=True))
+    h, w = np.shape(image)
+    vv = np.arange(v0, v1)[None, :, None] + dys[:, None, None]
+    uu = np.arange(u0, u1)[None, None, :] + dxs[:, None, None]
+    inside = (vv >= 0) & (vv <= h - 1) & (uu >= 0) & (uu <= w - 1)
+    return values, inside
+
+
+def _sample_mask_stack(mask, v0, v1, u0, u1, dys, dxs):
+    """`_sample_mask` for many shifts at once: ``(n, nv, nu)`` bool."""
+    iy = np.floor(np.asarray(dys, np.float64)).astype(np.int64)
+    ix = np.floor(np.asarray(dxs, np.float64)).astype(np.int64)
+    win = _frame_windows(np.asarray(mask, bool), v0, v1, u0, u1, iy, ix, (0, 1))
+    return win[:, :-1, :-1] | win[:, 1:, :-1] | win[:, :-1, 1:] | win[:, 1:, 1:]
+
+
 def _sample_mask(mask, v0, v1, u0, u1, dy, dx):
-    """True where ``mask`` is set at any of the 4 pixels around ``(v + dy, u + dx)``."""
+    """True where ``mask`` is set at any of the 4 pixels around ``(v + dy, u + dx)``.
+
+    Beyond the mask its nearest edge pixel counts.
+    """
     iy, ix = int(np.floor(dy)), int(np.floor(dx))
     h, w = mask.shape
     if v0 + iy >= 0 and v1 + iy < h and u0 + ix >= 0 and u1 + ix < w:   # inside: four slices
         win = mask[v0 + iy:v1 + iy + 1, u0 + ix:u1 + ix + 1]
         return win[:-1, :-1] | win[1:, :-1] | win[:-1, 1:] | win[1:, 1:]
-    out = np.zeros((v1 - v0, u1 - u0), bool)
-    for oy in (0, 1):
-        for ox in (0, 1):
-            rr = np.clip(np.arange(v0, v1) + iy + oy, 0, h - 1)
-            cc = np.clip(np.arange(u0, u1) + ix + ox, 0, w - 1)
-            out |= mask[np.ix_(rr, cc)]
-    return out
+    return _sample_mask_stack(mask, v0, v1, u0, u1, [dy], [dx])[0]
 
 
 def _nanmedian(a, axis=0):
@@ -348,6 +410,7 @@ def _robust_surface(values, ys, xs, *, degree=2, nsigma=3.0, n_iter=4):
         coef, *_ = np.linalg.lstsq(_poly_terms(ny[keep], nx[keep], degree), values[keep],
                                    rcond=None)
         resid = values - _poly_terms(ny, nx, degree) @ coef
+        # the MAD about zero (the fit's residuals), not about their median as robust_sigma
         sigma = _MAD_TO_SIGMA * np.nanmedian(np.abs(resid[keep]))
         if not sigma > 0:
             break
@@ -396,58 +459,14 @@ def _static_survey(source, frame_index, shifts, known, *, nsigma=5.0, min_depth=
     pick = spread_indices(frame_index.size, _SURVEY_FRAMES) if frame_index.size else np.arange(0)
     if pick.size < 8:
         return np.zeros(shape, bool), []
-    known_b = block_mean(known.astype(np.float32), b) > 0
-    known_b = ndi.binary_dilation(known_b, iterations=1)
-    frames = []
-    stack = []
-    for i, frame in zip(pick, _binned_frames(source, frame_index[pick], b), strict=True):
-        frames.append(frame)
-        dy, dx = shifts[i] / b
-        data = np.where(known_b, np.nan, frame)
-        stack.append(ndi.shift(data, (-dy, -dx), order=1, mode="constant", cval=np.nan))
-    scene = _nanmedian(np.array(stack), axis=0)
-    del stack
-    ratios = []
-    for frame, i in zip(frames, pick, strict=True):
-        dy, dx = shifts[i] / b
-        o_k = ndi.shift(np.nan_to_num(scene, nan=0.0), (dy, dx), order=1, mode="constant", cval=0)
-        o_ok = ndi.shift(np.isfinite(scene).astype(np.float32), (dy, dx), order=1,
-                         mode="constant", cval=0) > 0.999
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(o_ok & (o_k > 0), frame / o_k, np.nan)
-        level = np.nanmedian(ratio) if np.isfinite(ratio).any() else np.nan
-        ratios.append(ratio / level if np.isfinite(level) and level > 0 else ratio)
-    pattern = _nanmedian(np.array(ratios), axis=0)
-    del ratios, frames
-    scene_level = np.nanmedian(scene) if np.isfinite(scene).any() else 0.0
-    valid = np.isfinite(pattern) & ~known_b
-    bright = np.nan_to_num(scene, nan=0.0) > 0.1 * scene_level  # no sky beyond the limb
-    if valid.sum() < 100 or not np.isfinite(scene_level) or scene_level <= 0:
-        return np.zeros(shape, bool), []
-    # the large-scale shape (vignetting, level) from the valid pixels only
-    sigma = max(4.0, 32.0 / b)
-    w = valid.astype(np.float64)
-    smooth = (ndi.gaussian_filter(np.where(valid, pattern, 0.0), sigma, mode="nearest")
-              / np.maximum(ndi.gaussian_filter(w, sigma, mode="nearest"), 1e-6))
-    rel = np.where(valid, pattern / smooth, np.nan)
-    rel_s = (ndi.gaussian_filter(np.nan_to_num(rel - 1.0), 1.0)
-             / np.maximum(ndi.gaussian_filter(w, 1.0), 1e-6))
-    noise = _MAD_TO_SIGMA * np.nanmedian(np.abs(rel_s[valid] - np.nanmedian(rel_s[valid])))
-    threshold = max(nsigma * noise, min_depth)
-    dark = valid & (rel_s < -threshold) & bright
-    lab, n = ndi.label(dark)
-    features = []
-    keep = np.zeros(dark.shape, bool)
-    for k, sl in enumerate(ndi.find_objects(lab), start=1):
-        sel = lab[sl] == k
-        if sel.sum() < 3:
-            continue
-        keep[sl] |= sel
-        ys, xs = np.nonzero(sel)
-        features.append({"x_centroid": round(float((xs.mean() + sl[1].start + 0.5) * b - 0.5), 2),
-                         "y_centroid": round(float((ys.mean() + sl[0].start + 0.5) * b - 0.5), 2),
-                         "area_px": int(sel.sum() * b * b),
-                         "depth": round(float(-rel_s[sl][sel].min()), 5)})
+    known_b = ndi.binary_dilation(block_mean(known.astype(np.float32), b) > 0, iterations=1)
+    frames = list(_binned_frames(source, frame_index[pick], b))
+    offsets = [shifts[i] / b for i in pick]
+    scene = _survey_scene(frames, offsets, known_b)
+    pattern = _survey_pattern(frames, offsets, scene)
+    del frames
+    keep, features = _dark_features(pattern, scene, known_b, b, nsigma=nsigma,
+                                    min_depth=min_depth)
     if not features:
         return np.zeros(shape, bool), []
     full = np.zeros(shape, bool)
@@ -459,6 +478,63 @@ def _static_survey(source, frame_index, shifts, known, *, nsigma=5.0, min_depth=
     log.info("survey: %d static dark feature(s) outside the dust mask excluded from the clean "
              "samples (possible undetected dust)", len(features))
     return full & ~known, features
+
+
+def _survey_scene(frames, offsets, known_b):
+    """The scene: median of the binned frames shifted onto it, the known dust left out."""
+    stack = [ndi.shift(np.where(known_b, np.nan, frame), (-dy, -dx), order=1, mode="constant",
+                       cval=np.nan) for frame, (dy, dx) in zip(frames, offsets, strict=True)]
+    return _nanmedian(np.array(stack), axis=0)
+
+
+def _survey_pattern(frames, offsets, scene):
+    """The static sensor pattern: median over frames of frame / shifted scene (level 1)."""
+    ratios = []
+    for frame, (dy, dx) in zip(frames, offsets, strict=True):
+        o_k = ndi.shift(np.nan_to_num(scene, nan=0.0), (dy, dx), order=1, mode="constant", cval=0)
+        o_ok = ndi.shift(np.isfinite(scene).astype(np.float32), (dy, dx), order=1,
+                         mode="constant", cval=0) > 0.999
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(o_ok & (o_k > 0), frame / o_k, np.nan)
+        level = np.nanmedian(ratio) if np.isfinite(ratio).any() else np.nan
+        ratios.append(ratio / level if np.isfinite(level) and level > 0 else ratio)
+    return _nanmedian(np.array(ratios), axis=0)
+
+
+def _dark_features(pattern, scene, known_b, b, *, nsigma, min_depth):
+    """Pixels of ``pattern`` darker than its smooth shape by the threshold: ``(keep, features)``.
+
+    Only on the bright scene (no sky beyond the limb), outside the known dust;
+    features of at least 3 binned pixels, centroids in full-resolution pixels.
+    """
+    scene_level = np.nanmedian(scene) if np.isfinite(scene).any() else 0.0
+    valid = np.isfinite(pattern) & ~known_b
+    if valid.sum() < 100 or not np.isfinite(scene_level) or scene_level <= 0:
+        return np.zeros(pattern.shape, bool), []
+    bright = np.nan_to_num(scene, nan=0.0) > 0.1 * scene_level
+    # the large-scale shape (vignetting, level) from the valid pixels only
+    sigma = max(4.0, 32.0 / b)
+    w = valid.astype(np.float64)
+    smooth = (ndi.gaussian_filter(np.where(valid, pattern, 0.0), sigma, mode="nearest")
+              / np.maximum(ndi.gaussian_filter(w, sigma, mode="nearest"), 1e-6))
+    rel = np.where(valid, pattern / smooth, np.nan)
+    rel_s = (ndi.gaussian_filter(np.nan_to_num(rel - 1.0), 1.0)
+             / np.maximum(ndi.gaussian_filter(w, 1.0), 1e-6))
+    threshold = max(nsigma * robust_sigma(rel_s[valid]), min_depth)
+    lab, _ = ndi.label(valid & (rel_s < -threshold) & bright)
+    features = []
+    keep = np.zeros(pattern.shape, bool)
+    for k, sl in enumerate(ndi.find_objects(lab), start=1):
+        sel = lab[sl] == k
+        if sel.sum() < 3:
+            continue
+        keep[sl] |= sel
+        ys, xs = np.nonzero(sel)
+        features.append({"x_centroid": round(float((xs.mean() + sl[1].start + 0.5) * b - 0.5), 2),
+                         "y_centroid": round(float((ys.mean() + sl[0].start + 0.5) * b - 0.5), 2),
+                         "area_px": int(sel.sum() * b * b),
+                         "depth": round(float(-rel_s[sl][sel].min()), 5)})
+    return keep, features
 
 
 # ---------------------------------------------------------------------------
@@ -559,71 +635,100 @@ def _combine(stack, estimator, *, nsigma=3.0):
     return mean, err, n_used
 
 
-def _solve_region(region, shifts, *, n_min, min_signal, n_iter, surface_degree, estimator):
-    """Measured transmission inside one region's box (see module docstring)."""
-    n = shifts.shape[0]
-    y0, y1, x0, x1 = region.box
-    v0, v1, u0, u1 = region.sbox
-    bh, bw = y1 - y0, x1 - x0
-    raw = region.raw
-    reg = region.reg
+_CHUNK = 32  # frames resampled at once in a region's solution (bounds the temporaries)
+
+
+def _frame_chunks(n, size=_CHUNK):
+    """Slices of ``range(n)`` of at most ``size`` frames."""
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _initial_scene(region, n_min, min_signal, estimator):
+    """The scene box from the samples that fell outside the dust: ``(filled, usable)``.
+
+    Scene points seen clean by fewer than ``n_min`` frames, or darker than
+    ``min_signal`` times the box level (sky beyond the limb), are not usable
+    and hold the box level.
+    """
     ok = region.reg_ok
-    ring = region.ring
-
-    # scene from the samples that fell outside the dust
-    n_clean = ok.sum(axis=0)
-    scene, _, _ = _combine(np.where(ok, reg, np.float32(np.nan)), estimator)
-    scene_ok = (n_clean >= n_min) & np.isfinite(scene)
-    level = np.median(scene[scene_ok]) if scene_ok.any() else np.nan
+    scene, _, _ = _combine(np.where(ok, region.reg, np.float32(np.nan)), estimator)
+    usable = (ok.sum(axis=0) >= n_min) & np.isfinite(scene)
+    level = np.median(scene[usable]) if usable.any() else np.nan
     if np.isfinite(level) and level > 0:
-        scene_ok &= scene > min_signal * level
-    filled_scene = np.where(scene_ok, scene, level if np.isfinite(level) else 1.0)
-    scene_bad = ~scene_ok
+        usable &= scene > min_signal * level
+    return np.where(usable, scene, level if np.isfinite(level) else 1.0), usable
 
-    ratio = np.empty((n, bh, bw), np.float32)
+
+def _ratio_stack(region, shifts, filled_scene, scene_bad):
+    """``frame_k(x) / O(x - s_k)`` on the sensor box for every frame (NaN where unusable)."""
+    y0, y1, x0, x1 = region.box
+    v0, _, u0, _ = region.sbox
+    raw = region.raw
+    coeffs = ndi.spline_filter(filled_scene, order=3, mode="nearest")
+    ratio = np.empty(raw.shape, np.float32)
+    for k in _frame_chunks(raw.shape[0]):
+        dy, dx = shifts[k, 0], shifts[k, 1]
+        # O(x - s_k) for x in the sensor box: scene-box coordinates x - s_k - (v0, u0)
+        o_k, inside = _sample_stack(coeffs, y0 - v0, y1 - v0, x0 - u0, x1 - u0, -dy, -dx,
+                                    order=3)
+        unusable = _sample_mask_stack(scene_bad, y0 - v0, y1 - v0, x0 - u0, x1 - u0, -dy, -dx)
+        good = inside & ~unusable & np.isfinite(raw[k]) & (o_k > 0)
+        ratio[k] = np.where(good, raw[k] / np.where(good, o_k, 1.0), np.nan)
+    return ratio
+
+
+def _frame_levels(ratio, ring):
+    """Per-frame level ``c_k`` (median ratio on the ring, normalised; NaN where unknown)."""
+    ring_vals = ratio[:, ring]
+    c = _nanmedian(ring_vals, axis=1) if ring_vals.shape[1] else np.ones(ratio.shape[0])
+    c = np.where(np.isfinite(c) & (c > 0), c, np.nan)
+    c /= np.nanmedian(c) if np.any(np.isfinite(c)) else 1.0
+    return c
+
+
+def _scene_update(region, shifts, trans, n_used, c, n_min, estimator):
+    """The scene from every sample, the transmission ``trans`` and levels ``c`` divided out.
+
+    Measured values in the whole box (Fresnel rims included), 1 where clean;
+    outside the box only the clean samples (other shadows are excluded there).
+    """
+    y0, _, x0, _ = region.box
+    v0, v1, u0, u1 = region.sbox
+    t_full = np.where(np.isfinite(trans) & (n_used >= n_min), trans, np.nan)
+    t_full = np.where(np.isfinite(t_full), t_full, np.where(region.clean, 1.0, np.nan))
+    t_fill = np.nan_to_num(t_full, nan=1.0)
+    t_undefined = ~np.isfinite(t_full)
+    reg, ok = region.reg, region.reg_ok
+    samples = np.empty_like(reg)
+    for k in _frame_chunks(reg.shape[0]):
+        dy, dx = shifts[k, 0], shifts[k, 1]
+        # T(u + s_k) for u in the scene box: sensor-box coordinates u + s_k - (y0, x0)
+        t_k, t_in = _sample_stack(t_fill, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx, order=1)
+        t_unk = _sample_mask_stack(t_undefined, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx)
+        use = np.where(t_in, ~t_unk & (t_k > 0.05), ok[k])
+        use &= region.reg_inframe[k] & np.isfinite(c[k])[:, None, None]
+        ck = np.where(np.isfinite(c[k]), c[k], 1.0)[:, None, None]
+        samples[k] = np.where(use, reg[k] / (np.where(t_in, t_k, 1.0) * ck), np.nan)
+    return _combine(samples, estimator)[0]
+
+
+def _solve_region(region, shifts, *, n_min, min_signal, n_iter, surface_degree, estimator):
+    """Measured transmission inside one region's box (see module docstring).
+
+    Returns ``(trans, err, n_used)`` on the sensor box.
+    """
+    filled_scene, scene_ok = _initial_scene(region, n_min, min_signal, estimator)
     for it in range(max(1, n_iter)):
-        coeffs = ndi.spline_filter(filled_scene, order=3, mode="nearest")
-        for k in range(n):
-            dy, dx = shifts[k]
-            # O(x - s_k) for x in the sensor box: scene-box coordinates x - s_k - (v0, u0)
-            o_k, inside = _sample_box(coeffs, y0 - v0, y1 - v0, x0 - u0, x1 - u0,
-                                      -dy, -dx, order=3, prefiltered=True)
-            unusable = _sample_mask(scene_bad, y0 - v0, y1 - v0, x0 - u0, x1 - u0, -dy, -dx)
-            good = inside & ~unusable & np.isfinite(raw[k]) & (o_k > 0)
-            ratio[k] = np.where(good, raw[k] / np.where(good, o_k, 1.0), np.nan)
-        # per-frame level from the clean pixels of the box
-        ring_vals = ratio[:, ring]
-        c = _nanmedian(ring_vals, axis=1) if ring_vals.shape[1] else np.ones(n)
-        c = np.where(np.isfinite(c) & (c > 0), c, np.nan)
-        c /= np.nanmedian(c) if np.any(np.isfinite(c)) else 1.0
+        ratio = _ratio_stack(region, shifts, filled_scene, ~scene_ok)
+        c = _frame_levels(ratio, region.ring)
         ratio /= c[:, None, None].astype(np.float32)
         trans, err, n_used = _combine(ratio, estimator)
-        if it + 1 < n_iter:
-            # alternating update: the scene from every sample, this transmission divided out
-            # (measured values in the whole box, Fresnel rims included; 1 where clean)
-            t_full = np.where(np.isfinite(trans) & (n_used >= n_min), trans, np.nan)
-            t_full = np.where(np.isfinite(t_full), t_full, np.where(region.clean, 1.0, np.nan))
-            t_fill = np.nan_to_num(t_full, nan=1.0)
-            t_undefined = ~np.isfinite(t_full)
-            samples = np.empty_like(reg)
-            for k in range(n):
-                dy, dx = shifts[k]
-                # T(u + s_k) for u in the scene box: sensor-box coordinates u + s_k - (y0, x0)
-                t_k, t_in = _sample_box(t_fill, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx,
-                                        order=1)
-                t_unk = _sample_mask(t_undefined, v0 - y0, v1 - y0, u0 - x0, u1 - x0, dy, dx)
-                # outside the box: clean samples only (other shadows are excluded there)
-                use = np.where(t_in, ~t_unk & (t_k > 0.05), ok[k])
-                use &= region.reg_inframe[k] & np.isfinite(c[k])
-                ck = c[k] if np.isfinite(c[k]) else 1.0
-                samples[k] = np.where(use, reg[k] / (np.where(t_in, t_k, 1.0) * ck), np.nan)
-            scene_all, _, _ = _combine(samples, estimator)
-            del samples
+        if it + 1 < n_iter:  # alternating update of the scene
+            scene_all = _scene_update(region, shifts, trans, n_used, c, n_min, estimator)
             filled_scene = np.where(scene_ok & np.isfinite(scene_all), scene_all, filled_scene)
-
     # remove the smooth response across the box (vignetting, level)
-    yy, xx = np.mgrid[0:bh, 0:bw].astype(np.float64)
-    sel = ring & np.isfinite(trans)
+    yy, xx = np.mgrid[0:trans.shape[0], 0:trans.shape[1]].astype(np.float64)
+    sel = region.ring & np.isfinite(trans)
     surface = _robust_surface(trans[sel], yy[sel], xx[sel], degree=surface_degree)(yy, xx)
     return trans / surface, err / surface, n_used
 
@@ -684,68 +789,90 @@ def _stream_boxes(source, regions, use_idx, shifts, excl, near, excl_any, progre
             r.reg_ok[k] = inside & ~dusty
 
 
-def _solve_batch(batch, shifts, transmission, uncertainty, measured, *, n_min, min_signal,
-                 n_iter, surface_degree, estimator, radial, chi2_max, min_coverage, extent):
-    """Measure the regions of one pass; fill the maps in place; return the catalog rows."""
+def _refine_measured(r, trans, err, good, radial, chi2_max):
+    """A measured region's radial profile (when round) and its few unmeasured pixels filled.
+
+    Returns ``(trans, err, chi2_red, profile)``.
+    """
+    chi2_red, profile = np.nan, "plain"
+    if radial:
+        trans_r, err_r, chi2_red, used = _radial_denoise(
+            np.where(good, trans, np.nan), np.where(good, err, np.nan), r.pixels & good,
+            r.clean & good, chi2_max=np.inf if radial is True else float(chi2_max))
+        if used:
+            trans, err, profile = np.where(r.pixels & good, trans_r, trans), err_r, "radial"
+    if not good[r.pixels].all():
+        # a few pixels without enough frames: interpolate them from measured neighbours
+        from .local import inpaint_local
+
+        missing = r.pixels & ~good
+        trans = inpaint_local(np.where(good, trans, 1.0).astype(np.float32), missing,
+                              normalize=False)
+        known = err[good & r.pixels]
+        err = np.where(missing, np.nanmax(known) if known.size else np.nan, err)
+    return trans, err, chi2_red, profile
+
+
+def _implausible(values):
+    """Why a measured transmission is not trusted (its 1st..99th percentile), or ``''``."""
+    lo, hi = (np.nanpercentile(values, [1, 99]) if np.isfinite(values).any()
+              else (np.nan, np.nan))
+    if lo > _PLAUSIBLE[0] and hi < _PLAUSIBLE[1]:
+        return ""
+    return (f"implausible measured transmission {lo:.3g}..{hi:.3g} (scene too dark or too "
+            "few frames there)")
+
+
+def _solve_one(r, shifts, n_min, opts, extent):
+    """Solve region ``r`` and decide: ``(trans, err, n_used, good, row)``."""
     major, minor = extent
+    trans, err, n_used = _solve_region(r, shifts, n_min=n_min, min_signal=float(opts.min_signal),
+                                       n_iter=int(opts.n_iter),
+                                       surface_degree=int(opts.surface_degree),
+                                       estimator=opts.estimator)
+    good = (n_used >= n_min) & np.isfinite(trans)
+    cover = float(good[r.pixels].mean()) if r.pixels.any() else 0.0
+    method = "measured" if cover >= float(opts.min_coverage) else "local"
+    chi2_red, profile, reason = np.nan, "", ""
+    if method == "measured":
+        trans, err, chi2_red, profile = _refine_measured(r, trans, err, good, opts.radial,
+                                                         opts.chi2_max)
+        reason = _implausible(trans[r.pixels & good])
+        method = "local" if reason else method
+    if method == "local":
+        profile = ""
+        reason = reason or (f"coverage {cover:.2f} < {opts.min_coverage}: drift extent "
+                            f"{major:.1f} x {minor:.1f} px vs diameter {r.diameter:.0f} px")
+    inside = r.pixels & good
+    terr = float(np.nanmedian(err[inside])) if inside.any() else np.nan
+    mdepth = (float(1.0 - np.nanpercentile(trans[inside], 1.0))
+              if method == "measured" and inside.any() else np.nan)
+    row = (r.id, r.centroid[1], r.centroid[0], r.diameter, bool(minor >= r.diameter), cover,
+           int(np.median(n_used[r.pixels])) if r.pixels.any() else 0, terr, mdepth, profile,
+           chi2_red, method, reason)
+    return trans, err, row
+
+
+def _solve_batch(batch, shifts, result, *, n_min, opts, extent):
+    """Measure the regions of one pass; fill ``result`` (transmission, uncertainty, measured
+    maps) in place; return the catalog rows."""
+    transmission, uncertainty, measured = result
     rows = []
     for r in batch:
-        y0, y1, x0, x1 = r.box
-        reason = ""
-        trans, err, n_used = _solve_region(r, shifts, n_min=n_min, min_signal=float(min_signal),
-                                           n_iter=int(n_iter),
-                                           surface_degree=int(surface_degree),
-                                           estimator=estimator)
-        good = (n_used >= n_min) & np.isfinite(trans)
-        cover = float(good[r.pixels].mean()) if r.pixels.any() else 0.0
-        method = "measured" if cover >= float(min_coverage) else "local"
-        chi2_red, profile = np.nan, "plain"
-        if method == "measured" and radial:
-            t_ok = np.where(good, trans, np.nan)
-            trans_r, err_r, chi2_red, used = _radial_denoise(
-                t_ok, np.where(good, err, np.nan), r.pixels & good, r.clean & good,
-                chi2_max=np.inf if radial is True else float(chi2_max))
-            if used:
-                trans, err, profile = np.where(r.pixels & good, trans_r, trans), err_r, "radial"
-        if method == "measured" and not good[r.pixels].all():
-            # a few pixels without enough frames: interpolate them from measured neighbours
-            from .local import inpaint_local
-
-            missing = r.pixels & ~good
-            trans = inpaint_local(np.where(good, trans, 1.0).astype(np.float32), missing,
-                                  normalize=False)
-            known = err[good & r.pixels]
-            err = np.where(missing, np.nanmax(known) if known.size else np.nan, err)
-        if method == "measured":
-            inside = trans[r.pixels & good]
-            lo, hi = (np.nanpercentile(inside, [1, 99]) if np.isfinite(inside).any()
-                      else (np.nan, np.nan))
-            if not (lo > _PLAUSIBLE[0] and hi < _PLAUSIBLE[1]):
-                method = "local"
-                reason = (f"implausible measured transmission {lo:.3g}..{hi:.3g} (scene too "
-                          "dark or too few frames there)")
-        if method == "local":
-            reason = reason or (f"coverage {cover:.2f} < {min_coverage}: drift extent "
-                                f"{major:.1f} x {minor:.1f} px vs diameter {r.diameter:.0f} px")
-        else:
+        trans, err, row = _solve_one(r, shifts, n_min, opts, extent)
+        if row[11] == "measured":
+            y0, y1, x0, x1 = r.box
             sub = (slice(y0, y1), slice(x0, x1))
             transmission[sub][r.pixels] = trans[r.pixels].astype(np.float32)
             uncertainty[sub][r.pixels] = np.nan_to_num(err[r.pixels]).astype(np.float32)
             measured[sub][r.pixels] = True
-        terr = float(np.nanmedian(err[r.pixels & good])) if np.any(r.pixels & good) else np.nan
-        mdepth = (float(1.0 - np.nanpercentile(trans[r.pixels & good], 1.0))
-                  if method == "measured" and np.any(r.pixels & good) else np.nan)
-        rows.append((r.id, r.centroid[1], r.centroid[0], r.diameter,
-                     bool(minor >= r.diameter), cover,
-                     int(np.median(n_used[r.pixels])) if r.pixels.any() else 0,
-                     terr, mdepth, profile if method == "measured" else "", chi2_red, method,
-                     reason))
+        rows.append(row)
         r.raw = r.reg = r.reg_ok = r.reg_inframe = None
     return rows
 
 
-def _checked_inputs(dust_mask, weight, labels, *, estimator, radial, min_coverage):
-    """`measure_transmission`'s masks as arrays, its options checked."""
+def _checked_inputs(dust_mask, weight, labels):
+    """`measure_transmission`'s masks as arrays of the same shape."""
     dust_mask = np.asarray(dust_mask, dtype=bool)
     if dust_mask.ndim != 2:
         raise InputError(f"dust_mask must be 2-D, got shape {dust_mask.shape}")
@@ -757,12 +884,6 @@ def _checked_inputs(dust_mask, weight, labels, *, estimator, radial, min_coverag
         labels = np.asarray(labels)
         if labels.shape != shape:
             raise InputError(f"labels shape {labels.shape} differs from the dust mask {shape}")
-    if estimator not in ("mean", "median"):
-        raise InputError(f"estimator must be 'mean' or 'median', got {estimator!r}")
-    if radial not in ("auto", True, False):
-        raise InputError(f"radial must be 'auto', True or False, got {radial!r}")
-    if not 0 < float(min_coverage) <= 1:
-        raise InputError(f"min_coverage must be in (0, 1], got {min_coverage}")
     return dust_mask, weight, labels
 
 
@@ -819,31 +940,8 @@ def _shadow_table(rows):
                         np.int64, np.float64, np.float64, "U6", np.float64, "U8", "U160"))
 
 
-def measure_transmission(
-    frames,
-    dust_mask,
-    *,
-    weight=None,
-    labels=None,
-    invalid=None,
-    drift=None,
-    step=1,
-    max_frames=400,
-    min_frames=None,
-    min_coverage=0.98,
-    min_signal=0.1,
-    n_iter=2,
-    surface_degree=2,
-    estimator="mean",
-    radial="auto",
-    chi2_max=1.5,
-    exclude=3.0,
-    ring_gap=0.35,
-    survey=True,
-    mem_limit="1GB",
-    registration=None,
-    progress_bar=False,
-):
+def measure_transmission(frames, dust_mask, *, weight=None, labels=None, invalid=None,
+                         drift=None, options=None, **option_values):
     """Measure the transmission of the dust shadows from the drift of a video.
 
     Parameters
@@ -865,6 +963,58 @@ def measure_transmission(
         samples.  Non-finite frame values are always left out.
     drift : `~aiflat_astro.registration.DriftPath`, optional
         A registration of this video; computed when not given.
+    options : `MeasureOptions`, optional
+        The measurement's options (see there); default ``MeasureOptions()``.
+    **option_values
+        Any field of `MeasureOptions` by name (``max_frames=200``,
+        ``estimator='median'``...), replacing that of ``options``.
+
+    Returns
+    -------
+    `MeasuredTransmission`
+
+    Raises
+    ------
+    InputError
+        Bad shapes or options, or an unreadable video.
+    TypeError
+        A keyword that is not a field of `MeasureOptions`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from aiflat_astro.flat.estimators.measured import MeasureOptions
+    >>> opts = MeasureOptions(max_frames=100, estimator="median")
+    >>> (opts.max_frames, opts.n_iter)
+    (100, 2)
+    """
+    opts = MeasureOptions.from_keywords(options, option_values)
+    dust_mask, weight, labels = _checked_inputs(dust_mask, weight, labels)
+    maps = _exclusion_maps(dust_mask, weight, labels, invalid, opts)
+    with _open_source(frames) as source:
+        if tuple(source.frame_shape)[:2] != dust_mask.shape:
+            raise InputError(f"frames of shape {tuple(source.frame_shape)[:2]} do not match "
+                             f"the dust mask {dust_mask.shape}")
+        if drift is None:
+            drift = _register_for_measurement(source, dust_mask, opts)
+        static_features = _survey_static_dust(source, drift, maps, opts)
+        result, rows, n, n_min = _measure_regions(source, drift, maps, opts)
+    shadows = _shadow_table(rows)
+    shadows.meta["drift"] = drift.summary()
+    major, minor, _ = drift.extent
+    log.info("measured transmission: %d of %d shadows measured (drift %.1f x %.1f px)",
+             int(np.sum(shadows["method"] == "measured")) if rows else 0, len(rows), major, minor)
+    return MeasuredTransmission(transmission=result[0], uncertainty=result[1],
+                                measured=result[2], shadows=shadows, drift=drift,
+                                params=opts.params(n, n_min, static_features))
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """The options of `measure_transmission`, checked when made.
+
+    Parameters
+    ----------
     step, max_frames : int, optional
         Use every ``step``-th frame, at most ``max_frames`` frames spread over
         the video (default 400; the memory limit may lower it).
@@ -922,46 +1072,17 @@ def measure_transmission(
     progress_bar : bool, optional
         Show tqdm progress bars.  Default `False`.
 
-    Returns
-    -------
-    `MeasuredTransmission`
 
     Raises
     ------
     InputError
-        Bad shapes or options, or an unreadable video.
+        An option out of its range.
+
+    Examples
+    --------
+    >>> MeasureOptions(min_coverage=0.9).level_gap(40.0)
+    14.0
     """
-    opts = MeasureOptions(step=step, max_frames=max_frames, min_frames=min_frames,
-                          min_coverage=min_coverage, min_signal=min_signal, n_iter=n_iter,
-                          surface_degree=surface_degree, estimator=estimator, radial=radial,
-                          chi2_max=chi2_max, exclude=exclude, ring_gap=ring_gap, survey=survey,
-                          mem_limit=mem_limit, registration=registration,
-                          progress_bar=progress_bar)
-    dust_mask, weight, labels = _checked_inputs(dust_mask, weight, labels, estimator=estimator,
-                                                radial=radial, min_coverage=min_coverage)
-    parse_size(mem_limit)  # a bad limit fails before the work
-    maps = _exclusion_maps(dust_mask, weight, labels, invalid, opts)
-    with _open_source(frames) as source:
-        if tuple(source.frame_shape)[:2] != dust_mask.shape:
-            raise InputError(f"frames of shape {tuple(source.frame_shape)[:2]} do not match "
-                             f"the dust mask {dust_mask.shape}")
-        if drift is None:
-            drift = _register_for_measurement(source, dust_mask, opts)
-        static_features = _survey_static_dust(source, drift, maps, opts)
-        result, rows, n, n_min = _measure_regions(source, drift, maps, opts)
-    shadows = _shadow_table(rows)
-    shadows.meta["drift"] = drift.summary()
-    major, minor, _ = drift.extent
-    log.info("measured transmission: %d of %d shadows measured (drift %.1f x %.1f px)",
-             int(np.sum(shadows["method"] == "measured")) if rows else 0, len(rows), major, minor)
-    return MeasuredTransmission(transmission=result[0], uncertainty=result[1],
-                                measured=result[2], shadows=shadows, drift=drift,
-                                params=opts.params(n, n_min, static_features))
-
-
-@dataclass(frozen=True)
-class MeasureOptions:
-    """The options of `measure_transmission` (see there), checked and passed as one object."""
 
     step: int = 1
     max_frames: int = 400
@@ -979,6 +1100,29 @@ class MeasureOptions:
     mem_limit: object = "1GB"
     registration: dict = None
     progress_bar: bool = False
+
+    def __post_init__(self):
+        if self.estimator not in ("mean", "median"):
+            raise InputError(f"estimator must be 'mean' or 'median', got {self.estimator!r}")
+        if self.radial not in ("auto", True, False):
+            raise InputError(f"radial must be 'auto', True or False, got {self.radial!r}")
+        if not 0 < float(self.min_coverage) <= 1:
+            raise InputError(f"min_coverage must be in (0, 1], got {self.min_coverage}")
+        parse_size(self.mem_limit)  # a bad limit fails before the work
+
+    @classmethod
+    def from_keywords(cls, options, values):
+        """``options`` (default: the defaults) with the fields named in ``values`` replaced."""
+        from dataclasses import fields, replace
+
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"measure_transmission() got unexpected keyword argument(s) "
+                            f"{', '.join(unknown)}")
+        options = cls() if options is None else options
+        if not isinstance(options, cls):
+            raise InputError(f"options must be a MeasureOptions, got {type(options).__name__}")
+        return replace(options, **values) if values else options
 
     def exclude_extra(self, diameter):
         """Dust dilation (px) kept out of the clean samples around a shadow of ``diameter``."""
@@ -1082,10 +1226,7 @@ def _measure_regions(source, drift, maps, opts):
     for batch in batches:
         _stream_boxes(source, batch, use_idx, shifts, maps.excl, maps.near, maps.excl_any,
                       opts.progress_bar)
-        rows += _solve_batch(batch, shifts, *result, n_min=n_min, min_signal=opts.min_signal,
-                             n_iter=opts.n_iter, surface_degree=opts.surface_degree,
-                             estimator=opts.estimator, radial=opts.radial,
-                             chi2_max=opts.chi2_max, min_coverage=opts.min_coverage,
+        rows += _solve_batch(batch, shifts, result, n_min=n_min, opts=opts,
                              extent=(major, minor))
     return result, rows, n, n_min
 
@@ -1174,12 +1315,25 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, drift_plot=N
         return median.copy(), {"method": "measured", "profile": "none", "shadows": [],
                                "n_measured": 0, "n_local": 0, "generated": False}
 
+    mt = _measure_for_flat(frames, detection, weight, drift, drift_plot, overwrite, options)
+    by_id = mt.methods_by_id()
+    n_meas = sum(m == "measured" for m in by_id.values())
+    fallback = None
+    if (region & ~mt.measured).any():
+        fallback = _fallback_note(mt, by_id)
+        warn_user(fallback, DetectorFallbackWarning)
+    clean, profile = _clean_estimate(median, detection, region, mt)
+    return clean, _inpaint_info(mt, n_meas, len(by_id) - n_meas, fallback, profile)
+
+
+def _measure_for_flat(frames, detection, weight, drift, drift_plot, overwrite, options):
+    """`measure_transmission` of the detection's shadows (defects left out), the drift plotted."""
+    from ...dq import DustDQ
+
     if drift_plot is not None:
         from ...utils._atomic import check_output_path
 
         check_output_path(drift_plot, overwrite=overwrite)  # fail before the work
-    from ...dq import DustDQ
-
     defects = (np.asarray(detection.dq) & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
     mt = measure_transmission(frames, detection.dust_mask, weight=weight, labels=detection.labels,
                               invalid=defects if defects.any() else None, drift=drift, **options)
@@ -1188,44 +1342,52 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, drift_plot=N
 
         plot_drift(mt.drift, drift_plot, diameters=list(mt.shadows["diameter"]),
                    overwrite=overwrite)
+    return mt
+
+
+def _fallback_note(mt, by_id):
+    """Why some (or all) shadows were interpolated locally: the drift did not uncover them."""
+    major, minor, _ = mt.drift.extent
+    n_total = len(by_id)
+    local_ids = sorted(i for i, m in by_id.items() if m != "measured")
+    if mt.n_measured == 0:
+        return (f"no usable drift: the scene moved {major:.1f} x {minor:.1f} px "
+                f"(principal axes), not enough to uncover any of the {n_total} shadows; "
+                "local interpolation used for all of them")
+    return (f"the drift ({major:.1f} x {minor:.1f} px) does not uncover {len(local_ids)} of "
+            f"{n_total} shadows (ids {', '.join(map(str, local_ids))}); "
+            "local interpolation used for them")
+
+
+def _clean_estimate(median, detection, region, mt):
+    """``median / T`` inside the weight, ``T`` measured or local: ``(clean, profile)``.
+
+    Without any measured shadow, exactly what ``inpaint='local'`` gives (same
+    clean estimate, same flat profile).
+    """
+    if mt.n_measured == 0:
+        clean, local_info = _local_inpainter(median, detection)
+        return clean, local_info.get("profile", "radial")
     measured = mt.measured & region
     local = region & ~measured
     trans = np.where(measured, mt.transmission.astype(np.float64), 1.0)
-    by_id = mt.methods_by_id()
-    n_total = len(by_id)
-    n_meas = sum(m == "measured" for m in by_id.values())
-    n_local = n_total - n_meas  # local, or partly local ('mixed')
-    major, minor, _ = mt.drift.extent
-    fallback = None
-    profile = "none"
     if local.any():
-        local_ids = sorted(i for i, m in by_id.items() if m != "measured")
-        if mt.n_measured == 0:
-            fallback = (f"no usable drift: the scene moved {major:.1f} x {minor:.1f} px "
-                        f"(principal axes), not enough to uncover any of the {n_total} shadows; "
-                        "local interpolation used for all of them")
-        else:
-            fallback = (f"the drift ({major:.1f} x {minor:.1f} px) does not uncover {n_local} of "
-                        f"{n_total} shadows (ids {', '.join(map(str, local_ids))}); "
-                        "local interpolation used for them")
-        warn_user(fallback, DetectorFallbackWarning)
-    if mt.n_measured == 0:
-        # exactly what inpaint='local' gives (same clean estimate, same flat profile)
-        clean, local_info = _local_inpainter(median, detection)
-        profile = local_info.get("profile", "radial")
-    else:
-        if local.any():
-            trans = np.where(local, _local_transmission(median, detection, local), trans)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            clean = np.where(region & (trans > 0), median / trans, median).astype(np.float32)
-        bad = region & ~np.isfinite(clean)
-        clean[bad] = median[bad]
+        trans = np.where(local, _local_transmission(median, detection, local), trans)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        clean = np.where(region & (trans > 0), median / trans, median).astype(np.float32)
+    bad = region & ~np.isfinite(clean)
+    clean[bad] = median[bad]
+    return clean, "none"
 
+
+def _inpaint_info(mt, n_meas, n_local, fallback, profile):
+    """The ``info`` record of `inpaint_measured`."""
+    major, minor, _ = mt.drift.extent
     prov = mt.provenance()
     shadows = prov["shadows"]
     for rec in shadows:
         rec["flat_method"] = rec.pop("method")
-    info = {
+    return {
         "method": "measured",
         "profile": profile,
         "generated": False,
@@ -1240,7 +1402,6 @@ def inpaint_measured(median, detection, *, frames=None, drift=None, drift_plot=N
                    "DRIFTMAJ": round(major, 2), "DRIFTMIN": round(minor, 2),
                    "NFRMUSED": int(mt.params["n_frames_used"])},
     }
-    return clean, info
 
 
 def add_flat_method(catalog, info):
@@ -1319,27 +1480,14 @@ def write_measured_catalog(path, detection, info, *, overwrite=False):
     overwrite : bool, optional
         Default `False`.
     """
-    from ...products import CATALOG_COLUMNS
-    from ...utils._atomic import atomic_output
+    from ...io.catalog import write_catalog_ecsv
 
-    table = add_flat_method(detection.catalog, info)
-    for name in table.colnames:
-        if name in CATALOG_COLUMNS:
-            _, unit, desc = CATALOG_COLUMNS[name]
-            table[name].unit = unit
-            table[name].description = desc
     drift = (info.get("drift") or {}).get("summary", {})
-    table.meta = {
-        "comments": ["aiflat_astro dust catalog: one row per sensor-dust shadow",
-                     "flat_method: how the flat was set inside the shadow (measured from the drift "
-                     "of the scene, or local interpolation)"],
-        "detector": detection.detector,
-        "n_shadows": len(table),
-        "inpaint": "measured",
-        "n_measured": int(info.get("n_measured", 0)),
-        "n_local": int(info.get("n_local", 0)),
-        "drift": drift,
-    }
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        table.write(tmp, format="ascii.ecsv")
-    log.info("wrote %s (%d shadows, %d measured)", path, len(table), table.meta["n_measured"])
+    meta = {"detector": detection.detector, "n_shadows": len(detection.catalog),
+            "inpaint": "measured", "n_measured": int(info.get("n_measured", 0)),
+            "n_local": int(info.get("n_local", 0)), "drift": drift}
+    comment = ("flat_method: how the flat was set inside the shadow (measured from the drift "
+               "of the scene, or local interpolation)")
+    write_catalog_ecsv(path, add_flat_method(detection.catalog, info), comments=[comment],
+                       meta=meta, overwrite=overwrite)
+    log.info("wrote %s (%d shadows, %d measured)", path, meta["n_shadows"], meta["n_measured"])

@@ -345,3 +345,58 @@ def test_box_shift_is_the_spline_of_ndimage_shift():
     values, inside = _sample_box(spline, 5, 25, 6, 30, 2.0, -3.0, order=3, prefiltered=True)
     np.testing.assert_allclose(values, image[7:27, 3:27], atol=1e-9)
     assert inside.all()
+
+
+def test_stack_sampling_is_one_box_shift_per_frame():
+    """The box resampled for all frames at once equals one `_sample_box` per frame."""
+    from scipy import ndimage as ndi
+
+    from aiflat_astro.flat.estimators.measured import (
+        _sample_box,
+        _sample_mask,
+        _sample_mask_stack,
+        _sample_stack,
+    )
+
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=(60, 70))
+    spline = ndi.spline_filter(image, order=3, mode="nearest")
+    mask = rng.random((60, 70)) < 0.1
+    dys, dxs = rng.uniform(-30, 30, 40), rng.uniform(-30, 30, 40)
+    for box in ((5, 25, 6, 30), (-10, 20, -5, 80), (40, 75, 50, 90)):   # inside and beyond
+        for order, data in ((3, spline), (1, image)):
+            values, inside = _sample_stack(data, *box, dys, dxs, order=order)
+            for k in range(dys.size):
+                want, want_in = _sample_box(data, *box, dys[k], dxs[k], order=order,
+                                            prefiltered=True)
+                np.testing.assert_array_equal(inside[k], want_in)
+                np.testing.assert_allclose(values[k][want_in], want[want_in], rtol=0, atol=1e-12)
+        stack = _sample_mask_stack(mask, *box, dys, dxs)
+        for k in range(dys.size):
+            np.testing.assert_array_equal(stack[k], _sample_mask(mask, *box, dys[k], dxs[k]))
+    # the nearest edge pixel beyond the mask
+    edge = np.zeros((10, 10), bool)
+    edge[:, -1] = True
+    assert _sample_mask(edge, 0, 10, 0, 10, 0.0, 30.0).all()
+
+
+def test_options_object_and_keywords(drifting, measurement):
+    """An options object gives what its keywords give; unknown or bad options fail first."""
+    from aiflat_astro.flat.estimators.measured import MeasureOptions
+
+    path, _, _, detection = drifting
+    common = dict(weight=detection.weight, labels=detection.labels, drift=measurement.drift)
+    by_object = measure_transmission(path, detection.dust_mask,
+                                     options=MeasureOptions(n_iter=1, survey=False), **common)
+    by_keyword = measure_transmission(path, detection.dust_mask, n_iter=1, survey=False, **common)
+    mixed = measure_transmission(path, detection.dust_mask, options=MeasureOptions(n_iter=1),
+                                 survey=False, **common)
+    for other in (by_keyword, mixed):
+        np.testing.assert_array_equal(by_object.transmission, other.transmission)
+    assert by_object.params["n_iter"] == 1 and by_object.params["survey"] is False
+    with pytest.raises(TypeError, match="n_iterations"):
+        measure_transmission(path, detection.dust_mask, n_iterations=1)
+    with pytest.raises(InputError, match="estimator"):
+        MeasureOptions(estimator="mode")
+    with pytest.raises(InputError):
+        measure_transmission(path, detection.dust_mask, mem_limit="lots")

@@ -78,7 +78,7 @@ _LAZY = {
     ),
     "flat.estimators.measured": (
         'MeasuredTransmission', 'measure_transmission', 'inpaint_measured',
-        'add_flat_method', 'write_measured_catalog',
+        'add_flat_method', 'write_measured_catalog', 'MeasureOptions',
     ),
     "apply": (
         'apply_flat', 'apply_to_file', 'flat_boxes',

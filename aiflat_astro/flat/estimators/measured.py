@@ -54,6 +54,7 @@ __all__ = [
     "inpaint_measured",
     "add_flat_method",
     "write_measured_catalog",
+    "MeasureOptions",
 ]
 
 log = logging.getLogger(__name__)

@@ -291,6 +291,27 @@ def test_fixed_on_the_sensor_lifts_the_surroundings_terms():
     assert moving.confidence < 0.01
 
 
+def test_a_region_grown_around_a_speck_still_pays_for_its_surroundings():
+    """With a smaller dip inside it (a child of the scale merge), a region that continues into the
+    scene is the speck plus its surroundings: fixed or not, it pays for them and gives way to the
+    speck (on the demo video three masks grew to 3-9x their shadow without this)."""
+    from aiflat_astro.detection.local.candidates import Candidate
+    from aiflat_astro.detection.local.scoring import score
+
+    def cand(children=()):
+        return Candidate(y=50, x=50, scale=7, scale_index=0, sl=(slice(40, 60), slice(40, 60)),
+                         pix=np.ones((20, 20), bool), area=50, diameter=8, depth=0.12, z=9.0,
+                         core_area=30, peak_area=20, ring=4.0, isolation=0.45, beta=0.1,
+                         beta_sigma=0.05, children=list(children))
+
+    leaf = score(cand(), has_limb=False, frames_used=True)
+    parent = score(cand([cand()]), has_limb=False, frames_used=True)
+    penalty = leaf.terms["continues outward"]
+    assert penalty < 0
+    assert parent.terms["continues outward"] == penalty
+    assert parent.confidence < 0.8 <= leaf.confidence   # the parent is no longer sure, the speck is
+
+
 @pytest.mark.parametrize("frames", [False, True])
 def test_cold_pixel_cluster_is_not_a_shadow_but_a_small_speck_is(frames):
     """A 2x3 px cluster of cold pixels (full-depth steps, as on the real star field) is no dust,

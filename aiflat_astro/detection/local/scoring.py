@@ -120,7 +120,10 @@ def score(c, *, has_limb, frames_used, beta_split=BETA_SPLIT):
         # edge of an umbra, a lane between ridges) is what the frames test: a dip fixed on the
         # sensor is not the scene's, so it no longer counts against a speck on an umbra
         if motion > 0:
-            scene = [v for k, v in c.terms.items() if (k in context or k in SURROUNDINGS) and v < 0]
+            # ... nor do its surroundings, unless a smaller dip inside it (a child) would explain it:
+            # a region grown into the scene around a speck still pays, and gives way to the speck
+            exempt = set(context) if c.children else set(context) | set(SURROUNDINGS)
+            scene = [v for k, v in c.terms.items() if k in exempt and v < 0]
             logit = min(motion, MOTION_MAX) + logit - sum(scene)
         else:
             logit = motion + min(logit, 0.5)

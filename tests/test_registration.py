@@ -10,6 +10,7 @@ from scipy import ndimage
 from aiflat_astro.datasets import make_dusty_video
 from aiflat_astro.registration import (
     DriftPath,
+    RegisterOptions,
     drift_constraint,
     measure_shift,
     plot_drift,
@@ -162,6 +163,25 @@ class TestRegisterFrames:
             register_frames(path, step=0)
         with pytest.raises(InputError, match="3-D"):
             register_frames(np.zeros((4, 4)))
+        with pytest.raises(InputError, match="unknown option"):
+            register_frames(path, max_frame=10)
+        with pytest.raises(InputError, match="upsample_factor"):
+            RegisterOptions(upsample_factor=0)
+        with pytest.raises(InputError, match="RegisterOptions"):
+            register_frames(path, options={"step": 2})
+
+    def test_options_object_and_keywords_agree(self, drifting):
+        """``options=RegisterOptions(...)`` gives what its keywords give; a keyword wins over the object."""
+        path, truth = drifting
+        by_keyword = register_frames(path, dust_mask=truth.labels > 0, step=3, upsample_factor=10, whiten=1.0)
+        by_object = register_frames(path, dust_mask=truth.labels > 0,
+                                    options=RegisterOptions(step=3, upsample_factor=10, whiten=1.0))
+        mixed = register_frames(path, dust_mask=truth.labels > 0, options=RegisterOptions(step=5, whiten=1.0),
+                                step=3, upsample_factor=10)
+        for other in (by_object, mixed):
+            np.testing.assert_array_equal(by_keyword.shifts, other.shifts)
+            assert other.params == by_keyword.params
+        assert by_keyword.params["whiten"] == 1.0 and by_keyword.frame_index.tolist() == list(range(0, 60, 3))
 
 
 class TestDriftPath:

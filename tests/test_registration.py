@@ -100,8 +100,7 @@ class TestRegisterFrames:
         """
         rng = np.random.default_rng(5)
         n, shape, pad = 24, (96, 96), 20
-        scene = 1 + 0.01 * ndimage.gaussian_filter(rng.normal(size=(shape[0] + 2 * pad,
-                                                                     shape[1] + 2 * pad)), 1.2)
+        scene = 1 + 0.01 * ndimage.gaussian_filter(rng.normal(size=(shape[0] + 2 * pad, shape[1] + 2 * pad)), 1.2)
         yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
         dust = np.zeros(shape, bool)
         trans = np.ones(shape)
@@ -325,8 +324,7 @@ class TestXu2016Registration:
         """
         rel = xu_drift.shifts - xu_drift.shifts[0]
         readme = xu2016.centroids - xu2016.centroids[0]
-        cos = np.sum(rel[1:] * readme[1:], axis=1) / (np.hypot(*rel[1:].T)
-                                                     * np.hypot(*readme[1:].T))
+        cos = np.sum(rel[1:] * readme[1:], axis=1) / (np.hypot(*rel[1:].T) * np.hypot(*readme[1:].T))
         assert cos.min() > 0.95
         assert self._aligned_corr(xu2016.frames, 6, readme[6]) < 0.3
 

@@ -358,9 +358,7 @@ def _shrunk(s, optics, factor=0.8):
     return _derive(s["diameter"] * factor, s["grain_size"] * factor, s["distance"] * factor, optics)
 
 
-
 # --- realistic specks ('solar' regime): any grain silhouette convolved with the pupil footprint ---
-
 def _quantile_draw(rng, probs, knots, size=None):
     """Draw from the distribution of quantiles ``knots`` at ``probs`` (log-linear between)."""
     return np.exp(np.interp(rng.uniform(0.0, 1.0, size), probs, np.log(knots)))

@@ -67,7 +67,7 @@ def test_soft_weight_and_ignored_pixels():
 def test_invalid_is_deprecated_for_ignore():
     truth, weight, dusty, ignore = _hot_pixel_case()
     new = inpaint_local(dusty, weight, ignore=ignore, method="harmonic", normalize=False)
-    with pytest.warns(AiflatDeprecationWarning, match=r"inpaint_local\(invalid=\.\.\.\) is deprecated; use ignore") as rec:
+    with pytest.warns(AiflatDeprecationWarning, match=r"inpaint_local\(invalid=\.\.\.\) is deprecated; use ign") as rec:
         old = inpaint_local(dusty, weight, invalid=ignore, method="harmonic", normalize=False)
     assert rec[0].filename == __file__
     np.testing.assert_array_equal(new, old)

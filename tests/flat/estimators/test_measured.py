@@ -254,7 +254,6 @@ class TestCatalog:
         direct = add_flat_method(detection.catalog, measurement)
         assert list(direct["flat_method"]) == ["measured"] * 10
 
-
     def test_pieces_aggregate_per_id(self):
         """A shadow in two pieces, one measured, one not: 'mixed'; worst coverage and error."""
         catalog = empty_catalog()

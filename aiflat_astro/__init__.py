@@ -73,7 +73,7 @@ _LAZY = {
         'make_flat', 'FlatOptions', 'multiply_master_flat', 'evaluate_flat', 'FLAT_PROFILES',
     ),
     "registration": (
-        'DriftPath', 'register_frames', 'measure_shift', 'shift_extent', 'drift_constraint',
+        'DriftPath', 'register_frames', 'RegisterOptions', 'measure_shift', 'shift_extent', 'drift_constraint',
         'plot_drift',
     ),
     "flat.estimators.measured": (

@@ -156,6 +156,21 @@ def _side_products(detection, median, paths):
 class RunOptions:
     """The options of one run, grouped for the steps (the keyword options of `run_pipeline`).
 
+    ``run_pipeline(video, outdir, options=RunOptions(...))`` and the same
+    names as keywords are one run (a keyword wins over the object).
+
+    Parameters
+    ----------
+    detector, inpaint, apply, f_ratio, pixel_size
+        The detector, the clean-estimate method, whether to write the
+        calibrated video, the optics (see `~aiflat_astro.pipeline.run_pipeline`).
+    max_frames, step, mem_limit, floor
+        The median's frames and memory, the flat's floor.
+    detector_options, inpaint_options : dict
+        Extra options of the detector and of the estimator.
+    byte_order, overwrite
+        SER byte order; replace files that ``aiflat run`` did not make.
+
     Examples
     --------
     >>> RunOptions(detector="local", step=2).step

@@ -28,6 +28,7 @@ from pathlib import Path
 from ._runstate import (_KEY, _KEY_COMMENT, PRODUCTS, RunOptions, _file_identity, _region_files, _reuse,
                         _side_products, _State, _write_mask, _write_median)
 from .provenance import params_hash, software_id
+from .utils._options import merged_options
 from .utils.exceptions import InputError
 
 __all__ = ["run_pipeline", "RunOptions"]
@@ -35,10 +36,8 @@ __all__ = ["run_pipeline", "RunOptions"]
 log = logging.getLogger(__name__)
 
 
-def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True, f_ratio=None,
-                 pixel_size=None, max_frames=None, step=1, mem_limit="256MB", floor=0.05,
-                 detector_options=None, inpaint_options=None, byte_order="auto", overwrite=False,
-                 progress_bar=False, client=None, force=False, check_options=None):
+def run_pipeline(video, outdir, *, options=None, progress_bar=False, client=None, force=False, check_options=None,
+                 **keywords):
     """Run every step on a video (or a night of videos) and write the products into ``outdir``.
 
     Parameters
@@ -81,6 +80,9 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
     check_options : dict, optional
         A night only: the fields of `aiflat_astro.night.CheckOptions` (the
         dust-change check's false-alarm rate and thresholds).
+    options : `RunOptions`, optional
+        The run's options (``detector`` to ``overwrite`` above) as one
+        object; a keyword given as well wins.
 
     Returns
     -------
@@ -91,6 +93,11 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
         returns the dict of `~aiflat_astro.night.run_night` (with
         ``manifest`` and ``videos``).
 
+    Raises
+    ------
+    InputError
+        A missing video, an output folder that is a file, an unknown option.
+
     Examples
     --------
     >>> import os, tempfile
@@ -100,11 +107,10 @@ def run_pipeline(video, outdir, *, detector="local", inpaint="local", apply=True
     >>> result = run_pipeline(os.path.join(d, "sun.ser"), os.path.join(d, "out"))  # doctest: +SKIP
     >>> sorted(result["computed"])                                                  # doctest: +SKIP
     ['apply', 'flat', 'mask', 'median']
+    >>> opts = RunOptions(inpaint="measured", apply=False)
+    >>> result = run_pipeline(os.path.join(d, "sun.ser"), os.path.join(d, "out2"), options=opts)  # doctest: +SKIP
     """
-    opts = RunOptions(detector=detector, inpaint=inpaint, apply=apply, f_ratio=f_ratio, pixel_size=pixel_size,
-                      max_frames=max_frames, step=step, mem_limit=mem_limit, floor=floor,
-                      detector_options=detector_options, inpaint_options=inpaint_options,
-                      byte_order=byte_order, overwrite=overwrite)
+    opts = merged_options(RunOptions, options, keywords, "run_pipeline")
     videos = list(video) if isinstance(video, (list, tuple)) else [video]
     if len(videos) > 1 or client is not None:
         from .night import run_night

@@ -36,11 +36,13 @@ from ._imaging.robust import block_mean
 from ._imaging.shift import bilinear_shift
 from .io.frames import opened_frames, select_frames
 from .utils._colour import mono_frame
+from .utils._options import merged_options
 from .utils.exceptions import InputError
 
 __all__ = [
     "DriftPath",
     "register_frames",
+    "RegisterOptions",
     "measure_shift",
     "shift_extent",
     "drift_constraint",
@@ -707,23 +709,50 @@ def _register_large(source, idx, coarse, frame_shape, dust_mask, *, max_size, hi
     return shifts, peaks, int(idx[r])
 
 
-def register_frames(
-    frames,
-    *,
-    dust_mask=None,
-    step=1,
-    max_frames=None,
-    n_reference=25,
-    n_initial=5,
-    upsample_factor=20,
-    highpass=4.0,
-    lowpass=0.25,
-    whiten=0.5,
-    apodize=0.25,
-    max_size=1024,
-    static_mask=True,
-    progress_bar=False,
-):
+@dataclass(frozen=True)
+class RegisterOptions:
+    """The options of `register_frames` besides its inputs (the same names as its keywords).
+
+    Parameters
+    ----------
+    step, max_frames, n_reference, n_initial, upsample_factor
+        Which frames, the references, the shift resolution (see `register_frames`).
+    highpass, lowpass, whiten, apodize, max_size, static_mask, progress_bar
+        The filters, the region and the static-feature mask (see `register_frames`).
+
+    Raises
+    ------
+    InputError
+        ``upsample_factor`` below 1.
+
+    Examples
+    --------
+    >>> RegisterOptions(max_size=512).upsample_factor
+    20
+    """
+
+    step: int = 1
+    max_frames: int = None
+    n_reference: int = 25
+    n_initial: int = 5
+    upsample_factor: int = 20
+    highpass: float = 4.0
+    lowpass: float = 0.25
+    whiten: float = 0.5
+    apodize: float = 0.25
+    max_size: object = 1024
+    static_mask: bool = True
+    progress_bar: bool = False
+
+    def __post_init__(self):
+        if int(self.upsample_factor) < 1:
+            raise InputError(f"upsample_factor must be >= 1, got {self.upsample_factor}")
+        for name in ("highpass", "lowpass", "whiten", "apodize"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "upsample_factor", int(self.upsample_factor))
+
+
+def register_frames(frames, *, dust_mask=None, options=None, **keywords):
     """Measure the sub-pixel shift of the scene in every frame of a video.
 
     Parameters
@@ -769,6 +798,9 @@ def register_frames(
         without drift).  Default is `True`.
     progress_bar : bool, optional
         Show a tqdm progress bar. Default is `False`.
+    options : `RegisterOptions`, optional
+        All of the options above (except ``dust_mask``) as one object; a
+        keyword given as well wins.
 
     Returns
     -------
@@ -777,7 +809,8 @@ def register_frames(
     Raises
     ------
     InputError
-        If the frames cannot be read or the options are invalid.
+        If the frames cannot be read or the options are invalid (an unknown
+        option included).
 
     Notes
     -----
@@ -809,12 +842,9 @@ def register_frames(
     >>> bool(np.abs(err).max() < 0.1)
     True
     """
-    upsample_factor = int(upsample_factor)
-    if upsample_factor < 1:
-        raise InputError(f"upsample_factor must be >= 1, got {upsample_factor}")
-    opts = _RegistrationOptions(highpass=float(highpass), lowpass=float(lowpass),
-                                whiten=float(whiten), apodize=float(apodize),
-                                upsample_factor=upsample_factor, max_size=max_size)
+    opts = merged_options(RegisterOptions, options, keywords, "register_frames")
+    step, max_frames, max_size = opts.step, opts.max_frames, opts.max_size
+    upsample_factor, progress_bar = opts.upsample_factor, opts.progress_bar
     with _open_source(frames) as source:
         n_frames = int(source.n_frames)
         idx = select_frames(n_frames, step=step, max_frames=max_frames)
@@ -832,15 +862,15 @@ def register_frames(
                                progress_bar=progress_bar)
         region = _central_region(frame_shape, max_size)
         prep, n_static = _drift_preprocessor(source, idx, frame_shape, dust_mask, region, opts,
-                                             static_mask=static_mask)
+                                             static_mask=opts.static_mask)
         taper = _taper(prep.shape, opts.lowpass)
 
         def corr(ref_spec, image):
             return _correlate(ref_spec, _spectrum(image), shape=prep.shape, taper=taper,
                               upsample_factor=upsample_factor, whiten=opts.whiten)
 
-        ref_spec, ref_frames = _drift_reference(source, idx, prep, corr, n_initial=n_initial,
-                                                n_reference=n_reference)
+        ref_spec, ref_frames = _drift_reference(source, idx, prep, corr, n_initial=opts.n_initial,
+                                                n_reference=opts.n_reference)
         # 3. register every selected frame against the refined reference (one streaming pass).
         shifts = np.empty((idx.size, 2))
         peaks = np.empty(idx.size)
@@ -867,18 +897,6 @@ def register_frames(
     log.info("registered %d frames: drift extent %.1f x %.1f px, rms %.2f px",
              idx.size, drift.extent[0], drift.extent[1], drift.rms)
     return drift
-
-
-@dataclass(frozen=True)
-class _RegistrationOptions:
-    """The filtering and correlation options of `register_frames`."""
-
-    highpass: float
-    lowpass: float
-    whiten: float
-    apodize: float
-    upsample_factor: int
-    max_size: object
 
 
 def _checked_mask(dust_mask, frame_shape):

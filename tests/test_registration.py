@@ -10,6 +10,7 @@ from scipy import ndimage
 from aiflat_astro.datasets import make_dusty_video
 from aiflat_astro.registration import (
     DriftPath,
+    RegisterOptions,
     drift_constraint,
     measure_shift,
     plot_drift,
@@ -99,8 +100,7 @@ class TestRegisterFrames:
         """
         rng = np.random.default_rng(5)
         n, shape, pad = 24, (96, 96), 20
-        scene = 1 + 0.01 * ndimage.gaussian_filter(rng.normal(size=(shape[0] + 2 * pad,
-                                                                     shape[1] + 2 * pad)), 1.2)
+        scene = 1 + 0.01 * ndimage.gaussian_filter(rng.normal(size=(shape[0] + 2 * pad, shape[1] + 2 * pad)), 1.2)
         yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
         dust = np.zeros(shape, bool)
         trans = np.ones(shape)
@@ -162,6 +162,25 @@ class TestRegisterFrames:
             register_frames(path, step=0)
         with pytest.raises(InputError, match="3-D"):
             register_frames(np.zeros((4, 4)))
+        with pytest.raises(InputError, match="unknown option"):
+            register_frames(path, max_frame=10)
+        with pytest.raises(InputError, match="upsample_factor"):
+            RegisterOptions(upsample_factor=0)
+        with pytest.raises(InputError, match="RegisterOptions"):
+            register_frames(path, options={"step": 2})
+
+    def test_options_object_and_keywords_agree(self, drifting):
+        """``options=RegisterOptions(...)`` gives what its keywords give; a keyword wins over the object."""
+        path, truth = drifting
+        by_keyword = register_frames(path, dust_mask=truth.labels > 0, step=3, upsample_factor=10, whiten=1.0)
+        by_object = register_frames(path, dust_mask=truth.labels > 0,
+                                    options=RegisterOptions(step=3, upsample_factor=10, whiten=1.0))
+        mixed = register_frames(path, dust_mask=truth.labels > 0, options=RegisterOptions(step=5, whiten=1.0),
+                                step=3, upsample_factor=10)
+        for other in (by_object, mixed):
+            np.testing.assert_array_equal(by_keyword.shifts, other.shifts)
+            assert other.params == by_keyword.params
+        assert by_keyword.params["whiten"] == 1.0 and by_keyword.frame_index.tolist() == list(range(0, 60, 3))
 
 
 class TestDriftPath:
@@ -305,8 +324,7 @@ class TestXu2016Registration:
         """
         rel = xu_drift.shifts - xu_drift.shifts[0]
         readme = xu2016.centroids - xu2016.centroids[0]
-        cos = np.sum(rel[1:] * readme[1:], axis=1) / (np.hypot(*rel[1:].T)
-                                                     * np.hypot(*readme[1:].T))
+        cos = np.sum(rel[1:] * readme[1:], axis=1) / (np.hypot(*rel[1:].T) * np.hypot(*readme[1:].T))
         assert cos.min() > 0.95
         assert self._aligned_corr(xu2016.frames, 6, readme[6]) < 0.3
 

@@ -358,9 +358,7 @@ def _shrunk(s, optics, factor=0.8):
     return _derive(s["diameter"] * factor, s["grain_size"] * factor, s["distance"] * factor, optics)
 
 
-
 # --- realistic specks ('solar' regime): any grain silhouette convolved with the pupil footprint ---
-
 def _quantile_draw(rng, probs, knots, size=None):
     """Draw from the distribution of quantiles ``knots`` at ``probs`` (log-linear between)."""
     return np.exp(np.interp(rng.uniform(0.0, 1.0, size), probs, np.log(knots)))
@@ -692,15 +690,8 @@ def make_dust_transmission(shape, *, regime="solar", f_ratio=None, pixel_size=NO
     if regime not in DUST_REGIMES:
         raise InputError(f"regime must be one of {', '.join(DUST_REGIMES)}, got {regime!r}")
     cfg = DUST_REGIMES[regime]
-    f_ratio = float(cfg["f_ratio"] if f_ratio is None else f_ratio)
-    obstruction = float(cfg["obstruction"] if obstruction is None else obstruction)
-    diffraction = cfg["diffraction"] if diffraction is None else bool(diffraction)
-    if not f_ratio > 0:
-        raise InputError(f"f_ratio must be positive, got {f_ratio}")
-    if not pixel_size > 0:
-        raise InputError(f"pixel_size must be positive, got {pixel_size}")
-    if not 0 <= obstruction < 1:
-        raise InputError(f"obstruction must be in [0, 1), got {obstruction}")
+    optics = _checked_optics(cfg, f_ratio=f_ratio, pixel_size=pixel_size, obstruction=obstruction,
+                             diffraction=diffraction, wavelength=wavelength)
     if n_dust is not None and (isinstance(n_dust, bool) or int(n_dust) != n_dust or n_dust < 0):
         raise InputError(f"n_dust must be a non-negative integer or None, got {n_dust!r}")
     if allowed is None:
@@ -709,8 +700,6 @@ def make_dust_transmission(shape, *, regime="solar", f_ratio=None, pixel_size=NO
         raise InputError(f"allowed has shape {np.shape(allowed)}, expected {shape}")
     rng = np.random.default_rng(seed)
 
-    optics = {"f_ratio": f_ratio, "pixel_size": float(pixel_size), "obstruction": obstruction,
-              "diffraction": diffraction, "wavelength": float(wavelength)}
     specks = cfg["model"] == "specks"
     if n_dust is None:
         n_dust = (rng.poisson(cfg["density"] * np.count_nonzero(allowed) / 1e6) if specks
@@ -724,7 +713,26 @@ def make_dust_transmission(shape, *, regime="solar", f_ratio=None, pixel_size=NO
         warn_user(f"only {len(placed)} of {len(drawn)} dust shadows fit in a {shape[0]}x{shape[1]} "
                   "frame without overlapping")
     placed.sort(key=lambda s: (s["y"], s["x"]))
+    return _rendered(placed, shape, specks)
 
+
+def _checked_optics(cfg, *, f_ratio, pixel_size, obstruction, diffraction, wavelength):
+    """The optics of `make_dust_transmission` (the regime's defaults filled in), checked."""
+    f_ratio = float(cfg["f_ratio"] if f_ratio is None else f_ratio)
+    obstruction = float(cfg["obstruction"] if obstruction is None else obstruction)
+    diffraction = cfg["diffraction"] if diffraction is None else bool(diffraction)
+    if not f_ratio > 0:
+        raise InputError(f"f_ratio must be positive, got {f_ratio}")
+    if not pixel_size > 0:
+        raise InputError(f"pixel_size must be positive, got {pixel_size}")
+    if not 0 <= obstruction < 1:
+        raise InputError(f"obstruction must be in [0, 1), got {obstruction}")
+    return {"f_ratio": f_ratio, "pixel_size": float(pixel_size), "obstruction": obstruction,
+            "diffraction": diffraction, "wavelength": float(wavelength)}
+
+
+def _rendered(placed, shape, specks):
+    """The transmission, labels and shadow table of the placed shadows."""
     transmission = np.ones(shape, dtype=np.float64)
     labels = np.zeros(shape, dtype=np.int32)
     rows = []

@@ -42,8 +42,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._imaging.robust import robust_sigma
-from ..io.frames import spread_indices
-from ..registration import DriftPath, _binned_frames, _open_source, register_frames
+from ..io.frames import opened_frames, spread_indices
+from ..registration import DriftPath, _binned_frames, register_frames
 from ..utils._atomic import parse_size
 from ..utils.exceptions import AiflatUserWarning, InputError, renamed_keyword, warn_user
 
@@ -469,7 +469,7 @@ def _registered_frames(source, drift, dust_mask, opts):
 def _read_binned_stack(frames, drift, dust_mask, opts):
     """Register if needed and read the chosen frames binned to fit ``mem_limit``."""
     budget = parse_size(opts.mem_limit)
-    with _open_source(frames) as source:
+    with opened_frames(frames) as source:
         shape = tuple(source.frame_shape)[:2]
         if dust_mask is not None:
             dust_mask = np.asarray(dust_mask, dtype=bool)

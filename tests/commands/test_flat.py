@@ -163,6 +163,25 @@ def test_run_reuses_and_recomputes(video, tmp_path, capsys):
     assert ev["product"] == "flat" and ev["outside_exact"] > 0.9
 
 
+def test_run_pipeline_options_object_and_keywords(video, tmp_path):
+    """``options=RunOptions(...)`` is the run its keywords give (same step keys: all reused); a keyword wins."""
+    from aiflat_astro.pipeline import RunOptions, run_pipeline
+    from aiflat_astro.utils.exceptions import InputError
+
+    src, out = video[0], tmp_path / "run"
+    first = run_pipeline(src, out, apply=False, floor=0.1)
+    assert first["computed"] == ["median", "mask", "flat"]
+    same = run_pipeline(src, out, options=RunOptions(apply=False, floor=0.1))
+    assert same["computed"] == [] and same["reused"] == ["median", "mask", "flat"]
+    mixed = run_pipeline(src, out, options=RunOptions(apply=False, floor=0.1), floor=0.2)
+    assert mixed["computed"] == ["flat"]
+    assert read_flat(out / "flat.fits").meta["FLOOR"] == 0.2
+    with pytest.raises(InputError, match="unknown option"):
+        run_pipeline(src, out, flor=0.1)
+    with pytest.raises(InputError, match="RunOptions"):
+        run_pipeline(src, out, options={"floor": 0.1})
+
+
 def test_run_refuses_foreign_files(video, tmp_path, capsys):
     src = video[0]
     out = tmp_path / "run"

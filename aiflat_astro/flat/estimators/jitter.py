@@ -65,7 +65,7 @@ from scipy import ndimage, sparse
 from scipy.sparse import linalg as splinalg
 
 from ...io.frames import spread_indices
-from ...utils.exceptions import InputError
+from ...utils.exceptions import InputError, renamed_keyword
 
 __all__ = ["JITTER_MIN_R2", "jitter_clean", "JitterOptions"]
 
@@ -417,7 +417,7 @@ class JitterOptions:
         return dataclasses.replace(self, **overrides) if overrides else self
 
 
-def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, options=None, **overrides):
+def jitter_clean(median, dust_mask, frames, *, shifts=None, ignore=None, options=None, invalid=None, **overrides):
     """Dust-free median inside dust shadows, integrated from the gradient that the jitter measures.
 
     Parameters
@@ -439,7 +439,7 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, option
         `~aiflat_astro.registration.register_frames`, or a simulation's
         truth), used for every shadow; only the frame's level is then fitted.
         Default: measured locally around each shadow.
-    invalid : `~numpy.ndarray` of bool, optional
+    ignore : `~numpy.ndarray` of bool, optional
         Defects (hot, cold, saturated): not used for registration, solved for
         with a small weight.
     options : ``JitterOptions``, optional
@@ -447,6 +447,8 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, option
     **overrides
         Any field of ``JitterOptions`` by keyword (``max_frames=20``), applied
         over ``options``: the keywords of earlier versions keep working.
+    invalid : `~numpy.ndarray` of bool, optional
+        Deprecated name of ``ignore``.
 
     Returns
     -------
@@ -479,8 +481,10 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, invalid=None, option
     >>> bool(np.all(clean == median.astype(np.float32)))
     True
     """
+    if invalid is not None:
+        ignore = renamed_keyword("jitter_clean", "invalid", "ignore", invalid, given=ignore)
     opts = (options or JitterOptions()).updated(**overrides)
-    med, mask, bad = _checked_images(median, dust_mask, invalid)
+    med, mask, bad = _checked_images(median, dust_mask, ignore)
     clean = med.astype(np.float32)
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
@@ -517,16 +521,19 @@ def _too_few_frames(n_frames, min_frames, n_shadows):
              "reg_rms": np.nan, "n_reg": 0} for k in range(1, n_shadows + 1)]
 
 
-def _checked_images(median, dust_mask, invalid):
-    """The median (float64), the mask and the pixels not to trust (non-finite, ≤ 0, ``invalid``)."""
+def _checked_images(median, dust_mask, ignore):
+    """The median (float64), the mask and the pixels not to trust (non-finite, ≤ 0, ``ignore``)."""
     med = np.asarray(getattr(median, "data", median), dtype=np.float64)
     mask = np.asarray(dust_mask, dtype=bool)
     if med.ndim != 2 or mask.shape != med.shape:
         raise InputError(f"median {med.shape} and dust mask {mask.shape} must be 2-D images of "
                          "one shape")
     bad = ~np.isfinite(med) | (med <= 0)
-    if invalid is not None:
-        bad = bad | np.asarray(invalid, dtype=bool)
+    if ignore is not None:
+        ignore = np.asarray(ignore, dtype=bool)
+        if ignore.shape != med.shape:
+            raise InputError(f"ignore mask shape {ignore.shape} does not match the median {med.shape}")
+        bad = bad | ignore
     return med, mask, bad
 
 

@@ -38,7 +38,7 @@ from scipy.sparse import linalg as splinalg
 
 from ..._imaging.disc import fit_circle
 from ..._imaging.robust import robust_sigma
-from ...utils.exceptions import InputError
+from ...utils.exceptions import InputError, renamed_keyword
 
 __all__ = [
     "inpaint_local",
@@ -266,10 +266,10 @@ def _fit_circle(ys, xs):
     return np.array(fit), np.hypot(ys - yc, xs - xc) - radius
 
 
-def _find_limb(data, exclude, threshold):
+def _find_limb(data, ignore, threshold):
     """Centre and radius of a solar disc whose limb crosses the frame, or None."""
     h, w = data.shape
-    good = np.isfinite(data) & ~exclude
+    good = np.isfinite(data) & ~ignore
     if good.sum() < 100:
         return None
     top = float(np.percentile(data[good], 99.5))
@@ -290,7 +290,7 @@ def _find_limb(data, exclude, threshold):
         return None
     edge = disc & ~ndimage.binary_erosion(disc)
     edge[:2, :] = edge[-2:, :] = edge[:, :2] = edge[:, -2:] = False
-    edge &= ~ndimage.binary_dilation(exclude, iterations=3)
+    edge &= ~ndimage.binary_dilation(ignore, iterations=3)
     ys, xs = np.nonzero(edge)
     if ys.size < max(30, 0.1 * min(h, w)):
         return None
@@ -306,7 +306,7 @@ def _find_limb(data, exclude, threshold):
     return float(yc), float(xc), float(radius)
 
 
-def solar_disc_background(image, *, exclude=None, threshold=_DISC_THRESHOLD, limb_margin=3.0):
+def solar_disc_background(image, *, ignore=None, threshold=_DISC_THRESHOLD, limb_margin=3.0, exclude=None):
     """Large-scale brightness of a solar disc whose limb crosses the frame.
 
     The limb is found as the edge of the bright region (above ``threshold``
@@ -324,13 +324,15 @@ def solar_disc_background(image, *, exclude=None, threshold=_DISC_THRESHOLD, lim
     ----------
     image : `~numpy.ndarray` or `~astropy.nddata.CCDData`
         2-D image (the temporal median), with a dark sky beyond the limb.
-    exclude : `~numpy.ndarray` of bool, optional
+    ignore : `~numpy.ndarray` of bool, optional
         Pixels not to use (the dust mask, dilated; defects).
     threshold : float, optional
         Disc/sky threshold as a fraction of the 99.5th percentile (0.15).
     limb_margin : float, optional
         Pixels within this distance (px) of the fitted limb, and the sky
         beyond it, are neither fitted nor modelled.
+    exclude : `~numpy.ndarray` of bool, optional
+        Deprecated name of ``ignore``.
 
     Returns
     -------
@@ -354,16 +356,18 @@ def solar_disc_background(image, *, exclude=None, threshold=_DISC_THRESHOLD, lim
     >>> solar_disc_background(np.full((64, 64), 1000.0)) is None
     True
     """
+    if exclude is not None:
+        ignore = renamed_keyword("solar_disc_background", "exclude", "ignore", exclude, given=ignore)
     data = _as_image(image).astype(np.float64)
-    exclude = np.zeros(data.shape, bool) if exclude is None else np.asarray(exclude, dtype=bool)
-    if exclude.shape != data.shape:
-        raise InputError(f"exclude mask shape {exclude.shape} does not match the image shape {data.shape}")
-    geom = _find_limb(data, exclude, threshold)
+    ignore = np.zeros(data.shape, bool) if ignore is None else np.asarray(ignore, dtype=bool)
+    if ignore.shape != data.shape:
+        raise InputError(f"ignore mask shape {ignore.shape} does not match the image shape {data.shape}")
+    geom = _find_limb(data, ignore, threshold)
     if geom is None:
         return None
     yc, xc, radius = geom
     on, basis = _disc_basis(data.shape, yc, xc, radius, limb_margin)
-    idx = np.flatnonzero(on & ~exclude & np.isfinite(data))
+    idx = np.flatnonzero(on & ~ignore & np.isfinite(data))
     if idx.size < 200:
         return None
     if idx.size > _DISC_FIT_SAMPLES:
@@ -416,8 +420,8 @@ def _tukey_fit(b, v, *, iterations=10, c=4.685):
 # --------------------------------------------------------------------------------------
 # public: local inpainting
 # --------------------------------------------------------------------------------------
-def inpaint_local(image, weight, *, method="harmonic", normalize=True, invalid=None,
-                  poly_degree=2, ring_width=None, background=None):
+def inpaint_local(image, weight, *, method="harmonic", normalize=True, ignore=None,
+                  poly_degree=2, ring_width=None, background=None, invalid=None):
     """Reconstruct the dust-free image inside the mask from its surroundings.
 
     Every connected region of ``weight > 0`` is processed on its own cropped
@@ -446,11 +450,11 @@ def inpaint_local(image, weight, *, method="harmonic", normalize=True, invalid=N
         small-scale texture while the polynomial carries the curvature of the
         background (limb darkening, vignetting) that a harmonic function
         cannot follow.  Ignored for ``method='poly'``.
-    invalid : `~numpy.ndarray` of bool, optional
+    ignore : `~numpy.ndarray` of bool, optional
         Pixels not to be used as boundary values (hot, cold, saturated,
         non-finite).  They are interpolated as auxiliary unknowns but are
         only returned changed where ``weight > 0``.  Non-finite pixels are
-        always treated as invalid.
+        always ignored.
     poly_degree : int, optional
         Degree of the ring polynomial (default 2); 0 is the median of the ring (a level).
     ring_width : float, optional
@@ -463,6 +467,8 @@ def inpaint_local(image, weight, *, method="harmonic", normalize=True, invalid=N
         and positive on every pixel with ``weight > 0``; elsewhere, pixels
         where it is not (the sky beyond a solar limb) are not used as
         boundary values.
+    invalid : `~numpy.ndarray` of bool, optional
+        Deprecated name of ``ignore``.
 
     Returns
     -------
@@ -488,11 +494,13 @@ def inpaint_local(image, weight, *, method="harmonic", normalize=True, invalid=N
     >>> bool(np.all(clean[~mask] == dusty[~mask]))
     True
     """
+    if invalid is not None:
+        ignore = renamed_keyword("inpaint_local", "invalid", "ignore", invalid, given=ignore)
     if method not in LOCAL_METHODS:
         raise InputError(f"unknown local inpainting method {method!r}; choose one of {', '.join(LOCAL_METHODS)}")
     data = _as_image(image)
     region_mask = _as_weight(weight, data.shape) > 0
-    bad = _unusable_pixels(data, invalid)
+    bad = _unusable_pixels(data, ignore)
     clean = data.astype(np.float32, copy=True)
     data, bad, global_bg = _divide_by_background(data, bad, region_mask, background)
     if not region_mask.any():
@@ -510,15 +518,15 @@ def inpaint_local(image, weight, *, method="harmonic", normalize=True, invalid=N
     return clean
 
 
-def _unusable_pixels(data, invalid):
-    """Pixels not to use as boundary values: non-finite, and ``invalid`` (checked against the shape)."""
+def _unusable_pixels(data, ignore):
+    """Pixels not to use as boundary values: non-finite, and ``ignore`` (checked against the shape)."""
     bad = ~np.isfinite(data)
-    if invalid is None:
+    if ignore is None:
         return bad
-    invalid = np.asarray(invalid, dtype=bool)
-    if invalid.shape != data.shape:
-        raise InputError(f"invalid-pixel mask shape {invalid.shape} does not match the image shape {data.shape}")
-    return bad | invalid
+    ignore = np.asarray(ignore, dtype=bool)
+    if ignore.shape != data.shape:
+        raise InputError(f"ignore mask shape {ignore.shape} does not match the image shape {data.shape}")
+    return bad | ignore
 
 
 def _divide_by_background(data, bad, region_mask, background):
@@ -700,9 +708,9 @@ def _local_inpainter(median, detection, *, frames=None, method="poly", normalize
     if jitter not in ("auto", True, False, "off"):
         raise InputError(f"jitter must be 'auto' or False, got {jitter!r}")
     dq = np.asarray(detection.dq)
-    invalid = (dq & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
+    defects = (dq & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
     weight = np.asarray(detection.weight)
-    clean = inpaint_local(median, weight, method=method, normalize=normalize, invalid=invalid,
+    clean = inpaint_local(median, weight, method=method, normalize=normalize, ignore=defects,
                           poly_degree=poly_degree, ring_width=ring_width)
     params = {"LOCMETH": method, "POLYDEG": int(poly_degree)}
     if method != "poly":
@@ -711,7 +719,7 @@ def _local_inpainter(median, detection, *, frames=None, method="poly", normalize
         params["RINGW"] = float(ring_width)
     info = {"method": "local", "generated": False, "profile": "radial"}
     if disc == "auto" and np.any(weight > 0):
-        clean, info["disc_regions"], has_limb = _disc_clean(median, weight, invalid, clean, method=method,
+        clean, info["disc_regions"], has_limb = _disc_clean(median, weight, defects, clean, method=method,
                                                             normalize=normalize, disc_poly_degree=disc_poly_degree,
                                                             ring_width=ring_width)
         params["LOCDISC"] = has_limb
@@ -720,19 +728,19 @@ def _local_inpainter(median, detection, *, frames=None, method="poly", normalize
     use_jitter = frames is not None and jitter not in (False, "off")
     params["LOCJITT"] = bool(use_jitter)
     if use_jitter and np.any(weight > 0):
-        clean = _jitter_fill(median, weight > 0, frames, invalid, clean, info)
+        clean = _jitter_fill(median, weight > 0, frames, defects, clean, info)
     info["params"] = params
     return clean, info
 
 
-def _disc_clean(median, weight, invalid, clean, *, method, normalize, disc_poly_degree, ring_width):
+def _disc_clean(median, weight, defects, clean, *, method, normalize, disc_poly_degree, ring_width):
     """The shadows wholly on a solar disc filled relative to `solar_disc_background`.
 
     Returns the clean estimate, the number of such shadows and whether a limb was found.
     """
     region = weight > 0
-    exclude = ndimage.binary_dilation(region, iterations=2) | invalid
-    model = solar_disc_background(median, exclude=exclude)
+    ignore = ndimage.binary_dilation(region, iterations=2) | defects
+    model = solar_disc_background(median, ignore=ignore)
     if model is None:
         return clean, 0, False
     labels, n = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
@@ -742,17 +750,17 @@ def _disc_clean(median, weight, invalid, clean, *, method, normalize, disc_poly_
     n_disc = int(ok.sum())
     if n_disc:
         clean_disc = inpaint_local(median, np.where(on_regions, weight, 0.0), method=method,
-                                   normalize=normalize, invalid=invalid, poly_degree=disc_poly_degree,
+                                   normalize=normalize, ignore=defects, poly_degree=disc_poly_degree,
                                    ring_width=ring_width, background=np.where(on, model, np.nan))
         clean = np.where(on_regions, clean_disc, clean)
     return clean, n_disc, True
 
 
-def _jitter_fill(median, region, frames, invalid, clean, info):
+def _jitter_fill(median, region, frames, defects, clean, info):
     """The shadows whose scene the seeing jitter measures (`jitter_clean`), recorded in ``info``."""
     from .jitter import jitter_clean
 
-    jclean, report = jitter_clean(median, region, frames, invalid=invalid)
+    jclean, report = jitter_clean(median, region, frames, ignore=defects)
     labels, _ = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
     used = np.zeros(labels.max() + 1, dtype=bool)
     for row in report:

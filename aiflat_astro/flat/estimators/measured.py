@@ -34,18 +34,18 @@ outside, so nothing outside the dust mask is touched.
 
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 from astropy.table import Table
 from scipy import ndimage as ndi
 
 from ..._imaging.robust import block_mean, robust_sigma
-from ...registration import DriftPath, _binned_frames, _open_source, register_frames
-from ...io.frames import spread_indices
+from ...io.frames import opened_frames, spread_indices
+from ...registration import DriftPath, _binned_frames, register_frames
 from ...utils._atomic import parse_size
 from ...utils._colour import mono_frame
-from ...utils.exceptions import DetectorFallbackWarning, InputError, warn_user
+from ...utils.exceptions import DetectorFallbackWarning, InputError, renamed_keyword, warn_user
 from .local import _local_inpainter
 
 __all__ = [
@@ -941,8 +941,8 @@ def _shadow_table(rows):
                         np.int64, np.float64, np.float64, "U6", np.float64, "U8", "U160"))
 
 
-def measure_transmission(frames, dust_mask, *, weight=None, labels=None, invalid=None,
-                         drift=None, options=None, **option_values):
+def measure_transmission(frames, dust_mask, *, weight=None, labels=None, ignore=None,
+                         drift=None, options=None, invalid=None, **option_values):
     """Measure the transmission of the dust shadows from the drift of a video.
 
     Parameters
@@ -959,7 +959,7 @@ def measure_transmission(frames, dust_mask, *, weight=None, labels=None, invalid
         (H, W) int map of catalog ids on the dust pixels
         (`~aiflat_astro.detection.DustDetection.labels`).  Default: connected
         components of ``dust_mask`` (ids reported negative).
-    invalid : `~numpy.ndarray` of bool, optional
+    ignore : `~numpy.ndarray` of bool, optional
         (H, W) defective pixels (hot, cold, saturated): never used as clean
         samples.  Non-finite frame values are always left out.
     drift : `~aiflat_astro.registration.DriftPath`, optional
@@ -969,6 +969,9 @@ def measure_transmission(frames, dust_mask, *, weight=None, labels=None, invalid
     **option_values
         Any field of `MeasureOptions` by name (``max_frames=200``,
         ``estimator='median'``...), replacing that of ``options``.
+        ``exclude=`` is the deprecated name of ``margin=``.
+    invalid : `~numpy.ndarray` of bool, optional
+        Deprecated name of ``ignore``.
 
     Returns
     -------
@@ -989,10 +992,16 @@ def measure_transmission(frames, dust_mask, *, weight=None, labels=None, invalid
     >>> (opts.max_frames, opts.n_iter)
     (100, 2)
     """
+    if invalid is not None:
+        ignore = renamed_keyword("measure_transmission", "invalid", "ignore", invalid, given=ignore)
+    if "exclude" in option_values:
+        exclude = option_values.pop("exclude")
+        option_values["margin"] = renamed_keyword("measure_transmission", "exclude", "margin", exclude,
+                                                  given=option_values.get("margin"))
     opts = MeasureOptions.from_keywords(options, option_values)
     dust_mask, weight, labels = _checked_inputs(dust_mask, weight, labels)
-    maps = _exclusion_maps(dust_mask, weight, labels, invalid, opts)
-    with _open_source(frames) as source:
+    maps = _exclusion_maps(dust_mask, weight, labels, ignore, opts)
+    with opened_frames(frames) as source:
         if tuple(source.frame_shape)[:2] != dust_mask.shape:
             raise InputError(f"frames of shape {tuple(source.frame_shape)[:2]} do not match "
                              f"the dust mask {dust_mask.shape}")
@@ -1008,6 +1017,10 @@ def measure_transmission(frames, dust_mask, *, weight=None, labels=None, invalid
     return MeasuredTransmission(transmission=result[0], uncertainty=result[1],
                                 measured=result[2], shadows=shadows, drift=drift,
                                 params=opts.params(n, n_min, static_features))
+
+
+#: The default of `MeasureOptions.margin` (px).
+_DEFAULT_MARGIN = 3.0
 
 
 @dataclass(frozen=True)
@@ -1050,9 +1063,9 @@ class MeasureOptions:
         False never.  The ``profile`` column says which was used.
     chi2_max : float, optional
         Roundness test of ``radial='auto'``.  Default 1.5.
-    exclude : float, optional
-        Dust dilation (px) excluded from the clean samples; grows as
-        ``max(exclude, 0.1 * diameter)`` for large shadows.  Default 3.
+    margin : float, optional
+        The distance (px) around the dust kept out of the clean samples;
+        grows as ``max(margin, 0.1 * diameter)`` for large shadows.  Default 3.
     ring_gap : float, optional
         The level of each box (per frame, and the polynomial surface) is set
         by pixels farther than ``ring_gap * diameter`` from the shadow, to
@@ -1072,7 +1085,9 @@ class MeasureOptions:
         ``max_size=512``, a central region of at most 512 px a side).
     progress_bar : bool, optional
         Show tqdm progress bars.  Default `False`.
-
+    exclude : float, optional
+        Deprecated name of ``margin`` (an init-only argument: it sets
+        ``margin`` with a warning; there is no ``exclude`` attribute).
 
     Raises
     ------
@@ -1095,14 +1110,19 @@ class MeasureOptions:
     estimator: str = "mean"
     radial: object = "auto"
     chi2_max: float = 1.5
-    exclude: float = 3.0
+    margin: float = _DEFAULT_MARGIN
     ring_gap: float = 0.35
     survey: bool = True
     mem_limit: object = "1GB"
     registration: dict = None
     progress_bar: bool = False
+    exclude: InitVar[float] = None
 
-    def __post_init__(self):
+    def __post_init__(self, exclude):
+        if exclude is not None:
+            given = None if self.margin == _DEFAULT_MARGIN else self.margin
+            object.__setattr__(self, "margin", renamed_keyword("MeasureOptions", "exclude", "margin", exclude,
+                                                               given=given, stacklevel=2))
         if self.estimator not in ("mean", "median"):
             raise InputError(f"estimator must be 'mean' or 'median', got {self.estimator!r}")
         if self.radial not in ("auto", True, False):
@@ -1127,11 +1147,11 @@ class MeasureOptions:
 
     def exclude_extra(self, diameter):
         """Dust dilation (px) kept out of the clean samples around a shadow of ``diameter``."""
-        return max(float(self.exclude), 0.1 * diameter)
+        return max(float(self.margin), 0.1 * diameter)
 
     def level_gap(self, diameter):
         """Distance (px) beyond which a box's level is measured: past the bright Fresnel rim."""
-        return max(float(self.exclude), float(self.ring_gap) * diameter)
+        return max(float(self.margin), float(self.ring_gap) * diameter)
 
     def params(self, n_used, n_min, static_features):
         """`MeasuredTransmission.params`."""
@@ -1141,7 +1161,7 @@ class MeasureOptions:
             "min_coverage": float(self.min_coverage), "min_signal": float(self.min_signal),
             "n_iter": int(self.n_iter), "estimator": self.estimator, "radial": self.radial,
             "chi2_max": float(self.chi2_max), "surface_degree": int(self.surface_degree),
-            "exclude_px": float(self.exclude), "ring_gap": float(self.ring_gap),
+            "exclude_px": float(self.margin), "ring_gap": float(self.ring_gap),
             "survey": bool(self.survey), "static_features": static_features,
             "mem_limit": str(self.mem_limit),
         }
@@ -1163,17 +1183,17 @@ class _ExclusionMaps:
         self.excl_any = ndi.binary_dilation(self.excl, structure=np.ones((3, 3), bool))
 
 
-def _exclusion_maps(dust_mask, weight, labels, invalid, opts):
+def _exclusion_maps(dust_mask, weight, labels, ignore, opts):
     """The regions around the shadows and the exclusion maps (`_ExclusionMaps`)."""
     shape = dust_mask.shape
     target = dust_mask | (weight > 0)
     regions, owner = _regions(shape, dust_mask, weight, labels, opts.level_gap, margin_frac=0.2)
     excl = _exclusion(shape, target, regions, opts.exclude_extra, owner)
-    if invalid is not None:
-        invalid = np.asarray(invalid, dtype=bool)
-        if invalid.shape != shape:
-            raise InputError(f"invalid shape {invalid.shape} differs from the dust mask {shape}")
-        excl |= ndi.binary_dilation(invalid, iterations=1)
+    if ignore is not None:
+        ignore = np.asarray(ignore, dtype=bool)
+        if ignore.shape != shape:
+            raise InputError(f"ignore shape {ignore.shape} differs from the dust mask {shape}")
+        excl |= ndi.binary_dilation(ignore, iterations=1)
     near = _exclusion(shape, target, regions, opts.level_gap, owner) | excl
     return _ExclusionMaps(regions, excl, near,
                           ndi.binary_dilation(excl, structure=np.ones((3, 3), bool)))
@@ -1337,7 +1357,7 @@ def _measure_for_flat(frames, detection, weight, drift, drift_plot, overwrite, o
         check_output_path(drift_plot, overwrite=overwrite)  # fail before the work
     defects = (np.asarray(detection.dq) & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
     mt = measure_transmission(frames, detection.dust_mask, weight=weight, labels=detection.labels,
-                              invalid=defects if defects.any() else None, drift=drift, **options)
+                              ignore=defects if defects.any() else None, drift=drift, **options)
     if drift_plot is not None:
         from ...registration import plot_drift
 

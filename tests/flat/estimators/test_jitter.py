@@ -11,7 +11,7 @@ from scipy import ndimage
 from aiflat_astro import make_dusty_video, make_flat, median_combine
 from aiflat_astro.io.frames import ArraySource
 from aiflat_astro.flat.estimators.jitter import JitterOptions, jitter_clean
-from aiflat_astro.utils.exceptions import InputError
+from aiflat_astro.utils.exceptions import AiflatDeprecationWarning, InputError
 
 
 def _residual(flat, truth):
@@ -209,6 +209,25 @@ def test_bad_inputs():
         make_flat(median, trans < 0.999, frames=frames, inpaint_options={"jitter": "yes"})
     clean, report = jitter_clean(median, np.zeros(median.shape, bool), frames)
     assert report == [] and np.array_equal(clean, median.astype(np.float32))
+
+
+def test_invalid_is_deprecated_for_ignore():
+    frames, trans, _ = _textured_video(n_frames=16)
+    median = np.median(frames, axis=0)
+    mask = trans < 0.999
+    ignore = np.zeros(mask.shape, bool)
+    ignore[np.nonzero(ndimage.binary_dilation(mask, iterations=4) & ~mask)] = True
+    ignore[:, ::2] = False                          # every other column of a ring around the shadow
+    new, rep_new = jitter_clean(median, mask, frames, ignore=ignore, min_frames=4)
+    with pytest.warns(AiflatDeprecationWarning, match=r"jitter_clean\(invalid=") as record:
+        old, rep_old = jitter_clean(median, mask, frames, invalid=ignore, min_frames=4)
+    assert record[0].filename == __file__
+    np.testing.assert_array_equal(new, old)
+    assert rep_new[0]["n_reg"] == rep_old[0]["n_reg"] < jitter_clean(median, mask, frames, min_frames=4)[1][0]["n_reg"]
+    with pytest.raises(InputError, match="not both"):
+        jitter_clean(median, mask, frames, ignore=ignore, invalid=ignore)
+    with pytest.raises(InputError, match="ignore mask shape"):
+        jitter_clean(median, mask, frames, ignore=ignore[:-1])
 
 
 def test_raw_colour_mosaic(solar, tmp_path):

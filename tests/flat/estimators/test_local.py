@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from aiflat_astro.flat.estimators.local import LOCAL_METHODS, inpaint_local, match_photometry
-from aiflat_astro.utils.exceptions import InputError
+from aiflat_astro.utils.exceptions import AiflatDeprecationWarning, InputError
 
 
 def _plane(shape=(80, 96)):
@@ -41,20 +41,39 @@ def test_quadratic_background_needs_curvature():
     assert err["biharmonic"] < 0.2 * err["harmonic"]
 
 
-def test_soft_weight_and_invalid_pixels():
+def _hot_pixel_case():
     truth = _plane((40, 40))
     weight = np.zeros(truth.shape, np.float32)
     weight[15:25, 15:25] = 1.0
     weight[14, 15:25] = 0.3
     dusty = truth.copy()
     dusty[15:25, 15:25] *= 0.8
-    invalid = np.zeros(truth.shape, bool)
-    invalid[13, 20] = True            # a hot pixel next to the region: not used as boundary
+    ignore = np.zeros(truth.shape, bool)
+    ignore[13, 20] = True            # a hot pixel next to the region: not used as boundary
     dusty[13, 20] = 1e6
-    clean = inpaint_local(dusty, weight, invalid=invalid, method="harmonic", normalize=False)
+    return truth, weight, dusty, ignore
+
+
+def test_soft_weight_and_ignored_pixels():
+    truth, weight, dusty, ignore = _hot_pixel_case()
+    clean = inpaint_local(dusty, weight, ignore=ignore, method="harmonic", normalize=False)
     assert np.abs(clean[15:25, 15:25] / truth[15:25, 15:25] - 1).max() < 1e-3
-    assert clean[13, 20] == np.float32(1e6)  # weight 0: unchanged even though invalid
+    assert clean[13, 20] == np.float32(1e6)  # weight 0: unchanged even though ignored
     assert np.abs(clean[14, 20] / truth[14, 20] - 1) < 1e-3  # weight 0.3: reconstructed too
+    with pytest.raises(InputError, match="ignore mask shape"):
+        inpaint_local(dusty, weight, ignore=ignore[:-1])
+
+
+def test_invalid_is_deprecated_for_ignore():
+    truth, weight, dusty, ignore = _hot_pixel_case()
+    new = inpaint_local(dusty, weight, ignore=ignore, method="harmonic", normalize=False)
+    with pytest.warns(AiflatDeprecationWarning, match=r"inpaint_local\(invalid=\.\.\.\) is deprecated; use ign") as rec:
+        old = inpaint_local(dusty, weight, invalid=ignore, method="harmonic", normalize=False)
+    assert rec[0].filename == __file__
+    np.testing.assert_array_equal(new, old)
+    assert not np.array_equal(new, inpaint_local(dusty, weight, method="harmonic", normalize=False))
+    with pytest.raises(InputError, match="not both"):
+        inpaint_local(dusty, weight, ignore=ignore, invalid=ignore)
 
 
 def test_region_at_the_image_border():

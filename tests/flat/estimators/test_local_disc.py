@@ -9,7 +9,7 @@ from aiflat_astro.combine import median_combine
 from aiflat_astro.datasets import make_dusty_video
 from aiflat_astro.flat import make_flat
 from aiflat_astro.flat.estimators.local import inpaint_local, solar_disc_background
-from aiflat_astro.utils.exceptions import InputError
+from aiflat_astro.utils.exceptions import AiflatDeprecationWarning, InputError
 
 
 def _limb_image(shape=(96, 128), cy=260.0, cx=-130.0, radius=330.0, u=0.6):
@@ -40,7 +40,7 @@ def test_background_divides_and_keeps_unmasked_pixels():
     y, x = np.mgrid[0:image.shape[0], 0:image.shape[1]]
     mask = np.hypot(y - 60, x - 60) < 12           # a shadow on the disc, 40 px from the limb
     dusty = np.where(mask, 0.8 * image, image).astype(np.float32)
-    model = solar_disc_background(dusty, exclude=mask)
+    model = solar_disc_background(dusty, ignore=mask)
     clean = inpaint_local(dusty, mask, method="poly", poly_degree=1, background=model)
     assert np.all(clean[~mask] == dusty[~mask])    # bit for bit outside the mask
     assert np.abs(clean[mask] / image[mask] - 1).max() < 0.01
@@ -76,3 +76,20 @@ def test_deepsky_keeps_the_ring_path(tmp_path):
         warnings.simplefilter("ignore")
         flat = make_flat(median, truth.labels > 0)
     assert flat.meta["LOCDISC"] is False
+
+
+def test_exclude_is_deprecated_for_ignore():
+    image, _, _ = _limb_image()
+    y, x = np.mgrid[0:image.shape[0], 0:image.shape[1]]
+    mask = np.hypot(y - 60, x - 60) < 12
+    dusty = np.where(mask, 0.5 * image, image)
+    new = solar_disc_background(dusty, ignore=mask)
+    with pytest.warns(AiflatDeprecationWarning, match=r"solar_disc_background\(exclude=") as record:
+        old = solar_disc_background(dusty, exclude=mask)
+    assert record[0].filename == __file__
+    np.testing.assert_array_equal(new, old)
+    assert not np.array_equal(new, solar_disc_background(dusty), equal_nan=True)   # ignore is used
+    with pytest.raises(InputError, match="not both"):
+        solar_disc_background(dusty, ignore=mask, exclude=mask)
+    with pytest.raises(InputError, match="ignore mask shape"):
+        solar_disc_background(dusty, ignore=mask[:-1])

@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pytest
 from astropy.table import Table
+from scipy import ndimage
 
 from aiflat_astro.combine import median_combine
 from aiflat_astro.datasets import make_dusty_video
@@ -27,7 +28,7 @@ from aiflat_astro.flat.estimators.measured import (
     measure_transmission,
 )
 from aiflat_astro.registration import DriftPath
-from aiflat_astro.utils.exceptions import DetectorFallbackWarning, InputError
+from aiflat_astro.utils.exceptions import AiflatDeprecationWarning, DetectorFallbackWarning, InputError
 
 SHAPE = (200, 256)
 
@@ -253,7 +254,6 @@ class TestCatalog:
         direct = add_flat_method(detection.catalog, measurement)
         assert list(direct["flat_method"]) == ["measured"] * 10
 
-
     def test_pieces_aggregate_per_id(self):
         """A shadow in two pieces, one measured, one not: 'mixed'; worst coverage and error."""
         catalog = empty_catalog()
@@ -318,7 +318,7 @@ def test_array_frames_with_nan_and_defects(tmp_path):
     cube[:, hot] = 4000.0
     dust = truth.labels > 0
     weight, _ = expand_mask(dust)
-    mt = measure_transmission(cube, dust, weight=weight, labels=truth.labels, invalid=hot | bad)
+    mt = measure_transmission(cube, dust, weight=weight, labels=truth.labels, ignore=hot | bad)
     assert mt.n_measured == 4
     assert np.all(np.isfinite(mt.transmission))
     sel = dust & ~bad & ~hot
@@ -400,3 +400,30 @@ def test_options_object_and_keywords(drifting, measurement):
         MeasureOptions(estimator="mode")
     with pytest.raises(InputError):
         measure_transmission(path, detection.dust_mask, mem_limit="lots")
+
+
+def test_exclude_and_invalid_are_deprecated_for_margin_and_ignore(drifting, measurement):
+    """``exclude=`` (a distance) is ``margin=``, ``invalid=`` is ``ignore=``: same result, a warning at the caller."""
+    from aiflat_astro.flat.estimators.measured import MeasureOptions
+
+    path, _, _, detection = drifting
+    defects = np.zeros(detection.dust_mask.shape, bool)
+    defects[np.nonzero(ndimage.binary_dilation(detection.dust_mask, iterations=6) & ~detection.dust_mask)] = True
+    common = dict(weight=detection.weight, labels=detection.labels, drift=measurement.drift, n_iter=1,
+                  survey=False, max_frames=40)
+    new = measure_transmission(path, detection.dust_mask, margin=6.0, ignore=defects, **common)
+    with pytest.warns(AiflatDeprecationWarning) as record:
+        old = measure_transmission(path, detection.dust_mask, exclude=6.0, invalid=defects, **common)
+    assert sorted(str(w.message).split("(")[1].split("=")[0] for w in record) == ["exclude", "invalid"]
+    assert all(w.filename == __file__ for w in record)
+    np.testing.assert_array_equal(new.transmission, old.transmission)
+    assert new.params["exclude_px"] == old.params["exclude_px"] == 6.0
+    plain = measure_transmission(path, detection.dust_mask, **common)
+    assert not np.array_equal(new.transmission, plain.transmission, equal_nan=True)
+    with pytest.warns(AiflatDeprecationWarning, match=r"MeasureOptions\(exclude=") as record:
+        opts = MeasureOptions(exclude=5.0)
+    assert record[0].filename == __file__ and opts.margin == 5.0
+    with pytest.raises(InputError, match="not both"):
+        MeasureOptions(exclude=5.0, margin=4.0)
+    with pytest.raises(InputError, match="not both"):
+        measure_transmission(path, detection.dust_mask, exclude=5.0, margin=4.0)

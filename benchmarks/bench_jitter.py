@@ -99,7 +99,7 @@ def _bench_jitter(median, detection, *, frames=None, shifts=None, **opts):
     dq = np.asarray(detection.dq)
     invalid = (dq & (DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)) > 0
     jclean, report = jitter_clean(median, np.asarray(detection.weight) > 0, frames, shifts=shifts,
-                                  invalid=invalid)
+                                  ignore=invalid)
     labels, _ = ndimage.label(np.asarray(detection.weight) > 0, structure=np.ones((3, 3), bool))
     used = np.zeros(labels.max() + 1, bool)
     for row in report:

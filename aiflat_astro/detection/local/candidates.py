@@ -197,9 +197,10 @@ def _candidate(maps, index, sl, pix, diameter, pad):
     smooth = maps.smooth[big]
     core = own & (smooth >= 0.5 * smooth[own].max())
     depth = float(np.percentile(dark[core], 75))
-    return Candidate(y=float(cy + big[0].start), x=float(cx + big[1].start), scale=float(maps.d_max), scale_index=index,
-                     sl=big, pix=own, area=float(own.sum()), diameter=diameter,
-                     depth=depth, core_area=float(np.count_nonzero(own & (dark > 0.5 * depth))), z=float(maps.z[big][own].max()))
+    core_area = float(np.count_nonzero(own & (dark > 0.5 * depth)))
+    return Candidate(y=float(cy + big[0].start), x=float(cx + big[1].start), scale=float(maps.d_max),
+                     scale_index=index, sl=big, pix=own, area=float(own.sum()), diameter=diameter,
+                     depth=depth, core_area=core_area, z=float(maps.z[big][own].max()))
 
 
 def merge_scales(per_scale):

@@ -9,7 +9,7 @@ from scipy import ndimage
 from ...dq import DustDQ
 from ...io.frames import spread_indices
 from ...registration import median_pair_distance
-from ...utils.exceptions import InputError
+from ...utils.exceptions import InputError, renamed_keyword
 from ...products import DustDetection, empty_catalog
 from .._protocol import DustDetector
 from . import motion
@@ -139,16 +139,20 @@ class LocalDustDetector(DustDetector):
                              f"(check f_ratio, pixel_size and the image size)")
         return lo, hi, optics
 
-    def __call__(self, median, *, frames=None, mask=None, f_ratio=None, pixel_size=None):
+    def __call__(self, median, *, frames=None, ignore=None, f_ratio=None, pixel_size=None, mask=None):
+        if mask is not None:
+            ignore = renamed_keyword("LocalDustDetector", "mask", "ignore", mask, given=ignore)
         data = np.array(getattr(median, "data", median), dtype=np.float32)
         if data.ndim != 2:
             raise InputError(f"the median must be a 2-D image, got shape {data.shape}")
+        if ignore is not None and np.shape(ignore) != data.shape:
+            raise InputError(f"ignore shape {np.shape(ignore)} differs from the median's {data.shape}")
         if frames is not None:      # fail before the work
             source, own = motion.open_source(frames, data.shape)
             if own:
                 source.close()
         d_lo, d_hi, _ = self._size_range(data.shape, f_ratio, pixel_size)
-        valid, has_limb, edge = _usable(data, mask)
+        valid, has_limb, edge = _usable(data, ignore)
         cands, maps = self._candidates(data, valid, edge, d_lo, d_hi, has_limb)
         params = {"THRESH": self.threshold, "NSCALES": len(maps), "DMIN": round(float(d_lo), 2),
                   "DMAX": round(float(d_hi), 2)}
@@ -299,13 +303,13 @@ def point_sources(maps, k_sigma, max_area, contrast):
     return strong[lab]
 
 
-def _usable(data, mask):
-    """Usable pixels (finite, not a static defect, not masked, on the disc), limb flag, edge distance."""
+def _usable(data, ignore):
+    """Usable pixels (finite, not a static defect, not ignored, on the disc), limb flag, edge distance."""
     from ...dq import static_defects
 
     bad = ~np.isfinite(data) | ndimage.binary_dilation(static_defects(data) > 0)
-    if mask is not None:
-        bad |= np.asarray(mask, bool)
+    if ignore is not None:
+        bad |= np.asarray(ignore, bool)
     from .background import valid_region
 
     valid, has_limb = valid_region(data, bad)

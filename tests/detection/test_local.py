@@ -376,3 +376,22 @@ def test_cold_pixel_cluster_is_not_a_shadow_but_a_small_speck_is(frames):
     cat = det.catalog
     assert np.hypot(cat["y_centroid"] - 100.3, cat["x_centroid"] - 110.6).min() < 2, cat
     assert np.hypot(cat["y_centroid"] - 60.5, cat["x_centroid"] - 41).min() > 5, cat
+
+
+def test_scales_held_whole_only_while_searched():
+    """Peak memory from the median alone: each scale's maps are slimmed once searched and freed on return
+    (137 B/px when every scale was held whole until the end; 115 now)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    shape = (384, 512)
+    image = 1000 * _disc(shape, 100, 120, 12, 0.15) * _disc(shape, 250, 400, 24, 0.1)
+    image = (image + rng.normal(0, 3, shape)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        det = LocalDustDetector()(image, f_ratio=40, pixel_size=5.86)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert _found(det, [(100, 120), (250, 400)]) == [True, True]
+    assert peak / image.size < 125

@@ -68,6 +68,16 @@ class ScaleMaps:
     sigma: np.ndarray
     z: np.ndarray
 
+    def slim(self):
+        """These maps without what only the scale's own search uses (the footprint needs the rest).
+
+        The background, the smoothed darkness and the significance serve the
+        extraction and description of this scale's candidates; once they are
+        done the DUST footprint (`~.shape.footprint`) needs only the darkness
+        and its scatter.
+        """
+        return ScaleMaps(self.d_max, None, self.darkness, None, self.sigma, None)
+
 
 def scale_diameters(d_lo, d_hi):
     """Largest diameter of each scale, from the smallest speck to ``d_hi``."""

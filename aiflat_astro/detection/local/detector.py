@@ -15,7 +15,7 @@ from .._protocol import DustDetector
 from . import motion
 from .candidates import extract, family, merge_scales, scale_diameters, scale_maps
 from .scoring import BETA_SPLIT, BETA_SPLIT_STATIC, score
-from .shape import describe, footprint
+from .shape import CONTEXT_STEP, describe, footprint
 
 __all__ = ["LocalDustDetector", "expected_diameters"]
 
@@ -153,8 +153,8 @@ class LocalDustDetector(DustDetector):
                 source.close()
         d_lo, d_hi, _ = self._size_range(data.shape, f_ratio, pixel_size)
         valid, has_limb, edge = _usable(data, ignore)
-        cands, maps = self._candidates(data, valid, edge, d_lo, d_hi, has_limb)
-        params = {"THRESH": self.threshold, "NSCALES": len(maps), "DMIN": round(float(d_lo), 2),
+        cands, n_scales = self._candidates(data, valid, edge, d_lo, d_hi, has_limb)
+        params = {"THRESH": self.threshold, "NSCALES": n_scales, "DMIN": round(float(d_lo), 2),
                   "DMAX": round(float(d_hi), 2)}
         used, summary = False, None
         if frames is not None and cands:
@@ -187,28 +187,35 @@ class LocalDustDetector(DustDetector):
         return out
 
     def _candidates(self, data, valid, edge, d_lo, d_hi, has_limb):
-        """Candidates of every scale, described, merged and given their DUST footprint."""
+        """Candidates of every scale, described, merged and given their DUST footprint; the number of scales.
+
+        The scales' maps are freed on return: the motion test that follows
+        (registration) is the detector's largest use of memory.
+        """
         diameters = scale_diameters(d_lo, d_hi)
-        maps = [scale_maps(data, valid, d) for d in diameters]
+        maps = [None] * len(diameters)
+        _compute_scales(maps, data, valid, diameters, 0)
         # dark pixels beside a strongly bright one (a star, a cosmic ray, a hot pixel) are its
         # ringing or its background's dip, not a shadow
         bright = point_sources(maps[0], BRIGHT_SIGMA, BRIGHT_MAX_AREA, BRIGHT_CONTRAST)
         bright = ndimage.binary_dilation(bright, iterations=BRIGHT_GROW)
         per_scale = []
-        for k, (d, m) in enumerate(zip(diameters, maps)):
+        for k, d in enumerate(diameters):
+            _compute_scales(maps, data, valid, diameters, k)
             margin = max(LIMB_MARGIN, 0.25 * d + 3) if has_limb else 2.0
             d_min = d_lo if k == 0 else diameters[k - 1] / 1.4
             d_cap = 1.15 * d if k < len(diameters) - 1 else 1.3 * d
-            cands = extract(m, valid & (edge > margin) & ~bright, index=k, d_min=d_min, d_cap=d_cap,
+            cands = extract(maps[k], valid & (edge > margin) & ~bright, index=k, d_min=d_min, d_cap=d_cap,
                             k_hi=self.threshold, k_lo=K_LOW, min_seed=2 if k == 0 else 3)
             per_scale.append([describe(maps, k, c, edge) for c in cands])
+            maps[k] = maps[k].slim()
         merged = merge_scales(per_scale)
         for c in family(merged):
             c.pix = footprint(maps[c.scale_index], c)
             c.area = float(c.pix.sum())
             c.diameter = float(np.sqrt(4 * ndimage.binary_fill_holes(c.pix).sum() / np.pi))
         log.debug("local detector: %d candidates on %d scales", len(merged), len(maps))
-        return merged, maps
+        return merged, len(maps)
 
     def _motion(self, frames, data, cands, d_lo, d_hi):
         """β of every candidate from the frames; (frames used, a summary, the candidates).
@@ -301,6 +308,18 @@ def point_sources(maps, k_sigma, max_area, contrast):
     strong = np.bincount(lab[maps.darkness < -contrast], minlength=n + 1) > 0
     strong[0] = False
     return strong[lab]
+
+
+def _compute_scales(maps, data, valid, diameters, k):
+    """Fill ``maps[k:k + CONTEXT_STEP + 1]`` (what scale ``k``'s candidates are described with).
+
+    The scales are computed as the search reaches them and slimmed once done
+    (`~.candidates.ScaleMaps.slim`), so at most ``CONTEXT_STEP + 1`` scales are
+    held whole at a time.
+    """
+    for j in range(k, min(k + CONTEXT_STEP + 1, len(diameters))):
+        if maps[j] is None:
+            maps[j] = scale_maps(data, valid, diameters[j])
 
 
 def _usable(data, ignore):

@@ -7,7 +7,6 @@ into the 2-D float32 array the detectors work on, runs the chosen detector
 (`~aiflat_astro.detection.review`), expands the mask and records provenance.
 """
 
-import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,9 @@ from ..products import DustDetection
 from ..provenance import sha256_array
 from ..utils._colour import cfa_normalise, is_colour, to_mono
 from ..utils._options import merged_options, option_names
-from ..utils.exceptions import (AiflatDeprecationWarning, InputError, NoDustDetectedWarning, renamed_keyword,
-                                warn_user)
+from ..utils.exceptions import InputError, NoDustDetectedWarning, renamed_keyword, warn_user
 from ._base import _make_detector
+from ._protocol import ignore_keyword
 from .review import apply_region_edits, detection_from_mask
 
 __all__ = ["detect_dust", "DetectOptions"]
@@ -121,34 +120,13 @@ def _detected(data, detector, detector_options, frames, ignore, opts):
     if opts.user_mask is not None:
         return detection_from_mask(opts.user_mask, data, f_ratio=opts.f_ratio, pixel_size=opts.pixel_size)
     det_callable = _make_detector(detector, detector_options)
-    det = det_callable(data, frames=frames, **_ignore_keyword(det_callable, ignore), f_ratio=opts.f_ratio,
+    det = det_callable(data, frames=frames, **ignore_keyword(det_callable, ignore, stacklevel=2), f_ratio=opts.f_ratio,
                        pixel_size=opts.pixel_size)
     if not isinstance(det, DustDetection):
         raise InputError(f"detector {getattr(det_callable, 'name', det_callable)!r} did not return a DustDetection")
     if det.shape != data.shape:
         raise InputError(f"detector returned a mask of shape {det.shape} for a median of shape {data.shape}")
     return det
-
-
-def _ignore_keyword(det_callable, ignore):
-    """``{'ignore': ignore}``, or ``{'mask': ignore}`` for a detector of the old protocol (with a warning).
-
-    A detector of one's own written before the protocol's ``mask=`` became
-    ``ignore=`` keeps working: its ``__call__`` takes ``mask`` and neither
-    ``ignore`` nor ``**kwargs``.
-    """
-    try:
-        parameters = inspect.signature(det_callable).parameters
-    except (TypeError, ValueError):     # a builtin or C callable: assume the current protocol
-        return {"ignore": ignore}
-    if "ignore" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        return {"ignore": ignore}
-    if "mask" in parameters:
-        name = getattr(det_callable, "name", type(det_callable).__name__)
-        warn_user(f"detector {name!r} takes mask=, the protocol's old name: its __call__ should take "
-                  f"ignore= (DustDetector)", AiflatDeprecationWarning, stacklevel=3)
-        return {"mask": ignore}
-    return {"ignore": ignore}
 
 
 def _record_provenance(det, data, name, opts):

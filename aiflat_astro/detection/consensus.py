@@ -32,7 +32,7 @@ from scipy import ndimage
 from ..dq import DustDQ
 from ..utils.exceptions import InputError, renamed_keyword
 from ..products import DustDetection
-from ._protocol import DustDetector
+from ._protocol import DustDetector, ignore_keyword
 from .._gemini.render import normalise, smooth_background
 from .gemini import GeminiDustDetector, _component_catalog
 from .local import LocalDustDetector
@@ -89,9 +89,9 @@ class ConsensusDetector(DustDetector):
         if mask is not None:
             ignore = renamed_keyword("ConsensusDetector", "mask", "ignore", mask, given=ignore)
         data = np.array(getattr(median, "data", median), dtype=np.float32)
-        kwargs = {"frames": frames, "ignore": ignore, "f_ratio": f_ratio, "pixel_size": pixel_size}
-        local = self.local(data, **kwargs)
-        gemini = self.gemini(data, **kwargs)
+        kwargs = {"frames": frames, "f_ratio": f_ratio, "pixel_size": pixel_size}
+        local = self.local(data, **kwargs, **ignore_keyword(self.local, ignore))
+        gemini = self.gemini(data, **kwargs, **ignore_keyword(self.gemini, ignore))
         return combine_detections(data, local, gemini, disputed=self.disputed, f_ratio=f_ratio,
                                   pixel_size=pixel_size)
 

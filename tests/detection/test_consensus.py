@@ -196,3 +196,36 @@ def test_mask_is_deprecated_for_ignore():
     assert new.dust_mask[20:26, 30:33].all() and not new.dust_mask[:, 33:].any()
     with pytest.raises(InputError, match="not both"):
         detector(median, ignore=ignore, mask=ignore)
+
+
+def test_a_local_detector_of_the_old_protocol():
+    """A detector of one's own taking ``mask=`` (not ``ignore=``) still works as the consensus' local eye."""
+    shape = (64, 80)
+    median = np.full(shape, 1000.0)
+    median[20:26, 30:36] = 850
+    got = {}
+
+    class Old:
+        name = "old"
+
+        def __call__(self, data, *, frames=None, mask=None, f_ratio=None, pixel_size=None):
+            got[self.name] = mask
+            return self.dark(data)
+
+        def dark(self, data):
+            dq = np.where(data < 900, DustDQ.DUST, 0).astype(np.uint8)
+            return DustDetection(dq=dq, weight=(dq > 0).astype(np.float32), catalog=catalog_from_mask(dq),
+                                 detector=self.name)
+
+    class New(Old):
+        name = "new"
+
+        def __call__(self, data, *, frames=None, ignore=None, f_ratio=None, pixel_size=None):
+            got[self.name] = ignore
+            return self.dark(data)
+
+    ignore = np.zeros(shape, bool)
+    with pytest.warns(AiflatDeprecationWarning, match="'old' takes mask=") as record:
+        result = ConsensusDetector(local=Old(), gemini=New())(median, ignore=ignore)
+    assert record[0].filename == __file__
+    assert got["old"] is ignore and got["new"] is ignore and result.dust_mask[20:26, 30:36].all()

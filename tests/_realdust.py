@@ -28,7 +28,8 @@ def _speck(shape, y, x, diameter, depth, elong, angle, ring):
     """Transmission of one speck: a sharp elliptical core and a faint bright ring just outside."""
     a, b = diameter / 2 * np.sqrt(elong), diameter / 2 / np.sqrt(elong)
     r = int(np.ceil(a + 6))
-    y0, y1, x0, x1 = max(int(y) - r, 0), min(int(y) + r + 1, shape[0]), max(int(x) - r, 0), min(int(x) + r + 1, shape[1])
+    y0, y1 = max(int(y) - r, 0), min(int(y) + r + 1, shape[0])
+    x0, x1 = max(int(x) - r, 0), min(int(x) + r + 1, shape[1])
     yy, xx = np.mgrid[y0:y1, x0:x1]
     u = (xx - x) * np.cos(angle) + (yy - y) * np.sin(angle)
     v = -(xx - x) * np.sin(angle) + (yy - y) * np.cos(angle)
@@ -98,7 +99,8 @@ def make_proxy(scene, disc, rng, *, umbra_at=None, spots=()):
         if rng.uniform() < 0.05:                 # a clump of touching specks
             for _ in range(rng.integers(1, 3)):
                 ang = rng.uniform(0, 2 * np.pi)
-                centres.append((centres[0][0] + 0.8 * diam[i] * np.sin(ang), centres[0][1] + 0.8 * diam[i] * np.cos(ang)))
+                centres.append((centres[0][0] + 0.8 * diam[i] * np.sin(ang),
+                                centres[0][1] + 0.8 * diam[i] * np.cos(ang)))
         k += 1
         for cy, cx in centres:
             sl, ts, core = _speck(shape, cy, cx, diam[i], depth[i], elong[i], rng.uniform(0, np.pi),

@@ -250,7 +250,6 @@ def _solar_scene(shape, rng, *, limb, features, granule_size, granulation):
     return img.astype(np.float32), (float(cy), float(cx), float(radius))
 
 
-
 def _add_plage(img, rng, yc, xc, size, amplitude):
     """A plage patch: bright curved ridges with dark lanes between them (Hα fibril-like)."""
     box, yy, xx = _bbox(img.shape, yc, xc, 2.5 * size)

@@ -21,6 +21,7 @@ from ..utils._colour import cfa_normalise, is_colour, to_mono
 from ..utils._options import merged_options, option_names
 from ..utils.exceptions import InputError, NoDustDetectedWarning, renamed_keyword, warn_user
 from ._base import _make_detector
+from ._protocol import ignore_keyword
 from .review import apply_region_edits, detection_from_mask
 
 __all__ = ["detect_dust", "DetectOptions"]
@@ -119,7 +120,8 @@ def _detected(data, detector, detector_options, frames, ignore, opts):
     if opts.user_mask is not None:
         return detection_from_mask(opts.user_mask, data, f_ratio=opts.f_ratio, pixel_size=opts.pixel_size)
     det_callable = _make_detector(detector, detector_options)
-    det = det_callable(data, frames=frames, mask=ignore, f_ratio=opts.f_ratio, pixel_size=opts.pixel_size)
+    det = det_callable(data, frames=frames, **ignore_keyword(det_callable, ignore, stacklevel=2), f_ratio=opts.f_ratio,
+                       pixel_size=opts.pixel_size)
     if not isinstance(det, DustDetection):
         raise InputError(f"detector {getattr(det_callable, 'name', det_callable)!r} did not return a DustDetection")
     if det.shape != data.shape:

@@ -30,9 +30,9 @@ import numpy as np
 from scipy import ndimage
 
 from ..dq import DustDQ
-from ..utils.exceptions import InputError
+from ..utils.exceptions import InputError, renamed_keyword
 from ..products import DustDetection
-from ._protocol import DustDetector
+from ._protocol import DustDetector, ignore_keyword
 from .._gemini.render import normalise, smooth_background
 from .gemini import GeminiDustDetector, _component_catalog
 from .local import LocalDustDetector
@@ -85,11 +85,13 @@ class ConsensusDetector(DustDetector):
         return (f"ConsensusDetector(local={self.local!r}, gemini={self.gemini!r}, "
                 f"disputed={self.disputed!r})")
 
-    def __call__(self, median, *, frames=None, mask=None, f_ratio=None, pixel_size=None):
+    def __call__(self, median, *, frames=None, ignore=None, f_ratio=None, pixel_size=None, mask=None):
+        if mask is not None:
+            ignore = renamed_keyword("ConsensusDetector", "mask", "ignore", mask, given=ignore)
         data = np.array(getattr(median, "data", median), dtype=np.float32)
-        kwargs = {"frames": frames, "mask": mask, "f_ratio": f_ratio, "pixel_size": pixel_size}
-        local = self.local(data, **kwargs)
-        gemini = self.gemini(data, **kwargs)
+        kwargs = {"frames": frames, "f_ratio": f_ratio, "pixel_size": pixel_size}
+        local = self.local(data, **kwargs, **ignore_keyword(self.local, ignore))
+        gemini = self.gemini(data, **kwargs, **ignore_keyword(self.gemini, ignore))
         return combine_detections(data, local, gemini, disputed=self.disputed, f_ratio=f_ratio,
                                   pixel_size=pixel_size)
 

@@ -52,7 +52,7 @@ from .._gemini.settings import GeminiSettings, summarise_answers
 from ..dq import DustDQ
 from ..products import DustDetection, empty_catalog
 from ..provenance import sha256_array
-from ..utils.exceptions import GeminiError, InputError
+from ..utils.exceptions import GeminiError, InputError, renamed_keyword
 from ._protocol import DustDetector
 
 __all__ = ["GeminiDustDetector", "gemini_cache_dir", "DEFAULT_GEMINI_MODEL"]
@@ -228,20 +228,24 @@ class GeminiDustDetector(DustDetector):
     def __repr__(self):
         return f"GeminiDustDetector(model={self.model!r}, image_size={self.image_size!r})"
 
-    def render(self, median, *, mask=None):
+    def render(self, median, *, ignore=None, mask=None):
         """Return the 8-bit image sent to the model (unpadded), the ratio image and the stretch.
 
-        Pixels in ``mask``, non-finite pixels and pixels without light (the
+        Pixels in ``ignore``, non-finite pixels and pixels without light (the
         sky beyond a solar or lunar limb, where no dust can show) are sent as
-        neutral grey, like the padding.
+        neutral grey, like the padding.  ``mask`` is the deprecated name of
+        ``ignore``.
         """
-        return self._render(median, mask=mask)[:3]
-
-    def _render(self, median, *, mask=None):
-        data = np.asarray(median, dtype=np.float64)
-        ignore = ~np.isfinite(data)
         if mask is not None:
-            ignore |= np.asarray(mask, bool)
+            ignore = renamed_keyword("GeminiDustDetector.render", "mask", "ignore", mask, given=ignore)
+        return self._render(median, ignore=ignore)[:3]
+
+    def _render(self, median, *, ignore=None):
+        data = np.asarray(median, dtype=np.float64)
+        given = ignore
+        ignore = ~np.isfinite(data)
+        if given is not None:
+            ignore |= np.asarray(given, bool)
         background = smooth_background(np.where(np.isfinite(data), data, np.nan), ignore=ignore,
                                        scale=self.background_scale)
         ratio = normalise(np.where(np.isfinite(data), data, background), background)
@@ -252,14 +256,16 @@ class GeminiDustDetector(DustDetector):
         image[ignore] = _NEUTRAL
         return image, ratio, stretch, ignore
 
-    def __call__(self, median, *, frames=None, mask=None, f_ratio=None, pixel_size=None):
+    def __call__(self, median, *, frames=None, ignore=None, f_ratio=None, pixel_size=None, mask=None):
+        if mask is not None:
+            ignore = renamed_keyword("GeminiDustDetector", "mask", "ignore", mask, given=ignore)
         data = np.array(getattr(median, "data", median), dtype=np.float32)
         if data.ndim != 2:
             raise InputError(f"the median must be a 2-D image, got shape {data.shape}")
-        if mask is not None and np.shape(mask) != data.shape:
-            raise InputError(f"mask shape {np.shape(mask)} differs from the median's {data.shape}")
+        if ignore is not None and np.shape(ignore) != data.shape:
+            raise InputError(f"ignore shape {np.shape(ignore)} differs from the median's {data.shape}")
         requests = self.settings.plan(data.shape)
-        image, ratio, stretch, ignored = self._render(data, mask=mask)
+        image, ratio, stretch, ignored = self._render(data, ignore=ignore)
         prob_sum = np.zeros(data.shape)
         weight_sum = np.zeros(data.shape)
         answers, records = [], []

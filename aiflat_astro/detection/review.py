@@ -146,7 +146,7 @@ def _measure(labels, ids, median, *, f_ratio=None, pixel_size=None, method="user
 
     darkness = None
     if median is not None and len(ids):
-        darkness, _ = darkness_map(median, exclude=ndimage.binary_dilation(labels > 0, iterations=3))
+        darkness, _ = darkness_map(median, ignore=ndimage.binary_dilation(labels > 0, iterations=3))
     depths = None if darkness is None else (lambda sel: np.percentile(darkness[sel], 95))
     return catalog_from_labels(labels, ids, depths=depths, f_ratio=f_ratio, pixel_size=pixel_size,
                                method=method, confidence=confidence)

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from aiflat_astro.detection import DustDetection, detect_dust
+from aiflat_astro.detection import DustDetection, catalog_from_mask, detect_dust
 from aiflat_astro._gemini.fake_server import FakeGeminiServer, lookup_responder
 from aiflat_astro._gemini.render import place, plan_requests
 from aiflat_astro.detection.consensus import ConsensusDetector, combine_detections
 from aiflat_astro.detection.gemini import GeminiDustDetector
 from aiflat_astro.dq import DustDQ
-from aiflat_astro.utils.exceptions import InputError
+from aiflat_astro.utils.exceptions import AiflatDeprecationWarning, InputError
 
 KEY = "AIzaSy-TEST-consensus-key"
 FAST = {"retries": 2, "initial_delay": 0.001, "max_delay": 0.002, "timeout": 30, "image_size": "1K"}
@@ -166,3 +166,66 @@ def test_review_workflow_include_then_exclude(tmp_path):
     assert dust[disc(shape, 110, 150, 6)].all() and review[disc(shape, 110, 150, 6)].all()
     assert not dust[disc(shape, 120, 40, 5)].any() and not review[disc(shape, 120, 40, 5)].any()
     assert sorted(result.catalog["source"]) == ["both", "local"]
+
+
+def test_mask_is_deprecated_for_ignore():
+    """``ConsensusDetector(mask=)`` warns, and both detectors get the pixels as ``ignore``."""
+    shape = (64, 80)
+    median = np.full(shape, 1000.0)
+    median[20:26, 30:36] = 850
+    seen = []
+
+    class Recorder:
+        name = "recorder"
+
+        def __call__(self, data, *, frames=None, ignore=None, f_ratio=None, pixel_size=None):
+            seen.append(ignore)
+            dq = np.where(data < 900, DustDQ.DUST, 0).astype(np.uint8) * ~ignore
+            return DustDetection(dq=dq, weight=(dq > 0).astype(np.float32), catalog=catalog_from_mask(dq),
+                                 detector=self.name)
+
+    ignore = np.zeros(shape, bool)
+    ignore[:, 33:] = True
+    detector = ConsensusDetector(local=Recorder(), gemini=Recorder())
+    new = detector(median, ignore=ignore)
+    with pytest.warns(AiflatDeprecationWarning, match=r"ConsensusDetector\(mask=\.\.\.\).*ignore") as record:
+        old = detector(median, mask=ignore)
+    assert record[0].filename == __file__
+    assert len(seen) == 4 and all(s is ignore for s in seen)
+    np.testing.assert_array_equal(new.dq, old.dq)
+    assert new.dust_mask[20:26, 30:33].all() and not new.dust_mask[:, 33:].any()
+    with pytest.raises(InputError, match="not both"):
+        detector(median, ignore=ignore, mask=ignore)
+
+
+def test_a_local_detector_of_the_old_protocol():
+    """A detector of one's own taking ``mask=`` (not ``ignore=``) still works as the consensus' local eye."""
+    shape = (64, 80)
+    median = np.full(shape, 1000.0)
+    median[20:26, 30:36] = 850
+    got = {}
+
+    class Old:
+        name = "old"
+
+        def __call__(self, data, *, frames=None, mask=None, f_ratio=None, pixel_size=None):
+            got[self.name] = mask
+            return self.dark(data)
+
+        def dark(self, data):
+            dq = np.where(data < 900, DustDQ.DUST, 0).astype(np.uint8)
+            return DustDetection(dq=dq, weight=(dq > 0).astype(np.float32), catalog=catalog_from_mask(dq),
+                                 detector=self.name)
+
+    class New(Old):
+        name = "new"
+
+        def __call__(self, data, *, frames=None, ignore=None, f_ratio=None, pixel_size=None):
+            got[self.name] = ignore
+            return self.dark(data)
+
+    ignore = np.zeros(shape, bool)
+    with pytest.warns(AiflatDeprecationWarning, match="'old' takes mask=") as record:
+        result = ConsensusDetector(local=Old(), gemini=New())(median, ignore=ignore)
+    assert record[0].filename == __file__
+    assert got["old"] is ignore and got["new"] is ignore and result.dust_mask[20:26, 30:36].all()

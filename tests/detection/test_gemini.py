@@ -23,7 +23,7 @@ from aiflat_astro.detection.gemini import DEFAULT_GEMINI_MODEL, GeminiDustDetect
 from aiflat_astro._gemini.prompts import MASK_PROMPT, PROMPT_VERSION, prompt_sha256
 from aiflat_astro.dq import DustDQ
 from aiflat_astro.provenance import add_provenance_cards, provjson_hdu, read_provjson
-from aiflat_astro.utils.exceptions import GeminiError, InputError
+from aiflat_astro.utils.exceptions import AiflatDeprecationWarning, GeminiError, InputError
 
 KEY = "AIzaSy-TEST-secret-key-0123456789"
 FAST = {"retries": 3, "initial_delay": 0.001, "max_delay": 0.002, "timeout": 30}
@@ -170,11 +170,29 @@ class TestMasks:
         server.responder = dark_pixel_mask(0.4)
         ignore = np.zeros(median.shape, bool)
         ignore[70:110, 100:140] = True
-        result = detector(server)(median, mask=ignore)
+        result = detector(server)(median, ignore=ignore)
         assert len(result.catalog) == 1
         assert not result.dust_mask[ignore].any()
         # ignored pixels are sent as neutral grey
         assert np.all(server.requests[0].images_u8[0][80:100, 110:130] == 128)
+
+    def test_mask_is_deprecated_for_ignore(self, server):
+        median, _ = discs((128, 160), [(40, 40), (90, 120)], [6, 6], [0.1, 0.1])
+        server.responder = dark_pixel_mask(0.4)
+        ignore = np.zeros(median.shape, bool)
+        ignore[70:110, 100:140] = True
+        det = detector(server)
+        new = det(median, ignore=ignore)
+        with pytest.warns(AiflatDeprecationWarning, match=r"GeminiDustDetector\(mask=\.\.\.\).*ignore") as rec:
+            old = det(median, mask=ignore)
+        assert rec[0].filename == __file__
+        np.testing.assert_array_equal(new.dq, old.dq)
+        with pytest.warns(AiflatDeprecationWarning, match=r"render\(mask=") as rec:
+            sent = det.render(median, mask=ignore)[0]
+        assert rec[0].filename == __file__
+        np.testing.assert_array_equal(sent, det.render(median, ignore=ignore)[0])
+        with pytest.raises(InputError, match="not both"):
+            det(median, ignore=ignore, mask=ignore)
 
     def test_faint_sky_is_not_unlit(self, server):
         """A deep-sky field with a bright nebula: dust on the faint sky is still shown and found."""

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..._imaging.robust import robust_sigma
-from ...utils.exceptions import InputError
+from ...utils.exceptions import InputError, renamed_keyword
 
 __all__ = ["darkness_map"]
 
@@ -147,24 +147,28 @@ def valid_region(data, bad):
     return valid & ~bad, bool(valid.mean() < 0.98)
 
 
-def darkness_map(median, *, valid=None, exclude=None, box_size=None):
+def darkness_map(median, *, ignore=None, box_size=None, valid=None, exclude=None):
     """Darkness ``1 − median / background`` with a robust background.
 
     The background is a median over windows of ``box_size`` pixels of the
-    valid pixels (excluded pixels, sky and defects do not enter it); the
-    darkness is 0 outside ``valid``.
+    pixels not ignored (ignored pixels, non-finite pixels do not enter it;
+    they take the background around them), so a known shadow's depth is read
+    against the scene around it.
 
     Parameters
     ----------
     median : `numpy.ndarray`
         2-D image.
-    valid : `numpy.ndarray`, optional
-        Boolean, True where the scene is usable (the disc); everywhere by default.
-    exclude : `numpy.ndarray`, optional
-        Boolean, pixels kept out of the background estimate (known dust).
+    ignore : `numpy.ndarray`, optional
+        Boolean, True for pixels kept out of the background estimate (known
+        dust, the sky beyond a limb, defects).  Their darkness is still
+        measured; it is 0 only where the image is not finite.
     box_size : int, optional
         Background window in pixels; by default about 1/8 of the smaller
         side (at least 64).
+    valid, exclude : `numpy.ndarray`, optional
+        Deprecated: use ``ignore=exclude | ~valid``.  With ``valid`` the
+        darkness is 0 outside it, as before.
 
     Returns
     -------
@@ -184,14 +188,39 @@ def darkness_map(median, *, valid=None, exclude=None, box_size=None):
     data = np.asarray(median, dtype=np.float32)
     if data.ndim != 2:
         raise InputError(f"the image must be 2-D, got shape {data.shape}")
+    ignore, shown = _darkness_ignore(data.shape, ignore, valid, exclude)
     finite = np.isfinite(data)
-    valid = finite if valid is None else (np.asarray(valid, bool) & finite)
-    use = valid if exclude is None else (valid & ~np.asarray(exclude, bool))
+    use = finite if ignore is None else (finite & ~ignore)
+    shown = finite if shown is None else (finite & shown)
     if box_size is None:
         box_size = max(64, min(data.shape) // 8)
     fill = np.where(finite, data, 0).astype(np.float32)
     background = median_background(fill, use, int(min(box_size, max(data.shape))))
     safe = np.where(background > 0, background, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        darkness = np.where(valid, 1.0 - fill / safe, 0.0)
+        darkness = np.where(shown, 1.0 - fill / safe, 0.0)
     return np.nan_to_num(darkness, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), background
+
+
+def _darkness_ignore(shape, ignore, valid, exclude):
+    """``(ignore, shown)`` of `darkness_map`: its deprecated ``valid``/``exclude`` folded into ``ignore``.
+
+    ``shown`` is where the darkness is measured (``valid`` of the old call,
+    None for everywhere finite).
+    """
+    arrays = {"ignore": ignore, "valid": valid, "exclude": exclude}
+    for label, value in arrays.items():
+        if value is not None and np.shape(value) != tuple(shape):
+            raise InputError(f"{label} shape {np.shape(value)} differs from the image's {tuple(shape)}")
+    if valid is None and exclude is None:
+        return (None if ignore is None else np.asarray(ignore, bool)), None
+    old = np.zeros(shape, bool)
+    shown = None
+    if valid is not None:
+        shown = np.asarray(valid, bool)
+        old |= ~shown
+    if exclude is not None:
+        old |= np.asarray(exclude, bool)
+    which = "valid" if exclude is None else ("exclude" if valid is None else "valid/exclude")
+    return renamed_keyword("darkness_map", which, "ignore=exclude | ~valid", old,
+                           given=ignore, stacklevel=2), shown

@@ -68,6 +68,16 @@ class ScaleMaps:
     sigma: np.ndarray
     z: np.ndarray
 
+    def slim(self):
+        """These maps without what only the scale's own search uses (the footprint needs the rest).
+
+        The background, the smoothed darkness and the significance serve the
+        extraction and description of this scale's candidates; once they are
+        done the DUST footprint (`~.shape.footprint`) needs only the darkness
+        and its scatter.
+        """
+        return ScaleMaps(self.d_max, None, self.darkness, None, self.sigma, None)
+
 
 def scale_diameters(d_lo, d_hi):
     """Largest diameter of each scale, from the smallest speck to ``d_hi``."""
@@ -197,9 +207,10 @@ def _candidate(maps, index, sl, pix, diameter, pad):
     smooth = maps.smooth[big]
     core = own & (smooth >= 0.5 * smooth[own].max())
     depth = float(np.percentile(dark[core], 75))
-    return Candidate(y=float(cy + big[0].start), x=float(cx + big[1].start), scale=float(maps.d_max), scale_index=index,
-                     sl=big, pix=own, area=float(own.sum()), diameter=diameter,
-                     depth=depth, core_area=float(np.count_nonzero(own & (dark > 0.5 * depth))), z=float(maps.z[big][own].max()))
+    core_area = float(np.count_nonzero(own & (dark > 0.5 * depth)))
+    return Candidate(y=float(cy + big[0].start), x=float(cx + big[1].start), scale=float(maps.d_max),
+                     scale_index=index, sl=big, pix=own, area=float(own.sum()), diameter=diameter,
+                     depth=depth, core_area=core_area, z=float(maps.z[big][own].max()))
 
 
 def merge_scales(per_scale):

@@ -9,13 +9,13 @@ from scipy import ndimage
 from ...dq import DustDQ
 from ...io.frames import spread_indices
 from ...registration import median_pair_distance
-from ...utils.exceptions import InputError
+from ...utils.exceptions import InputError, renamed_keyword
 from ...products import DustDetection, empty_catalog
 from .._protocol import DustDetector
 from . import motion
 from .candidates import extract, family, merge_scales, scale_diameters, scale_maps
 from .scoring import BETA_SPLIT, BETA_SPLIT_STATIC, score
-from .shape import describe, footprint
+from .shape import CONTEXT_STEP, describe, footprint
 
 __all__ = ["LocalDustDetector", "expected_diameters"]
 
@@ -139,18 +139,22 @@ class LocalDustDetector(DustDetector):
                              f"(check f_ratio, pixel_size and the image size)")
         return lo, hi, optics
 
-    def __call__(self, median, *, frames=None, mask=None, f_ratio=None, pixel_size=None):
+    def __call__(self, median, *, frames=None, ignore=None, f_ratio=None, pixel_size=None, mask=None):
+        if mask is not None:
+            ignore = renamed_keyword("LocalDustDetector", "mask", "ignore", mask, given=ignore)
         data = np.array(getattr(median, "data", median), dtype=np.float32)
         if data.ndim != 2:
             raise InputError(f"the median must be a 2-D image, got shape {data.shape}")
+        if ignore is not None and np.shape(ignore) != data.shape:
+            raise InputError(f"ignore shape {np.shape(ignore)} differs from the median's {data.shape}")
         if frames is not None:      # fail before the work
             source, own = motion.open_source(frames, data.shape)
             if own:
                 source.close()
         d_lo, d_hi, _ = self._size_range(data.shape, f_ratio, pixel_size)
-        valid, has_limb, edge = _usable(data, mask)
-        cands, maps = self._candidates(data, valid, edge, d_lo, d_hi, has_limb)
-        params = {"THRESH": self.threshold, "NSCALES": len(maps), "DMIN": round(float(d_lo), 2),
+        valid, has_limb, edge = _usable(data, ignore)
+        cands, n_scales = self._candidates(data, valid, edge, d_lo, d_hi, has_limb)
+        params = {"THRESH": self.threshold, "NSCALES": n_scales, "DMIN": round(float(d_lo), 2),
                   "DMAX": round(float(d_hi), 2)}
         used, summary = False, None
         if frames is not None and cands:
@@ -183,28 +187,35 @@ class LocalDustDetector(DustDetector):
         return out
 
     def _candidates(self, data, valid, edge, d_lo, d_hi, has_limb):
-        """Candidates of every scale, described, merged and given their DUST footprint."""
+        """Candidates of every scale, described, merged and given their DUST footprint; the number of scales.
+
+        The scales' maps are freed on return: the motion test that follows
+        (registration) is the detector's largest use of memory.
+        """
         diameters = scale_diameters(d_lo, d_hi)
-        maps = [scale_maps(data, valid, d) for d in diameters]
+        maps = [None] * len(diameters)
+        _compute_scales(maps, data, valid, diameters, 0)
         # dark pixels beside a strongly bright one (a star, a cosmic ray, a hot pixel) are its
         # ringing or its background's dip, not a shadow
         bright = point_sources(maps[0], BRIGHT_SIGMA, BRIGHT_MAX_AREA, BRIGHT_CONTRAST)
         bright = ndimage.binary_dilation(bright, iterations=BRIGHT_GROW)
         per_scale = []
-        for k, (d, m) in enumerate(zip(diameters, maps)):
+        for k, d in enumerate(diameters):
+            _compute_scales(maps, data, valid, diameters, k)
             margin = max(LIMB_MARGIN, 0.25 * d + 3) if has_limb else 2.0
             d_min = d_lo if k == 0 else diameters[k - 1] / 1.4
             d_cap = 1.15 * d if k < len(diameters) - 1 else 1.3 * d
-            cands = extract(m, valid & (edge > margin) & ~bright, index=k, d_min=d_min, d_cap=d_cap,
+            cands = extract(maps[k], valid & (edge > margin) & ~bright, index=k, d_min=d_min, d_cap=d_cap,
                             k_hi=self.threshold, k_lo=K_LOW, min_seed=2 if k == 0 else 3)
             per_scale.append([describe(maps, k, c, edge) for c in cands])
+            maps[k] = maps[k].slim()
         merged = merge_scales(per_scale)
         for c in family(merged):
             c.pix = footprint(maps[c.scale_index], c)
             c.area = float(c.pix.sum())
             c.diameter = float(np.sqrt(4 * ndimage.binary_fill_holes(c.pix).sum() / np.pi))
         log.debug("local detector: %d candidates on %d scales", len(merged), len(maps))
-        return merged, maps
+        return merged, len(maps)
 
     def _motion(self, frames, data, cands, d_lo, d_hi):
         """β of every candidate from the frames; (frames used, a summary, the candidates).
@@ -299,13 +310,25 @@ def point_sources(maps, k_sigma, max_area, contrast):
     return strong[lab]
 
 
-def _usable(data, mask):
-    """Usable pixels (finite, not a static defect, not masked, on the disc), limb flag, edge distance."""
+def _compute_scales(maps, data, valid, diameters, k):
+    """Fill ``maps[k:k + CONTEXT_STEP + 1]`` (what scale ``k``'s candidates are described with).
+
+    The scales are computed as the search reaches them and slimmed once done
+    (`~.candidates.ScaleMaps.slim`), so at most ``CONTEXT_STEP + 1`` scales are
+    held whole at a time.
+    """
+    for j in range(k, min(k + CONTEXT_STEP + 1, len(diameters))):
+        if maps[j] is None:
+            maps[j] = scale_maps(data, valid, diameters[j])
+
+
+def _usable(data, ignore):
+    """Usable pixels (finite, not a static defect, not ignored, on the disc), limb flag, edge distance."""
     from ...dq import static_defects
 
     bad = ~np.isfinite(data) | ndimage.binary_dilation(static_defects(data) > 0)
-    if mask is not None:
-        bad |= np.asarray(mask, bool)
+    if ignore is not None:
+        bad |= np.asarray(ignore, bool)
     from .background import valid_region
 
     valid, has_limb = valid_region(data, bad)

@@ -76,7 +76,8 @@ def isolation(maps, c, *, n_sectors=8):
     rho = np.hypot(dy, dx)
     ring = (rho > r + 1.5) & (rho < r + 1.5 + max(3.0, 0.6 * r)) & ~ndimage.binary_dilation(core, iterations=1)
     sector = ((np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * n_sectors).astype(int) % n_sectors
-    means = [np.mean(dark[ring & (sector == s)]) for s in range(n_sectors) if np.count_nonzero(ring & (sector == s)) >= 3]
+    means = [np.mean(dark[ring & (sector == s)]) for s in range(n_sectors)
+             if np.count_nonzero(ring & (sector == s)) >= 3]
     level = float(np.mean(dark[core]))
     if len(means) < n_sectors // 2 or not level > 0:
         return 0.0

@@ -14,9 +14,9 @@ combined:
 * `combine_flats`: one flat from the per-video flats made with that shared
   mask: per shadow, the videos' transmissions averaged with weights
   ``1 / (σ² + δ² + ε²)`` (σ: the video's measured uncertainty of the
-  transmission, δ: its rms distance from the videos' per-pixel median,
-  ε = 0.003; the median over every video that measured the shadow, those
-  flagged REVIEW there included), so that a video whose scene spoils the
+  transmission, δ: its rms distance from the videos' per-pixel median
+  weighted by ``1 / (σ² + ε²)``, ε = 0.003; the median over every video that
+  measured the shadow, those flagged REVIEW there included), so that a video whose scene spoils the
   clean estimate of one shadow hardly counts there; a video that does not
   light a shadow (its flat is flagged REVIEW there) gets no weight.
 
@@ -264,22 +264,42 @@ def combine_flats(flats, *, floor=0.05):
 def _shadow_weights(t, u, unlit):
     """Normalised weight of each video in one shadow: ``1 / (σ² + δ² + ε²)``, 0 for a video that does not light it.
 
-    δ is the distance from the per-pixel median of every video that
-    measured the shadow (its flat differs from 1.0 there), those flagged
-    REVIEW included: they vote on what the transmission is, they just get
-    no weight in it.  With two usable videos that disagree, a third one's
-    measurement tells which one its scene spoiled.
+    δ is the rms distance from the shadow's *consensus*: per pixel, the
+    median of every video that measured the shadow (its flat differs from
+    1.0 there), weighted by ``1 / (σ² + ε²)``; those flagged REVIEW vote too,
+    with the least weight of a usable one, and get no weight in the
+    result.  A plain median of three is the middle value: a video whose
+    scene biased its estimate (a shadow on the limb, on a sunspot) while
+    its σ stays small would then be the consensus whenever it lies between
+    a precise one and a poor one; weighted, the precise ones decide.
     """
+    sigma2 = np.mean(u ** 2, axis=1)
     use = ~(unlit.mean(axis=1) > 0.5)
     if not use.any():
         use[:] = True
     measured = ~np.all(t == 1.0, axis=1)
     voters = measured if measured.sum() > use.sum() else use
-    consensus = np.median(t[voters], axis=0)
+    precision = 1.0 / (sigma2 + WEIGHT_FLOOR ** 2)
+    vote = np.where(use, precision, precision[use].min())
+    consensus = _weighted_median(t[voters], vote[voters])
     delta2 = np.mean((t - consensus) ** 2, axis=1)
-    sigma2 = np.mean(u ** 2, axis=1)
     w = np.where(use, 1.0 / (sigma2 + delta2 + WEIGHT_FLOOR ** 2), 0.0)
     return w / w.sum()
+
+
+def _weighted_median(values, weights):
+    """Per column of ``values`` (videos x pixels), the median of the videos weighted by ``weights``.
+
+    Examples
+    --------
+    >>> _weighted_median(np.array([[0.7], [0.9], [0.8]]), np.array([3.0, 1.0, 1.0]))
+    array([0.7])
+    """
+    order = np.argsort(values, axis=0)
+    ranked = np.take_along_axis(values, order, axis=0)
+    cum = np.cumsum(weights[order], axis=0)
+    first = np.argmax(cum >= 0.5 * cum[-1], axis=0)
+    return np.take_along_axis(ranked, first[None, :], axis=0)[0]
 
 
 def _combined_flat(first, data, unc, flags, floor, n_flats):
@@ -316,8 +336,8 @@ def _combined_flat(first, data, unc, flags, floor, n_flats):
 #   (below ``keep_fraction`` of it).  A shadow the video does not light (the
 #   sky beyond its limb) is not tested.
 # * **a new shadow** (a speck arrived): a shadow of the video's own detection
-#   outside the shared mask, deep in the video's median over the flat (``z σ``
-#   above the noise measured as above), less than half as deep in the shared
+#   outside the shared mask, deep in the video's median over the flat (``z₁ σ``
+#   above the noise measured as above, ``z₁`` the threshold of one test), less than half as deep in the shared
 #   median over the flat (not dust of every video), and *static*: the motion test on the video's frames (the scene moves
 #   under seeing, the dust stays) puts it on the sensor at ``z`` standard errors
 #   (``(β_split − β) / σβ ≥ z``).  A dip of one video that its frames cannot
@@ -616,12 +636,20 @@ def _disk(shape, x, y, radius):
 
 
 def _new_candidates(corrected, shared, known, opts, candidates):
-    """The candidates outside the shared mask, deep above their noise in ``corrected``, absent from ``shared``."""
+    """The candidates outside the shared mask, deep above their noise in ``corrected``, absent from ``shared``.
+
+    The depth is tested at the one-test threshold ``z(1)``, the motion test
+    (`_new_test`) at the Bonferroni one ``z(n)`` that is returned: a dip of
+    the scene or of the noise that passes the first must still be placed on
+    the sensor by the second, so the false-alarm rate is the motion test's;
+    splitting it over the first too lost shallow specks on a textured disc
+    (a 0.29 deep one against 3.4 σ of 0.088).
+    """
     grown = ndimage.binary_dilation(known, iterations=2) if known.any() else known
     rows = [r for r in (candidates if candidates is not None else ())
             if not grown[min(max(int(round(float(r["y_centroid"]))), 0), known.shape[0] - 1),
                          min(max(int(round(float(r["x_centroid"]))), 0), known.shape[1] - 1)]]
-    z = opts.z(len(rows))
+    z, z_depth = opts.z(len(rows)), opts.z(1)
     least = 2 * opts.min_depth if opts.new_depth is None else opts.new_depth
     out = []
     for row in rows:
@@ -632,7 +660,7 @@ def _new_candidates(corrected, shared, known, opts, candidates):
         d_own, d_shared = _ring_depth(corrected[win], core, ring), _ring_depth(shared[win], core, ring)
         sigma = _depth_noise(corrected, core, ring, (win[0].start, win[1].start), grown,
                             radius=core.shape[0])
-        if not np.isfinite(d_own) or d_own < least or not (np.isfinite(sigma) and d_own >= z * sigma):
+        if not np.isfinite(d_own) or d_own < least or not (np.isfinite(sigma) and d_own >= z_depth * sigma):
             continue
         if np.isfinite(d_shared) and d_shared >= opts.new_fraction * d_own:
             continue  # in the shared median too: dust the shared mask missed, not new dust

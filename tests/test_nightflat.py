@@ -120,6 +120,21 @@ class TestCombineFlats:
         assert weights[0][0] > 0.8
         assert abs(float(flat.data[30, 50]) - 0.80) < 0.01
 
+    def test_precise_video_decides_against_a_biased_middle_one(self):
+        """Three videos: a precise one, one biased by its scene with a small σ (the middle value), a poor one.
+
+        A plain median of three is the biased middle value and gave it the
+        weight (held-out solar dust 61, a shadow at the limb: residual 0.80
+        of the uncorrected, the precise video alone 0.01).
+        """
+        inside = _disc(40, 40, 5)
+        precise = _flat(np.where(inside, 0.80, 1.0), unc=0.006)
+        biased = _flat(np.where(inside, 0.90, 1.0), unc=0.012)
+        poor = _flat(np.where(inside, 0.97, 1.0), unc=0.145)
+        flat, weights = combine_flats([precise, biased, poor])
+        assert weights[0][0] > 0.9
+        assert abs(float(flat.data[40, 40]) - 0.80) < 0.01
+
     def test_review_flagged_video_votes_without_weight(self):
         """Two usable videos disagree; a third, flagged REVIEW there, tells which one its scene spoiled."""
         inside = _disc(40, 40, 5)

@@ -14,9 +14,9 @@ combined:
 * `combine_flats`: one flat from the per-video flats made with that shared
   mask: per shadow, the videos' transmissions averaged with weights
   ``1 / (σ² + δ² + ε²)`` (σ: the video's measured uncertainty of the
-  transmission, δ: its rms distance from the videos' per-pixel median
-  weighted by ``1 / (σ² + ε²)``, ε = 0.003; the median over every video that
-  measured the shadow, those flagged REVIEW there included), so that a video whose scene spoils the
+  transmission, δ: its rms distance from the per-pixel median of the
+  largest group of videos that agree within their errors, ε = 0.003; of
+  every video that measured the shadow, those flagged REVIEW there included), so that a video whose scene spoils the
   clean estimate of one shadow hardly counts there; a video that does not
   light a shadow (its flat is flagged REVIEW there) gets no weight.
 
@@ -264,42 +264,57 @@ def combine_flats(flats, *, floor=0.05):
 def _shadow_weights(t, u, unlit):
     """Normalised weight of each video in one shadow: ``1 / (σ² + δ² + ε²)``, 0 for a video that does not light it.
 
-    δ is the rms distance from the shadow's *consensus*: per pixel, the
-    median of every video that measured the shadow (its flat differs from
-    1.0 there), weighted by ``1 / (σ² + ε²)``; those flagged REVIEW vote too,
-    with the least weight of a usable one, and get no weight in the
-    result.  A plain median of three is the middle value: a video whose
-    scene biased its estimate (a shadow on the limb, on a sunspot) while
-    its σ stays small would then be the consensus whenever it lies between
-    a precise one and a poor one; weighted, the precise ones decide.
+    δ is the rms distance from the shadow's consensus (`_consensus`) of
+    every video that measured the shadow (its flat differs from 1.0 there),
+    those flagged REVIEW included: they vote on what the transmission is,
+    they just get no weight in it.
     """
-    sigma2 = np.mean(u ** 2, axis=1)
     use = ~(unlit.mean(axis=1) > 0.5)
     if not use.any():
         use[:] = True
     measured = ~np.all(t == 1.0, axis=1)
     voters = measured if measured.sum() > use.sum() else use
-    precision = 1.0 / (sigma2 + WEIGHT_FLOOR ** 2)
-    vote = np.where(use, precision, precision[use].min())
-    consensus = _weighted_median(t[voters], vote[voters])
+    sigma2 = np.mean(u ** 2, axis=1)
+    consensus = _consensus(t[voters], sigma2[voters])
     delta2 = np.mean((t - consensus) ** 2, axis=1)
     w = np.where(use, 1.0 / (sigma2 + delta2 + WEIGHT_FLOOR ** 2), 0.0)
     return w / w.sum()
 
 
-def _weighted_median(values, weights):
-    """Per column of ``values`` (videos x pixels), the median of the videos weighted by ``weights``.
+def _consensus(t, sigma2, z=3.0):
+    """The precision-weighted mean of the largest group of videos that agree within their errors.
+
+    Two estimates ``t`` (videos x pixels, ``sigma2`` their mean σ²) agree
+    when their rms distance is at most ``z`` times their joint error
+    ``sqrt(σ² + σ'² + ε²)``.  Each video starts a group and takes in, the
+    most precise first, every video that agrees with all of the group; the
+    largest group wins, ties broken by its summed precision.  A plain median
+    of three is the middle value: a video whose scene biased its estimate (a
+    shadow at its limb) while its σ stays small was the consensus whenever
+    it lay between a precise video and a poor one; a precision-weighted
+    median instead let one precise video outvote five that agree (a speck
+    cleaned off in it).
 
     Examples
     --------
-    >>> _weighted_median(np.array([[0.7], [0.9], [0.8]]), np.array([3.0, 1.0, 1.0]))
-    array([0.7])
+    >>> t = np.array([[0.80], [0.90], [0.97]])
+    >>> np.round(_consensus(t, np.array([0.006, 0.012, 0.145]) ** 2), 3)   # the poor one agrees with both
+    array([0.8])
     """
-    order = np.argsort(values, axis=0)
-    ranked = np.take_along_axis(values, order, axis=0)
-    cum = np.cumsum(weights[order], axis=0)
-    first = np.argmax(cum >= 0.5 * cum[-1], axis=0)
-    return np.take_along_axis(ranked, first[None, :], axis=0)[0]
+    dist = np.sqrt(np.mean((t[:, None, :] - t[None, :, :]) ** 2, axis=2))
+    agree = dist <= z * np.sqrt(sigma2[:, None] + sigma2[None, :] + WEIGHT_FLOOR ** 2)
+    precision = 1.0 / (sigma2 + WEIGHT_FLOOR ** 2)
+    best = None
+    for c in range(len(t)):
+        group = [c]
+        for v in np.argsort(-precision):
+            if v != c and agree[v, group].all():
+                group.append(int(v))
+        score = (len(group), precision[group].sum())
+        if best is None or score > best[0]:
+            best = (score, group)
+    group = best[1]
+    return (precision[group, None] * t[group]).sum(axis=0) / precision[group].sum()
 
 
 def _combined_flat(first, data, unc, flags, floor, n_flats):

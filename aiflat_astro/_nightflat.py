@@ -14,10 +14,11 @@ combined:
 * `combine_flats`: one flat from the per-video flats made with that shared
   mask: per shadow, the videos' transmissions averaged with weights
   ``1 / (σ² + δ² + ε²)`` (σ: the video's measured uncertainty of the
-  transmission, δ: its rms distance from the per-pixel median of the
-  largest group of videos that agree within their errors, ε = 0.003; of
-  every video that measured the shadow, those flagged REVIEW there included), so that a video whose scene spoils the
-  clean estimate of one shadow hardly counts there; a video that does not
+  transmission, δ: its rms distance from the precision-weighted mean of
+  the largest group of videos that agree within their errors, of every
+  video that measured the shadow, those flagged REVIEW there included;
+  ε = 0.003), so that a video whose scene spoils the clean estimate of one
+  shadow hardly counts there; a video that does not
   light a shadow (its flat is flagged REVIEW there) gets no weight.
 
 The night's dust-change check (`check_dust`) lives here too: it asks of

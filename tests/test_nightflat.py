@@ -120,6 +120,30 @@ class TestCombineFlats:
         assert weights[0][0] > 0.8
         assert abs(float(flat.data[30, 50]) - 0.80) < 0.01
 
+    def test_precise_video_decides_against_a_biased_middle_one(self):
+        """Three videos: a precise one, one biased by its scene with a small σ (the middle value), a poor one.
+
+        A plain median of three is the biased middle value and gave it the
+        weight (held-out solar dust 61, a shadow at the limb: residual 0.80
+        of the uncorrected, the precise video alone 0.01).
+        """
+        inside = _disc(40, 40, 5)
+        precise = _flat(np.where(inside, 0.80, 1.0), unc=0.006)
+        biased = _flat(np.where(inside, 0.90, 1.0), unc=0.012)
+        poor = _flat(np.where(inside, 0.97, 1.0), unc=0.145)
+        flat, weights = combine_flats([precise, biased, poor])
+        assert weights[0][0] > 0.9
+        assert abs(float(flat.data[40, 40]) - 0.80) < 0.01
+
+    def test_one_precise_video_does_not_outvote_five_that_agree(self):
+        """A speck cleaned off in one video (its flat 1.0 there, precisely): the five that show it decide."""
+        inside = _disc(40, 40, 5)
+        shown = [_flat(np.where(inside, 0.64 + 0.004 * k, 1.0), unc=0.02) for k in range(5)]
+        cleaned = _flat(np.where(inside, 0.999, 1.0), unc=0.001)
+        flat, weights = combine_flats(shown + [cleaned])
+        assert weights[0][5] < 0.01
+        assert abs(float(flat.data[40, 40]) - 0.648) < 0.01
+
     def test_review_flagged_video_votes_without_weight(self):
         """Two usable videos disagree; a third, flagged REVIEW there, tells which one its scene spoiled."""
         inside = _disc(40, 40, 5)

@@ -675,7 +675,7 @@ def _new_candidates(corrected, shared, known, opts, candidates):
         ring = ring & ~grown[win]
         d_own, d_shared = _ring_depth(corrected[win], core, ring), _ring_depth(shared[win], core, ring)
         sigma = _depth_noise(corrected, core, ring, (win[0].start, win[1].start), grown,
-                            radius=core.shape[0])
+                             radius=core.shape[0])
         if not np.isfinite(d_own) or d_own < least or not (np.isfinite(sigma) and d_own >= z_depth * sigma):
             continue
         if np.isfinite(d_shared) and d_shared >= opts.new_fraction * d_own:

@@ -151,13 +151,11 @@ def median_combine(source, *, max_frames=None, step=1, mem_limit="256MB", progre
     (10, 1)
     """
     mem_bytes = parse_size(mem_limit)
-    src, owned = _open_source(source)
-    try:
+    from .io.frames import opened_frames
+
+    with opened_frames(source) as src:
         return _median_combine(src, max_frames=max_frames, step=step, mem_bytes=mem_bytes,
                                progress_bar=progress_bar, bias=bias, dark=dark)
-    finally:
-        if owned:
-            src.close()
 
 
 def _median_combine(src, *, max_frames, step, mem_bytes, progress_bar, bias, dark):
@@ -197,15 +195,6 @@ def _median_combine(src, *, max_frames, step, mem_bytes, progress_bar, bias, dar
 
 
 # --------------------------------------------------------------------------- sources
-
-def _open_source(source):
-    """Return ``(frame source, owned)``; owned sources are closed by us."""
-    from .io.frames import is_frame_source, open_frames
-
-    if is_frame_source(source):
-        return source, False
-    return open_frames(source), True
-
 
 def _select_frames(n_total, *, max_frames, step):
     """Every ``step``-th frame, the first ``max_frames`` of them (`~aiflat_astro.io.frames.select_frames`)."""

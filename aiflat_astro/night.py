@@ -56,7 +56,8 @@ from ._runstate import RunOptions, _file_identity, _region_files
 from .provenance import params_hash, software_id
 from .utils.exceptions import InputError, warn_user
 
-__all__ = ["run_night", "NightOptions", "check_dust", "CheckOptions", "merge_detections", "combine_flats", "local_cluster",
+__all__ = ["run_night", "NightOptions", "check_dust", "CheckOptions", "merge_detections", "combine_flats",
+           "local_cluster",
            "ConcatFrames", "MANIFEST"]
 
 log = logging.getLogger(__name__)

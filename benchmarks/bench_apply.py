@@ -27,8 +27,8 @@ true dust mask, ``make_flat``), it times, alternately and ``--repeat`` times:
     durable file, bound by the disk rather than by memory copies.
 
 Every output is removed right after its run (each run writes a new file and
-no run pays for the page cache held by earlier outputs), and the file system is synced before each timed run so that no run pays for
-the write-back of the previous one.  The page cache is warm for the input
+no run pays for the page cache held by earlier outputs), and the file system is synced before
+each timed run so that no run pays for the write-back of the previous one.  The page cache is warm for the input
 (it was just written); the outputs are not synced inside the timed region
 (neither ``cp`` nor ``aiflat apply`` calls fsync).  The target is apply ≥ 50 %
 of the copy's throughput.  The calibrated output is checked: bytes identical

@@ -140,7 +140,7 @@ def main():
     shape, max_offset = ((512, 512), 200) if args.quick else ((1024, 1024), 330)
     results = {"simulated": []}
     cases = [] if args.no_sim else [(int(c.split(":")[0]), float(c.split(":")[1]))
-                                     for c in args.cases.split(",")]
+                                    for c in args.cases.split(",")]
     for n_frames, level in cases:
         r = simulated(shape, n_frames, max_offset, 3, level)
         results["simulated"].append(r)

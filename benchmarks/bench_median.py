@@ -221,8 +221,8 @@ def main(argv=None):
     plan = []
     for n in (args.frames, args.frames - 1):
         plan.append(("aiflat median", n, aiflat + ["median", str(video), "-o",
-                                                  str(work / f"aiflat{n}.fits"), "--overwrite",
-                                                  "--max-frames", str(n)], f"aiflat{n}.fits"))
+                                                   str(work / f"aiflat{n}.fits"), "--overwrite",
+                                                   "--max-frames", str(n)], f"aiflat{n}.fits"))
         plan.append(("seed (list -> np.array -> np.median)", n,
                      me + ["seed", str(video), str(n), str(work / f"seed{n}.npy")], f"seed{n}.npy"))
     for n in (n_ccd, n_ccd - 1):

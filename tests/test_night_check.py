@@ -29,6 +29,8 @@ KNOWN_MISSES = {("removed", 82), ("new", 83), ("same", 83)}
 def _known(request, what, seed):
     if (what, seed) in KNOWN_MISSES:
         request.applymarker(pytest.mark.xfail(strict=True, reason=f"measured miss of the check ({what}, {seed})"))
+
+
 N_SAME = 4
 
 

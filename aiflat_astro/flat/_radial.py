@@ -466,5 +466,3 @@ def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_h
             trans[win][mine] = model
             model_err[win][mine] = merr
     return trans, model_err, records
-
-

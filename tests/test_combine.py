@@ -375,6 +375,7 @@ _MEMORY_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_memory_bounded_in_subprocess(tmp_path):
     """A 150 MB SER combined with mem_limit=32MB: peak RSS grows by far less than the data."""

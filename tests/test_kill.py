@@ -124,6 +124,7 @@ def test_run_killed_then_rerun_leaves_nothing(tmp_path):
     assert kills >= 2 and left, (kills, left)  # the kills did leave named temporary files behind
 
 
+@pytest.mark.slow
 def test_stale_parts_of_dead_processes_removed_at_command_start(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()

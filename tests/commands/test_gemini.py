@@ -106,6 +106,7 @@ def test_flat_server_error_is_one_line(tmp_path, server, products, capsys):
     assert_no_key(tmp_path, stdout, stderr)
 
 
+@pytest.mark.slow
 def test_run_with_gemini_detector_and_inpainting(tmp_path, server, video, capsys):
     out = tmp_path / "gem"
     args = ["run", str(video), "-o", str(out), "--detector", "gemini", "--inpaint", "gemini",

@@ -582,6 +582,7 @@ def test_scene_texture_is_like_the_real_xu2016(xu2016):
     assert spread_soft < spread_sim                      # the former scene was too smooth
 
 
+@pytest.mark.slow
 def test_solar_median_texture_is_the_real_medians(tmp_path):
     """The default 'solar' scenario's median has the real dusty median's small-scale roughness:
     darkness (1 - median / 25 px median filter) scatter ~0.011 (notes, real-dust.md section 1: a

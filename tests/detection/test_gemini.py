@@ -139,6 +139,7 @@ class TestMasks:
         iou = (result.dust_mask & truth).sum() / (result.dust_mask | truth).sum()
         assert iou > 0.85
 
+    @pytest.mark.slow
     def test_tiling_large_frame(self, server):
         """A frame larger than the model output is tiled; shadows in overlaps are found once."""
         shape = (1100, 1900)

@@ -117,6 +117,7 @@ def test_solar_residual_target_on_a_held_out_video(tmp_path):
     assert _simulated_residual(tmp_path, 11) <= 0.1
 
 
+@pytest.mark.slow
 def test_solar_residual_on_held_out_videos(tmp_path):
     """Four more held-out small videos: rms of their residuals 0.134 (0.18 before the ring median,
     the rejection of scene features and the centre half-step).  Small videos hold six shadows

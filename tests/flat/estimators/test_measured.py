@@ -380,6 +380,7 @@ def test_stack_sampling_is_one_box_shift_per_frame():
     assert _sample_mask(edge, 0, 10, 0, 10, 0.0, 30.0).all()
 
 
+@pytest.mark.slow
 def test_options_object_and_keywords(drifting, measurement):
     """An options object gives what its keywords give; unknown or bad options fail first."""
     from aiflat_astro.flat.estimators.measured import MeasureOptions
@@ -402,6 +403,7 @@ def test_options_object_and_keywords(drifting, measurement):
         measure_transmission(path, detection.dust_mask, mem_limit="lots")
 
 
+@pytest.mark.slow
 def test_exclude_and_invalid_are_deprecated_for_margin_and_ignore(drifting, measurement):
     """``exclude=`` (a distance) is ``margin=``, ``invalid=`` is ``ignore=``: same result, a warning at the caller."""
     from aiflat_astro.flat.estimators.measured import MeasureOptions

@@ -44,6 +44,7 @@ def median_and_mask(video, tmp_path_factory):
     return d / "median.fits", d / "mask.fits"
 
 
+@pytest.mark.slow
 def test_flat_command_with_exports(median_and_mask, video, tmp_path, capsys):
     median, mask = median_and_mask
     out = tmp_path / "flat.fits"

@@ -20,6 +20,7 @@ def fixture_products(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_flat_measured_with_plot_and_catalog(products, capsys):
     d = products
     argv = ["flat", str(d / "median.fits"), "--mask", str(d / "mask.fits"),

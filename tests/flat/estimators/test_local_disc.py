@@ -48,6 +48,7 @@ def test_background_divides_and_keeps_unmasked_pixels():
         inpaint_local(dusty, r > radius - 5, background=model)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [101, 102])
 def test_disc_model_improves_solar_flat_near_limb(tmp_path, seed):
     with warnings.catch_warnings():

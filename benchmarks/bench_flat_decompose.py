@@ -41,7 +41,7 @@ from aiflat_astro.flat import make_flat
 from aiflat_astro.flat.estimators.registry import available_inpainters, register_inpainter
 
 from bench_flat import simulate
-from bench_flat_real import CROP, INJECT_FRAMES, inject_specks
+from bench_flat_real import INJECT_FRAMES, injected_cases
 
 
 def _oracle(median, detection, *, frames=None, transmission=None):
@@ -123,16 +123,8 @@ def bench_sim(seeds, first_seed):
 
 
 def bench_real(n_cases, n_specks):
-    from aiflat_astro.datasets.real import load_xu2016
-
-    s = load_xu2016()
     acc = {}
-    for case, k in enumerate(INJECT_FRAMES[:n_cases]):
-        cy, cx = s.centroids[k].astype(int)
-        bg = s.frames[k, cy - CROP // 2:cy + CROP // 2, cx - CROP // 2:cx + CROP // 2].astype(np.float64)
-        t, core = inject_specks(bg.shape, np.random.default_rng(100 + case), n_specks)
-        image = bg * t
-        dist = ndimage.distance_transform_edt(~core)
+    for image, t, core, dist in injected_cases(n_cases, n_specks):
         dust, ring = dist <= 3, (dist > 0) & (dist <= 3)
         for name, flat in _rows(image, t, core, None).items():
             _accumulate(acc, name, flat, t, dust, ring)

@@ -204,16 +204,23 @@ def bench_xu2016(silhouette=False):
     return rows
 
 
-def bench_injected(n_cases, n_specks, silhouette=False):
+def injected_cases(n_cases, n_specks):
+    """The injected cases: ``(image, t, core, dist)`` per real xu2016 disc crop with ``n_specks`` specks.
+
+    ``dist`` is the distance to the core: the core + 3 px is ``dist <= 3``, the ring ``0 < dist <= 3``.
+    """
     s = load_xu2016()
-    names = ("none", "ours") + (("silhouette",) if silhouette else ()) + ("seed-like", "true T")
-    acc = {k: {"self": [], "truth": [], "ring": []} for k in names}
     for case, k in enumerate(INJECT_FRAMES[:n_cases]):
         cy, cx = s.centroids[k].astype(int)
         bg = s.frames[k, cy - CROP // 2:cy + CROP // 2, cx - CROP // 2:cx + CROP // 2].astype(np.float64)
         t, core = inject_specks(bg.shape, np.random.default_rng(100 + case), n_specks)
-        image = bg * t
-        dist = ndimage.distance_transform_edt(~core)
+        yield bg * t, t, core, ndimage.distance_transform_edt(~core)
+
+
+def bench_injected(n_cases, n_specks, silhouette=False):
+    names = ("none", "ours") + (("silhouette",) if silhouette else ()) + ("seed-like", "true T")
+    acc = {k: {"self": [], "truth": [], "ring": []} for k in names}
+    for image, t, core, dist in injected_cases(n_cases, n_specks):
         grown, ring = dist <= 3, (dist > 0) & (dist <= 3)
         flats = {"none": np.ones(t.shape), "ours": our_flat(image, core), "seed-like": seed_like_flat(image, core),
                  "true T": t}

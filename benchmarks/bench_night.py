@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -44,6 +45,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+# the dust changes of the check's cases are shared with tests/test_night_check.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def simulate(folder, n, *, size_mb, shape, dust_seed=21, first_seed=100):
@@ -251,53 +255,6 @@ def accuracy_case(args, sub, regime, dust_seed):
             "night_status": [v["status"] for v in night["videos"]]}
 
 
-def _rewrite(path, factor):
-    from aiflat_astro.io import SERReader, write_ser
-
-    with SERReader(path) as r:
-        frames = np.stack([r.read(i) for i in range(r.n_frames)]).astype(np.float64)
-        dtype, top = r.dtype, 2 ** r.header.pixel_depth - 1
-    path.unlink()
-    write_ser(path, np.clip(np.round(frames * factor), 0, top).astype(dtype))
-
-
-def _lit(truth, pixels):
-    return truth.scene[pixels].mean() > 0.5 * np.percentile(truth.scene, 99)
-
-
-def _remove_speck(path, truth):
-    """Divide out the deepest true speck (over 10 % deep) that the video's scene lights; its centre or None."""
-    best = None
-    for label in truth.shadows["id"]:
-        px = truth.labels == int(label)
-        depth = 1 - float(truth.transmission[px].min())
-        if _lit(truth, px) and depth > 0.1 and (best is None or depth > best[1]):
-            best = (int(label), depth)
-    if best is None:
-        return None
-    px = truth.labels == best[0]
-    _rewrite(path, np.where(px, 1.0 / truth.transmission, 1.0))
-    ys, xs = np.nonzero(px)
-    return float(xs.mean()), float(ys.mean())
-
-
-def _add_speck(path, truth, shape, seed):
-    """Multiply in one more realistic speck (at least 30 % deep, lit, clear of the others); its centre."""
-    from scipy import ndimage
-
-    from aiflat_astro.datasets.dust import make_dust_transmission
-
-    clear = ~ndimage.binary_dilation(truth.labels > 0, iterations=12)
-    for s in range(200):
-        trans, labels, _ = make_dust_transmission(shape, regime="solar", n_dust=1, seed=seed + s)
-        px = labels > 0
-        if px.any() and 1 - trans.min() >= 0.3 and _lit(truth, px) and clear[px].all():
-            _rewrite(path, trans)
-            ys, xs = np.nonzero(px)
-            return float(xs.mean()), float(ys.mean())
-    return None
-
-
 def check_case(args, sub, dust_seed, shape=(240, 320)):
     """One realistic night: same-dust videos, one with a speck removed, one with a new speck."""
     from aiflat_astro.datasets import make_dusty_video
@@ -310,8 +267,10 @@ def check_case(args, sub, dust_seed, shape=(240, 320)):
         paths.append(sub / f"v{k}.ser")
         truths.append(make_dusty_video(paths[-1], shape=shape, n_frames=args.acc_frames, seed=1000 * dust_seed + k,
                                        dust_seed=dust_seed))
-    removed = _remove_speck(paths[n], truths[n])
-    added = _add_speck(paths[n + 1], truths[n + 1], shape, 10 * dust_seed)
+    from _dustchange import add_speck, remove_speck
+
+    removed = remove_speck(paths[n], truths[n])
+    added = add_speck(paths[n + 1], truths[n + 1], shape, 10 * dust_seed)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -8,12 +8,17 @@ transmission), another one new speck (its frames multiplied by one more
 speck's transmission).
 """
 
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from aiflat_astro.utils.exceptions import InputError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _dustchange import add_speck, remove_speck  # noqa: E402
 
 SHAPE = (240, 320)
 N_FRAMES = 40
@@ -34,51 +39,6 @@ def _known(request, what, seed):
 N_SAME = 4
 
 
-def _rewrite(path, factor):
-    from aiflat_astro.io import SERReader, write_ser
-
-    with SERReader(path) as r:
-        frames = np.stack([r.read(i) for i in range(r.n_frames)]).astype(np.float64)
-        dtype, top = r.dtype, 2 ** r.header.pixel_depth - 1
-    path.unlink()
-    write_ser(path, np.clip(np.round(frames * factor), 0, top).astype(dtype))
-
-
-def _lit(truth, pixels):
-    return truth.scene[pixels].mean() > 0.5 * np.percentile(truth.scene, 99)
-
-
-def _remove_a_speck(path, truth):
-    """Divide out the deepest true speck that this video's scene lights; its centre."""
-    best = None
-    for label in truth.shadows["id"]:
-        px = truth.labels == int(label)
-        depth = 1 - float(truth.transmission[px].min())
-        if _lit(truth, px) and depth > 0.1 and (best is None or depth > best[1]):
-            best = (int(label), depth)
-    px = truth.labels == best[0]
-    _rewrite(path, np.where(px, 1.0 / truth.transmission, 1.0))
-    ys, xs = np.nonzero(px)
-    return xs.mean(), ys.mean()
-
-
-def _add_a_speck(path, truth, seed):
-    """Multiply in one more realistic speck (at least 30 % deep, lit, clear of the others); its centre."""
-    from scipy import ndimage
-
-    from aiflat_astro.datasets.dust import make_dust_transmission
-
-    clear = ~ndimage.binary_dilation(truth.labels > 0, iterations=12)
-    for s in range(200):
-        trans, labels, _ = make_dust_transmission(SHAPE, regime="solar", n_dust=1, seed=seed + s)
-        px = labels > 0
-        if px.any() and 1 - trans.min() >= 0.3 and _lit(truth, px) and clear[px].all():
-            _rewrite(path, trans)
-            ys, xs = np.nonzero(px)
-            return xs.mean(), ys.mean()
-    raise AssertionError("no speck drawn")
-
-
 @pytest.fixture(scope="module", params=DUST_SEEDS)
 def night(request, tmp_path_factory):
     from aiflat_astro.datasets import make_dusty_video
@@ -91,8 +51,9 @@ def night(request, tmp_path_factory):
         paths.append(d / f"v{k}.ser")
         truths.append(make_dusty_video(paths[-1], shape=SHAPE, n_frames=N_FRAMES, seed=1000 * dust_seed + k,
                                        dust_seed=dust_seed))
-    removed = _remove_a_speck(paths[N_SAME], truths[N_SAME])
-    added = _add_a_speck(paths[N_SAME + 1], truths[N_SAME + 1], 10 * dust_seed)
+    removed = remove_speck(paths[N_SAME], truths[N_SAME])
+    added = add_speck(paths[N_SAME + 1], truths[N_SAME + 1], SHAPE, 10 * dust_seed)
+    assert removed is not None and added is not None, "no speck to remove or to add"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = run_pipeline([str(p) for p in paths], d / "out", apply=False)

@@ -14,7 +14,7 @@ from ...products import DustDetection, empty_catalog
 from .._protocol import DustDetector
 from . import motion
 from .candidates import extract, family, merge_scales, scale_diameters, scale_maps
-from .scoring import BETA_SPLIT, BETA_SPLIT_STATIC, score
+from .scoring import BETA_SPLIT, BETA_SPLIT_STATIC, released_children, score
 from .shape import CONTEXT_STEP, describe, footprint
 
 __all__ = ["LocalDustDetector", "expected_diameters"]
@@ -167,7 +167,7 @@ class LocalDustDetector(DustDetector):
                            used_frames=used, motion_summary=summary)
 
     def _judge(self, cands, *, has_limb, frames_used, beta_split):
-        """Score the candidates; with the frames, a rejected one gives way to the ones it replaced.
+        """Score the candidates; a rejected one gives way to the ones it replaced (`released_children`).
 
         Returns every candidate judged (the accepted ones and the rejected ones).
         """
@@ -179,11 +179,9 @@ class LocalDustDetector(DustDetector):
                       c.y, c.x, c.core_area, c.diameter, c.depth, c.z, c.beta, c.beta_sigma,
                       c.confidence, c.terms)
             out.append(c)
-            # from the median alone the pieces of an umbra, a filament or a lane look like specks;
-            # only the frames' motion test can tell a speck among them
-            if c.confidence < self.accept and c.children and frames_used:
-                out.extend(self._judge(c.children, has_limb=has_limb, frames_used=frames_used,
-                                       beta_split=beta_split))
+            if c.confidence < self.accept:
+                out.extend(self._judge(released_children(c, frames_used=frames_used), has_limb=has_limb,
+                                       frames_used=frames_used, beta_split=beta_split))
         return out
 
     def _candidates(self, data, valid, edge, d_lo, d_hi, has_limb):

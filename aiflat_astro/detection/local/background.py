@@ -59,8 +59,9 @@ def upsample(grid, b, shape):
         return grid[: shape[0], : shape[1]]
     y0, y1, fy = _axis_weights(shape[0], b, grid.shape[0])
     x0, x1, fx = _axis_weights(shape[1], b, grid.shape[1])
-    rows = grid[y0] * (1 - fy)[:, None] + grid[y1] * fy[:, None]
-    return rows[:, x0] * (1 - fx)[None, :] + rows[:, x1] * fx[None, :]
+    # along the columns on the small grid first: the full-size pass then gathers whole rows
+    cols = grid[:, x0] * (1 - fx)[None, :] + grid[:, x1] * fx[None, :]
+    return cols[y0] * (1 - fy)[:, None] + cols[y1] * fy[:, None]
 
 
 def fill_invalid(grid, good):

@@ -227,7 +227,7 @@ def merge_scales(per_scale):
     kept = []
     for cands in per_scale:
         for c in cands:
-            hits = [o for o in kept if _overlap(c, o) > 0.3 * min(c.area, o.area)]
+            hits = [o for o in kept if _boxes_meet(c, o) and _overlap(c, o) > 0.3 * min(c.area, o.area)]
             # a part of a larger region (`cores_of`) does not replace whole dips found below it
             if hits and (c.embedded or c.area < 2.0 * sum(o.area for o in hits)):
                 continue
@@ -243,6 +243,12 @@ def family(cands):
         out.append(c)
         out.extend(family(c.children))
     return out
+
+
+def _boxes_meet(a, b):
+    """Whether two candidates' patches intersect (the cheap test before `_overlap`)."""
+    return (a.sl[0].start < b.sl[0].stop and b.sl[0].start < a.sl[0].stop
+            and a.sl[1].start < b.sl[1].stop and b.sl[1].start < a.sl[1].stop)
 
 
 def _overlap(a, b):

@@ -416,3 +416,19 @@ def test_scales_held_whole_only_while_searched():
         tracemalloc.stop()
     assert _found(det, [(100, 120), (250, 400)]) == [True, True]
     assert peak / image.size < 125
+
+
+def test_released_children_from_the_median_alone():
+    """A candidate rejected as texture gives way to its strong children; a scene structure keeps them."""
+    from types import SimpleNamespace
+
+    from aiflat_astro.detection.local.scoring import RELEASE_Z, SCENE_STRUCTURE, released_children
+
+    strong, faint = SimpleNamespace(z=RELEASE_Z + 1), SimpleNamespace(z=RELEASE_Z - 1)
+    lane = SimpleNamespace(children=[strong, faint], terms={"continues outward": -3.0, "elongated": -1.0})
+    assert released_children(lane, frames_used=False) == [strong]
+    assert released_children(lane, frames_used=True) == [strong, faint]
+    for term in SCENE_STRUCTURE:
+        structure = SimpleNamespace(children=[strong, faint], terms={term: -2.0})
+        assert released_children(structure, frames_used=False) == []
+        assert released_children(structure, frames_used=True) == [strong, faint]

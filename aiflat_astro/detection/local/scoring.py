@@ -155,7 +155,6 @@ def score(c, *, has_limb, frames_used, beta_split=BETA_SPLIT):
     return c
 
 
-
 def released_children(c, *, frames_used):
     """The smaller candidates a rejected candidate ``c`` replaced that are judged on their own.
 

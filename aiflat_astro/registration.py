@@ -97,6 +97,85 @@ def _half_weights(nx):
     return w
 
 
+_OPENBLAS_NAMES = (  # (get, set) of the thread count, as OpenBLAS builds name them
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+)
+_openblas_controls = None
+
+
+def _openblas_thread_controls():
+    """The ``(get, set)`` thread-count functions of every OpenBLAS loaded in the process (cached).
+
+    Found among the process's mapped libraries (``/proc/self/maps``: Linux);
+    an empty list elsewhere, or with another BLAS.
+    """
+    global _openblas_controls
+    if _openblas_controls is None:
+        import ctypes
+
+        try:
+            with open("/proc/self/maps") as maps:
+                paths = sorted({line.split()[-1] for line in maps
+                                if "openblas" in line.lower() and line.rstrip().split()[-1].startswith("/")})
+        except OSError:
+            paths = []
+        _openblas_controls = []
+        for path in paths:
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for get_name, set_name in _OPENBLAS_NAMES:
+                get, set_ = getattr(lib, get_name, None), getattr(lib, set_name, None)
+                if get is not None and set_ is not None:
+                    get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
+                    _openblas_controls.append((get, set_))
+                    break
+    return _openblas_controls
+
+
+class _SerialBLAS:
+    """Context manager: matrix products in the calling thread (OpenBLAS's pool set to 1, then restored).
+
+    The upsampled DFT's products (a 768 x 513 by 513 x 30 complex product per
+    frame) are too small to gain from threads, and on a loaded machine a
+    thread of the pool waits for a core: measured at a load average of 8 on
+    2 cores, 24 ms a product with OpenBLAS's two threads, 0.9 ms with one.
+    The values agree to rounding (threads split the sums differently).
+    Re-entrant and safe between threads: the first to enter sets one thread,
+    the last to leave restores the counts.
+    """
+
+    def __init__(self):
+        import threading
+
+        self._lock, self._depth, self._before = threading.Lock(), 0, []
+
+    def __enter__(self):
+        with self._lock:
+            if self._depth == 0:
+                controls = _openblas_thread_controls()
+                self._before = [(set_, get()) for get, set_ in controls]
+                for set_, _ in self._before:
+                    set_(1)
+            self._depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                for set_, n in self._before:
+                    set_(n)
+                self._before = []
+
+
+_serial_blas = _SerialBLAS()
+
+
 def _upsampled_dft(data, nx, region_size, upsample_factor, offsets):
     """Real part of the upsampled inverse DFT of a half spectrum on a small region.
 
@@ -258,14 +337,17 @@ class _Preprocessor:
         i = int(frame_index)
         hp = self._cache.get(i)
         if hp is None:
-            hp = self(source.read(i)).astype(np.float32)
+            hp = self._filtered(mono_frame(_read_region(source, i, self.region))).astype(np.float32)
             if len(self._cache) < self._cache_limit:
                 self._cache[i] = hp
         return hp
 
     def __call__(self, frame):
         """High-passed, normalised frame (masked pixels 0), before windowing."""
-        img = mono_frame(frame)[self.region]
+        return self._filtered(mono_frame(frame[self.region]))
+
+    def _filtered(self, img):
+        """`__call__` of the region ``img`` (float64, mono) already cut out of the frame."""
         good = self.valid & np.isfinite(img)
         img = np.where(good, img, 0.0)
         # the high-pass is linear and its result is scaled to unit rms below: no level to divide by
@@ -274,6 +356,19 @@ class _Preprocessor:
         if rms > 0:
             hp /= rms
         return hp
+
+
+def _read_region(source, frame_index, region):
+    """``source.read(frame_index)[region]``, reading only the region's rows when the source can.
+
+    A frame source's ``read_rows`` reads the rows at their place in the file
+    (a central region of 512 rows of a 960-row frame is half the bytes); any
+    other object with ``read`` is read whole.
+    """
+    rows, cols = region
+    if hasattr(source, "read_rows") and (rows.start, rows.stop) != (0, source.frame_shape[0]):
+        return source.read_rows([int(frame_index)], rows.start, rows.stop)[0][:, cols]
+    return source.read(int(frame_index))[region]
 
 
 _STATIC_FRAMES = 15     # frames used to find static features
@@ -845,7 +940,7 @@ def register_frames(frames, *, dust_mask=None, options=None, **keywords):
     opts = merged_options(RegisterOptions, options, keywords, "register_frames")
     step, max_frames, max_size = opts.step, opts.max_frames, opts.max_size
     upsample_factor, progress_bar = opts.upsample_factor, opts.progress_bar
-    with _open_source(frames) as source:
+    with _serial_blas, _open_source(frames) as source:  # small products: no thread pool (`_SerialBLAS`)
         n_frames = int(source.n_frames)
         idx = select_frames(n_frames, step=step, max_frames=max_frames)
         frame_shape = tuple(source.frame_shape)[:2]

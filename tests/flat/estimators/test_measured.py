@@ -330,7 +330,7 @@ def test_box_shift_is_the_spline_of_ndimage_shift():
     """The separable box shift gives scipy.ndimage.shift's values (order 1 and 3) on the interior."""
     from scipy import ndimage as ndi
 
-    from aiflat_astro.flat.estimators.measured import _PAD, _sample_box, _shifted_interior
+    from aiflat_astro.flat.estimators._measured_sampling import _PAD, _sample_box, _shifted_interior
 
     rng = np.random.default_rng(3)
     coeffs = rng.normal(size=(30 + 2 * _PAD + 1, 40 + 2 * _PAD + 1))
@@ -351,7 +351,7 @@ def test_stack_sampling_is_one_box_shift_per_frame():
     """The box resampled for all frames at once equals one `_sample_box` per frame."""
     from scipy import ndimage as ndi
 
-    from aiflat_astro.flat.estimators.measured import (
+    from aiflat_astro.flat.estimators._measured_sampling import (
         _sample_box,
         _sample_mask,
         _sample_mask_stack,

@@ -39,6 +39,7 @@ _ELONG_MIN_PIXELS = 12    # cores smaller than this have no measurable shape: ci
 _SILHOUETTE_GATE = 1.0    # silhouette model tried where the radial rms misfit exceeds this x sigma
 _SHAPE_REACH = 2          # the dust's own non-round shape is kept up to this many px beyond the core
 _MIN_HALO_PIXELS = 12     # fewer halo pixels: the measured clean's noise is unknown, the radial model stays
+_CORE_FRACTION = 0.2      # a measured shadow's core: darker than this fraction of its depth (the notes' specks)
 
 
 # --------------------------------------------------------------------------------------
@@ -299,8 +300,13 @@ def _one_shadow(sid, win, origin, ctx):
     if good.sum() < max(_RADIAL_MIN_COUNT, 12):
         rec.update(profile="none", review=True, reason="too few valid pixels for a radial profile")
         return None, None, rec
-    core_y, core_x = np.nonzero(ctx["labels"][win] == sid)
-    c0 = _initial_centre(sid, ctx["centres"], origin, core_y, core_x, ys, xs)
+    core_y, core_x = _measured_core(ctx, win, mine, sid, ys, xs, good, vals)
+    centres = ctx["centres"] if core_y is None else {}
+    if core_y is None:
+        core_y, core_x = np.nonzero(ctx["labels"][win] == sid)
+    else:
+        rec["core"] = "measured"   # from the ratio under a measured scene, not the detection's
+    c0 = _initial_centre(sid, centres, origin, core_y, core_x, ys, xs)
     r_eq = np.sqrt(max(core_y.size, 1) / np.pi)
     # elliptical contours for an elongated core: work in coordinates where it is round
     shape_m, elong = _shape_matrix(core_y, core_x)
@@ -323,6 +329,45 @@ def _one_shadow(sid, win, origin, ctx):
                                        f"profile by > {_OUTLIER_SIGMA:g} texture sigma (non-round "
                                        "dust or a scene feature inside the mask)")
     return model, merr, rec
+
+
+def _measured_core(ctx, win, mine, sid, ys, xs, good, vals):
+    """Under a measured scene, the dust core from the ratio itself: ``(ys, xs)`` or ``(None, None)``.
+
+    Where the scene under the shadow was measured (``ctx['noise']`` finite),
+    ``ratio = median / clean`` is the transmission to the measured noise, so
+    the core — the pixels darkened by more than `_CORE_FRACTION` of the
+    shadow's depth, the notes' definition of a speck — comes from it rather
+    than from the detection's mask, which may be off-centre or smaller than
+    the shadow.  Kept only if its largest component holds at least
+    `_RADIAL_MIN_COUNT` pixels and if the detection's core holds less than
+    half of it (the detection then missed most of the shadow's core; where it
+    holds most, its core and centre stay: they are less noisy).
+    """
+    if ctx["noise"] is None or not np.all(np.isfinite(ctx["noise"][win][mine])) or not good.any():
+        return None, None
+    dark = 1.0 - ndimage.median_filter(_as_window(vals, good, mine), size=3)[mine]
+    depth = float(np.max(dark[good]))
+    if depth <= 0:
+        return None, None
+    inside = np.zeros(mine.shape, bool)
+    inside[ys[good & (dark > _CORE_FRACTION * depth)], xs[good & (dark > _CORE_FRACTION * depth)]] = True
+    lab, n = ndimage.label(inside)
+    if n == 0:
+        return None, None
+    biggest = 1 + int(np.argmax(ndimage.sum(inside, lab, range(1, n + 1))))
+    measured = lab == biggest
+    given = ctx["labels"][win] == sid
+    if measured.sum() < _RADIAL_MIN_COUNT or (given & measured).sum() >= 0.5 * measured.sum():
+        return None, None         # the detection's core holds most of the measured one: keep it
+    return np.nonzero(measured)
+
+
+def _as_window(vals, good, mine):
+    """The values of a shadow's pixels back on its window (1.0 elsewhere and where not ``good``)."""
+    out = np.ones(mine.shape)
+    out[mine] = np.where(good, vals, 1.0)
+    return out
 
 
 def _measured_shape(ctx, win, mine, sid, fit, sigma, frac, rec):

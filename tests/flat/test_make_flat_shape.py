@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage
 
 from aiflat_astro import make_flat
+from aiflat_astro.dq import expand_mask
 from aiflat_astro.flat import _radial
 
 
@@ -42,6 +43,12 @@ def _flat(median, mask, frames):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return make_flat(median.astype(np.float32), mask, frames=frames)
+
+
+def _weighted_flat(median, mask, weight, frames):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make_flat(median.astype(np.float32), mask, weight=weight, frames=frames)
 
 
 def _radial_only(monkeypatch):
@@ -152,3 +159,22 @@ def test_beyond_texture_gain_only_beyond_the_texture():
     clump = texture + np.where(np.arange(good.size) % 7 < 3, 0.3, 0.0)
     gain = _radial._beyond_texture_gain(clump, noise2, mine, good, 0.03)
     assert np.median(gain) > 0.8
+
+
+def test_a_detection_core_off_the_shadow_is_replaced_by_the_measured_one(monkeypatch):
+    """A detector's core that holds a small, off-centre part of the shadow (its mask's halo covers the
+    rest): under a measured scene the core and centre come from the ratio, and the flat follows the dust."""
+    yy, xx = np.mgrid[0:96, 0:120]
+    trans = 1 - 0.3 * np.clip(6.5 - np.hypot(yy - 48, xx - 60), 0, 1)
+    frames = _video(trans, seed=4)
+    median = np.median(frames, axis=0)
+    core = np.hypot(yy - 51, xx - 62) < 2.5                 # 3.6 px off, 19 px of a 130 px shadow
+    weight, _ = expand_mask(core, dilate=7, soft_edge=1.5)      # the halo covers the whole shadow
+    flat = _weighted_flat(median, core, weight, frames)
+    rec = json.loads(flat.meta["PROVJSON"])["shadows"][0]
+    assert rec.get("core") == "measured" and abs(rec["y_centroid"] - 48) < 1 and abs(rec["x_centroid"] - 60) < 1
+    inside = trans < 0.999
+    monkeypatch.setattr(_radial, "_measured_core", lambda *args: (None, None))
+    given = _weighted_flat(median, core, weight, frames)
+    assert _residual(flat.data, trans, inside) < 0.7 * _residual(given.data, trans, inside)
+    assert np.all(flat.data[weight == 0] == np.float32(1.0))   # nothing outside the weight changes

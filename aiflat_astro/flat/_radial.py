@@ -39,6 +39,7 @@ _ELONG_MIN_PIXELS = 12    # cores smaller than this have no measurable shape: ci
 _SILHOUETTE_GATE = 1.0    # silhouette model tried where the radial rms misfit exceeds this x sigma
 _SHAPE_REACH = 2          # the dust's own non-round shape is kept up to this many px beyond the core
 _MIN_HALO_PIXELS = 12     # fewer halo pixels: the measured clean's noise is unknown, the radial model stays
+_CORE_FRACTION = 0.2      # a measured shadow's core: darker than this fraction of its depth (the notes' specks)
 
 
 # --------------------------------------------------------------------------------------
@@ -299,14 +300,20 @@ def _one_shadow(sid, win, origin, ctx):
     if good.sum() < max(_RADIAL_MIN_COUNT, 12):
         rec.update(profile="none", review=True, reason="too few valid pixels for a radial profile")
         return None, None, rec
-    core_y, core_x = np.nonzero(ctx["labels"][win] == sid)
-    c0 = _initial_centre(sid, ctx["centres"], origin, core_y, core_x, ys, xs)
+    core_y, core_x = _measured_core(ctx, win, mine, sid, ys, xs, good, vals)
+    centres = ctx["centres"] if core_y is None else {}
+    if core_y is None:
+        core_y, core_x = np.nonzero(ctx["labels"][win] == sid)
+    else:
+        rec["core"] = "measured"   # from the ratio under a measured scene, not the detection's
+    c0 = _initial_centre(sid, centres, origin, core_y, core_x, ys, xs)
     r_eq = np.sqrt(max(core_y.size, 1) / np.pi)
     # elliptical contours for an elongated core: work in coordinates where it is round
     shape_m, elong = _shape_matrix(core_y, core_x)
     ty, tx = np.dot(shape_m, np.stack([ys - c0[0], xs - c0[1]])) + c0[:, None]
     sigma = _around_texture(ctx["median"][win], mine, ctx["weight"][win] > 0)
     centre, r_good, (rc, prof), model, merr = _fit_radial(ty, tx, good, vals, c0, r_eq, sigma)
+    slope = _edge_slack(np.hypot(ty - centre[0], tx - centre[1]), rc, prof) / _PIXEL_SLACK
     core = good & (ctx["weight"][win][mine] >= 1.0)
     frac, resid, sigma = _roundness(vals[good], model[good], core[good], r_good, rc, prof, sigma)
     centre = c0 + np.linalg.solve(shape_m, centre - c0) + origin  # back to pixel coordinates
@@ -315,14 +322,71 @@ def _one_shadow(sid, win, origin, ctx):
                misfit=float(np.sqrt(np.mean(resid**2))) if resid.size else 0.0,
                min_transmission=float(prof.min()), max_transmission=float(prof.max()))
     model, merr = _silhouette_choice(win, mine, sid, ctx, (rc, prof), model, merr, sigma, rec)
-    if ctx["measured"] is not None and rec["profile"] == "radial" and frac > _MAX_OUTLIERS:
-        model = _keep_measured_shape(ctx["measured"][win][mine], ctx["weight"][win], mine,
-                                     ctx["labels"][win] == sid, good, vals, model, rec)
+    if rec["profile"] == "radial":
+        model = _measured_shape(ctx, win, mine, sid, (good, vals, model, slope), sigma, frac, rec)
     if frac > _MAX_OUTLIERS and rec["profile"] == "radial":
         rec.update(review=True, reason=f"not round: {frac:.0%} of the pixels deviate from the radial "
                                        f"profile by > {_OUTLIER_SIGMA:g} texture sigma (non-round "
                                        "dust or a scene feature inside the mask)")
     return model, merr, rec
+
+
+def _measured_core(ctx, win, mine, sid, ys, xs, good, vals):
+    """Under a measured scene, the dust core from the ratio itself: ``(ys, xs)`` or ``(None, None)``.
+
+    Where the scene under the shadow was measured (``ctx['noise']`` finite),
+    ``ratio = median / clean`` is the transmission to the measured noise, so
+    the core — the pixels darkened by more than `_CORE_FRACTION` of the
+    shadow's depth, the notes' definition of a speck — comes from it rather
+    than from the detection's mask, which may be off-centre or smaller than
+    the shadow.  Kept only if its largest component holds at least
+    `_RADIAL_MIN_COUNT` pixels and if the detection's core holds less than
+    half of it (the detection then missed most of the shadow's core; where it
+    holds most, its core and centre stay: they are less noisy).
+    """
+    if ctx["noise"] is None or not np.all(np.isfinite(ctx["noise"][win][mine])) or not good.any():
+        return None, None
+    dark = 1.0 - ndimage.median_filter(_as_window(vals, good, mine), size=3)[mine]
+    depth = float(np.max(dark[good]))
+    if depth <= 0:
+        return None, None
+    inside = np.zeros(mine.shape, bool)
+    inside[ys[good & (dark > _CORE_FRACTION * depth)], xs[good & (dark > _CORE_FRACTION * depth)]] = True
+    lab, n = ndimage.label(inside)
+    if n == 0:
+        return None, None
+    biggest = 1 + int(np.argmax(ndimage.sum(inside, lab, range(1, n + 1))))
+    measured = lab == biggest
+    given = ctx["labels"][win] == sid
+    if measured.sum() < _RADIAL_MIN_COUNT or (given & measured).sum() >= 0.5 * measured.sum():
+        return None, None         # the detection's core holds most of the measured one: keep it
+    return np.nonzero(measured)
+
+
+def _as_window(vals, good, mine):
+    """The values of a shadow's pixels back on its window (1.0 elsewhere and where not ``good``)."""
+    out = np.ones(mine.shape)
+    out[mine] = np.where(good, vals, 1.0)
+    return out
+
+
+def _measured_shape(ctx, win, mine, sid, fit, sigma, frac, rec):
+    """The radial model, or where the scene under the shadow was measured, the dust's own shape.
+
+    With the measured clean's noise (``ctx['noise']``) every such shadow gets
+    `_wiener_shape`; without it (noise unknown) a shadow that fails the
+    roundness test gets `_keep_measured_shape`.  ``fit`` is ``(good, vals,
+    model, slope)`` over the shadow's pixels.
+    """
+    good, vals, model, slope = fit
+    noise = None if ctx["noise"] is None else ctx["noise"][win][mine]
+    if noise is not None and np.all(np.isfinite(noise)):
+        return _wiener_shape(noise, slope, mine, good, vals, model, sigma, rec,
+                             round_shadow=frac <= _MAX_OUTLIERS)
+    if ctx["measured"] is not None and frac > _MAX_OUTLIERS:
+        return _keep_measured_shape(ctx["measured"][win][mine], ctx["weight"][win], mine,
+                                    ctx["labels"][win] == sid, good, vals, model, rec)
+    return model
 
 
 def _shape_gain(resid, near_core, halo):
@@ -371,6 +435,85 @@ def _keep_measured_shape(measured, weight_win, mine, core_win, good, vals, model
     out = model.copy()
     out[near] = model[near] + gain * (vals[near] - model[near])
     return out
+
+
+def _local_mean(values, good, mine, size=3):
+    """Mean of ``values`` (one per pixel of ``mine``) over ``size`` x ``size`` px of the ``good`` ones."""
+    v = np.zeros(mine.shape)
+    g = np.zeros(mine.shape)
+    v[mine] = np.where(good, values, 0.0)
+    g[mine] = good
+    num = ndimage.uniform_filter(v, size)[mine]
+    den = ndimage.uniform_filter(g, size)[mine]
+    return np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
+
+
+def _contour_gain(resid, random2, slope, good):
+    """Wiener gain for a dust contour displaced from the radial profile's: ``δ² s² / (δ² s² + σ²)``.
+
+    A contour that is not the profile's circle (a speck not quite round, its
+    edge pixels integrating a sharp edge, a core larger than the given mask)
+    is the profile moved by some ``δ`` px, a misfit ``δ × |dT/dr|``
+    (``slope``, ``s``): on the edges, nil on the plateau and in a soft
+    shadow's shallow wings.  ``σ²`` is the random error (``random2``) plus the
+    clean estimate's systematic error, the excess misfit where the profile
+    is flat (its lower half of slopes); ``δ²`` the least-squares fit of the
+    remaining excess on ``s²``.
+    """
+    s2 = np.where(good, slope, 0.0) ** 2
+    excess = np.where(good, resid ** 2 - random2, 0.0)
+    flat_part = good & (s2 <= np.median(s2[good]))
+    systematic = max(0.0, float(np.mean(excess[flat_part]))) if flat_part.any() else 0.0
+    denom = float(np.sum(s2 ** 2))
+    delta2 = max(0.0, float(np.sum(s2 * (excess - systematic) * good)) / denom) if denom > 0 else 0.0
+    signal = delta2 * s2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(good & (signal > 0), signal / (signal + random2 + systematic), 0.0)
+    return gain, float(np.sqrt(delta2))
+
+
+def _beyond_texture_gain(resid, random2, mine, good, texture_sigma):
+    """Wiener gain for a misfit beyond any error of the clean estimate: ``1 - σ² / ⟨resid²⟩``.
+
+    ``σ²`` is the random error plus the scene's texture variance (the clean
+    estimate cannot be further off than the scene it replaces varies); the
+    local power over 3 x 3 px.  What exceeds it is the dust's own shape (a
+    clump, a fibre), wherever it lies.
+    """
+    bound = texture_sigma ** 2 if np.isfinite(texture_sigma) else np.inf
+    power = _local_mean(resid ** 2, good, mine)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(good & (power > 0), np.clip(1.0 - (random2 + bound) / power, 0.0, 1.0), 0.0)
+
+
+def _wiener_shape(noise, slope, mine, good, vals, model, texture_sigma, rec, *, round_shadow=True):
+    """Under a measured scene, keep what the ratio holds beyond its errors: the dust's own shape.
+
+    With the scene under the shadow measured from the frames
+    (`~aiflat_astro.flat.estimators.jitter.jitter_clean`), ``ratio = median /
+    clean`` is the dust plus the estimate's error: its noise, known at every
+    pixel (``noise``, relative, from two halves of the frames integrated
+    apart), and a systematic part common to both halves.  What the radial
+    profile misses beyond them is the dust's non-round shape.  Per pixel a
+    Wiener gain for a displaced contour (`_contour_gain`); for a shadow that
+    fails the roundness test (``round_shadow`` False: a clump, a fibre) the
+    larger of it and the gain for a misfit beyond the texture
+    (`_beyond_texture_gain`; in a round shadow such a misfit is a scene
+    feature the clean estimate missed, which the radial profile rejects):
+    ``T = radial + g (ratio - radial)``.  No tuned threshold.
+    """
+    resid = np.where(good, vals - model, 0.0)
+    random2 = np.where(good, (vals * noise) ** 2, 0.0)
+    if not good.any():
+        return model
+    contour, delta = _contour_gain(resid, random2, slope, good)
+    beyond = _beyond_texture_gain(resid, random2, mine, good, texture_sigma)
+    if round_shadow:   # a round shadow's non-round part is within its depth; beyond it: a scene feature
+        beyond = np.where(np.abs(resid) <= 1.0 - float(model.min()), beyond, 0.0)
+    gain = np.maximum(contour, beyond)
+    rec.update(shape_gain=float(gain[good].max()), contour_offset_px=delta,
+               measured_noise=float(np.sqrt(np.mean(random2[good]))))
+    return np.where(good, model + gain * resid, model)
 
 
 def _radial_dof(rc):
@@ -439,7 +582,7 @@ def _silhouette_choice(win, mine, sid, ctx, radial_profile, model, merr, sigma, 
 
 
 def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_hint, *,
-                         motion=None, silhouette=False, measured=None):
+                         motion=None, silhouette=False, measured=None, measured_noise=None):
     """Radial-profile transmission per shadow.
 
     Returns the transmission map (NaN where no model was made: those
@@ -447,11 +590,15 @@ def _radial_transmission(median, ratio, valid, weight, assign, labels, centres_h
     error of the radial medians) and a list of per-shadow records.  A
     shadow smaller than the scene's ``motion`` (px) keeps the plain ratio;
     ``measured`` (bool map, optional) marks the pixels whose clean estimate
-    holds the scene under the shadow (`_keep_measured_shape`).
+    holds the scene under the shadow (`_keep_measured_shape`) and
+    ``measured_noise`` (float map, NaN where not measured) the relative noise
+    of that clean estimate, which lets every measured shadow keep its shape
+    beyond the noise (`_wiener_shape`).
     """
     ctx = {"median": median, "ratio": ratio, "valid": valid, "weight": weight, "assign": assign,
            "labels": labels, "centres": centres_hint, "motion": motion, "silhouette": silhouette,
-           "measured": None if measured is None else np.asarray(measured, dtype=bool)}
+           "measured": None if measured is None else np.asarray(measured, dtype=bool),
+           "noise": None if measured_noise is None else np.asarray(measured_noise, dtype=np.float64)}
     trans = np.full(ratio.shape, np.nan)
     model_err = np.zeros(ratio.shape)
     records = []

@@ -66,7 +66,8 @@ def _scene_motion(frames, region, opts, det=None):
     return median_pair_distance(shifts)
 
 
-def _transmission_model(med, det, w, valid, ratio, chosen, motion, silhouette=False, measured=None):
+def _transmission_model(med, det, w, valid, ratio, chosen, motion, silhouette=False, measured=None,
+                        measured_noise=None):
     """The transmission ``T`` inside the weight: per-shadow radial profiles or the plain ratio.
 
     Returns ``T`` (NaN where unusable), the pixels that keep the plain
@@ -80,7 +81,8 @@ def _transmission_model(med, det, w, valid, ratio, chosen, motion, silhouette=Fa
     assign = _partition(w, det.labels)
     radial, model_err, records = _radial_transmission(med, ratio, valid, w, assign, det.labels,
                                                       _catalog_centres(det), motion=motion,
-                                                      silhouette=silhouette, measured=measured)
+                                                      silhouette=silhouette, measured=measured,
+                                                      measured_noise=measured_noise)
     modelled = np.isfinite(radial)
     return np.where(modelled, radial, trans), region & ~modelled, model_err, records, assign
 
@@ -135,7 +137,8 @@ def dust_flat_from_clean(med, det, clean, info, *, frames=None, opts=None, min_s
     valid = region & np.isfinite(ratio) & (clean > min_signal) & np.isfinite(med) & ~defects
     motion = _scene_motion(frames, region, opts, det) if chosen == "radial" else None
     trans, fallback, model_err, records, assign = _transmission_model(
-        med, det, w, valid, ratio, chosen, motion, opts.silhouette, info.get("scene_measured"))
+        med, det, w, valid, ratio, chosen, motion, opts.silhouette, info.get("scene_measured"),
+        info.get("scene_noise"))
     if records:
         _flag_records(dq, records, assign, region)
     flat, low = _compose(w, trans, region, dq, opts.floor)

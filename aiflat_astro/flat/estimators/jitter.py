@@ -140,6 +140,10 @@ class _Box:
         self._reg_rows6 = (ys[:, None] + np.arange(6)[None, :]) * median.shape[1] + xs[:, None]
         self.sums = np.zeros((n_terms,) + median.shape)
         self.gram = np.zeros((n_terms, n_terms))
+        # the same sums over every other frame: two independent halves give the estimate's noise
+        self.half_sums = np.zeros((n_terms,) + median.shape)
+        self.half_gram = np.zeros((n_terms, n_terms))
+        self._n_accumulated = 0
         self.shifts = []
         self.levels = []
         self.reg_rms = []
@@ -232,6 +236,10 @@ class _Box:
         self.gram += x.T @ x
         cuts /= c[:, None, None]
         self.sums += np.tensordot(x.T, cuts, axes=1)
+        odd = (np.arange(len(x)) + self._n_accumulated) % 2 == 1
+        self._n_accumulated += len(x)
+        self.half_gram += x[odd].T @ x[odd]
+        self.half_sums += np.tensordot(x[odd].T, cuts[odd], axes=1)
 
 
 _SPLINE_PAD = 8     # px of edge-extended spline coefficients around a box
@@ -417,7 +425,8 @@ class JitterOptions:
         return dataclasses.replace(self, **overrides) if overrides else self
 
 
-def jitter_clean(median, dust_mask, frames, *, shifts=None, ignore=None, options=None, invalid=None, **overrides):
+def jitter_clean(median, dust_mask, frames, *, shifts=None, ignore=None, options=None, invalid=None,
+                 return_noise=False, **overrides):
     """Dust-free median inside dust shadows, integrated from the gradient that the jitter measures.
 
     Parameters
@@ -449,6 +458,8 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, ignore=None, options
         over ``options``: the keywords of earlier versions keep working.
     invalid : `~numpy.ndarray` of bool, optional
         Deprecated name of ``ignore``.
+    return_noise : bool, optional
+        Also return the estimate's noise map (two more integrations a shadow).
 
     Returns
     -------
@@ -459,7 +470,12 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, ignore=None, options
         One entry a shadow: ``label`` (its region number), ``used``,
         ``reason`` (why not, or ``''``), ``r2``, ``shift_rms`` (px),
         ``reg_rms`` (median relative rms of the registration residual),
-        ``n_reg`` (registration pixels).
+        ``n_reg`` (registration pixels); with ``return_noise`` also
+        ``noise_rms`` for a filled shadow.
+    noise : `~numpy.ndarray`
+        With ``return_noise=True`` only: float32, the relative 1-σ noise of
+        ``clean`` at each pixel of a filled shadow (from two halves of the
+        frames, integrated apart), NaN elsewhere.
 
     Raises
     ------
@@ -488,7 +504,7 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, ignore=None, options
     clean = med.astype(np.float32)
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
-        return clean, []
+        return _answer(clean, [], return_noise)
     from ...io.frames import open_frames
 
     source = open_frames(frames)
@@ -496,7 +512,7 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, ignore=None, options
     try:
         n_frames, pattern, shifts = _checked_frames(source, med.shape, shifts)
         if n_frames < opts.min_frames:
-            return clean, _too_few_frames(n_frames, opts.min_frames, n)
+            return _answer(clean, _too_few_frames(n_frames, opts.min_frames, n), return_noise)
         med_gain = _phase_gains(med, pattern)      # ones unless a raw colour mosaic
         boxes = _shadow_boxes(med / med_gain, mask, bad, labels, pad=opts.pad, gap=opts.gap,
                               max_reg_pixels=opts.max_reg_pixels, n_terms=6 if opts.quadratic else 3)
@@ -507,10 +523,16 @@ def jitter_clean(median, dust_mask, frames, *, shifts=None, ignore=None, options
     finally:
         if source is not frames:
             source.close()
-    report = [_fill_shadow(box, clean, bad, med_gain, **checks) for box in boxes]
+    noise = np.full(med.shape, np.nan, np.float32) if return_noise else None
+    report = [_fill_shadow(box, clean, bad, med_gain, noise_map=noise, **checks) for box in boxes]
     n_used = sum(r["used"] for r in report)
     log.info("jitter: %d of %d shadow(s) filled from the measured gradient", n_used, len(report))
-    return clean, report
+    return (clean, report, noise) if return_noise else (clean, report)
+
+
+def _answer(clean, report, return_noise):
+    """``(clean, report)``, and a noise map of NaN (nothing measured) with ``return_noise``."""
+    return (clean, report, np.full(clean.shape, np.nan, np.float32)) if return_noise else (clean, report)
 
 
 def _too_few_frames(n_frames, min_frames, n_shadows):
@@ -681,8 +703,9 @@ def _needs_more_frames(box, *, gain, min_frames, max_shift, min_r2):
     return bool(r2 < min_r2 <= 1 - (1 - r2) / (2 * gain))
 
 
-def _fill_shadow(box, clean, bad, med_gain, *, min_frames, max_shift, min_r2):
-    """Check one box's measurement; if it passes, write its estimate into ``clean``; the row."""
+def _fill_shadow(box, clean, bad, med_gain, *, min_frames, max_shift, min_r2, noise_map=None):
+    """Check one box's measurement; if it passes, write its estimate into ``clean`` (and its noise
+    into ``noise_map``, if given: `_estimate_noise`); the row."""
     row = {"label": box.label, "used": False, "reason": "", "r2": np.nan, "shift_rms": np.nan,
            "reg_rms": float(np.nanmedian(box.reg_rms)) if box.reg_rms else np.nan,
            "n_reg": int(box.n_reg)}
@@ -691,10 +714,15 @@ def _fill_shadow(box, clean, bad, med_gain, *, min_frames, max_shift, min_r2):
         return row
     gy, gx = _measured_gradient(box)
     logm = np.log(box.median)
-    r2 = _gradient_agreement(box, logm, gy, gx)
-    row["r2"] = r2
+    raw = _gradient_agreement(box, logm, gy, gx)
+    r2 = _gradient_agreement(box, logm, gy, gx, _half_gradients(box)) if raw is not None else None
+    row["r2"], row["r2_raw"] = r2, raw
     if r2 is None:
-        row["reason"], row["r2"] = "too few pixels around the shadow", np.nan
+        row["reason"], row["r2"], row["r2_raw"] = "too few pixels around the shadow", np.nan, np.nan
+        return row
+    if not raw > 0:      # the measurement's error exceeds the scene's gradient: nothing measured
+        row["reason"] = "no texture"
+        log.debug("jitter: shadow %d not filled (%s)", box.label, row["reason"])
         return row
     if not r2 >= min_r2:
         row["reason"] = "no texture" if r2 < 0.1 else f"gradient check R2 {r2:.2f} < {min_r2:g}"
@@ -707,7 +735,55 @@ def _fill_shadow(box, clean, bad, med_gain, *, min_frames, max_shift, min_r2):
     est = est * med_gain[box.slice]
     clean[box.slice][box.region] = est[box.region].astype(np.float32)
     row["used"] = True
+    if noise_map is not None:
+        noise = _estimate_noise(box, logm, bad[box.slice])
+        if noise is not None:
+            noise_map[box.slice][box.region] = noise[box.region]
+            row["noise_rms"] = float(np.sqrt(np.mean(noise[box.region] ** 2)))
     return row
+
+
+def _half_gradients(box):
+    """The measured gradient ``(gy, gx)`` of each half of the frames (None: a half is singular)."""
+    halves = ((box.half_gram, box.half_sums), (box.gram - box.half_gram, box.sums - box.half_sums))
+    out = []
+    for gram, sums in halves:
+        if not np.all(np.isfinite(gram)) or np.linalg.cond(gram) > 1e8:
+            return None
+        out.append(_measured_gradient(box, gram, sums))
+    return out
+
+
+def _half_estimates(box, logm, weak):
+    """``log`` of the estimate integrated from each half of the frames (None: a half is singular)."""
+    halves = _half_gradients(box)
+    if halves is None:
+        return None
+    return [_integrate(logm, box.unknown, gy, gx, weak) for gy, gx in halves]
+
+
+def _estimate_noise(box, logm, weak, *, size=5):
+    """The relative 1-σ noise of the estimate at each pixel of the box (0 where it is not solved for).
+
+    The frames went alternately into two halves (`_Box.accumulate`); each
+    half is integrated like the whole.  Their difference holds the noise of
+    the measured gradient after the integration (it grows away from the
+    known pixels) and none of the scene or the dust:
+    ``σ² = ⟨(φ_a - φ_b)²⟩ / 4``, averaged over ``size`` × ``size`` px of
+    the unknown pixels.  The median's own noise is added,
+    ``1.2533 · reg_rms / √n`` (``reg_rms`` the registration's relative
+    residual per frame, an upper bound of a frame's noise).
+    """
+    phis = _half_estimates(box, logm, weak)
+    if phis is None:
+        return None
+    unknown = box.unknown.astype(np.float64)
+    diff2 = np.where(box.unknown, (phis[0] - phis[1]) ** 2 / 4.0, 0.0)
+    local = ndimage.uniform_filter(diff2, size) / np.maximum(ndimage.uniform_filter(unknown, size), 1e-12)
+    rms = np.array(box.reg_rms, dtype=np.float64)
+    rms = rms[np.isfinite(rms)]
+    median_var = (1.2533 * float(np.median(rms))) ** 2 / rms.size if rms.size else 0.0
+    return np.where(box.unknown, np.sqrt(local + median_var), 0.0)
 
 
 def _shift_problem(box, row, *, min_frames, max_shift):
@@ -731,9 +807,14 @@ def _shift_problem(box, row, *, min_frames, max_shift):
     return ""
 
 
-def _measured_gradient(box):
-    """``∇ log S`` per pixel of the box: ``-(slope) / (intercept)`` of the regression."""
-    coef = np.tensordot(np.linalg.inv(box.gram), box.sums, axes=1)
+def _measured_gradient(box, gram=None, sums=None):
+    """``∇ log S`` per pixel of the box: ``-(slope) / (intercept)`` of the regression.
+
+    ``gram`` and ``sums`` default to the box's (every frame); a half's give that half's.
+    """
+    gram = box.gram if gram is None else gram
+    sums = box.sums if sums is None else sums
+    coef = np.tensordot(np.linalg.inv(gram), sums, axes=1)
     level = coef[0]
     with np.errstate(divide="ignore", invalid="ignore"):
         gy = np.where(level > 0, -coef[1] / level, 0.0)
@@ -741,8 +822,16 @@ def _measured_gradient(box):
     return gy, gx
 
 
-def _gradient_agreement(box, logm, gy, gx):
-    """Robust R² of the measured gradient against the median's own (None: too few pixels)."""
+def _gradient_agreement(box, logm, gy, gx, halves=None):
+    """Robust R² of the measured gradient against the median's own (None: too few pixels).
+
+    With ``halves`` (`_half_gradients`) the measured gradient's own noise,
+    ``((g_a - g_b) / 2)²`` per pixel, is taken out of the misfit first: what
+    is left is its bias (a failed registration, a scene without texture),
+    which is what the check is for.  The noise is the estimate's, measured
+    (`_estimate_noise`) and weighed downstream; a fixed R² on the raw misfit
+    would refuse a faint but unbiased measurement.
+    """
     my, mx = _gradient4(logm)
     check = ~ndimage.binary_dilation(box.unknown, iterations=3)
     check[:3, :] = check[-3:, :] = check[:, :3] = check[:, -3:] = False
@@ -752,4 +841,9 @@ def _gradient_agreement(box, logm, gy, gx):
     got = np.concatenate([gy[check], gx[check]])
     # medians, so that a few stars or a spot's edge do not decide it
     denom = float(np.median(ref**2))
-    return 1.0 - float(np.median((got - ref) ** 2)) / denom if denom > 0 else -np.inf
+    misfit = float(np.median((got - ref) ** 2))
+    if halves is not None:
+        (ay, ax), (by, bx) = halves
+        noise = np.concatenate([(ay - by)[check], (ax - bx)[check]]) ** 2 / 4.0
+        misfit = max(0.0, misfit - float(np.median(noise)))
+    return 1.0 - misfit / denom if denom > 0 else -np.inf

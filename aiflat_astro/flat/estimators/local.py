@@ -760,12 +760,13 @@ def _jitter_fill(median, region, frames, defects, clean, info):
     """The shadows whose scene the seeing jitter measures (`jitter_clean`), recorded in ``info``."""
     from .jitter import jitter_clean
 
-    jclean, report = jitter_clean(median, region, frames, ignore=defects)
+    jclean, report, noise = jitter_clean(median, region, frames, ignore=defects, return_noise=True)
     labels, _ = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
     used = np.zeros(labels.max() + 1, dtype=bool)
     for row in report:
         used[row["label"]] = row["used"]
     info["scene_measured"] = used[labels] & region    # the scene under these shadows is measured
+    info["scene_noise"] = np.where(info["scene_measured"], noise, np.nan)   # its relative 1-sigma
     info["jitter_regions"] = int(used.sum())
     info["jitter"] = report
     return np.where(used[labels], jclean, clean)

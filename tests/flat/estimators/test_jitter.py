@@ -307,3 +307,36 @@ def test_a_shadow_that_cannot_pass_stops_after_the_first_frames():
     _, report = jitter_clean(median, trans < 0.999, source, first_frames=30)
     assert not report[0]["used"] and report[0]["reason"] == "no texture"
     assert len(source.reads) == 30
+
+
+def test_noise_map_measures_the_estimate_error():
+    """Two halves of the frames integrated apart: their difference is the estimate's noise."""
+    frames, trans, scene = _textured_video(n_frames=60, texture=0.02)
+    median = np.median(frames, axis=0)
+    mask = trans < 0.999
+    clean, report, noise = jitter_clean(median, mask, frames, return_noise=True)
+    assert report[0]["used"] and np.all(np.isfinite(noise[mask])) and np.all(np.isnan(noise[~mask]))
+    plain, _ = jitter_clean(median, mask, frames)
+    assert np.array_equal(plain, clean)                # the estimate itself does not change
+    err = np.log(clean[mask] / (2000 * scene[mask]))
+    err -= err.mean()                                  # the level is the median's, not the scene's
+    ratio = float(np.sqrt(np.mean(noise[mask] ** 2)) / np.std(err))
+    assert 0.5 < ratio < 2.0, ratio
+    assert report[0]["noise_rms"] == pytest.approx(float(np.sqrt(np.mean(noise[mask] ** 2))), rel=1e-6)
+
+
+def test_the_gradient_check_follows_the_noise():
+    """A faint texture: the raw agreement is low (noise), the measurement unbiased: it is used.
+    Wrong shifts bias it: refused, although its noise is the same."""
+    frames, trans, scene = _textured_video(n_frames=40, texture=0.01)
+    median = np.median(frames, axis=0)
+    mask = trans < 0.999
+    clean, report = jitter_clean(median, mask, frames)
+    row = report[0]
+    assert row["used"] and 0 < row["r2_raw"] < 0.5 <= row["r2"], row     # refused by a fixed R2 of 0.5
+    err = np.log(clean[mask] / (2000 * scene[mask]))
+    assert np.std(err) < 0.3 * np.std(np.log(scene[mask]))               # the texture is recovered
+    rng = np.random.default_rng(7)
+    wrong = rng.normal(0, 1.0, (len(frames), 2))
+    _, report = jitter_clean(median, mask, frames, shifts=wrong)
+    assert not report[0]["used"], report[0]

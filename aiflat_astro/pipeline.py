@@ -119,12 +119,12 @@ def run_pipeline(video, outdir, *, options=None, progress_bar=False, client=None
                          check_options=check_options, **asdict(opts))
     if not videos:
         raise InputError("no video given")
-    from .registration import _serial_blas
+    from .utils._threads import serial_blas
 
     run = _Run(videos[0], outdir, opts, progress_bar)
     # the run's matrix products are small (3 x 3 solves, 30-column DFTs): in the calling thread,
     # not OpenBLAS's pool, whose threads wait for a core on a loaded machine (docs/performance.rst)
-    with _serial_blas:
+    with serial_blas():
         run.median()
         run.mask()
         run.flat()

@@ -37,6 +37,7 @@ from ._imaging.shift import bilinear_shift
 from .io.frames import opened_frames, select_frames
 from .utils._colour import mono_frame
 from .utils._options import merged_options
+from .utils._threads import serial_blas
 from .utils.exceptions import InputError
 
 __all__ = [
@@ -95,85 +96,6 @@ def _half_weights(nx):
     if nx % 2 == 0:
         w[-1] = 1.0
     return w
-
-
-_OPENBLAS_NAMES = (  # (get, set) of the thread count, as OpenBLAS builds name them
-    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-    ("openblas_get_num_threads", "openblas_set_num_threads"),
-)
-_openblas_controls = None
-
-
-def _openblas_thread_controls():
-    """The ``(get, set)`` thread-count functions of every OpenBLAS loaded in the process (cached).
-
-    Found among the process's mapped libraries (``/proc/self/maps``: Linux);
-    an empty list elsewhere, or with another BLAS.
-    """
-    global _openblas_controls
-    if _openblas_controls is None:
-        import ctypes
-
-        try:
-            with open("/proc/self/maps") as maps:
-                paths = sorted({line.split()[-1] for line in maps
-                                if "openblas" in line.lower() and line.rstrip().split()[-1].startswith("/")})
-        except OSError:
-            paths = []
-        _openblas_controls = []
-        for path in paths:
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for get_name, set_name in _OPENBLAS_NAMES:
-                get, set_ = getattr(lib, get_name, None), getattr(lib, set_name, None)
-                if get is not None and set_ is not None:
-                    get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
-                    _openblas_controls.append((get, set_))
-                    break
-    return _openblas_controls
-
-
-class _SerialBLAS:
-    """Context manager: matrix products in the calling thread (OpenBLAS's pool set to 1, then restored).
-
-    The upsampled DFT's products (a 768 x 513 by 513 x 30 complex product per
-    frame) are too small to gain from threads, and on a loaded machine a
-    thread of the pool waits for a core: measured at a load average of 8 on
-    2 cores, 24 ms a product with OpenBLAS's two threads, 0.9 ms with one.
-    The values agree to rounding (threads split the sums differently).
-    Re-entrant and safe between threads: the first to enter sets one thread,
-    the last to leave restores the counts.
-    """
-
-    def __init__(self):
-        import threading
-
-        self._lock, self._depth, self._before = threading.Lock(), 0, []
-
-    def __enter__(self):
-        with self._lock:
-            if self._depth == 0:
-                controls = _openblas_thread_controls()
-                self._before = [(set_, get()) for get, set_ in controls]
-                for set_, _ in self._before:
-                    set_(1)
-            self._depth += 1
-        return self
-
-    def __exit__(self, *exc):
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0:
-                for set_, n in self._before:
-                    set_(n)
-                self._before = []
-
-
-_serial_blas = _SerialBLAS()
 
 
 def _upsampled_dft(data, nx, region_size, upsample_factor, offsets):
@@ -940,7 +862,7 @@ def register_frames(frames, *, dust_mask=None, options=None, **keywords):
     opts = merged_options(RegisterOptions, options, keywords, "register_frames")
     step, max_frames, max_size = opts.step, opts.max_frames, opts.max_size
     upsample_factor, progress_bar = opts.upsample_factor, opts.progress_bar
-    with _serial_blas, _open_source(frames) as source:  # small products: no thread pool (`_SerialBLAS`)
+    with serial_blas(), _open_source(frames) as source:  # small products: no thread pool (utils._threads)
         n_frames = int(source.n_frames)
         idx = select_frames(n_frames, step=step, max_frames=max_frames)
         frame_shape = tuple(source.frame_shape)[:2]

@@ -77,6 +77,23 @@ def _as_median(median):
     return np.array(data, dtype=np.float32), header
 
 
+def _checked_weight(weight, shape):
+    weight = np.asarray(weight, dtype=np.float32)
+    if weight.shape != shape:
+        raise InputError(f"weight shape {weight.shape} does not match the median shape {shape}")
+    return weight
+
+
+def _halo_where_weighted(dq, weight):
+    """DQ with DUST_HALO wherever a given weight lets the flat differ from 1 outside DUST.
+
+    The contract: a pixel with no DQ bit has a flat of exactly 1.0, so a
+    user's weight reaching beyond the dust must be flagged there.
+    """
+    outside = (weight > 0) & ((dq & DustDQ.DUST) == 0)
+    return dq | np.where(outside, np.uint8(DustDQ.DUST_HALO), np.uint8(0))
+
+
 def _as_detection(dust_mask, weight, shape):
     from ..products import DustDetection, empty_catalog
 
@@ -87,11 +104,9 @@ def _as_detection(dust_mask, weight, shape):
         if det.shape != shape:
             raise InputError(f"dust mask shape {det.shape} does not match the median shape {shape}")
         if weight is not None:
-            weight = np.asarray(weight, dtype=np.float32)
-            if weight.shape != shape:
-                raise InputError(f"weight shape {weight.shape} does not match the median shape {shape}")
-            det = DustDetection(dq=det.dq, weight=weight, catalog=det.catalog, detector=det.detector,
-                                provenance=det.provenance, labels=det.labels)
+            weight = _checked_weight(weight, shape)
+            det = DustDetection(dq=_halo_where_weighted(det.dq, weight), weight=weight, catalog=det.catalog,
+                                detector=det.detector, provenance=det.provenance, labels=det.labels)
         return det
     arr = np.asarray(dust_mask)
     if arr.shape != shape:
@@ -108,6 +123,9 @@ def _as_detection(dust_mask, weight, shape):
     if weight is None:
         weight, halo = expand_mask(dust)
         dq = dq | np.where(halo, np.uint8(DustDQ.DUST_HALO), np.uint8(0))
+    else:
+        weight = _checked_weight(weight, shape)
+        dq = _halo_where_weighted(dq, weight)
     return DustDetection(dq=dq, weight=weight, catalog=empty_catalog(), detector="user",
                          provenance={"detector": "user"})
 

@@ -285,3 +285,17 @@ def test_dust_mask_keyword_is_deprecated_for_detection():
         make_flat(median, shadow, dust_mask=shadow)
     with pytest.raises(InputError, match="needs the dust"):
         make_flat(median)
+
+
+def test_given_weight_beyond_the_mask_is_flagged_halo():
+    # the contract: a pixel with no DQ bit has a flat of exactly 1.0, also with a user's weight
+    shape = (64, 64)
+    t = _disc_transmission(shape, 32, 32, 10, 0.3)
+    median = (_scene(shape) * t).astype(np.float32)
+    dust = t < 0.9
+    weight = np.zeros(shape, np.float32)
+    weight[16:48, 16:48] = 1.0
+    flat = make_flat(median, dust, weight=weight)
+    beyond = (weight > 0) & ~dust
+    assert np.all(flat.flags[beyond] & DustDQ.DUST_HALO)
+    assert np.all(flat.data[flat.flags == 0] == 1.0)

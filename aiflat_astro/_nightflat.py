@@ -72,9 +72,8 @@ def shadow_depths(medians, region, anydust):
     reg = region[win]
     inner = ndimage.binary_dilation(reg, iterations=gap)
     ring = ndimage.binary_dilation(reg, iterations=gap + width) & ~inner & ~anydust[win]
-    patches = [mono_frame(m[win]) for m in medians]
-    levels = np.array([np.nanmedian(m[ring]) if ring.any() else np.nan for m in patches])
-    depths = np.array([_ring_depth(m, reg, ring) for m in patches])
+    levels = np.array([np.nanmedian(m[win][ring]) if ring.any() else np.nan for m in medians])
+    depths = np.array([_ring_depth(m[win], reg, ring) for m in medians])
     lit = np.isfinite(levels) & (levels >= 0.5 * np.nanmax(levels, initial=0.0))
     return np.where(lit, depths, np.nan)
 
@@ -147,16 +146,15 @@ def merge_detections(detections, medians, *, keep_fraction=0.5):
         raise ValueError("merge_detections: one median a detection, at least one")
     from scipy import ndimage
 
-    meds = list(medians)  # windows of them are read (memory-mapped ones stay on disk), see shadow_depths
-    shape = tuple(meds[0].shape[:2])
+    meds = [mono_frame(m) for m in medians]
     # the rings that measure a shadow keep off every video's dust (not its halo: a detector's halo can
     # cover a ring entirely, and a shadow never measured is never rejected)
-    anydust = np.zeros(shape, bool)
+    anydust = np.zeros(meds[0].shape, bool)
     for det in detections:
         anydust |= (det.dq & int(DustDQ.DUST)) > 0
     anydust = ndimage.binary_dilation(anydust, iterations=2) if anydust.any() else anydust
-    dq = np.zeros(shape, np.uint8)
-    weight = np.zeros(shape, np.float32)
+    dq = np.zeros(meds[0].shape, np.uint8)
+    weight = np.zeros(meds[0].shape, np.float32)
     defects = int(DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)
     rows, rejected, found = [], [], []
     for v, det in enumerate(detections):
@@ -355,9 +353,8 @@ def _combined_flat(first, data, unc, flags, floor, n_flats):
 #   sky beyond its limb) is not tested.
 # * **a new shadow** (a speck arrived): a shadow of the video's own detection
 #   outside the shared mask, deep in the video's median over the flat (``z₁ σ``
-#   above the noise measured as above, ``z₁`` the threshold of one test), less than half as deep in most of
-#   the *other* videos' own medians that light it (not dust of every video the shared mask missed), and
-#   *static*: the motion test on the video's frames (the scene moves
+#   above the noise measured as above, ``z₁`` the threshold of one test), less than half as deep in the shared
+#   median over the flat (not dust of every video), and *static*: the motion test on the video's frames (the scene moves
 #   under seeing, the dust stays) puts it on the sensor at ``z`` standard errors
 #   (``(β_split − β) / σβ ≥ z``).  A dip of one video that its frames cannot
 #   place on the sensor is its scene (a pore, a lane) as much as new dust, and
@@ -391,10 +388,10 @@ class CheckOptions:
         Least depth of a new shadow in the video's median over the flat
         (default ``2 * min_depth``).
     new_fraction : float
-        A new shadow is less than this fraction as deep in most of the other
-        videos' own medians over the flat (those that light it) as in the
-        video's (default 0.5: the midpoint of dust every video shows, as deep
-        there, and dust of this video alone, not there at all).
+        A new shadow is less than this fraction as deep in the shared median
+        over the flat as in the video's (default 0.5: the midpoint of dust
+        every video shows, as deep there, and dust of this video alone, which
+        moves the median of every video's frames a little only).
     max_missing, max_new : int
         Shadows missing and new shadows tolerated (default 0 and 0).
 
@@ -428,16 +425,15 @@ class CheckOptions:
 
     def z(self, n_tests):
         """The one-sided threshold, in standard errors, of each of ``n_tests`` tests."""
-        from scipy.special import ndtri  # not scipy.stats: its import alone is 40 MB of a worker's memory
+        from scipy.stats import norm
 
-        return float(-ndtri(float(self.false_alarm) / max(1, int(n_tests))))
+        return float(norm.isf(float(self.false_alarm) / max(1, int(n_tests))))
 
     def as_dict(self):
         return asdict(self)
 
 
-def check_dust(own_median, shared_median, dq, flat, *, frames=None, candidates=None, others=None, mem_limit=None,
-               options=None, **thresholds):
+def check_dust(own_median, shared_median, dq, flat, *, frames=None, candidates=None, options=None, **thresholds):
     """Whether a video's dust matches the shared flat's (the module's two tests).
 
     Parameters
@@ -453,18 +449,6 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, candidates=N
         The video's own detection catalog (``x_centroid``, ``y_centroid``,
         ``area``): the candidates of new shadows.  Default: the local
         detector on the video's median over the flat.
-    others : sequence of `~numpy.ndarray`, optional
-        The *other* videos' own medians (memory-mapped ``.npy`` files do:
-        only a window around each candidate is read).  A candidate of a new
-        shadow is the night's dust (the shared mask missed it), not new, when
-        most of the others that light it show it at least ``new_fraction``
-        as deep.  Default: the shared median stands for them (a speck of
-        one video is diluted there, but less than by the others' scenes:
-        new specks were taken for the night's dust).
-    mem_limit : int or str, optional
-        Working-memory bound of the motion test's frame registration (it
-        registers a central region of at most `registration_size` px a
-        side).  Default: the registration's own (1024 px).
     options : `CheckOptions` or dict, optional
         The tests' options; or give them as keywords (``min_depth=0.03``).
 
@@ -503,9 +487,7 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, candidates=N
     shadows = _missing_test(own, ref, flat, dust, opts)
     tested = [[s["label"], s["x"], s["y"], s["present"]] for s in shadows]
     safe = np.where(flat > 0, flat, 1.0)
-    others = [ref] if others is None or not len(others) else others
-    new, unverified = _new_test(own / safe, others, safe, own, dust, opts, frames=frames, candidates=candidates,
-                                mem_limit=mem_limit)
+    new, unverified = _new_test(own / safe, ref / safe, own, dust, opts, frames=frames, candidates=candidates)
     missing = [[s["x"], s["y"]] for s in shadows if not s["present"]]
     ratios = [s["depth"] / s["expected"] for s in shadows]
     return {"match": bool(len(missing) <= opts.max_missing and len(new) <= opts.max_new),
@@ -669,17 +651,15 @@ def _disk(shape, x, y, radius):
     return (slice(y0, y1), slice(x0, x1)), d <= max(1.0, 0.6 * radius), (d >= r_in) & (d <= r_out)
 
 
-def _new_candidates(corrected, others, safe, known, opts, candidates):
-    """The candidates outside the shared mask, deep above their noise in ``corrected``, not dust of ``others``.
+def _new_candidates(corrected, shared, known, opts, candidates):
+    """The candidates outside the shared mask, deep above their noise in ``corrected``, absent from ``shared``.
 
     The depth is tested at the one-test threshold ``z(1)``, the motion test
     (`_new_test`) at the Bonferroni one ``z(n)`` that is returned: a dip of
     the scene or of the noise that passes the first must still be placed on
     the sensor by the second, so the false-alarm rate is the motion test's;
     splitting it over the first too lost shallow specks on a textured disc
-    (a 0.29 deep one against 3.4 σ of 0.088).  ``others`` are the other
-    videos' medians (or the shared median alone), ``safe`` the flat they are
-    divided by (`_shown_by_others`).
+    (a 0.29 deep one against 3.4 σ of 0.088).
     """
     grown = ndimage.binary_dilation(known, iterations=2) if known.any() else known
     rows = [r for r in (candidates if candidates is not None else ())
@@ -693,60 +673,31 @@ def _new_candidates(corrected, others, safe, known, opts, candidates):
         radius = float(np.sqrt(max(float(row["area"]), 1.0) / np.pi))
         win, core, ring = _disk(corrected.shape, x, y, radius)
         ring = ring & ~grown[win]
-        d_own = _ring_depth(corrected[win], core, ring)
+        d_own, d_shared = _ring_depth(corrected[win], core, ring), _ring_depth(shared[win], core, ring)
         sigma = _depth_noise(corrected, core, ring, (win[0].start, win[1].start), grown,
                              radius=core.shape[0])
         if not np.isfinite(d_own) or d_own < least or not (np.isfinite(sigma) and d_own >= z_depth * sigma):
             continue
-        if _shown_by_others(others, safe, corrected[win], win, core, ring, opts.new_fraction * d_own):
-            continue  # the other videos show it too: dust the shared mask missed, not new dust
+        if np.isfinite(d_shared) and d_shared >= opts.new_fraction * d_own:
+            continue  # in the shared median too: dust the shared mask missed, not new dust
         out.append((x, y, win, core))
     return out, z
 
 
-def _shown_by_others(others, safe, own_patch, win, core, ring, least):
-    """Whether most of the ``others`` that light a candidate show it at least ``least`` deep.
-
-    Each other median is divided by the flat (``safe``) in the candidate's
-    window and measured with its core and ring; one whose ring is less than
-    half as bright as the video's own does not light the spot and does not
-    vote.  None lighting it: False (nothing says it is the night's dust).
-    Compared one by one, a speck of one video shows in none of the others;
-    in the shared median (one median of every video's frames) it was
-    diluted, yet often kept over half its depth, where the other videos'
-    scenes pull the median about: new specks were taken for the night's
-    dust.
-    """
-    own_ring = own_patch[ring]
-    own_level = np.median(own_ring[np.isfinite(own_ring)]) if np.isfinite(own_ring).sum() >= 4 else np.nan
-    shown = voters = 0
-    for other in others:
-        patch = mono_frame(other[win]) / safe[win]
-        level = patch[ring][np.isfinite(patch[ring])]
-        if level.size < 4 or not (np.median(level) >= 0.5 * own_level):
-            continue
-        depth = _ring_depth(patch, core, ring)
-        if np.isfinite(depth):
-            voters += 1
-            shown += bool(depth >= least)
-    return voters > 0 and 2 * shown >= voters
-
-
-def _new_test(corrected, others, safe, own, known, opts, *, frames=None, candidates=None, mem_limit=None):
+def _new_test(corrected, shared, own, known, opts, *, frames=None, candidates=None):
     """New shadows ``[x, y]`` the motion test puts on the sensor, and the count it could not place."""
-    found, z = _new_candidates(corrected, others, safe, known, opts,
-                               _with_dips(candidates, _dips(corrected, known, opts)))
+    found, z = _new_candidates(corrected, shared, known, opts, _with_dips(candidates, _dips(corrected, known, opts)))
     if not found:
         return [], 0
     if frames is None:
         return [], len(found)
-    betas = _static_betas(frames, own, known, found, mem_limit=mem_limit)
+    betas = _static_betas(frames, own, known, found)
     new = [[round(x, 1), round(y, 1)] for (x, y, _w, _c), (b, s) in zip(found, betas)
            if np.isfinite(b) and np.isfinite(s) and (BETA_SPLIT - b) >= z * max(s, 1e-3)]
     return new, len(found) - len(new)
 
 
-def _static_betas(frames, median, known, found, *, mem_limit=None):
+def _static_betas(frames, median, known, found):
     """``(β, σβ)`` of each candidate: the detector's motion test on the video's frames.
 
     The scene's shifts come from the registration of the frames (a night's
@@ -762,34 +713,13 @@ def _static_betas(frames, median, known, found, *, mem_limit=None):
 
     source, opened = open_source(frames, median.shape)
     try:
-        size = {} if mem_limit is None else {"max_size": registration_size(mem_limit)}
         drift = register_frames(source, dust_mask=known if known.mean() < 0.1 else None,
-                                max_frames=source.n_frames, n_reference=min(12, source.n_frames), **size)
+                                max_frames=source.n_frames, n_reference=min(12, source.n_frames))
         return motion_betas(source, np.asarray(drift.frame_index), np.asarray(drift.shifts, float),
                             median.astype(np.float32), [_Candidate(win, core) for _x, _y, win, core in found])
     finally:
         if opened:
             source.close()
-
-
-#: Working memory of `~aiflat_astro.registration.register_frames` a registered pixel (measured: 105 MB allocated
-#: at the peak for 640 x 512 frames, whatever the number of frames).
-REGISTER_BYTES_PER_PIXEL = 320
-
-
-def registration_size(mem_limit):
-    """The side (px) of the central region the check registers so that it keeps to ``mem_limit``.
-
-    Between 128 and the registration's default 1024 px.
-
-    Examples
-    --------
-    >>> registration_size("256MB"), registration_size("64MB"), registration_size("4GB")
-    (894, 447, 1024)
-    """
-    from .utils._atomic import parse_size
-
-    return int(min(1024, max(128, np.sqrt(parse_size(mem_limit) / REGISTER_BYTES_PER_PIXEL))))
 
 
 def _dips(image, known, opts, *, size=31, most=30):

@@ -66,9 +66,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 #: Folder (inside the output folder) of the intermediate pieces: own medians and detections, median bands, flats.
 PARTS = ".aiflat_parts"
-#: Frames of each video for the motion test of the dust-change check (σβ falls as one over the square root
-#: of their number: with 25, new specks whose β stayed near 0.3 were left at 3.2 σ of the 3.4 needed).
-CHECK_FRAMES = 50
+#: Frames of each video for the motion test of the dust-change check.
+CHECK_FRAMES = 25
 #: Frames of all the clean estimates of a night together (what one video alone uses at most: 200).
 FLAT_FRAMES = 200
 #: Fewest frames of one video's clean estimate.
@@ -278,7 +277,7 @@ def survey_task(video, parts, key, opts):
     _save_npy(own, median)
     write_mask(mask, _own_detection(video, median, sel, opts), overwrite=True)
     return {"n_frames": n_frames, "frame_shape": shape, "dtype": dtype, "n_selected": len(sel),
-            "input_sha256": sha256_file(video),
+            "check_frames": _spread(sel, opts.check_frames), "input_sha256": sha256_file(video),
             "own_median": str(own), "own_mask": str(mask), "seconds": time.perf_counter() - t0}
 
 
@@ -308,27 +307,23 @@ def median_band_task(videos, selections, rows, part, opts):
     return {"part": str(part), "rows": list(rows), "seconds": time.perf_counter() - t0}
 
 
-def merge_task(outdir, own_masks, own_medians, key_mask):
-    """The shared mask (`merge_detections` of the videos' own).
-
-    The own medians are opened memory-mapped (each shadow reads a window of
-    each), so the task's memory does not grow with the number of videos.
-    """
+def merge_task(outdir, own_masks, own_medians, key_mask, need_side):
+    """The shared mask (`merge_detections` of the videos' own) and its side products."""
     from .io.fits import read_mask, read_median
-    from ._runstate import PRODUCTS, _write_mask
+    from ._runstate import PRODUCTS, _side_products, _write_mask
 
     t0 = time.perf_counter()
     paths = {name: Path(outdir) / fname for name, fname in PRODUCTS.items()}
     median = read_median(paths["median"])
-    merged, summary = merge_detections([read_mask(p) for p in own_masks],
-                                       [np.load(p, mmap_mode="r") for p in own_medians])
+    merged, summary = merge_detections([read_mask(p) for p in own_masks], [np.load(p) for p in own_medians])
     _write_mask(paths["mask"], merged, median, key_mask)
+    if need_side:
+        _side_products(merged, median, paths)
     return {"n_dust": merged.n_dust, "merge": summary, "seconds": time.perf_counter() - t0}
 
 
 def side_task(outdir):
-    """dust.ecsv, dust.reg and preview.png from the shared mask and median (in the driver: matplotlib
-    for the preview, 23 MB of imports, stays out of the workers)."""
+    """dust.ecsv, dust.reg and preview.png again from the shared mask and median."""
     from .io.fits import read_mask, read_median
     from ._runstate import PRODUCTS, _side_products
 
@@ -367,12 +362,8 @@ def combine_task(outdir, parts, key_flat, opts):
     return {"weights": weights, "seconds": time.perf_counter() - t0}
 
 
-def check_task(outdir, video, own_median, own_mask, check_frames, opts, *, other_medians=()):
-    """The dust-change check of one video (its own median and detection against the shared mask and flat).
-
-    ``other_medians``: the other videos' own medians (``.npy`` paths), opened
-    memory-mapped: the new-dust test reads a window around each candidate.
-    """
+def check_task(outdir, video, own_median, own_mask, check_frames, opts):
+    """The dust-change check of one video (its own median and detection against the shared mask and flat)."""
     from .io.fits import read_flat, read_mask, read_median
 
     outdir = Path(outdir)
@@ -380,11 +371,9 @@ def check_task(outdir, video, own_median, own_mask, check_frames, opts, *, other
     detection = read_mask(outdir / "mask.fits")
     flat = read_flat(outdir / "flat.fits")
     own = read_mask(own_mask)
-    others = [np.load(p, mmap_mode="r") for p in other_medians]
     with opts.frames([video], [check_frames]) as frames:
         return check_dust(np.load(own_median), median.data, detection.dq, flat.data, frames=frames,
-                          candidates=own.catalog, others=others or None, mem_limit=opts.mem_limit,
-                          options=CheckOptions.from_dict(opts.check_options))
+                          candidates=own.catalog, options=CheckOptions.from_dict(opts.check_options))
 
 
 def calibrate_task(flat_path, video, output, opts):
@@ -496,7 +485,7 @@ def run_night(videos, outdir, *, client=None, progress_bar=False, **options):
         (frames of *each* video); ``mem_limit`` (working-memory bound of each
         task); ``force`` (calibrate the videos whose dust does not match
         too); ``check_frames`` (frames of each video for the check's motion
-        test, 50); ``check_options`` (a dict of the fields of `CheckOptions`);
+        test, 25); ``check_options`` (a dict of the fields of `CheckOptions`);
         ``flat_frames`` (frames of all the clean estimates together, 200,
         at least 40 a video: `NightOptions.flat_selection`).
 
@@ -605,7 +594,7 @@ class _Night:
     def _survey_opts(self):
         o = self.opts
         return {"max_frames": o.max_frames, "step_": o.step, "byte_order": o.byte_order,
-                "detector": o.detector, "detector_options": o.detector_options,
+                "check_frames": o.check_frames, "detector": o.detector, "detector_options": o.detector_options,
                 "f_ratio": o.f_ratio, "pixel_size": o.pixel_size, "software": software_id(),
                 **_region_files(o.detector_options)}
 
@@ -678,17 +667,17 @@ class _Night:
             self._refuse_foreign(side)
         if _recorded_key(self.paths["mask"], self.opts.overwrite) == self.key_mask:
             self.reused.append("mask")
-            calls = []
+            calls = [(side_task, (str(self.outdir),), {})] if need_side else []
         else:
             self.computed.append("mask")
             calls = [(merge_task, (str(self.outdir), [self.surveys[i]["own_mask"] for i in self.used],
-                                   [self.surveys[i]["own_median"] for i in self.used], self.key_mask), {})]
+                                   [self.surveys[i]["own_median"] for i in self.used], self.key_mask,
+                                   need_side), {})]
         for res, exc in self.runner.map("mask", calls):
             if exc is not None:
                 raise exc
             self.merge = res.get("merge")
         if need_side:
-            side_task(str(self.outdir))
             for n in side:
                 self.state.record(n, side_key, self.paths[n])
         self.runner.bar.update(1 - len(calls))
@@ -742,20 +731,17 @@ class _Night:
         t0 = time.perf_counter()
         checks = self.memo.setdefault("check", {})
         calls, todo = [], []
-        for n, i in enumerate(self.used):
+        for i in self.used:
             s = self.surveys[i]
-            others = [self.surveys[j]["own_median"] for j in self.used if j != i]
-            frames = _spread(self.selections[n], self.opts.check_frames)
-            ckey = params_hash({"step": "check", "version": 3, "survey": s["key"], "flat": self.key_flat,
-                                "others": [self.surveys[j]["key"] for j in self.used if j != i],
-                                "frames": frames, "options": self.opts.check_options or {}})
+            ckey = params_hash({"step": "check", "version": 2, "survey": s["key"], "flat": self.key_flat,
+                                "options": self.opts.check_options or {}})
             rec = checks.get(str(s["ident"]["path"]))
             if rec and rec.get("key") == ckey:
                 self.entries[i]["dust_check"] = rec["result"]
                 continue
             todo.append((i, ckey))
             calls.append((check_task, (str(self.outdir), str(self.videos[i]), s["own_median"], s["own_mask"],
-                                       frames, self.opts), {"other_medians": others}))
+                                       s["check_frames"], self.opts), {}))
         self.runner.bar.update(len(self.videos) - len(calls))
         for (i, ckey), (res, exc) in zip(todo, self.runner.map("check", calls)):
             if exc is not None:

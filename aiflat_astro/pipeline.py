@@ -123,7 +123,7 @@ def run_pipeline(video, outdir, *, options=None, progress_bar=False, client=None
 
     run = _Run(videos[0], outdir, opts, progress_bar)
     # the run's matrix products are small (3 x 3 solves, 30-column DFTs): in the calling thread,
-    # not OpenBLAS's pool, whose threads wait for a core on a loaded machine (docs/performance.rst)
+    # not a BLAS thread pool, whose threads wait for a core on a loaded machine (docs/performance.rst)
     with serial_blas():
         run.median()
         run.mask()

@@ -344,14 +344,15 @@ def _measured_core(ctx, win, mine, sid, ys, xs, good, vals):
     half of it (the detection then missed most of the shadow's core; where it
     holds most, its core and centre stay: they are less noisy).
     """
-    if ctx["noise"] is None or not np.all(np.isfinite(ctx["noise"][win][mine])) or not good.any():
+    if _shadow_noise(ctx, win, mine) is None or not good.any():
         return None, None
     dark = 1.0 - ndimage.median_filter(_as_window(vals, good, mine), size=3)[mine]
     depth = float(np.max(dark[good]))
     if depth <= 0:
         return None, None
+    in_core = good & (dark > _CORE_FRACTION * depth)
     inside = np.zeros(mine.shape, bool)
-    inside[ys[good & (dark > _CORE_FRACTION * depth)], xs[good & (dark > _CORE_FRACTION * depth)]] = True
+    inside[ys[in_core], xs[in_core]] = True
     lab, n = ndimage.label(inside)
     if n == 0:
         return None, None
@@ -361,6 +362,14 @@ def _measured_core(ctx, win, mine, sid, ys, xs, good, vals):
     if measured.sum() < _RADIAL_MIN_COUNT or (given & measured).sum() >= 0.5 * measured.sum():
         return None, None         # the detection's core holds most of the measured one: keep it
     return np.nonzero(measured)
+
+
+def _shadow_noise(ctx, win, mine):
+    """The measured clean's relative noise over a shadow's pixels, or None where it was not measured."""
+    if ctx["noise"] is None:
+        return None
+    noise = ctx["noise"][win][mine]
+    return noise if np.all(np.isfinite(noise)) else None
 
 
 def _as_window(vals, good, mine):
@@ -379,8 +388,8 @@ def _measured_shape(ctx, win, mine, sid, fit, sigma, frac, rec):
     model, slope)`` over the shadow's pixels.
     """
     good, vals, model, slope = fit
-    noise = None if ctx["noise"] is None else ctx["noise"][win][mine]
-    if noise is not None and np.all(np.isfinite(noise)):
+    noise = _shadow_noise(ctx, win, mine)
+    if noise is not None:
         return _wiener_shape(noise, slope, mine, good, vals, model, sigma, rec,
                              round_shadow=frac <= _MAX_OUTLIERS)
     if ctx["measured"] is not None and frac > _MAX_OUTLIERS:

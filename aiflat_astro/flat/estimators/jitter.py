@@ -715,7 +715,8 @@ def _fill_shadow(box, clean, bad, med_gain, *, min_frames, max_shift, min_r2, no
     gy, gx = _measured_gradient(box)
     logm = np.log(box.median)
     raw = _gradient_agreement(box, logm, gy, gx)
-    r2 = _gradient_agreement(box, logm, gy, gx, _half_gradients(box)) if raw is not None else None
+    halves = _half_gradients(box) if raw is not None else None
+    r2 = _gradient_agreement(box, logm, gy, gx, halves) if raw is not None else None
     row["r2"], row["r2_raw"] = r2, raw
     if r2 is None:
         row["reason"], row["r2"], row["r2_raw"] = "too few pixels around the shadow", np.nan, np.nan
@@ -736,7 +737,7 @@ def _fill_shadow(box, clean, bad, med_gain, *, min_frames, max_shift, min_r2, no
     clean[box.slice][box.region] = est[box.region].astype(np.float32)
     row["used"] = True
     if noise_map is not None:
-        noise = _estimate_noise(box, logm, bad[box.slice])
+        noise = _estimate_noise(box, logm, bad[box.slice], halves)
         if noise is not None:
             noise_map[box.slice][box.region] = noise[box.region]
             row["noise_rms"] = float(np.sqrt(np.mean(noise[box.region] ** 2)))
@@ -754,15 +755,7 @@ def _half_gradients(box):
     return out
 
 
-def _half_estimates(box, logm, weak):
-    """``log`` of the estimate integrated from each half of the frames (None: a half is singular)."""
-    halves = _half_gradients(box)
-    if halves is None:
-        return None
-    return [_integrate(logm, box.unknown, gy, gx, weak) for gy, gx in halves]
-
-
-def _estimate_noise(box, logm, weak, *, size=5):
+def _estimate_noise(box, logm, weak, halves, *, size=5):
     """The relative 1-σ noise of the estimate at each pixel of the box (0 where it is not solved for).
 
     The frames went alternately into two halves (`_Box.accumulate`); each
@@ -772,11 +765,12 @@ def _estimate_noise(box, logm, weak, *, size=5):
     ``σ² = ⟨(φ_a - φ_b)²⟩ / 4``, averaged over ``size`` × ``size`` px of
     the unknown pixels.  The median's own noise is added,
     ``1.2533 · reg_rms / √n`` (``reg_rms`` the registration's relative
-    residual per frame, an upper bound of a frame's noise).
+    residual per frame, an upper bound of a frame's noise).  ``halves`` are
+    the two halves' gradients (`_half_gradients`; None: a half is singular).
     """
-    phis = _half_estimates(box, logm, weak)
-    if phis is None:
+    if halves is None:
         return None
+    phis = [_integrate(logm, box.unknown, gy, gx, weak) for gy, gx in halves]
     unknown = box.unknown.astype(np.float64)
     diff2 = np.where(box.unknown, (phis[0] - phis[1]) ** 2 / 4.0, 0.0)
     local = ndimage.uniform_filter(diff2, size) / np.maximum(ndimage.uniform_filter(unknown, size), 1e-12)

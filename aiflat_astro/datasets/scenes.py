@@ -20,6 +20,10 @@ LIMB_DARKENING = 0.6
 
 _SKY_LEVEL = 0.02          # off-disk scattered light next to the limb (fraction of disc centre)
 _LIMB_SIGMA = 0.8          # limb softness (seeing), px
+#: Pores per Mpx of the realistic scene (see docs/simulate.rst, 'False look-alikes').
+PORES_PER_MPX = 3.0
+#: Contrast of the penumbral fibrils of the realistic scene's sunspots (same section).
+PENUMBRA_FIBRILS = 0.04
 _MOTTLES = 0.04            # rms of the Hα-like mottles (3 px correlation) of the realistic scene
 
 
@@ -163,7 +167,20 @@ def _on_disc_point(rng, shape, r_disc, inset):
     return (h - 1) / 2, (w - 1) / 2
 
 
-def _add_sunspot(img, rng, yc, xc, r_umbra):
+def _penumbral_fibrils(rng, r, ang, radial):
+    """Relative brightness of the penumbra's fibrils.
+
+    ``radial``: dark and bright streaks along the radius, gently bent, of
+    `PENUMBRA_FIBRILS` contrast (what a temporal median keeps); otherwise the
+    former scene's 8 % fibrils cut into 4 px cells along the radius.
+    """
+    n_fibrils = rng.integers(25, 45)
+    if radial:
+        return 1 + PENUMBRA_FIBRILS * np.cos(n_fibrils * ang + 2 * np.sin(3 * ang) + np.sin(r / 15.0))
+    return 1 + 0.08 * np.cos(n_fibrils * ang + 2 * np.sin(3 * ang)) * np.cos(r / 1.3)
+
+
+def _add_sunspot(img, rng, yc, xc, r_umbra, *, radial=False):
     r_pen = r_umbra * rng.uniform(1.9, 2.6)
     axis = rng.uniform(0.65, 1.0)                   # foreshortening
     phi = rng.uniform(0, np.pi)
@@ -173,7 +190,7 @@ def _add_sunspot(img, rng, yc, xc, r_umbra):
     v_ = (-dx * np.sin(phi) + dy * np.cos(phi)) / axis
     r = np.hypot(u_, v_)
     ang = np.arctan2(v_, u_)
-    fil = 1 + 0.08 * np.cos(rng.integers(25, 45) * ang + 2 * np.sin(3 * ang)) * np.cos(r / 1.3)
+    fil = _penumbral_fibrils(rng, r, ang, radial)
     pen = rng.uniform(0.72, 0.85) * fil
     umb = rng.uniform(0.18, 0.32)
     in_pen = 1 - _smoothstep((r - r_pen + 1.5) / 3.0)
@@ -263,6 +280,16 @@ def _add_plage(img, rng, yc, xc, size, amplitude):
     img[box] *= (1 + amplitude * env * blobs * (0.4 + ridges) / 1.4).astype(np.float32)
 
 
+def _add_pore(img, rng, r_disc):
+    """A pore: a small round Gaussian darkening on the disc; returns its feature entry."""
+    sigma = rng.uniform(0.8, 2.5)
+    y, x = _on_disc_point(rng, img.shape, r_disc, 4 * sigma + 2)
+    box, by, bx = _bbox(img.shape, y, x, 4 * sigma)
+    g = rng.uniform(0.2, 0.5) * np.exp(-0.5 * ((by - y) ** 2 + (bx - x) ** 2) / sigma**2)
+    img[box] *= (1 - g).astype(np.float32)
+    return {"kind": "pore", "y": y, "x": x, "size": 2.355 * sigma}
+
+
 def _solar_scene_real(shape, rng, *, limb, granule_size=6.0, granulation=0.03, texture=1.0):
     """The realistic solar scene, its disc geometry and the list of its dust look-alikes.
 
@@ -304,15 +331,10 @@ def _solar_scene_real(shape, rng, *, limb, granule_size=6.0, granulation=0.03, t
             py, px = y + dist * np.sin(ang), x + dist * np.cos(ang)
             _add_plage(img, rng, py, px, size, rng.uniform(0.3, 0.6))
             feats.append({"kind": "plage", "y": py, "x": px, "size": 2 * size})
-        _add_sunspot(img, rng, y, x, r_umbra)
+        _add_sunspot(img, rng, y, x, r_umbra, radial=True)
         feats.append({"kind": "umbra", "y": y, "x": x, "size": 2 * r_umbra})
-    for _ in range(count(25.0, 3)):                                  # pores
-        sigma = rng.uniform(0.8, 2.5)
-        y, x = _on_disc_point(rng, shape, r_disc, 4 * sigma + 2)
-        box, by, bx = _bbox(shape, y, x, 4 * sigma)
-        g = rng.uniform(0.2, 0.5) * np.exp(-0.5 * ((by - y) ** 2 + (bx - x) ** 2) / sigma**2)
-        img[box] *= (1 - g).astype(np.float32)
-        feats.append({"kind": "pore", "y": y, "x": x, "size": 2.355 * sigma})
+    for _ in range(count(PORES_PER_MPX, 1)):                         # pores
+        feats.append(_add_pore(img, rng, r_disc))
     for _ in range(count(1.5, 1)):                          # plage: bright ridges, dark lanes
         size = min(rng.uniform(40.0, 150.0), 0.2 * scale)
         y, x = _on_disc_point(rng, shape, r_disc, 2)

@@ -39,7 +39,7 @@ LAYERS = (
 #: sub-layer; the package's ``__init__`` sits on top of them all.
 INNER_LAYERS = {
     "flat": (
-        ("options and records", ("_options", "_header", "_uncertainty", "silhouette")),
+        ("options and records", ("_options", "_header", "_uncertainty", "silhouette", "_windows")),
         ("local estimate", ("estimators.jitter", "estimators.local")),
         ("radial profile", ("_radial",)),
         ("transmission", ("_transmission",)),

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage, optimize
 
 from .._imaging.robust import robust_sigma
+from ._windows import window_mean, window_median_mad
 
 
 log = logging.getLogger(__name__)
@@ -68,28 +69,36 @@ def _partition(weight, labels):
 
 
 def _running_median(rs, vs, at, half_width, n_min):
-    """Median of the sorted samples ``(rs, vs)`` within ``at ± half_width`` (≥ ``n_min`` samples)."""
+    """Median of the sorted samples ``(rs, vs)`` within ``at ± half_width`` (≥ ``n_min`` samples).
+
+    Returns the mean radius of each window's samples, the medians and their
+    standard error, ``1.2533 σ / √n`` with σ from the MAD.  All windows at
+    once (`~aiflat_astro.flat._windows`), bit-identical to a loop of
+    ``np.median`` per window.
+    """
+    lo, hi = _median_windows(rs, at, half_width, n_min)
+    rad = window_mean(rs, lo, hi)
+    med, mad = window_median_mad(vs, lo, hi)
+    err = 1.2533 * 1.4826 * mad / np.sqrt(hi - lo)
+    return rad, med, err
+
+
+def _median_windows(rs, at, half_width, n_min):
+    """The windows ``[lo, hi)`` of the sorted radii ``rs`` about ``at``, widened to ``n_min`` samples.
+
+    A window holding fewer than ``n_min`` samples becomes the ``n_min``
+    samples nearest in radius (fewer only if ``rs`` has fewer).
+    """
     half_width = np.broadcast_to(half_width, at.shape)
     lo = np.searchsorted(rs, at - half_width)
     hi = np.searchsorted(rs, at + half_width)
-    rad = np.empty(at.size)
-    med = np.empty(at.size)
-    err = np.empty(at.size)
     n_min = min(n_min, rs.size)
-    for i in range(at.size):
-        a, b = lo[i], hi[i]
-        if b - a < n_min:  # widen to the n_min samples nearest in radius
-            j = int(np.searchsorted(rs, at[i]))
-            b = min(rs.size, max(0, j - n_min // 2) + n_min)
-            a = max(0, b - n_min)
-        seg = vs[a:b]
-        m = np.median(seg)
-        rad[i] = rs[a:b].mean()
-        med[i] = m
-        # the median's standard error, 1.2533 sigma / sqrt(n) (sigma from the MAD, inlined: one
-        # call per radius bin, where astropy's mad_std would cost more than the median itself)
-        err[i] = 1.2533 * 1.4826 * np.median(np.abs(seg - m)) / np.sqrt(seg.size)
-    return rad, med, err
+    narrow = hi - lo < n_min
+    j = np.searchsorted(rs, at[narrow])
+    hi_w = np.minimum(rs.size, np.maximum(0, j - n_min // 2) + n_min)
+    lo[narrow] = np.maximum(0, hi_w - n_min)
+    hi[narrow] = hi_w
+    return lo, hi
 
 
 def _radial_profile(r, v, *, grid=_RADIAL_GRID, n_min=_RADIAL_MIN_COUNT):

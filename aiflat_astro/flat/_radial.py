@@ -370,7 +370,10 @@ def _measured_core(ctx, win, mine, sid, ys, xs, good, vals):
     given = ctx["labels"][win] == sid
     if measured.sum() < _RADIAL_MIN_COUNT or (given & measured).sum() >= 0.5 * measured.sum():
         return None, None         # the detection's core holds most of the measured one: keep it
-    return np.nonzero(measured)
+    core = np.nonzero(measured)
+    if _shape_matrix(*core)[1] > _ELONG_MAX:
+        return None, None         # not a speck's core: the clean estimate's error along a scene edge
+    return core
 
 
 def _shadow_noise(ctx, win, mine):

@@ -178,3 +178,30 @@ def test_a_detection_core_off_the_shadow_is_replaced_by_the_measured_one(monkeyp
     given = _weighted_flat(median, core, weight, frames)
     assert _residual(flat.data, trans, inside) < 0.7 * _residual(given.data, trans, inside)
     assert np.all(flat.data[weight == 0] == np.float32(1.0))   # nothing outside the weight changes
+
+
+def _core_ctx(dark):
+    """`_measured_core`'s inputs for one shadow whose ratio is ``1 - 0.3 dark``; the detection's core
+    is a 3 x 3 px patch at one end of it."""
+    labels = np.zeros(dark.shape, np.int32)
+    ys, xs = np.nonzero(dark)
+    labels[ys[0]:ys[0] + 3, xs[0]:xs[0] + 3] = 1
+    mine = ndimage.binary_dilation(dark, iterations=4)
+    ctx = {"noise": np.full(dark.shape, 0.01), "labels": labels}
+    vals = (1 - 0.3 * dark)[mine]
+    ys, xs = np.nonzero(mine)
+    return ctx, (slice(None), slice(None)), mine, ys, xs, np.ones(vals.size, bool), vals
+
+
+def test_a_measured_core_must_look_like_a_speck():
+    """The core from the ratio replaces the detection's only if it is a speck's shape: elongated beyond
+    `_ELONG_MAX` (real specks: 1.15 median, 1.8 at the 95th percentile) it is an error along a scene
+    edge, and the detection's core stays."""
+    yy, xx = np.mgrid[0:40, 0:60]
+    round_ = np.hypot(yy - 20, xx - 30) < 5
+    core_y, _ = _radial._measured_core(*_core_ctx(round_)[:3], 1, *_core_ctx(round_)[3:])
+    assert core_y is not None and core_y.size == round_.sum()
+    streak = (np.abs(yy - 20) < 1.5) & (np.abs(xx - 30) < 12)   # 3 x 23 px: elongation about 7
+    assert _radial._shape_matrix(*np.nonzero(streak))[1] > _radial._ELONG_MAX
+    core_y, core_x = _radial._measured_core(*_core_ctx(streak)[:3], 1, *_core_ctx(streak)[3:])
+    assert core_y is None and core_x is None

@@ -307,23 +307,30 @@ def median_band_task(videos, selections, rows, part, opts):
     return {"part": str(part), "rows": list(rows), "seconds": time.perf_counter() - t0}
 
 
-def merge_task(outdir, own_masks, own_medians, key_mask, need_side):
-    """The shared mask (`merge_detections` of the videos' own) and its side products."""
+def merge_task(outdir, own_masks, own_medians, key_mask):
+    """The shared mask (`merge_detections` of the videos' own).
+
+    The own medians are opened memory-mapped (each shadow reads a window of
+    each), so the task's memory does not grow with the number of videos.
+    """
     from .io.fits import read_mask, read_median
-    from ._runstate import PRODUCTS, _side_products, _write_mask
+    from ._runstate import PRODUCTS, _write_mask
 
     t0 = time.perf_counter()
     paths = {name: Path(outdir) / fname for name, fname in PRODUCTS.items()}
     median = read_median(paths["median"])
-    merged, summary = merge_detections([read_mask(p) for p in own_masks], [np.load(p) for p in own_medians])
+    merged, summary = merge_detections([read_mask(p) for p in own_masks],
+                                       [np.load(p, mmap_mode="r") for p in own_medians])
     _write_mask(paths["mask"], merged, median, key_mask)
-    if need_side:
-        _side_products(merged, median, paths)
     return {"n_dust": merged.n_dust, "merge": summary, "seconds": time.perf_counter() - t0}
 
 
 def side_task(outdir):
-    """dust.ecsv, dust.reg and preview.png again from the shared mask and median."""
+    """dust.ecsv, dust.reg and preview.png from the shared mask and median.
+
+    Run in the driver, not on a worker: the preview's matplotlib (some 25 MB
+    of imports) stays out of the workers' memory.
+    """
     from .io.fits import read_mask, read_median
     from ._runstate import PRODUCTS, _side_products
 
@@ -373,7 +380,8 @@ def check_task(outdir, video, own_median, own_mask, check_frames, opts):
     own = read_mask(own_mask)
     with opts.frames([video], [check_frames]) as frames:
         return check_dust(np.load(own_median), median.data, detection.dq, flat.data, frames=frames,
-                          candidates=own.catalog, options=CheckOptions.from_dict(opts.check_options))
+                          candidates=own.catalog, mem_limit=opts.mem_limit,
+                          options=CheckOptions.from_dict(opts.check_options))
 
 
 def calibrate_task(flat_path, video, output, opts):
@@ -667,17 +675,17 @@ class _Night:
             self._refuse_foreign(side)
         if _recorded_key(self.paths["mask"], self.opts.overwrite) == self.key_mask:
             self.reused.append("mask")
-            calls = [(side_task, (str(self.outdir),), {})] if need_side else []
+            calls = []
         else:
             self.computed.append("mask")
             calls = [(merge_task, (str(self.outdir), [self.surveys[i]["own_mask"] for i in self.used],
-                                   [self.surveys[i]["own_median"] for i in self.used], self.key_mask,
-                                   need_side), {})]
+                                   [self.surveys[i]["own_median"] for i in self.used], self.key_mask), {})]
         for res, exc in self.runner.map("mask", calls):
             if exc is not None:
                 raise exc
             self.merge = res.get("merge")
         if need_side:
+            side_task(str(self.outdir))  # in the driver (matplotlib stays out of the workers)
             for n in side:
                 self.state.record(n, side_key, self.paths[n])
         self.runner.bar.update(1 - len(calls))

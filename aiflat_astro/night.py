@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._nightflat import CheckOptions, check_dust, check_message, combine_flats, merge_detections
+from ._nightflat import CheckOptions, check_dust, check_message, combine_flats, merge_detections, new_shadows
 from .io._base import FrameSource
 from .io.frames import select_frames, spread_indices
 from ._runstate import RunOptions, _file_identity, _region_files
@@ -369,8 +369,12 @@ def combine_task(outdir, parts, key_flat, opts):
     return {"weights": weights, "seconds": time.perf_counter() - t0}
 
 
-def check_task(outdir, video, own_median, own_mask, check_frames, opts):
-    """The dust-change check of one video (its own median and detection against the shared mask and flat)."""
+def check_task(outdir, video, own_median, own_mask, check_frames, opts, *, other_medians=()):
+    """The dust-change check of one video (its own median and detection against the shared mask and flat).
+
+    ``other_medians``: the other videos' own medians (``.npy`` paths), opened
+    memory-mapped: the new-dust test reads a neighbourhood of each candidate.
+    """
     from .io.fits import read_flat, read_mask, read_median
 
     outdir = Path(outdir)
@@ -378,9 +382,10 @@ def check_task(outdir, video, own_median, own_mask, check_frames, opts):
     detection = read_mask(outdir / "mask.fits")
     flat = read_flat(outdir / "flat.fits")
     own = read_mask(own_mask)
+    others = [np.load(p, mmap_mode="r") for p in other_medians]
     with opts.frames([video], [check_frames]) as frames:
         return check_dust(np.load(own_median), median.data, detection.dq, flat.data, frames=frames,
-                          candidates=own.catalog, mem_limit=opts.mem_limit,
+                          candidates=own.catalog, others=others, mem_limit=opts.mem_limit,
                           options=CheckOptions.from_dict(opts.check_options))
 
 
@@ -741,20 +746,24 @@ class _Night:
         calls, todo = [], []
         for i in self.used:
             s = self.surveys[i]
-            ckey = params_hash({"step": "check", "version": 2, "survey": s["key"], "flat": self.key_flat,
+            others = [j for j in self.used if j != i]
+            ckey = params_hash({"step": "check", "version": 3, "survey": s["key"], "flat": self.key_flat,
+                                "others": [self.surveys[j]["key"] for j in others],
                                 "options": self.opts.check_options or {}})
             rec = checks.get(str(s["ident"]["path"]))
             if rec and rec.get("key") == ckey:
                 self.entries[i]["dust_check"] = rec["result"]
                 continue
-            todo.append((i, ckey))
+            todo.append((i, ckey, others))
             calls.append((check_task, (str(self.outdir), str(self.videos[i]), s["own_median"], s["own_mask"],
-                                       s["check_frames"], self.opts), {}))
+                                       s["check_frames"], self.opts),
+                          {"other_medians": [self.surveys[j]["own_median"] for j in others]}))
         self.runner.bar.update(len(self.videos) - len(calls))
-        for (i, ckey), (res, exc) in zip(todo, self.runner.map("check", calls)):
+        for (i, ckey, others), (res, exc) in zip(todo, self.runner.map("check", calls)):
             if exc is not None:
                 self.fail(i, f"dust-change check failed: {_error_text(exc)}")
                 continue
+            res["other_videos"] = others
             self.entries[i]["dust_check"] = res
             checks[str(self.surveys[i]["ident"]["path"])] = {"key": ckey, "result": res}
         self.state.save()
@@ -763,7 +772,7 @@ class _Night:
 
     def _verdict(self):
         used = self.used
-        _night_verdict([self.entries[i] for i in used], self.opts.check_options)
+        _night_verdict(self.entries, used, self.opts.check_options)
         self.mismatched = [i for i in used if not self.entries[i]["dust_check"]["match"]]
         for i in self.mismatched:
             self.entries[i]["status"] = "dust-mismatch"
@@ -873,24 +882,39 @@ def _n_dust(mask_path):
     return len(catalog) if catalog is not None else 0
 
 
-def _night_verdict(entries, check_options):
-    """Count as missing only the shared shadows that most videos of the night show.
+def _night_verdict(entries, used, check_options):
+    """The night's verdict on each video: the missing shadows most videos show, the new ones by the vote.
+
+    Updates each entry's ``dust_check`` (``match``, ``n_missing``,
+    ``missing``, ``unconfirmed``, ``n_new``, ``new``, ``n_unverified``,
+    ``message``) of the videos ``used`` (indices into ``entries``).
+    """
+    checks = {i: entries[i]["dust_check"] for i in used
+              if entries[i].get("dust_check") and "tested" in entries[i]["dust_check"]}
+    opts = CheckOptions.from_dict(check_options)
+    if len(checks) >= 3:  # a majority to speak of
+        _confirmed_missing(list(checks.values()))
+    same = {i for i, c in checks.items() if c["n_missing"] == 0}
+    for c in checks.values():
+        if "candidates" in c and "other_videos" in c:
+            c["new"], c["n_unverified"] = new_shadows(c["candidates"], [j in same for j in c["other_videos"]], opts)
+            c["n_new"] = len(c["new"])
+        c["match"] = bool(c["n_missing"] <= opts.max_missing and c["n_new"] <= opts.max_new)
+        c["message"] = check_message(c["n_tested"], c["missing"], c["new"], c.get("unconfirmed", 0))
+
+
+def _confirmed_missing(checks):
+    """Count as missing only the shared shadows that most of the other videos show (updates ``checks``).
 
     A shadow of the shared mask that most videos do not show is not the
     night's dust (a scene feature of one video taken for dust, or dust of a
     few videos only): that a video lacks it says nothing about its dust.
-    Updates each entry's ``dust_check`` (``match``, ``n_missing``,
-    ``missing``, ``unconfirmed``, ``message``).
     """
-    checks = [e["dust_check"] for e in entries if e.get("dust_check") and "tested" in e["dust_check"]]
-    if len(checks) < 3:  # no majority to speak of
-        return
     shown, tested = {}, {}
     for c in checks:
         for label, _x, _y, present in c["tested"]:
             shown[label] = shown.get(label, 0) + bool(present)
             tested[label] = tested.get(label, 0) + 1
-    opts = CheckOptions.from_dict(check_options)
     for c in checks:
         # a shadow is the night's dust when most of the *other* videos that could test it show it
         confirmed = {label for label, _x, _y, present in c["tested"]
@@ -898,8 +922,6 @@ def _night_verdict(entries, check_options):
         missing = [[x, y] for label, x, y, present in c["tested"] if label in confirmed and not present]
         c["unconfirmed"] = sum(1 for t in c["tested"] if t[0] not in confirmed)
         c["missing"], c["n_missing"] = missing, len(missing)
-        c["match"] = bool(len(missing) <= opts.max_missing and c["n_new"] <= opts.max_new)
-        c["message"] = check_message(c["n_tested"], missing, c["new"], c["unconfirmed"])
 
 
 def _mark_calibrated(entry, mismatched):

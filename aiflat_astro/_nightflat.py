@@ -355,8 +355,9 @@ def _combined_flat(first, data, unc, flags, floor, n_flats):
 #   sky beyond its limb) is not tested.
 # * **a new shadow** (a speck arrived): a shadow of the video's own detection
 #   outside the shared mask, deep in the video's median over the flat (``z₁ σ``
-#   above the noise measured as above, ``z₁`` the threshold of one test), less than half as deep in the shared
-#   median over the flat (not dust of every video), and *static*: the motion test on the video's frames (the scene moves
+#   above the noise measured as above, ``z₁`` the threshold of one test), not the night's dust by the vote of
+#   the other same-dust videos that can measure it (`new_by_vote`; none can: less than half as deep in the
+#   shared median over the flat), and *static*: the motion test on the video's frames (the scene moves
 #   under seeing, the dust stays) puts it on the sensor at ``z`` standard errors
 #   (``(β_split − β) / σβ ≥ z``).  A dip of one video that its frames cannot
 #   place on the sensor is its scene (a pore, a lane) as much as new dust, and

@@ -33,7 +33,7 @@ from scipy import ndimage
 from .utils._colour import mono_frame
 from .utils.exceptions import InputError
 
-__all__ = ["merge_detections", "combine_flats", "check_dust", "CheckOptions"]
+__all__ = ["merge_detections", "combine_flats", "check_dust", "CheckOptions", "new_by_vote", "new_shadows"]
 
 #: Floor of the per-video weights' noise term (transmission units).
 WEIGHT_FLOOR = 0.003
@@ -72,8 +72,9 @@ def shadow_depths(medians, region, anydust):
     reg = region[win]
     inner = ndimage.binary_dilation(reg, iterations=gap)
     ring = ndimage.binary_dilation(reg, iterations=gap + width) & ~inner & ~anydust[win]
-    levels = np.array([np.nanmedian(m[win][ring]) if ring.any() else np.nan for m in medians])
-    depths = np.array([_ring_depth(m[win], reg, ring) for m in medians])
+    patches = [mono_frame(m[win]) for m in medians]  # a window of each: memory-mapped medians stay on disk
+    levels = np.array([np.nanmedian(m[ring]) if ring.any() else np.nan for m in patches])
+    depths = np.array([_ring_depth(m, reg, ring) for m in patches])
     lit = np.isfinite(levels) & (levels >= 0.5 * np.nanmax(levels, initial=0.0))
     return np.where(lit, depths, np.nan)
 
@@ -146,15 +147,16 @@ def merge_detections(detections, medians, *, keep_fraction=0.5):
         raise ValueError("merge_detections: one median a detection, at least one")
     from scipy import ndimage
 
-    meds = [mono_frame(m) for m in medians]
+    meds = list(medians)  # windows of them are read (memory-mapped ones stay on disk), see shadow_depths
+    shape = tuple(meds[0].shape[:2])
     # the rings that measure a shadow keep off every video's dust (not its halo: a detector's halo can
     # cover a ring entirely, and a shadow never measured is never rejected)
-    anydust = np.zeros(meds[0].shape, bool)
+    anydust = np.zeros(shape, bool)
     for det in detections:
         anydust |= (det.dq & int(DustDQ.DUST)) > 0
     anydust = ndimage.binary_dilation(anydust, iterations=2) if anydust.any() else anydust
-    dq = np.zeros(meds[0].shape, np.uint8)
-    weight = np.zeros(meds[0].shape, np.float32)
+    dq = np.zeros(shape, np.uint8)
+    weight = np.zeros(shape, np.float32)
     defects = int(DustDQ.HOT | DustDQ.COLD | DustDQ.SATURATED)
     rows, rejected, found = [], [], []
     for v, det in enumerate(detections):
@@ -353,8 +355,9 @@ def _combined_flat(first, data, unc, flags, floor, n_flats):
 #   sky beyond its limb) is not tested.
 # * **a new shadow** (a speck arrived): a shadow of the video's own detection
 #   outside the shared mask, deep in the video's median over the flat (``z₁ σ``
-#   above the noise measured as above, ``z₁`` the threshold of one test), less than half as deep in the shared
-#   median over the flat (not dust of every video), and *static*: the motion test on the video's frames (the scene moves
+#   above the noise measured as above, ``z₁`` the threshold of one test), not the night's dust by the vote of
+#   the other same-dust videos that can measure it (`new_by_vote`; none can: less than half as deep in the
+#   shared median over the flat), and *static*: the motion test on the video's frames (the scene moves
 #   under seeing, the dust stays) puts it on the sensor at ``z`` standard errors
 #   (``(β_split − β) / σβ ≥ z``).  A dip of one video that its frames cannot
 #   place on the sensor is its scene (a pore, a lane) as much as new dust, and
@@ -425,15 +428,16 @@ class CheckOptions:
 
     def z(self, n_tests):
         """The one-sided threshold, in standard errors, of each of ``n_tests`` tests."""
-        from scipy.stats import norm
+        from scipy.special import ndtri  # not scipy.stats: its import alone is ~40 MB of a worker's memory
 
-        return float(norm.isf(float(self.false_alarm) / max(1, int(n_tests))))
+        return float(-ndtri(float(self.false_alarm) / max(1, int(n_tests))))
 
     def as_dict(self):
         return asdict(self)
 
 
-def check_dust(own_median, shared_median, dq, flat, *, frames=None, candidates=None, options=None, **thresholds):
+def check_dust(own_median, shared_median, dq, flat, *, frames=None, candidates=None, others=(), mem_limit=None,
+               options=None, **thresholds):
     """Whether a video's dust matches the shared flat's (the module's two tests).
 
     Parameters
@@ -449,6 +453,17 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, candidates=N
         The video's own detection catalog (``x_centroid``, ``y_centroid``,
         ``area``): the candidates of new shadows.  Default: the local
         detector on the video's median over the flat.
+    others : sequence of `~numpy.ndarray`, optional
+        The *other* videos' own medians (memory-mapped ``.npy`` files do:
+        a neighbourhood of each candidate is read).  A candidate of a new
+        shadow is voted on by those that can measure its depth
+        (`new_by_vote`, all of them may vote here; the night lets only the
+        videos of the same dust vote, from ``candidates`` of the result);
+        none given, or none can: the shared median decides.
+    mem_limit : int or str, optional
+        Working-memory bound of the motion test's frame registration: it
+        registers a central region of at most `registration_size` px a side.
+        Default: the registration's own (1024 px).
     options : `CheckOptions` or dict, optional
         The tests' options; or give them as keywords (``min_depth=0.03``).
 
@@ -458,7 +473,10 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, candidates=N
         ``match`` (bool), ``n_tested``, ``n_missing``, ``n_new``,
         ``n_unverified``, ``missing`` and ``new`` (lists of ``[x, y]``),
         ``tested`` (``[label, x, y, present]`` of each tested shadow),
-        ``shadows`` (each tested shadow's depths and noise), ``depth_ratio``
+        ``shadows`` (each tested shadow's depths and noise),
+        ``candidates`` (each candidate of a new shadow: place, depth, noise,
+        depth in the shared median and in each of ``others``, ``static``),
+        ``depth_ratio``
         (median of the video's depth over the flat's) and ``message``.
 
     Examples
@@ -487,12 +505,14 @@ def check_dust(own_median, shared_median, dq, flat, *, frames=None, candidates=N
     shadows = _missing_test(own, ref, flat, dust, opts)
     tested = [[s["label"], s["x"], s["y"], s["present"]] for s in shadows]
     safe = np.where(flat > 0, flat, 1.0)
-    new, unverified = _new_test(own / safe, ref / safe, own, dust, opts, frames=frames, candidates=candidates)
+    found = _new_test(own / safe, ref / safe, list(others), safe, own, dust, opts, frames=frames,
+                      candidates=candidates, mem_limit=mem_limit)
+    new, unverified = new_shadows(found, [True] * len(others), opts)
     missing = [[s["x"], s["y"]] for s in shadows if not s["present"]]
     ratios = [s["depth"] / s["expected"] for s in shadows]
     return {"match": bool(len(missing) <= opts.max_missing and len(new) <= opts.max_new),
             "n_tested": len(tested), "n_missing": len(missing), "n_new": len(new), "n_unverified": unverified,
-            "missing": missing, "new": new, "tested": tested, "shadows": shadows,
+            "missing": missing, "new": new, "tested": tested, "shadows": shadows, "candidates": found,
             "depth_ratio": float(np.median(ratios)) if ratios else None,
             "message": check_message(len(tested), missing, new)}
 
@@ -557,17 +577,25 @@ def _noise(nulls):
 
 
 def _depth_noise(image, core, ring, origin, blocked, *, radius):
-    """σ of a depth: from the null placements (`_noise`), else from the ring's own scatter.
+    """σ of a depth: from the null placements (`_noise`), else from the ring's own scatter (`_ring_sigma`).
 
     A shadow too large for 8 dust-free placements around it (a soft disc of
-    a third of the frame) gets the error of a median's ratio from the ring
-    pixels' robust scatter s: ``1.25 s sqrt(1/n_core + 1/n_ring)``, twice
-    that for the texture's correlation between neighbouring pixels.
+    a third of the frame) gets the error of the ring's own scatter.
     """
     sigma = _noise(_null_depths(image, core, ring, origin, blocked, radius=radius))
     if np.isfinite(sigma):
         return sigma
     patch = image[origin[0]:origin[0] + core.shape[0], origin[1]:origin[1] + core.shape[1]]
+    return _ring_sigma(patch, core, ring)
+
+
+def _ring_sigma(patch, core, ring):
+    """σ of a depth from its ring pixels' robust relative scatter s: ``1.25 s sqrt(1/n_core + 1/n_ring)``.
+
+    Twice that for the texture's correlation between neighbouring pixels;
+    NaN when the ring is dark or too small.  A ring across the limb (half
+    disc, half sky) has a scatter of order one: its depth tells nothing.
+    """
     values = patch[ring][np.isfinite(patch[ring])]
     level = np.median(values) if values.size >= 8 else 0.0
     if level <= 0 or not core.any():
@@ -651,15 +679,19 @@ def _disk(shape, x, y, radius):
     return (slice(y0, y1), slice(x0, x1)), d <= max(1.0, 0.6 * radius), (d >= r_in) & (d <= r_out)
 
 
-def _new_candidates(corrected, shared, known, opts, candidates):
-    """The candidates outside the shared mask, deep above their noise in ``corrected``, absent from ``shared``.
+def _new_candidates(corrected, shared, others, safe, known, opts, candidates):
+    """The candidates outside the shared mask deep above their noise in ``corrected``, with the others' view.
 
     The depth is tested at the one-test threshold ``z(1)``, the motion test
     (`_new_test`) at the Bonferroni one ``z(n)`` that is returned: a dip of
     the scene or of the noise that passes the first must still be placed on
     the sensor by the second, so the false-alarm rate is the motion test's;
     splitting it over the first too lost shallow specks on a textured disc
-    (a 0.29 deep one against 3.4 σ of 0.088).
+    (a 0.29 deep one against 3.4 σ of 0.088).  Each candidate is a dict:
+    ``x``, ``y``, ``depth``, ``sigma``, ``shared`` (its depth in ``shared``,
+    the shared median over the flat) and ``others`` (`_other_view` of each
+    of the ``others``, the other videos' own medians, divided by ``safe``),
+    and the private ``win``, ``core`` of the motion test.
     """
     grown = ndimage.binary_dilation(known, iterations=2) if known.any() else known
     rows = [r for r in (candidates if candidates is not None else ())
@@ -678,26 +710,98 @@ def _new_candidates(corrected, shared, known, opts, candidates):
                              radius=core.shape[0])
         if not np.isfinite(d_own) or d_own < least or not (np.isfinite(sigma) and d_own >= z_depth * sigma):
             continue
-        if np.isfinite(d_shared) and d_shared >= opts.new_fraction * d_own:
-            continue  # in the shared median too: dust the shared mask missed, not new dust
-        out.append((x, y, win, core))
+        views = [_other_view(o, safe, grown, win, core, ring) for o in others]
+        out.append({"x": round(x, 1), "y": round(y, 1), "depth": round(d_own, 4), "sigma": round(sigma, 4),
+                    "shared": None if not np.isfinite(d_shared) else round(d_shared, 4), "others": views,
+                    "win": win, "core": core})
     return out, z
 
 
-def _new_test(corrected, shared, own, known, opts, *, frames=None, candidates=None):
-    """New shadows ``[x, y]`` the motion test puts on the sensor, and the count it could not place."""
-    found, z = _new_candidates(corrected, shared, known, opts, _with_dips(candidates, _dips(corrected, known, opts)))
-    if not found:
-        return [], 0
-    if frames is None:
-        return [], len(found)
-    betas = _static_betas(frames, own, known, found)
-    new = [[round(x, 1), round(y, 1)] for (x, y, _w, _c), (b, s) in zip(found, betas)
-           if np.isfinite(b) and np.isfinite(s) and (BETA_SPLIT - b) >= z * max(s, 1e-3)]
-    return new, len(found) - len(new)
+def _other_view(other, safe, blocked, win, core, ring):
+    """``[depth, σ]`` of a candidate's core and ring in another video's median over the flat (None: no ring).
+
+    σ is the larger of the null placements' (`_depth_noise`: the scene
+    around the spot) and the ring's own scatter at the spot (`_ring_sigma`:
+    a ring across the limb or a sunspot's edge).  Only a neighbourhood of the candidate is read (``other`` may be a
+    memory-mapped median): the window and the null placements of
+    `_depth_noise` around it, at one and two window sizes.
+    """
+    h, w = core.shape
+    pad = 2 * h + 1
+    ny, nx = safe.shape
+    y0, x0 = max(0, win[0].start - pad), max(0, win[1].start - pad)
+    area = (slice(y0, min(ny, win[0].stop + pad)), slice(x0, min(nx, win[1].stop + pad)))
+    image = mono_frame(other[area]) / safe[area]
+    origin = (win[0].start - y0, win[1].start - x0)
+    patch = image[origin[0]:origin[0] + h, origin[1]:origin[1] + w]
+    depth = _ring_depth(patch, core, ring)
+    # the scene's noise around the spot, and the ring's own at the spot (the limb through it)
+    sigma = max(_depth_noise(image, core, ring, origin, blocked[area], radius=h), _ring_sigma(patch, core, ring))
+    if not (np.isfinite(depth) and np.isfinite(sigma)):
+        return None
+    return [round(depth, 4), round(sigma, 4)]
 
 
-def _static_betas(frames, median, known, found):
+def new_by_vote(candidate, voters, opts):
+    """Whether a candidate is new dust, from the other videos that can measure it (``voters``: which may vote).
+
+    A video *can measure* the candidate when the two hypotheses, its depth
+    (the night's dust the shared mask missed) and none (new dust of this
+    video alone), lie at least ``2 z₁ σ`` apart in it (σ: the depth's noise
+    there, `_other_view`); one whose ring there is the limb or a sunspot's
+    edge cannot, and abstains.  The candidate is the night's dust when any
+    of the videos that may vote and can measure it shows it nearer to its
+    depth than to none (at least ``new_fraction`` of it), new dust
+    otherwise.  When none can, the shared median decides as the only
+    witness left: new when it shows less than ``new_fraction`` of the
+    depth.  ``voters`` is one bool per entry of ``candidate["others"]``
+    (the night: the videos whose shadows are all present, the same dust).
+
+    Examples
+    --------
+    >>> c = {"depth": 0.3, "shared": 0.05, "others": [[0.28, 0.02], [0.0, 0.5]]}
+    >>> new_by_vote(c, [True, True], CheckOptions()), new_by_vote(c, [False, True], CheckOptions())
+    (False, True)
+    """
+    z1 = opts.z(1)
+    least = opts.new_fraction * candidate["depth"]
+    votes = [view[0] for view, may in zip(candidate["others"], voters)
+             if may and view is not None and candidate["depth"] >= 2 * z1 * view[1]]
+    if votes:
+        return not any(d >= least for d in votes)
+    shared = candidate.get("shared")
+    return shared is None or shared < least
+
+
+def _new_test(corrected, shared, others, safe, own, known, opts, *, frames=None, candidates=None,
+              mem_limit=None):
+    """The candidates of new dust (`_new_candidates`), each with ``static`` from the motion test.
+
+    ``static`` is True when the motion test puts the candidate on the sensor
+    at the Bonferroni threshold, False when it does not, None without frames.
+    """
+    found, z = _new_candidates(corrected, shared, others, safe, known, opts,
+                               _with_dips(candidates, _dips(corrected, known, opts)))
+    betas = _static_betas(frames, own, known, found, mem_limit=mem_limit) if found and frames is not None else None
+    for k, cand in enumerate(found):
+        cand.pop("win"), cand.pop("core")
+        if betas is None:
+            cand["static"] = None
+            continue
+        b, s = betas[k]
+        cand["beta"], cand["sigma_beta"] = round(float(b), 4), round(float(s), 4)
+        cand["static"] = bool(np.isfinite(b) and np.isfinite(s) and (BETA_SPLIT - b) >= z * max(s, 1e-3))
+    return found
+
+
+def new_shadows(candidates, voters, opts):
+    """``(new, n_unverified)``: the static candidates that the vote calls new (`new_by_vote`), as ``[x, y]``,
+    and how many the vote calls new that the motion test could not place on the sensor."""
+    judged = [c for c in candidates if new_by_vote(c, voters, opts)]
+    return [[c["x"], c["y"]] for c in judged if c["static"]], sum(1 for c in judged if not c["static"])
+
+
+def _static_betas(frames, median, known, found, *, mem_limit=None):
     """``(β, σβ)`` of each candidate: the detector's motion test on the video's frames.
 
     The scene's shifts come from the registration of the frames (a night's
@@ -713,13 +817,34 @@ def _static_betas(frames, median, known, found):
 
     source, opened = open_source(frames, median.shape)
     try:
+        size = {} if mem_limit is None else {"max_size": registration_size(mem_limit)}
         drift = register_frames(source, dust_mask=known if known.mean() < 0.1 else None,
-                                max_frames=source.n_frames, n_reference=min(12, source.n_frames))
+                                max_frames=source.n_frames, n_reference=min(12, source.n_frames), **size)
         return motion_betas(source, np.asarray(drift.frame_index), np.asarray(drift.shifts, float),
-                            median.astype(np.float32), [_Candidate(win, core) for _x, _y, win, core in found])
+                            median.astype(np.float32), [_Candidate(c["win"], c["core"]) for c in found])
     finally:
         if opened:
             source.close()
+
+
+#: Working memory of `~aiflat_astro.registration.register_frames` a registered pixel (measured: 105 MB allocated
+#: at the peak for 640 x 512 frames, whatever the number of frames).
+REGISTER_BYTES_PER_PIXEL = 320
+
+
+def registration_size(mem_limit):
+    """The side (px) of the central region the check registers so that it keeps to ``mem_limit``.
+
+    Between 128 and the registration's default 1024 px.
+
+    Examples
+    --------
+    >>> registration_size("256MB"), registration_size("64MB"), registration_size("4GB")
+    (894, 447, 1024)
+    """
+    from .utils._atomic import parse_size
+
+    return int(min(1024, max(128, np.sqrt(parse_size(mem_limit) / REGISTER_BYTES_PER_PIXEL))))
 
 
 def _dips(image, known, opts, *, size=31, most=30):

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._nightflat import CheckOptions, check_dust, check_message, combine_flats, merge_detections
+from ._nightflat import CheckOptions, check_dust, check_message, combine_flats, merge_detections, new_shadows
 from .io._base import FrameSource
 from .io.frames import select_frames, spread_indices
 from ._runstate import RunOptions, _file_identity, _region_files
@@ -307,23 +307,30 @@ def median_band_task(videos, selections, rows, part, opts):
     return {"part": str(part), "rows": list(rows), "seconds": time.perf_counter() - t0}
 
 
-def merge_task(outdir, own_masks, own_medians, key_mask, need_side):
-    """The shared mask (`merge_detections` of the videos' own) and its side products."""
+def merge_task(outdir, own_masks, own_medians, key_mask):
+    """The shared mask (`merge_detections` of the videos' own).
+
+    The own medians are opened memory-mapped (each shadow reads a window of
+    each), so the task's memory does not grow with the number of videos.
+    """
     from .io.fits import read_mask, read_median
-    from ._runstate import PRODUCTS, _side_products, _write_mask
+    from ._runstate import PRODUCTS, _write_mask
 
     t0 = time.perf_counter()
     paths = {name: Path(outdir) / fname for name, fname in PRODUCTS.items()}
     median = read_median(paths["median"])
-    merged, summary = merge_detections([read_mask(p) for p in own_masks], [np.load(p) for p in own_medians])
+    merged, summary = merge_detections([read_mask(p) for p in own_masks],
+                                       [np.load(p, mmap_mode="r") for p in own_medians])
     _write_mask(paths["mask"], merged, median, key_mask)
-    if need_side:
-        _side_products(merged, median, paths)
     return {"n_dust": merged.n_dust, "merge": summary, "seconds": time.perf_counter() - t0}
 
 
 def side_task(outdir):
-    """dust.ecsv, dust.reg and preview.png again from the shared mask and median."""
+    """dust.ecsv, dust.reg and preview.png from the shared mask and median.
+
+    Run in the driver, not on a worker: the preview's matplotlib (some 25 MB
+    of imports) stays out of the workers' memory.
+    """
     from .io.fits import read_mask, read_median
     from ._runstate import PRODUCTS, _side_products
 
@@ -362,8 +369,12 @@ def combine_task(outdir, parts, key_flat, opts):
     return {"weights": weights, "seconds": time.perf_counter() - t0}
 
 
-def check_task(outdir, video, own_median, own_mask, check_frames, opts):
-    """The dust-change check of one video (its own median and detection against the shared mask and flat)."""
+def check_task(outdir, video, own_median, own_mask, check_frames, opts, *, other_medians=()):
+    """The dust-change check of one video (its own median and detection against the shared mask and flat).
+
+    ``other_medians``: the other videos' own medians (``.npy`` paths), opened
+    memory-mapped: the new-dust test reads a neighbourhood of each candidate.
+    """
     from .io.fits import read_flat, read_mask, read_median
 
     outdir = Path(outdir)
@@ -371,9 +382,11 @@ def check_task(outdir, video, own_median, own_mask, check_frames, opts):
     detection = read_mask(outdir / "mask.fits")
     flat = read_flat(outdir / "flat.fits")
     own = read_mask(own_mask)
+    others = [np.load(p, mmap_mode="r") for p in other_medians]
     with opts.frames([video], [check_frames]) as frames:
         return check_dust(np.load(own_median), median.data, detection.dq, flat.data, frames=frames,
-                          candidates=own.catalog, options=CheckOptions.from_dict(opts.check_options))
+                          candidates=own.catalog, others=others, mem_limit=opts.mem_limit,
+                          options=CheckOptions.from_dict(opts.check_options))
 
 
 def calibrate_task(flat_path, video, output, opts):
@@ -667,17 +680,17 @@ class _Night:
             self._refuse_foreign(side)
         if _recorded_key(self.paths["mask"], self.opts.overwrite) == self.key_mask:
             self.reused.append("mask")
-            calls = [(side_task, (str(self.outdir),), {})] if need_side else []
+            calls = []
         else:
             self.computed.append("mask")
             calls = [(merge_task, (str(self.outdir), [self.surveys[i]["own_mask"] for i in self.used],
-                                   [self.surveys[i]["own_median"] for i in self.used], self.key_mask,
-                                   need_side), {})]
+                                   [self.surveys[i]["own_median"] for i in self.used], self.key_mask), {})]
         for res, exc in self.runner.map("mask", calls):
             if exc is not None:
                 raise exc
             self.merge = res.get("merge")
         if need_side:
+            side_task(str(self.outdir))  # in the driver (matplotlib stays out of the workers)
             for n in side:
                 self.state.record(n, side_key, self.paths[n])
         self.runner.bar.update(1 - len(calls))
@@ -733,20 +746,24 @@ class _Night:
         calls, todo = [], []
         for i in self.used:
             s = self.surveys[i]
-            ckey = params_hash({"step": "check", "version": 2, "survey": s["key"], "flat": self.key_flat,
+            others = [j for j in self.used if j != i]
+            ckey = params_hash({"step": "check", "version": 3, "survey": s["key"], "flat": self.key_flat,
+                                "others": [self.surveys[j]["key"] for j in others],
                                 "options": self.opts.check_options or {}})
             rec = checks.get(str(s["ident"]["path"]))
             if rec and rec.get("key") == ckey:
                 self.entries[i]["dust_check"] = rec["result"]
                 continue
-            todo.append((i, ckey))
+            todo.append((i, ckey, others))
             calls.append((check_task, (str(self.outdir), str(self.videos[i]), s["own_median"], s["own_mask"],
-                                       s["check_frames"], self.opts), {}))
+                                       s["check_frames"], self.opts),
+                          {"other_medians": [self.surveys[j]["own_median"] for j in others]}))
         self.runner.bar.update(len(self.videos) - len(calls))
-        for (i, ckey), (res, exc) in zip(todo, self.runner.map("check", calls)):
+        for (i, ckey, others), (res, exc) in zip(todo, self.runner.map("check", calls)):
             if exc is not None:
                 self.fail(i, f"dust-change check failed: {_error_text(exc)}")
                 continue
+            res["other_videos"] = others
             self.entries[i]["dust_check"] = res
             checks[str(self.surveys[i]["ident"]["path"])] = {"key": ckey, "result": res}
         self.state.save()
@@ -755,7 +772,7 @@ class _Night:
 
     def _verdict(self):
         used = self.used
-        _night_verdict([self.entries[i] for i in used], self.opts.check_options)
+        _night_verdict(self.entries, used, self.opts.check_options)
         self.mismatched = [i for i in used if not self.entries[i]["dust_check"]["match"]]
         for i in self.mismatched:
             self.entries[i]["status"] = "dust-mismatch"
@@ -865,24 +882,39 @@ def _n_dust(mask_path):
     return len(catalog) if catalog is not None else 0
 
 
-def _night_verdict(entries, check_options):
-    """Count as missing only the shared shadows that most videos of the night show.
+def _night_verdict(entries, used, check_options):
+    """The night's verdict on each video: the missing shadows most videos show, the new ones by the vote.
+
+    Updates each entry's ``dust_check`` (``match``, ``n_missing``,
+    ``missing``, ``unconfirmed``, ``n_new``, ``new``, ``n_unverified``,
+    ``message``) of the videos ``used`` (indices into ``entries``).
+    """
+    checks = {i: entries[i]["dust_check"] for i in used
+              if entries[i].get("dust_check") and "tested" in entries[i]["dust_check"]}
+    opts = CheckOptions.from_dict(check_options)
+    if len(checks) >= 3:  # a majority to speak of
+        _confirmed_missing(list(checks.values()))
+    same = {i for i, c in checks.items() if c["n_missing"] == 0}
+    for c in checks.values():
+        if "candidates" in c and "other_videos" in c:
+            c["new"], c["n_unverified"] = new_shadows(c["candidates"], [j in same for j in c["other_videos"]], opts)
+            c["n_new"] = len(c["new"])
+        c["match"] = bool(c["n_missing"] <= opts.max_missing and c["n_new"] <= opts.max_new)
+        c["message"] = check_message(c["n_tested"], c["missing"], c["new"], c.get("unconfirmed", 0))
+
+
+def _confirmed_missing(checks):
+    """Count as missing only the shared shadows that most of the other videos show (updates ``checks``).
 
     A shadow of the shared mask that most videos do not show is not the
     night's dust (a scene feature of one video taken for dust, or dust of a
     few videos only): that a video lacks it says nothing about its dust.
-    Updates each entry's ``dust_check`` (``match``, ``n_missing``,
-    ``missing``, ``unconfirmed``, ``message``).
     """
-    checks = [e["dust_check"] for e in entries if e.get("dust_check") and "tested" in e["dust_check"]]
-    if len(checks) < 3:  # no majority to speak of
-        return
     shown, tested = {}, {}
     for c in checks:
         for label, _x, _y, present in c["tested"]:
             shown[label] = shown.get(label, 0) + bool(present)
             tested[label] = tested.get(label, 0) + 1
-    opts = CheckOptions.from_dict(check_options)
     for c in checks:
         # a shadow is the night's dust when most of the *other* videos that could test it show it
         confirmed = {label for label, _x, _y, present in c["tested"]
@@ -890,8 +922,6 @@ def _night_verdict(entries, check_options):
         missing = [[x, y] for label, x, y, present in c["tested"] if label in confirmed and not present]
         c["unconfirmed"] = sum(1 for t in c["tested"] if t[0] not in confirmed)
         c["missing"], c["n_missing"] = missing, len(missing)
-        c["match"] = bool(len(missing) <= opts.max_missing and c["n_new"] <= opts.max_new)
-        c["message"] = check_message(c["n_tested"], missing, c["new"], c["unconfirmed"])
 
 
 def _mark_calibrated(entry, mismatched):

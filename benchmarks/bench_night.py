@@ -149,6 +149,81 @@ def cluster_night(paths, folder, args, opts):
     return t_night, night, mem, cpu
 
 
+def _reset_peak():
+    """Reset this process's peak resident memory (Linux: VmHWM, /proc/self/clear_refs) and return the RSS."""
+    import psutil
+
+    Path("/proc/self/clear_refs").write_text("5")
+    return psutil.Process().memory_info().rss
+
+
+def _peak_rss():
+    """This process's peak resident memory since the last `_reset_peak` (bytes)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def task_memory(args, folder):
+    """Peak RSS of each task of a night on one fresh worker process, one task at a time (its HWM reset before).
+
+    The night's tasks are submitted one by one (the runner's ``map`` is
+    replaced here, the tasks are the library's): before each, the worker's
+    peak is reset; after it, read.  The worker's first task pays its imports.
+    """
+    import distributed
+
+    from aiflat_astro import night as night_mod
+    from aiflat_astro.utils._atomic import parse_size
+
+    shape = tuple(int(s) for s in args.shape.split("x"))[::-1]
+    videos = Path(folder) / "videos"
+    videos.mkdir(exist_ok=True)
+    paths = sorted(videos.glob("v*.ser"))
+    if len(paths) != args.n_videos:  # simulated once for the trees compared (--tmp)
+        paths, _truths, n_frames = simulate(videos, args.n_videos, size_mb=args.size_mb, shape=shape)
+    from aiflat_astro.io import open_frames
+
+    with open_frames(paths[0]) as src:
+        n_frames = src.n_frames
+    rows = []
+
+    def one_by_one(self, label, calls):
+        out = []
+        for fn, a, kw in calls:
+            before = self.client.run(_reset_peak)
+            fut = self.client.submit(fn, *a, pure=False, **kw)
+            try:
+                out.append((fut.result(), None))
+            except Exception as exc:
+                out.append((None, exc))
+            peak = self.client.run(_peak_rss)
+            rows.append({"task": fn.__name__, "rss_before_mb": max(before.values()) / 1e6,
+                         "peak_mb": max(peak.values()) / 1e6})
+            self.bar.update(1)
+        return out
+
+    with night_mod.local_cluster(1, mem_limit=args.mem_limit) as lc, distributed.Client(lc) as client:
+        start = max(client.run(_reset_peak).values())
+        night_mod._Runner.map = one_by_one
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            night_mod.run_night(paths, Path(folder) / f"night_tasks_{os.getpid()}", client=client, force=True,
+                                mem_limit=args.mem_limit)
+    per_task = {}
+    for r in rows:
+        per_task[r["task"]] = max(per_task.get(r["task"], 0.0), r["peak_mb"])
+    load = os.getloadavg()
+    print(f"per-task peak RSS on one worker ({len(paths)} videos of {n_frames} frames {shape[1]}x{shape[0]}, "
+          f"mem_limit {parse_size(args.mem_limit) / 1e6:.0f} MB, worker started at {start / 1e6:.0f} MB; "
+          f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}): "
+          + ", ".join(f"{k} {v:.0f}" for k, v in per_task.items()), flush=True)
+    return {"tree": str(Path(night_mod.__file__).parents[1]), "n_videos": len(paths), "n_frames": n_frames,
+            "shape": list(shape), "mem_limit_mb": parse_size(args.mem_limit) / 1e6, "worker_start_mb": start / 1e6,
+            "peak_mb_per_task": per_task, "tasks": rows, "loadavg": list(load)}
+
+
 def flat_accuracy(folder, truths):
     """Flat residual on the truth of each single-video flat and of the night's (one dust: one truth)."""
     from aiflat_astro.evaluate import evaluate_file
@@ -317,6 +392,8 @@ def main(argv=None):
     p.add_argument("--check-seeds", type=int, nargs="+", default=[91, 92, 93],
                    help="held-out dust seeds of the dust-change check's nights")
     p.add_argument("--check-same", type=int, default=4, help="same-dust videos in each check night")
+    p.add_argument("--task-memory", action="store_true",
+                   help="only the peak RSS of each task on one worker (--n-videos, --size-mb, --shape)")
     p.add_argument("--json", help="write the figures to this file")
     p.add_argument("--tmp", help="working folder (default: a temporary one, removed)")
     args = p.parse_args(argv)
@@ -324,6 +401,9 @@ def main(argv=None):
     folder.mkdir(parents=True, exist_ok=True)
     results = {}
     try:
+        if args.task_memory:
+            results["task_memory"] = task_memory(args, folder)
+            args.skip_throughput = args.skip_accuracy = args.skip_check = True
         if not args.skip_throughput:
             results["throughput"] = throughput(args, folder)
         if not args.skip_accuracy:

@@ -51,6 +51,7 @@ class Candidate:
     isolation: float = 1.0          # core over its darkest surrounding sector (1 isolated, 0 a lane)
     context: float = 1.0            # background at its scale / background at a much larger scale
     edge: float = np.inf            # distance to the limb or the frame edge (px)
+    light: float = 1.0              # background at its scale over the disc's typical level
     beta: float = np.nan            # motion: 0 fixed on the sensor, 1 moves with the scene
     beta_sigma: float = np.nan
     terms: dict = field(default_factory=dict)

@@ -432,3 +432,128 @@ def test_released_children_from_the_median_alone():
         structure = SimpleNamespace(children=[strong, faint], terms={term: -2.0})
         assert released_children(structure, frames_used=False) == []
         assert released_children(structure, frames_used=True) == [strong, faint]
+
+
+def test_a_speck_standing_alone_on_a_scene_structure_is_released():
+    """From the median alone a scene structure (the limb's band, an umbra) keeps its children, except a
+    strong one that is round and brighter in every direction around it: a speck, not a piece of it."""
+    from types import SimpleNamespace
+
+    from aiflat_astro.detection.local.scoring import ISOLATED, RELEASE_Z, ROUND, released_children
+
+    speck = SimpleNamespace(z=RELEASE_Z + 4, isolation=ISOLATED + 0.1, elongation=1.1)
+    piece = SimpleNamespace(z=RELEASE_Z + 4, isolation=0.3, elongation=1.1)     # dark on one side
+    fibre = SimpleNamespace(z=RELEASE_Z + 4, isolation=0.95, elongation=ROUND + 0.5)
+    faint = SimpleNamespace(z=RELEASE_Z - 1, isolation=0.95, elongation=1.1)
+    umbra = SimpleNamespace(children=[speck, piece, fibre, faint], terms={"inside a larger dark structure": -3})
+    assert released_children(umbra, frames_used=False) == [speck]
+
+
+def _scored(light, *, has_limb, beta=np.nan):
+    from aiflat_astro.detection.local.candidates import Candidate
+    from aiflat_astro.detection.local.scoring import score
+
+    c = Candidate(y=50, x=50, scale=7, scale_index=0, sl=(slice(40, 60), slice(40, 60)),
+                  pix=np.ones((20, 20), bool), area=50, diameter=8, depth=0.2, z=14.0, core_area=30,
+                  peak_area=20, ring=-3.0, isolation=0.95, light=light, beta=beta, beta_sigma=0.03)
+    return score(c, has_limb=has_limb, frames_used=np.isfinite(beta))
+
+
+def test_where_the_disc_is_dim_the_median_alone_does_not_decide():
+    """A speck-like dip where a disc's light is below half its level (the limb's dim band, an umbra)
+    is no shadow from the median alone; the frames, finding it fixed, keep it.  A sky field has no
+    such band (vignetted corners keep their dust)."""
+    from aiflat_astro.detection.local.scoring import DIM_LIGHT
+
+    bright = _scored(1.0, has_limb=True)
+    dim = _scored(DIM_LIGHT - 0.1, has_limb=True)
+    assert bright.confidence >= 0.5 and "where the disc is dim" not in bright.terms
+    assert dim.confidence < 0.5 and "where the disc is dim" in dim.terms
+    assert _scored(DIM_LIGHT - 0.1, has_limb=False).confidence >= 0.5
+    assert _scored(DIM_LIGHT - 0.1, has_limb=True, beta=0.02).confidence >= 0.5
+
+
+def test_the_limb_band_of_a_disc_gives_no_shadow_from_the_median_alone():
+    """A disc whose light falls over its last 40 px (limb darkening, seeing) with speck-like dips
+    14 px inside the edge, where the light is below half the disc's: the specks on the disc are
+    found, the band's dips are not (only the frames could tell)."""
+    rng = np.random.default_rng(11)
+    shape = (400, 400)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    inside = 180 - np.hypot(yy - 200, xx - 200)                  # px inside the limb
+    disc = np.where(inside > 0, 1 - np.exp(-np.clip(inside, 0, None) / 25.0), 0) + 0.01
+    t = _disc(shape, 150, 170, 10, 0.25) * _disc(shape, 250, 230, 12, 0.2)
+    band = []
+    for ang in np.linspace(0, 2 * np.pi, 12, endpoint=False):
+        y, x = 200 + 166 * np.sin(ang), 200 + 166 * np.cos(ang)
+        t = t * _disc(shape, y, x, 6, 0.3)
+        band.append((y, x))
+    image = (1000 * disc * t * (1 + rng.normal(0, 0.004, shape))).astype(np.float32)
+    det = LocalDustDetector()(image)
+    assert _found(det, [(150, 170), (250, 230)]) == [True, True]
+    assert not any(_found(det, band)), det.catalog
+
+
+def test_wide_smoothing_on_a_block_grid_keeps_the_kernel():
+    """The large scales' smoothing runs on a block grid: within 1 % of the exact Gaussian's peak."""
+    from scipy import ndimage
+
+    from aiflat_astro.detection.local.candidates import GRID_SIGMA, smooth_darkness
+
+    rng = np.random.default_rng(2)
+    shape = (300, 420)
+    dark = ndimage.gaussian_filter(rng.normal(0, 1, shape), 6).astype(np.float32)
+    dark += 0.5 * (np.hypot(*np.mgrid[-150:150, -210:210]) < 60)
+    use = np.ones(shape, bool)
+    use[:, :30] = False
+    dark[~use] = 0
+    for sigma in (GRID_SIGMA, 3 * GRID_SIGMA):
+        fast = smooth_darkness(dark, use, sigma)
+        w = use.astype(np.float32)
+        num = ndimage.gaussian_filter(dark, sigma, mode="nearest", truncate=3.0)
+        den = ndimage.gaussian_filter(w, sigma, mode="nearest", truncate=3.0)
+        exact = np.where(den > 0.3, num / np.maximum(den, 1e-6), 0)
+        inner = (slice(3 * int(sigma), -3 * int(sigma)), slice(30 + 3 * int(sigma), -3 * int(sigma)))
+        assert np.abs(fast - exact)[inner].max() < 0.01 * np.abs(exact[inner]).max()
+    below = smooth_darkness(dark, use, GRID_SIGMA - 1)           # exact below the grid's sigma
+    num = ndimage.gaussian_filter(dark, GRID_SIGMA - 1, mode="nearest", truncate=3.0)
+    den = ndimage.gaussian_filter(use.astype(np.float32), GRID_SIGMA - 1, mode="nearest", truncate=3.0)
+    assert np.array_equal(below, np.where(den > 0.3, num / np.maximum(den, 1e-6), 0).astype(np.float32))
+
+
+def test_local_sigma_reads_the_same_samples_as_a_padded_tiling():
+    """The tile samples are gathered without padding: the scatter map is that of the padded tiling."""
+    import warnings
+
+    from aiflat_astro.detection.local.background import tile_samples
+
+    rng = np.random.default_rng(5)
+    values = rng.normal(0, 1, (150, 230)).astype(np.float32)
+    valid = rng.uniform(size=values.shape) > 0.2
+    block = 64
+    h, w = values.shape
+    v = np.pad(np.where(valid, values, np.nan), ((0, (-h) % block), (0, (-w) % block)), constant_values=np.nan)
+    hb, wb = v.shape[0] // block, v.shape[1] // block
+    tiles = v.reshape(hb, block, wb, block).transpose(0, 2, 1, 3).reshape(hb, wb, -1)[:, :, ::4]
+    got = tile_samples(values, valid, block)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert np.array_equal(np.nanmedian(got, axis=0), np.nanmedian(tiles, axis=2), equal_nan=True)
+    assert np.array_equal(np.moveaxis(got, 0, 2), tiles, equal_nan=True)
+
+
+def test_part_above_a_level_is_the_labelled_component():
+    """`_part_above` (a window first) gives the connected part a whole-image labelling gives."""
+    from scipy import ndimage
+
+    from aiflat_astro.detection.local.candidates import _part_above
+
+    rng = np.random.default_rng(9)
+    z = ndimage.gaussian_filter(rng.normal(0, 1, (120, 160)), 2)
+    z[60, 20:150] = 5                                           # a long ridge leaves any window
+    for peak in [(60, 80), (30, 30), (100, 140), (0, 0)]:
+        for level in (0.1, 0.3):
+            lab, _ = ndimage.label(z > level)
+            if lab[peak] == 0:
+                continue
+            assert np.array_equal(_part_above(z, peak, level, reach=10), lab == lab[peak])

@@ -28,7 +28,9 @@ BLOCKS_PER_WINDOW = 5
 
 def block_mean(a, b, w=None):
     """Block means of ``a`` (weighted by ``w``) over b×b blocks; returns (mean, weight fraction)."""
-    ww = np.ones(a.shape, np.float32) if w is None else w.astype(np.float32)
+    if w is None:
+        return _block_mean_unweighted(np.asarray(a, np.float32), b)
+    ww = w.astype(np.float32)
     if b == 1:
         return np.where(ww > 0, a, 0).astype(np.float32), ww
     h, wd = a.shape
@@ -42,6 +44,20 @@ def block_mean(a, b, w=None):
     n = ww.reshape(hb, b, wb, b).sum(axis=(1, 3))
     mean = np.where(n > 0, s / np.maximum(n, 1e-12), 0).astype(np.float32)
     return mean, (n / (b * b)).astype(np.float32)
+
+
+def _block_mean_unweighted(a, b):
+    """`block_mean` without weights: every pixel counts (the last blocks' mean is over the pixels they hold)."""
+    h, wd = a.shape
+    if b == 1:
+        return a, np.ones(a.shape, np.float32)
+    ph, pw = (-h) % b, (-wd) % b
+    hb, wb = (h + ph) // b, (wd + pw) // b
+    s = (np.pad(a, ((0, ph), (0, pw))) if ph or pw else a).reshape(hb, b, wb, b).sum(axis=(1, 3))
+    ny = np.minimum(b, h - b * np.arange(hb))
+    nx = np.minimum(b, wd - b * np.arange(wb))
+    n = (ny[:, None] * nx[None, :]).astype(np.float32)
+    return (s / n).astype(np.float32), n / (b * b)
 
 
 def _axis_weights(n, b, m):
@@ -95,28 +111,50 @@ def local_sigma(values, valid, block):
     """Map of the robust scatter of ``values`` over ``block``-pixel tiles (valid pixels only).
 
     The scene's texture varies over the field (quiet Sun, plage, umbra): a
-    speck must stand out of the scatter *where it is*.
+    speck must stand out of the scatter *where it is*.  Each tile's scatter is
+    read from about 1024 of its pixels (`tile_samples`).
     """
     h, w = values.shape
     block = int(max(16, min(block, h, w)))
-    ph, pw = (-h) % block, (-w) % block
-    v = np.pad(np.where(valid, values, np.nan), ((0, ph), (0, pw)), constant_values=np.nan)
-    hb, wb = v.shape[0] // block, v.shape[1] // block
-    tiles = v.reshape(hb, block, wb, block).transpose(0, 2, 1, 3).reshape(hb, wb, -1)
-    step = max(1, tiles.shape[2] // 1024)
-    tiles = tiles[:, :, ::step]
+    tiles = tile_samples(values, valid, block)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)     # all-NaN tiles (sky) are expected
-        med = np.nanmedian(tiles, axis=2)
-        sig = 1.4826 * np.nanmedian(np.abs(tiles - med[:, :, None]), axis=2)
-        count = np.sum(np.isfinite(tiles), axis=2)
-    good = np.isfinite(sig) & (count >= 0.2 * tiles.shape[2]) & (sig > 0)
+        med = np.nanmedian(tiles, axis=0)
+        sig = 1.4826 * np.nanmedian(np.abs(tiles - med[None]), axis=0)
+        count = np.sum(np.isfinite(tiles), axis=0)
+    good = np.isfinite(sig) & (count >= 0.2 * tiles.shape[0]) & (sig > 0)
     if not good.any():
         sig_all = robust_sigma(values[valid])      # 0.0 when nothing is valid: the floor then
         return np.full(values.shape, max(sig_all, SIGMA_FLOOR), np.float32)
     sig = fill_invalid(np.where(good, sig, 0), good)
     sig = ndimage.median_filter(sig, size=3, mode="nearest")
     return np.maximum(upsample(sig.astype(np.float32), block, values.shape), SIGMA_FLOOR)
+
+
+def tile_samples(values, valid, block):
+    """Every ``step``-th pixel (row-major) of each ``block``×``block`` tile; shape (n, tiles_y, tiles_x).
+
+    ``step`` keeps about 1024 pixels a tile.  Pixels not valid, or beyond the
+    image in the last row or column of tiles, are NaN.  Only the samples are
+    gathered (the image is neither padded nor copied).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = tile_samples(np.arange(16.0).reshape(4, 4), np.ones((4, 4), bool), 2)
+    >>> t.shape, t[:, 0, 1].tolist()
+    ((4, 2, 2), [2.0, 3.0, 6.0, 7.0])
+    """
+    h, w = values.shape
+    hb, wb = -(-h // block), -(-w // block)
+    step = max(1, block * block // 1024)
+    flat = np.arange(0, block * block, step)
+    yy = np.arange(hb)[None, :, None] * block + (flat // block)[:, None, None]
+    xx = np.arange(wb)[None, None, :] * block + (flat % block)[:, None, None]
+    inside = (yy < h) & (xx < w)
+    yy, xx = np.minimum(yy, h - 1), np.minimum(xx, w - 1)
+    ok = inside & valid[yy, xx]
+    return np.where(ok, values[yy, xx], np.nan).astype(values.dtype, copy=False)
 
 
 def valid_region(data, bad):

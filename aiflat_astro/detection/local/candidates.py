@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .background import local_sigma, median_background
+from .background import block_mean, local_sigma, median_background, upsample
 
 #: Background window in units of the largest diameter searched at a scale.
 WINDOW = 2.2
@@ -24,6 +24,8 @@ FIRST_SCALE = 7.0
 #: lowest that leaves that peak's part small enough (`cores_of`).  Half the peak only: higher
 #: cuts also isolated bumps of the texture itself (on the real proxy, 3 of 144 specks lost).
 CORE_LEVELS = (0.5,)
+#: Smoothing kernels at least this wide (sigma, px) run on a block grid (`smooth_darkness`).
+GRID_SIGMA = 8.0
 #: At most this many peaks of one too-large region are tried (the most significant first).
 MAX_PEAKS = 64
 
@@ -49,6 +51,7 @@ class Candidate:
     isolation: float = 1.0          # core over its darkest surrounding sector (1 isolated, 0 a lane)
     context: float = 1.0            # background at its scale / background at a much larger scale
     edge: float = np.inf            # distance to the limb or the frame edge (px)
+    light: float = 1.0              # background at its scale over the disc's typical level
     beta: float = np.nan            # motion: 0 fixed on the sensor, 1 moves with the scene
     beta_sigma: float = np.nan
     terms: dict = field(default_factory=dict)
@@ -93,13 +96,33 @@ def scale_maps(data, use, d_max):
     bg = median_background(data, use, min(window, max(data.shape)))
     with np.errstate(invalid="ignore", divide="ignore"):
         dark = np.where(use & (bg > 0), 1.0 - data / np.where(bg > 0, bg, 1), 0).astype(np.float32)
-    sigma_g = max(0.7, d_max / 10.0)
-    w = use.astype(np.float32)
-    num = ndimage.gaussian_filter(dark * w, sigma_g, mode="nearest", truncate=3.0)
-    den = ndimage.gaussian_filter(w, sigma_g, mode="nearest", truncate=3.0)
-    smooth = np.where(den > 0.3, num / np.maximum(den, 1e-6), 0).astype(np.float32)
+    smooth = smooth_darkness(dark, use, max(0.7, d_max / 10.0))
     sig = local_sigma(smooth, use, block=max(64, 3 * window))
     return ScaleMaps(d_max, bg, dark, smooth, sig, np.where(use, smooth / sig, 0).astype(np.float32))
+
+
+def smooth_darkness(dark, use, sigma):
+    """Darkness smoothed by a Gaussian of ``sigma`` over the usable pixels (0 where they are too few).
+
+    Up to `GRID_SIGMA` the smoothing is exact.  A wider one (the large
+    scales: a 300 px shadow is smoothed by 30 px) runs on a grid of blocks of
+    ``sigma / 4`` pixels (`~.background.block_mean`) and is expanded
+    bilinearly: the blocks and the interpolation widen the kernel by their own
+    variance (``b²/12`` and ``b²/6``), which the grid's Gaussian gives up, so the
+    kernel keeps its width; what differs is below 1 % of its height.
+    """
+    w = use.astype(np.float32)
+    dark = np.where(use, dark, 0).astype(np.float32, copy=False)
+    if sigma < GRID_SIGMA:
+        num = ndimage.gaussian_filter(dark, sigma, mode="nearest", truncate=3.0)
+        den = ndimage.gaussian_filter(w, sigma, mode="nearest", truncate=3.0)
+    else:
+        b = max(1, int(sigma // 4))
+        num, den = block_mean(dark, b)[0], block_mean(w, b)[0]
+        s = np.sqrt(sigma**2 - b**2 / 4.0) / b
+        num = upsample(ndimage.gaussian_filter(num, s, mode="nearest", truncate=3.0), b, dark.shape)
+        den = upsample(ndimage.gaussian_filter(den, s, mode="nearest", truncate=3.0), b, dark.shape)
+    return np.where(den > 0.3, num / np.maximum(den, 1e-6), 0).astype(np.float32)
 
 
 def components(maps, seedable, *, k_hi, k_lo, min_seed):
@@ -172,8 +195,7 @@ def cores_of(maps, sl, pix, *, k_hi, d_cap):
         if taken[py, px]:
             continue
         for level in CORE_LEVELS:
-            lab, _ = ndimage.label(z > max(k_hi, level * z[py, px]))
-            core = lab == lab[py, px]
+            core = _part_above(z, (py, px), max(k_hi, level * z[py, px]), reach=int(d_cap) + 2)
             if _fits(core, d_cap):
                 break
         else:
@@ -181,13 +203,43 @@ def cores_of(maps, sl, pix, *, k_hi, d_cap):
         if (core & cores).any():        # the part of a lower peak that holds a higher one's
             continue
         cores |= core
-        taken |= ndimage.binary_dilation(core, iterations=2)
         inner = ndimage.find_objects(core.astype(np.int8))[0]
+        _mark_near(taken, core, inner, 2)
         sub = (slice(sl[0].start + inner[0].start, sl[0].start + inner[0].stop),
                slice(sl[1].start + inner[1].start, sl[1].start + inner[1].stop))
         top = rank == 0 and level == CORE_LEVELS[0]
         out.append((sub, core[inner], _filled_diameter(core[inner]), top))
     return out
+
+
+def _part_above(z, peak, level, *, reach):
+    """The connected part of ``z > level`` holding ``peak`` (a boolean map of ``z``'s shape).
+
+    Labelled in a window ``reach`` pixels around the peak; only a part that
+    touches the window's border (it may go on beyond it) is labelled again on
+    the whole of ``z``.
+    """
+    py, px = peak
+    h, w = z.shape
+    win = (slice(max(py - reach, 0), min(py + reach + 1, h)), slice(max(px - reach, 0), min(px + reach + 1, w)))
+    lab, _ = ndimage.label(z[win] > level)
+    part = lab == lab[py - win[0].start, px - win[1].start]
+    inner = ((win[0].start == 0 or not part[0].any()) and (win[0].stop == h or not part[-1].any())
+             and (win[1].start == 0 or not part[:, 0].any()) and (win[1].stop == w or not part[:, -1].any()))
+    if not inner:
+        lab, _ = ndimage.label(z > level)
+        return lab == lab[py, px]
+    out = np.zeros(z.shape, bool)
+    out[win] = part
+    return out
+
+
+def _mark_near(taken, core, box, grow):
+    """``taken |= binary_dilation(core, iterations=grow)``, dilating only the box of ``core`` grown by ``grow``."""
+    h, w = core.shape
+    big = (slice(max(box[0].start - grow, 0), min(box[0].stop + grow, h)),
+           slice(max(box[1].start - grow, 0), min(box[1].stop + grow, w)))
+    taken[big] |= ndimage.binary_dilation(core[big], iterations=grow)
 
 
 def _candidate(maps, index, sl, pix, diameter, pad):
@@ -232,7 +284,8 @@ def merge_scales(per_scale):
             if hits and (c.embedded or c.area < 2.0 * sum(o.area for o in hits)):
                 continue
             c.children = hits
-            kept = [o for o in kept if o not in hits] + [c]
+            gone = {id(o) for o in hits}        # identity: a dataclass's == compares every field
+            kept = [o for o in kept if id(o) not in gone] + [c]
     return kept
 
 

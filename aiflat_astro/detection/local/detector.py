@@ -197,6 +197,7 @@ class LocalDustDetector(DustDetector):
         # ringing or its background's dip, not a shadow
         bright = point_sources(maps[0], BRIGHT_SIGMA, BRIGHT_MAX_AREA, BRIGHT_CONTRAST)
         bright = ndimage.binary_dilation(bright, iterations=BRIGHT_GROW)
+        level = float(np.median(data[valid])) if valid.any() else None
         per_scale = []
         for k, d in enumerate(diameters):
             _compute_scales(maps, data, valid, diameters, k)
@@ -205,7 +206,7 @@ class LocalDustDetector(DustDetector):
             d_cap = 1.15 * d if k < len(diameters) - 1 else 1.3 * d
             cands = extract(maps[k], valid & (edge > margin) & ~bright, index=k, d_min=d_min, d_cap=d_cap,
                             k_hi=self.threshold, k_lo=K_LOW, min_seed=2 if k == 0 else 3)
-            per_scale.append([describe(maps, k, c, edge) for c in cands])
+            per_scale.append([describe(maps, k, c, edge, disc_level=level) for c in cands])
             maps[k] = maps[k].slim()
         merged = merge_scales(per_scale)
         for c in family(merged):

@@ -17,6 +17,10 @@ MAX_LARGE_DEPTH = 0.35
 LARGE = 80.0
 #: Real specks are round: elongation (√ eigenvalue ratio) 1.15 median, 1.81 at 95 %.
 ROUND = 1.6
+#: A dip whose darkest surrounding sector keeps less than 15 % of its depth is isolated.
+ISOLATED = 0.85
+#: Surroundings this many of their noise sigmas brighter than the background: dust's Fresnel ring.
+BRIGHT_RING = -2.0
 #: Surroundings darker than the background by this many of their noise sigmas: not a speck's.
 RING_DARK = 0.5
 #: Small specks (below this diameter, px) are sharp and at least this deep (5 % of the real ones: 0.07).
@@ -54,7 +58,13 @@ SURROUNDINGS = ("continues outward", "not isolated")
 RELEASE_Z = 8.0
 #: Terms that reject a candidate as a large scene structure (an umbra, a penumbra, the limb's dark
 #: band): from the median alone its smaller pieces stay with it, only the frames tell a speck there.
-SCENE_STRUCTURE = ("inside a larger dark structure", "too deep for its size", "at the limb")
+SCENE_STRUCTURE = ("inside a larger dark structure", "too deep for its size", "at the limb",
+                   "where the disc is dim")
+#: A disc's light below this fraction of its typical level (the median over the disc): the limb's
+#: dim band (limb darkening, the seeing-blurred edge, spicules) or an umbra.  There the scene's
+#: contrast is at its strongest against a speck's and the median alone cannot tell them: only a
+#: decisive motion verdict keeps a shadow there.
+DIM_LIGHT = 0.5
 
 
 def sigmoid(x):
@@ -74,9 +84,9 @@ def shape_terms(c):
         terms["elongated"] = -2.0 * (c.elongation - ROUND)
     if c.isolation < 0.6:
         terms["not isolated"] = -10.0 * (0.6 - c.isolation)
-    elif c.isolation > 0.85:
+    elif c.isolation > ISOLATED:
         terms["isolated"] = 1.0
-    if c.ring < -2.0:
+    if c.ring < BRIGHT_RING:
         terms["ring"] = 1.0
     elif c.ring > RING_DARK:
         # real dust has a bright ring (T > 1) or at least a clear surrounding: a dip whose
@@ -102,6 +112,8 @@ def context_terms(c, *, has_limb):
         terms["dark lane between bright ridges"] = -20.0 * (c.context - 1.12)
     if has_limb and c.edge < 0.5 * c.diameter + 8:
         terms["at the limb"] = -2.0
+    if has_limb and c.light < DIM_LIGHT:
+        terms["where the disc is dim"] = -1.0     # and no more than -0.1 in all without the frames (`score`)
     return {k: float(max(v, -10.0)) for k, v in terms.items()}
 
 
@@ -140,6 +152,10 @@ def score(c, *, has_limb, frames_used, beta_split=BETA_SPLIT):
             # a compact part of a larger dark region (a speck on a filament, or a piece of an umbra,
             # a filament, a lane): from the median alone they look alike, only the frames tell
             c.terms["part of a larger dark region"] = min(0.0, -0.1 - logit)
+            logit = min(logit, -0.1)
+        if "where the disc is dim" in c.terms:
+            # the limb's dim band or an umbra: only the frames tell a speck there from the scene
+            c.terms["where the disc is dim"] += min(0.0, -0.1 - logit)
             logit = min(logit, -0.1)
         if frames_used:
             # the frames were given but cannot tell here (too faint, at the limb): left for review
@@ -182,5 +198,10 @@ def released_children(c, *, frames_used):
     if frames_used:
         return list(c.children)
     if any(term in c.terms for term in SCENE_STRUCTURE):
-        return []
+        return [k for k in c.children if k.z >= RELEASE_Z and _stands_alone(k)]
     return [k for k in c.children if k.z >= RELEASE_Z]
+
+
+def _stands_alone(c):
+    """Whether a dip is brighter-rimmed in every direction and round: a speck, not a piece of a structure."""
+    return getattr(c, "isolation", 0.0) > ISOLATED and getattr(c, "elongation", np.inf) <= ROUND

@@ -104,8 +104,12 @@ def half_peak_area(maps, c):
     return float(np.count_nonzero(lab == lab[peak]))
 
 
-def describe(maps_list, k, c, edge_distance):
-    """Fill the shape and context fields of candidate ``c`` found at scale ``k``."""
+def describe(maps_list, k, c, edge_distance, *, disc_level=None):
+    """Fill the shape and context fields of candidate ``c`` found at scale ``k``.
+
+    ``disc_level`` is the typical brightness of the disc (or field): the
+    candidate's ``light`` is its own-scale background over it.
+    """
     maps = maps_list[k]
     c.elongation = elongation(c.pix, np.clip(maps.darkness[c.sl], 0, None))
     c.ring = ring_contrast(maps, c)
@@ -115,6 +119,8 @@ def describe(maps_list, k, c, edge_distance):
     iy = int(np.clip(round(c.y), 0, edge_distance.shape[0] - 1))
     ix = int(np.clip(round(c.x), 0, edge_distance.shape[1] - 1))
     c.edge = float(edge_distance[iy, ix])
+    if disc_level is not None and disc_level > 0:
+        c.light = float(maps.background[iy, ix] / disc_level)
     return c
 
 

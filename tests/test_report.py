@@ -106,6 +106,7 @@ def test_not_an_output_folder(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "mask.fits missing" in err
 
 
+@pytest.mark.slow  # a second run of the pipeline (2.5 s)
 def test_no_report_option(sim_run):
     video, out = sim_run
     report = out / "report.html"

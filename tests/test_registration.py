@@ -284,7 +284,7 @@ def xu_drift(xu2016):
     return register_frames(xu2016.frames)
 
 
-@pytest.mark.slow  # 3.6 s of fixture; the real set is registered in the fast tier by the detector's real-data tests
+@pytest.mark.slow  # 3.6 s of fixture; the fast tier registers simulated drifts of hundreds of px
 class TestXu2016Registration:
     """The real off-pointed H-alpha set (offsets up to ~440 px)."""
 

@@ -151,24 +151,27 @@ def score(c, *, has_limb, frames_used, beta_split=BETA_SPLIT):
         if c.embedded:
             # a compact part of a larger dark region (a speck on a filament, or a piece of an umbra,
             # a filament, a lane): from the median alone they look alike, only the frames tell
-            c.terms["part of a larger dark region"] = min(0.0, -0.1 - logit)
-            logit = min(logit, -0.1)
+            logit = _capped(c, "part of a larger dark region", logit, -0.1)
         if "where the disc is dim" in c.terms:
             # the limb's dim band or an umbra: only the frames tell a speck there from the scene
-            c.terms["where the disc is dim"] += min(0.0, -0.1 - logit)
-            logit = min(logit, -0.1)
+            logit = _capped(c, "where the disc is dim", logit, -0.1)
         if frames_used:
             # the frames were given but cannot tell here (too faint, at the limb): left for review
             # (too faint, at the edge of what the frames cover): a small speck is left out (the
             # frames resolve any speck that is there), a large soft shadow is left for review
             cap = 1.0 if c.diameter >= UNDECIDED_LARGE and np.isfinite(c.beta) else -0.1
-            c.terms["unverified"] = min(0.0, cap - logit)
-            logit = min(logit, cap)
+            logit = _capped(c, "unverified", logit, cap)
     if "a cold-pixel cluster" in c.terms:
         # a sensor defect, whatever the frames say
         logit = min(logit, c.terms["a cold-pixel cluster"])
     c.confidence = float(sigmoid(logit))
     return c
+
+
+def _capped(c, term, logit, cap):
+    """``logit`` held at most at ``cap``; what that takes off is added to ``c.terms[term]``."""
+    c.terms[term] = c.terms.get(term, 0.0) + min(0.0, cap - logit)
+    return min(logit, cap)
 
 
 def released_children(c, *, frames_used):
